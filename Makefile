@@ -1,0 +1,66 @@
+# The two commands a new user runs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+OUT ?= out
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: demo test venv install install-test system-deps sample package lint typecheck pytest bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+venv: $(PY)
+
+# A plain, non-editable install: what users get from `pip install .`
+install: $(PY)
+	$(PIP) install --quiet .
+
+install-test: $(PY)
+	$(PIP) install --quiet -e '.[test]'
+
+# System packages the tests drive for real (nginx as the CDN). Installed only when missing.
+system-deps:
+	@missing=""; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+sample: install
+	$(PY) samples/make_sample.py samples/sample.flac
+
+package: install
+	$(VENV)/bin/cadenza package samples/sample.flac --out $(OUT)
+
+demo: install package
+	@echo "packaged samples/sample.flac into $(OUT)/"
+	@if $(VENV)/bin/cadenza serve --help >/dev/null 2>&1; then \
+	  echo "serving $(OUT) at http://$(HOST):$(PORT)/ (Ctrl-C to stop)"; \
+	  $(VENV)/bin/cadenza serve $(OUT) --host $(HOST) --port $(PORT); \
+	fi
+
+lint: install-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install-test
+	$(VENV)/bin/mypy
+
+pytest: install-test system-deps
+	$(VENV)/bin/pytest
+
+test: install-test system-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf $(VENV) $(OUT) build *.egg-info

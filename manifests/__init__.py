@@ -1,0 +1,1 @@
+"""Pure presentation model with HLS and DASH renderers and parsers. No I/O."""

@@ -1,0 +1,34 @@
+"""Errors raised by the pure manifest layer.  Each carries the fields a caller
+needs to act on it, and a message a user can read."""
+
+from __future__ import annotations
+
+
+class ManifestError(Exception):
+    """Base class for every error in ``manifests``."""
+
+
+class InvalidPresentationError(ManifestError):
+    """A ``presentation.json`` document (or dict) that does not describe a valid presentation."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid presentation: {field}: {reason}")
+
+
+class ManifestParseError(ManifestError):
+    """An HLS playlist or DASH MPD that cannot be parsed back into the model."""
+
+    def __init__(self, protocol: str, reason: str) -> None:
+        self.protocol = protocol
+        self.reason = reason
+        super().__init__(f"cannot parse {protocol} manifest: {reason}")
+
+
+class NoMatchingRenditionsError(ManifestError):
+    """A rendition filter that leaves nothing to serve."""
+
+    def __init__(self, criteria: str) -> None:
+        self.criteria = criteria
+        super().__init__(f"no rendition matches {criteria}")

@@ -1,0 +1,193 @@
+"""The pure presentation model shared by the packager and the origin.
+
+Every time is an integer count of ticks in a stated timescale; only the
+renderers turn ticks into seconds.  Every model is a frozen dataclass, so a
+presentation can be shared between threads, cached and compared freely.
+
+File layout of one packaged track (``<track_id>/``)::
+
+    master.m3u8            HLS multivariant playlist
+    manifest.mpd           DASH MPD
+    presentation.json      this model, serialised by ``manifests.jsonio``
+    <rendition.id>/init.mp4, seg-00001.m4s, ...   (segmented mode)
+    <rendition.id>/media.mp4                      (single-file mode)
+    <rendition.id>/playlist.m3u8                  HLS media playlist
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+INIT_NAME = "init.mp4"
+MEDIA_TEMPLATE = "seg-$Number%05d$.m4s"
+SINGLE_FILE_NAME = "media.mp4"
+PLAYLIST_NAME = "playlist.m3u8"
+MASTER_NAME = "master.m3u8"
+MPD_NAME = "manifest.mpd"
+PRESENTATION_NAME = "presentation.json"
+
+
+class Codec(enum.StrEnum):
+    """Audio codecs cadenza packages.  Values are the names used on the CLI,
+    in ladder files, in ``?codec=`` filters and in ``presentation.json``."""
+
+    AAC = "aac"
+    OPUS = "opus"
+    FLAC = "flac"
+
+    @property
+    def lossless(self) -> bool:
+        return self is Codec.FLAC
+
+
+class Protocol(enum.StrEnum):
+    HLS = "hls"
+    DASH = "dash"
+
+
+class SegmentLayout(enum.StrEnum):
+    """``separate``: one init file plus one file per segment.
+    ``single``: init, ``sidx`` and all fragments in one file, addressed by byte ranges."""
+
+    SEPARATE = "separate"
+    SINGLE = "single"
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    """A byte range inside one file: ``length_bytes`` bytes from ``offset_bytes``."""
+
+    offset_bytes: int
+    length_bytes: int
+
+    @property
+    def last_byte(self) -> int:
+        """The inclusive end offset, as HTTP ``Range`` and DASH ``indexRange`` write it."""
+        return self.offset_bytes + self.length_bytes - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One CMAF media segment (one ``moof`` + ``mdat``).
+
+    ``start_ticks`` is the segment's decode time (its ``tfdt``) and
+    ``duration_ticks`` the sum of its sample durations, both in the
+    rendition's timescale.  The first segment starts at 0 and includes the
+    encoder's priming samples; the edit list removes them on playback.
+    """
+
+    number: int
+    start_ticks: int
+    duration_ticks: int
+    size_bytes: int
+    byte_range: ByteRange | None = None  # set in single-file layout only
+
+
+@dataclass(frozen=True, slots=True)
+class Loudness:
+    """EBU R128 / ITU-R BS.1770-4 measurements of the source."""
+
+    integrated_lufs: float
+    true_peak_dbtp: float
+    loudness_range_lu: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rendition:
+    """One encoded rung of the ladder.
+
+    ``id`` is also the rendition's folder name (``aac-128k``, ``flac``).
+    ``timescale`` is the rendition's sample rate for audio, so one tick is
+    one sample.  ``encoder_delay_ticks`` are the priming samples at the start
+    of the first segment; ``duration_ticks`` is the presentation duration
+    after the edit list removes priming and padding, equal to the source's.
+    """
+
+    id: str
+    codec: Codec
+    codecs: str  # RFC 6381, e.g. "mp4a.40.2", "opus", "fLaC"
+    sample_rate_hz: int
+    channels: int
+    timescale: int
+    average_bitrate_bps: int
+    peak_bitrate_bps: int
+    encoder_delay_ticks: int
+    duration_ticks: int
+    init_size_bytes: int
+    segments: tuple[Segment, ...]
+    target_bitrate_bps: int | None = None  # None for lossless
+    bits_per_sample: int | None = None  # FLAC only
+    layout: SegmentLayout = SegmentLayout.SEPARATE
+    init_range: ByteRange | None = None  # single-file: ftyp + moov
+    index_range: ByteRange | None = None  # single-file: sidx
+
+    @property
+    def total_bytes(self) -> int:
+        return self.init_size_bytes + sum(s.size_bytes for s in self.segments)
+
+    @property
+    def media_duration_ticks(self) -> int:
+        """Sum of segment durations, priming and padding included."""
+        return sum(s.duration_ticks for s in self.segments)
+
+    @property
+    def playlist_uri(self) -> str:
+        """The HLS media playlist, relative to the track folder."""
+        return f"{self.id}/{PLAYLIST_NAME}"
+
+    def segment_name(self, segment: Segment) -> str:
+        """File name of a segment, relative to the rendition folder."""
+        if self.layout is SegmentLayout.SINGLE:
+            return SINGLE_FILE_NAME
+        return expand_template(MEDIA_TEMPLATE, segment.number)
+
+    @property
+    def init_name(self) -> str:
+        return SINGLE_FILE_NAME if self.layout is SegmentLayout.SINGLE else INIT_NAME
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """What the packager read, kept for operators in ``presentation.json``."""
+
+    file_name: str
+    codec_name: str
+    sample_rate_hz: int
+    channels: int
+    bits_per_sample: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Presentation:
+    """One packaged track: its renditions in ladder order.
+
+    ``duration_ticks`` in ``timescale`` (the source sample rate) is the exact
+    source duration, which every rendition reproduces after trimming.
+    """
+
+    track_id: str
+    timescale: int
+    duration_ticks: int
+    renditions: tuple[Rendition, ...]
+    loudness: Loudness | None = None
+    source: SourceInfo | None = None
+    target_segment_duration_ticks: int | None = None  # in ``timescale``
+    metadata: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    def rendition(self, rendition_id: str) -> Rendition:
+        for rendition in self.renditions:
+            if rendition.id == rendition_id:
+                return rendition
+        raise KeyError(rendition_id)
+
+
+def expand_template(template: str, number: int) -> str:
+    """Expand the ``$Number%05d$`` identifier of a DASH SegmentTemplate
+    (ISO/IEC 23009-1 5.3.9.4.4), the only identifier cadenza writes."""
+    head, sep, rest = template.partition("$Number")
+    if not sep:
+        return template
+    fmt, _, tail = rest.partition("$")
+    width = int(fmt[2:-1]) if fmt.startswith("%0") and fmt.endswith("d") else 0
+    return f"{head}{number:0{width}d}{tail}"

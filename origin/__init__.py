@@ -1,0 +1,1 @@
+"""The aiohttp origin that CDNs and browser players pull from."""

@@ -1,0 +1,56 @@
+"""Errors raised by the packager.  Every error names the file (where there is
+one) and a reason the operator can act on.  FFmpeg errors from PyAV are mapped
+to these at the boundary (``packager.decode``); nothing above it sees ``av.error``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class PackagerError(Exception):
+    """Base class for every packager error."""
+
+
+class InputError(PackagerError):
+    """An input file that cannot be packaged: missing, empty, undecodable, no audio."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class LadderError(PackagerError):
+    """An invalid ladder: unknown codec, bitrate out of range, unsupported profile."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"ladder {where}: {reason}")
+
+
+class EncodeError(PackagerError):
+    """An encoder that refused its settings or failed mid-stream."""
+
+    def __init__(self, rendition_id: str, reason: str) -> None:
+        self.rendition_id = rendition_id
+        self.reason = reason
+        super().__init__(f"encoding {rendition_id}: {reason}")
+
+
+class OutputError(PackagerError):
+    """The output location cannot be written: unwritable, full, or not a directory."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class Mp4Error(PackagerError):
+    """Malformed input to the MP4 box writer or reader."""
+
+    def __init__(self, box: str, reason: str) -> None:
+        self.box = box
+        self.reason = reason
+        super().__init__(f"mp4 {box}: {reason}")
