@@ -1,0 +1,48 @@
+"""The ``cadenza`` command: one entry point, one subcommand per job.
+
+Each subcommand lives with the package that owns it and exposes
+``add_arguments(parser)`` and ``run(args) -> int``.  They are imported only
+when chosen, so ``cadenza serve`` never loads PyAV and ``cadenza package``
+never loads aiohttp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+# subcommand -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "package": ("packager.cli", "package tracks into an AAC/Opus/FLAC ladder with HLS and DASH"),
+    "serve": ("origin.server", "serve packaged tracks over HTTP to CDNs and players"),
+}
+
+
+def _load(name: str) -> ModuleType:
+    return importlib.import_module(SUBCOMMANDS[name][0])
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cadenza", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (_module, help_text) in SUBCOMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            _load(name).add_arguments(sub_parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_list)
+    args = parser.parse_args(args_list)
+    result: int = _load(args.command).run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
