@@ -16,7 +16,9 @@ def _imports(package: str) -> list[tuple[Path, str, bool]]:
     found: list[tuple[Path, str, bool]] = []
     for path in sorted((ROOT / package).rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+        functions = [
+            n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+        ]
         nested = {id(sub) for fn in functions for sub in ast.walk(fn)}
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):

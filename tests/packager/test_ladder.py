@@ -73,7 +73,7 @@ def test_unknown_codec_is_named() -> None:
 
 
 def test_unknown_rung_key_is_named() -> None:
-    with pytest.raises(LadderError, match="unknown key.*bitrate"):
+    with pytest.raises(LadderError, match=r"unknown key.*bitrate"):
         parse_ladder({"rung": [{"codec": "aac", "bitrate": 128}]})
 
 
@@ -96,7 +96,7 @@ def test_flac_with_a_bitrate_is_refused() -> None:
 @pytest.mark.parametrize("profile", ["he", "he-v2"])
 def test_he_aac_is_refused_rather_than_mislabelled(profile: str) -> None:
     """FFmpeg's aac encoder ignores HE profiles and writes LC: never mislabel."""
-    with pytest.raises(LadderError, match="HE-AAC.*not available"):
+    with pytest.raises(LadderError, match=r"HE-AAC.*not available"):
         parse_ladder({"rung": [{"codec": "aac", "bitrate_kbps": 48, "profile": profile}]})
 
 
@@ -111,10 +111,14 @@ def test_duplicate_rungs_are_refused() -> None:
 
 def test_one_sample_rate_per_codec() -> None:
     with pytest.raises(LadderError, match="share a sample rate"):
-        parse_ladder({"rung": [
-            {"codec": "aac", "bitrate_kbps": 64, "sample_rate_hz": 44100},
-            {"codec": "aac", "bitrate_kbps": 128, "sample_rate_hz": 48000},
-        ]})
+        parse_ladder(
+            {
+                "rung": [
+                    {"codec": "aac", "bitrate_kbps": 64, "sample_rate_hz": 44100},
+                    {"codec": "aac", "bitrate_kbps": 128, "sample_rate_hz": 48000},
+                ]
+            }
+        )
 
 
 def test_opus_must_run_at_48k() -> None:
@@ -127,8 +131,10 @@ def test_unsupported_channel_count_is_refused() -> None:
         parse_ladder({"rung": [{"codec": "aac", "bitrate_kbps": 64, "channels": 4}]})
 
 
-@pytest.mark.parametrize(("source", "expected"), [(44100, 44100), (88200, 44100), (48000, 48000),
-                                                  (96000, 48000), (8000, 48000), (22050, 44100)])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [(44100, 44100), (88200, 44100), (48000, 48000), (96000, 48000), (8000, 48000), (22050, 44100)],
+)
 def test_aac_rate_follows_the_source_family(source: int, expected: int) -> None:
     assert resolve_sample_rate(Rung(Codec.AAC, 128_000), source) == expected
 
