@@ -1,0 +1,204 @@
+"""Open and decode one input, once, into normalised planar float frames.
+
+This is the boundary with FFmpeg: every ``av.error`` is mapped to an
+:class:`InputError` that names the file and the reason here, and nothing above
+this module sees PyAV's exceptions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+import av
+import av.error
+from av.audio.frame import AudioFrame
+from av.audio.resampler import AudioResampler
+from av.audio.stream import AudioStream
+from av.container import InputContainer
+
+from packager.errors import InputError
+from packager.ladder import MAX_SOURCE_RATE_HZ, MIN_SOURCE_RATE_HZ
+
+# A damaged file often yields a run of undecodable packets; past this many in a
+# row we stop and package what decoded, reporting it as truncated.
+MAX_CONSECUTIVE_DECODE_ERRORS: Final = 16
+DECODE_FORMAT: Final = "fltp"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceProbe:
+    path: Path
+    codec_name: str
+    sample_rate_hz: int
+    channels: int
+    layout_name: str
+    channel_names: tuple[str, ...]
+    bits_per_sample: int | None
+    declared_duration_ticks: int | None  # in sample_rate_hz, from the container, if it says
+
+
+@dataclass(slots=True)
+class DecodeReport:
+    decoded_ticks: int = 0
+    skipped_packets: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _bits_per_sample(stream: AudioStream) -> int | None:
+    ctx = stream.codec_context
+    raw = getattr(ctx, "bits_per_raw_sample", 0) or 0
+    if isinstance(raw, int) and raw > 0:
+        return raw
+    fmt_bits = ctx.format.bits if ctx.format is not None else 0
+    if ctx.format is not None and ctx.format.name.startswith(("flt", "dbl")):
+        return None  # lossy decoders output float: no meaningful source bit depth
+    return fmt_bits or None
+
+
+class Decoder:
+    """Context manager over one input file; iterate :meth:`frames` once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.report = DecodeReport()
+        self._container = self._open(path)
+        self._stream = self._audio_stream()
+        self.probe = self._probe()
+
+    def _open(self, path: Path) -> InputContainer:
+        if not path.exists():
+            raise InputError(path, "no such file")
+        if path.is_dir():
+            raise InputError(path, "is a directory, not a media file")
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise InputError(path, f"cannot stat: {exc.strerror}") from exc
+        if size == 0:
+            raise InputError(path, "file is empty (0 bytes)")
+        if not os.access(path, os.R_OK):
+            raise InputError(path, "permission denied")
+        try:
+            return av.open(str(path), mode="r", metadata_errors="replace")
+        except av.error.InvalidDataError as exc:
+            raise InputError(path, "not a media file FFmpeg can read (invalid data)") from exc
+        except av.error.FFmpegError as exc:
+            raise InputError(path, f"FFmpeg cannot open it: {exc.strerror}") from exc
+
+    def _audio_stream(self) -> AudioStream:
+        streams = self._container.streams
+        if not streams.audio:
+            kinds: list[str] = sorted({str(s.type) for s in streams}) or ["none"]
+            self._container.close()
+            raise InputError(self.path, f"has no audio stream (streams found: {', '.join(kinds)})")
+        return streams.audio[0]
+
+    def _probe(self) -> SourceProbe:
+        stream = self._stream
+        ctx = stream.codec_context
+        rate = ctx.sample_rate or 0
+        if not MIN_SOURCE_RATE_HZ <= rate <= MAX_SOURCE_RATE_HZ:
+            self._container.close()
+            raise InputError(
+                self.path,
+                f"unsupported sample rate {rate} Hz (cadenza packages "
+                f"{MIN_SOURCE_RATE_HZ}-{MAX_SOURCE_RATE_HZ} Hz)",
+            )
+        layout = ctx.layout
+        channels = layout.nb_channels if layout is not None else 0
+        if channels < 1:
+            self._container.close()
+            raise InputError(self.path, "audio stream declares no channels")
+        declared: int | None = None
+        if stream.duration is not None and stream.time_base is not None:
+            declared = int(stream.duration * stream.time_base * rate)
+        elif self._container.duration:
+            declared = self._container.duration * rate // av.time_base
+        return SourceProbe(
+            path=self.path,
+            codec_name=ctx.name,
+            sample_rate_hz=rate,
+            channels=channels,
+            layout_name=layout.name,
+            channel_names=tuple(c.name for c in layout.channels),
+            bits_per_sample=_bits_per_sample(stream),
+            declared_duration_ticks=declared,
+        )
+
+    def frames(self) -> Iterator[AudioFrame]:
+        """Decoded audio as ``fltp`` frames at the source rate and layout.
+
+        Undecodable packets are skipped and counted; a long run of them ends
+        decoding early, and the report says how much decoded.
+        """
+        probe = self.probe
+        resampler = AudioResampler(
+            format=DECODE_FORMAT, layout=probe.layout_name, rate=probe.sample_rate_hz
+        )
+        consecutive_errors = 0
+        demux = self._container.demux(self._stream)
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as exc:
+                self._note_stop(f"demuxing stopped: {exc.strerror}")
+                break
+            try:
+                decoded = packet.decode()
+                consecutive_errors = 0
+            except av.error.FFmpegError as exc:
+                self.report.skipped_packets += 1
+                consecutive_errors += 1
+                if consecutive_errors >= MAX_CONSECUTIVE_DECODE_ERRORS:
+                    self._note_stop(f"decoding stopped after repeated errors: {exc.strerror}")
+                    break
+                continue
+            for frame in decoded:
+                for out in resampler.resample(frame):
+                    self.report.decoded_ticks += out.samples
+                    yield out
+        for out in resampler.resample(None):
+            self.report.decoded_ticks += out.samples
+            yield out
+        self._check_complete()
+
+    def _note_stop(self, reason: str) -> None:
+        seconds = self.report.decoded_ticks / self.probe.sample_rate_hz
+        self.report.warnings.append(f"truncated: {reason} at {seconds:.3f} s")
+
+    def _check_complete(self) -> None:
+        declared = self.probe.declared_duration_ticks
+        decoded = self.report.decoded_ticks
+        rate = self.probe.sample_rate_hz
+        if self.report.skipped_packets:
+            self.report.warnings.append(
+                f"{self.report.skipped_packets} undecodable packet(s) skipped"
+            )
+        # Containers round their declared durations; flag only a shortfall over 100 ms.
+        if declared is not None and declared - decoded > rate // 10:
+            self.report.warnings.append(
+                f"truncated: decoded {decoded / rate:.3f} s of a declared {declared / rate:.3f} s"
+            )
+        if decoded == 0:
+            raise InputError(self.path, "no audio samples could be decoded")
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> Decoder:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,56 @@
+"""Shared fixtures: generated inputs at every rate, channel count and format."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from samples.make_sample import synthesize, write_audio
+
+# (suffix, codec, sample format, container) for each input kind the tests use.
+FORMATS: dict[str, tuple[str, str, str, str | None]] = {
+    "flac": (".flac", "flac", "s16", None),
+    "flac24": (".flac", "flac", "s32", None),
+    "wav": (".wav", "pcm_s16le", "s16", None),
+    "mp3": (".mp3", "libmp3lame", "fltp", None),
+    "m4a": (".m4a", "aac", "fltp", "ipod"),
+    "opus": (".ogg", "libopus", "flt", "ogg"),
+}
+
+MakeInput = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def make_input(tmp_path_factory: pytest.TempPathFactory) -> MakeInput:
+    """``make_input(kind="flac", rate_hz=44100, channels=2, duration_s=3.0, name=None)``.
+
+    Files are cached per session by their parameters."""
+    folder = tmp_path_factory.mktemp("inputs")
+    cache: dict[tuple[object, ...], Path] = {}
+
+    def make(
+        kind: str = "flac",
+        rate_hz: int = 44100,
+        channels: int = 2,
+        duration_s: float = 3.0,
+        name: str | None = None,
+    ) -> Path:
+        key = (kind, rate_hz, channels, duration_s, name)
+        if key not in cache:
+            suffix, codec, fmt, container = FORMATS[kind]
+            stem = name or f"{kind}-{rate_hz}-{channels}ch-{duration_s:g}s"
+            path = folder / f"{stem}{suffix}"
+            write_audio(
+                path,
+                synthesize(duration_s, rate_hz, channels),
+                rate_hz,
+                codec=codec,
+                sample_format=fmt,
+                container=container,
+            )
+            cache[key] = path
+        return cache[key]
+
+    return make
