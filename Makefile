@@ -8,7 +8,7 @@ OUT ?= out
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: demo test venv install install-test system-deps sample package lint typecheck pytest bench clean
+.PHONY: demo test venv install install-test system-deps node-deps sample package lint typecheck pytest bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,13 @@ install: $(PY)
 install-test: $(PY)
 	$(PIP) install --quiet -e '.[test]'
 
-# System packages the tests drive for real (nginx as the CDN). Installed only when missing.
+# System packages the tests drive for real: nginx (the CDN), Chromium (the players' browser),
+# Node.js/npm (playwright-core). Installed from Debian only when missing.
 system-deps:
 	@missing=""; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
@@ -53,10 +56,17 @@ lint: install-test
 typecheck: install-test
 	$(VENV)/bin/mypy
 
-pytest: install-test system-deps
+# hls.js, dash.js, Shaka Player and playwright-core, pinned by package-lock.json.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+node-deps: system-deps node_modules/.installed
+
+pytest: install-test node-deps
 	$(VENV)/bin/pytest
 
-test: install-test system-deps
+test: install-test node-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
 import av
 import av.error
+import numpy as np
+import numpy.typing as npt
 from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
 from av.audio.stream import AudioStream
@@ -23,6 +26,16 @@ from av.container import InputContainer
 
 from packager.errors import InputError
 from packager.ladder import MAX_SOURCE_RATE_HZ, MIN_SOURCE_RATE_HZ
+
+Block = npt.NDArray[np.float32]  # planar decoded samples, shape (channels, n)
+
+
+def to_block(frame: AudioFrame) -> Block:
+    """A decoded ``fltp`` frame as a read-only float32 array (no copy beyond PyAV's)."""
+    block: Block = np.asarray(frame.to_ndarray(), dtype=np.float32)
+    block.flags.writeable = False
+    return block
+
 
 # A damaged file often yields a run of undecodable packets; past this many in a
 # row we stop and package what decoded, reporting it as truncated.
@@ -162,12 +175,17 @@ class Decoder:
                 continue
             for frame in decoded:
                 for out in resampler.resample(frame):
-                    self.report.decoded_ticks += out.samples
-                    yield out
+                    yield self._stamp(out)
         for out in resampler.resample(None):
-            self.report.decoded_ticks += out.samples
-            yield out
+            yield self._stamp(out)
         self._check_complete()
+
+    def _stamp(self, frame: AudioFrame) -> AudioFrame:
+        """Timestamps count decoded samples from zero: gapless whatever the container said."""
+        frame.pts = self.report.decoded_ticks
+        frame.time_base = Fraction(1, self.probe.sample_rate_hz)
+        self.report.decoded_ticks += frame.samples
+        return frame
 
     def _note_stop(self, reason: str) -> None:
         seconds = self.report.decoded_ticks / self.probe.sample_rate_hz

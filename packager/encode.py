@@ -20,6 +20,8 @@ from typing import Any, BinaryIO, Final
 
 import av
 import av.error
+import numpy as np
+import numpy.typing as npt
 from av.audio.codeccontext import AudioCodecContext
 from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
@@ -98,8 +100,13 @@ def _segment_frames(plan: RungPlan, frame_ticks: int) -> int:
 class RungEncoder:
     """Feed source frames in with :meth:`feed`, then call :meth:`finish` once."""
 
-    def __init__(self, plan: RungPlan, folder: Path) -> None:
+    def __init__(
+        self, plan: RungPlan, folder: Path, *, source_rate_hz: int, source_layout: str
+    ) -> None:
         self.plan = plan
+        self._source_rate_hz = source_rate_hz
+        self._source_layout = source_layout
+        self._source_ticks = 0
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=False)
         self._ctx = _open_codec(plan)
@@ -125,12 +132,24 @@ class RungEncoder:
         self._track: mp4.TrackConfig | None = None
 
     # -- encoding ---------------------------------------------------------
-    def feed(self, frame: AudioFrame | None) -> None:
-        """Encode one source frame, or flush everything with ``None``."""
+    def feed(self, samples: npt.NDArray[np.float32] | None) -> None:
+        """Encode one block of planar float source samples, shape (channels, n),
+        or flush everything with ``None``.
+
+        The block is shared with other rungs' threads and only read: each rung
+        wraps it in its own frame, because PyAV's resamplers rebase the frames
+        they are given in place.
+        """
+        frame: AudioFrame | None = None
+        if samples is not None:
+            frame = AudioFrame.from_ndarray(samples, format="fltp", layout=self._source_layout)
+            frame.sample_rate = self._source_rate_hz
+            frame.time_base = Fraction(1, self._source_rate_hz)
+            frame.pts = self._source_ticks
+            self._source_ticks += samples.shape[1]
         try:
             outs = self._resampler.resample(frame)
             for out in outs:
-                out.pts = self._input_ticks
                 self._input_ticks += out.samples
                 for packet in self._ctx.encode(out):
                     self._take(packet)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from manifests.model import Codec, SegmentLayout
-from packager.decode import Decoder
+from packager.decode import Decoder, to_block
 from packager.encode import RungEncoder, RungPlan
 from tests.conftest import MakeInput
 from tests.packager.verify import decoded_ticks, read_edit_list, rendition_bytes
@@ -37,10 +37,12 @@ def test_rung_decodes_to_priming_plus_source_plus_under_a_frame(
         Fraction(1),
         layout,
     )
-    encoder = RungEncoder(plan, tmp_path / "r")
     with Decoder(make_input("flac", 44100, 2, 2.5)) as decoder:
+        encoder = RungEncoder(
+            plan, tmp_path / "r", source_rate_hz=44100, source_layout=decoder.probe.layout_name
+        )
         for frame in decoder.frames():
-            encoder.feed(frame)
+            encoder.feed(to_block(frame))
     rendition = encoder.finish()
     data = rendition_bytes(tmp_path / "r", rendition)
     media_time, duration = read_edit_list(data)

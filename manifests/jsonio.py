@@ -1,0 +1,253 @@
+"""``presentation.json``: the model as JSON, schema version 1.
+
+Ticks stay integers; seconds and kb/s appear only as derived, informative
+fields for people reading the file (``duration_s``, ``bitrate_kbps``), and are
+ignored when reading back.  Reading validates every field and raises
+:class:`InvalidPresentationError` naming the field at fault.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from manifests.errors import InvalidPresentationError
+from manifests.model import (
+    ByteRange,
+    Codec,
+    Loudness,
+    Presentation,
+    Rendition,
+    Segment,
+    SegmentLayout,
+    SourceInfo,
+)
+
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+
+def _range_to_list(value: ByteRange | None) -> list[int] | None:
+    return None if value is None else [value.offset_bytes, value.length_bytes]
+
+
+def _rendition_to_dict(r: Rendition) -> dict[str, object]:
+    return {
+        "id": r.id,
+        "codec": r.codec.value,
+        "codecs": r.codecs,
+        "sample_rate_hz": r.sample_rate_hz,
+        "channels": r.channels,
+        "bits_per_sample": r.bits_per_sample,
+        "timescale": r.timescale,
+        "bitrate_bps": {
+            "target": r.target_bitrate_bps,
+            "average": r.average_bitrate_bps,
+            "peak": r.peak_bitrate_bps,
+        },
+        "encoder_delay_ticks": r.encoder_delay_ticks,
+        "duration_ticks": r.duration_ticks,
+        "duration_s": round(r.duration_ticks / r.timescale, 6),
+        "layout": r.layout.value,
+        "init_size_bytes": r.init_size_bytes,
+        "init_range": _range_to_list(r.init_range),
+        "index_range": _range_to_list(r.index_range),
+        "total_bytes": r.total_bytes,
+        "segment_count": len(r.segments),
+        "segments": [
+            {
+                "number": s.number,
+                "start_ticks": s.start_ticks,
+                "duration_ticks": s.duration_ticks,
+                "size_bytes": s.size_bytes,
+                **({"byte_range": _range_to_list(s.byte_range)} if s.byte_range else {}),
+            }
+            for s in r.segments
+        ],
+    }
+
+
+def presentation_to_dict(p: Presentation) -> dict[str, object]:
+    loudness = p.loudness
+    source = p.source
+    return {
+        "schema": SCHEMA_VERSION,
+        "track_id": p.track_id,
+        "timescale": p.timescale,
+        "duration_ticks": p.duration_ticks,
+        "duration_s": round(p.duration_ticks / p.timescale, 6),
+        "target_segment_duration_ticks": p.target_segment_duration_ticks,
+        "loudness": None
+        if loudness is None
+        else {
+            "integrated_lufs": loudness.integrated_lufs,
+            "true_peak_dbtp": loudness.true_peak_dbtp,
+            "loudness_range_lu": loudness.loudness_range_lu,
+        },
+        "source": None
+        if source is None
+        else {
+            "file_name": source.file_name,
+            "codec_name": source.codec_name,
+            "sample_rate_hz": source.sample_rate_hz,
+            "channels": source.channels,
+            "bits_per_sample": source.bits_per_sample,
+        },
+        "metadata": [list(pair) for pair in p.metadata],
+        "renditions": [_rendition_to_dict(r) for r in p.renditions],
+    }
+
+
+def presentation_to_json(p: Presentation) -> str:
+    return json.dumps(presentation_to_dict(p), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+# -- reading ---------------------------------------------------------------
+
+
+def _get(d: Mapping[str, Any], key: str, kind: type[T], where: str, optional: bool = False) -> T:
+    if key not in d or d[key] is None:
+        if optional:
+            return None  # type: ignore[return-value]
+        raise InvalidPresentationError(f"{where}{key}", "missing")
+    value = d[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidPresentationError(f"{where}{key}", f"expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _count(d: Mapping[str, Any], key: str, where: str, optional: bool = False) -> int:
+    value = _get(d, key, int, where, optional)
+    if value is not None and value < 0:
+        raise InvalidPresentationError(f"{where}{key}", f"must not be negative, got {value}")
+    return value
+
+
+def _positive(d: Mapping[str, Any], key: str, where: str) -> int:
+    value = _count(d, key, where)
+    if value == 0:
+        raise InvalidPresentationError(f"{where}{key}", "must be positive")
+    return value
+
+
+def _mapping(value: object, field: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidPresentationError(field, "expected an object")
+    return value
+
+
+def _byte_range(value: object, field: str) -> ByteRange | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    ):
+        raise InvalidPresentationError(field, "expected [offset_bytes, length_bytes]")
+    return ByteRange(value[0], value[1])
+
+
+def _enum(value: object, kind: Callable[[str], T], field: str) -> T:
+    try:
+        return kind(str(value))
+    except ValueError:
+        raise InvalidPresentationError(field, f"unknown value {value!r}") from None
+
+
+def _segment(raw: object, where: str) -> Segment:
+    d = _mapping(raw, where.rstrip("."))
+    return Segment(
+        number=_positive(d, "number", where),
+        start_ticks=_count(d, "start_ticks", where),
+        duration_ticks=_positive(d, "duration_ticks", where),
+        size_bytes=_positive(d, "size_bytes", where),
+        byte_range=_byte_range(d.get("byte_range"), f"{where}byte_range"),
+    )
+
+
+def _rendition(raw: object, where: str) -> Rendition:
+    d = _mapping(raw, where.rstrip("."))
+    bitrate = _mapping(d.get("bitrate_bps"), f"{where}bitrate_bps")
+    segments_raw = _get(d, "segments", list, where)
+    if not segments_raw:
+        raise InvalidPresentationError(f"{where}segments", "must not be empty")
+    segments = tuple(_segment(s, f"{where}segments[{i}].") for i, s in enumerate(segments_raw))
+    return Rendition(
+        id=_get(d, "id", str, where),
+        codec=_enum(d.get("codec"), Codec, f"{where}codec"),
+        codecs=_get(d, "codecs", str, where),
+        sample_rate_hz=_positive(d, "sample_rate_hz", where),
+        channels=_positive(d, "channels", where),
+        timescale=_positive(d, "timescale", where),
+        average_bitrate_bps=_count(bitrate, "average", f"{where}bitrate_bps."),
+        peak_bitrate_bps=_count(bitrate, "peak", f"{where}bitrate_bps."),
+        target_bitrate_bps=_count(bitrate, "target", f"{where}bitrate_bps.", optional=True),
+        encoder_delay_ticks=_count(d, "encoder_delay_ticks", where),
+        duration_ticks=_positive(d, "duration_ticks", where),
+        init_size_bytes=_positive(d, "init_size_bytes", where),
+        segments=segments,
+        bits_per_sample=_count(d, "bits_per_sample", where, optional=True),
+        layout=_enum(d.get("layout", "separate"), SegmentLayout, f"{where}layout"),
+        init_range=_byte_range(d.get("init_range"), f"{where}init_range"),
+        index_range=_byte_range(d.get("index_range"), f"{where}index_range"),
+    )
+
+
+def presentation_from_dict(d: object) -> Presentation:
+    doc = _mapping(d, "document")
+    schema = doc.get("schema")
+    if schema != SCHEMA_VERSION:
+        raise InvalidPresentationError("schema", f"unsupported version {schema!r}")
+    renditions_raw = _get(doc, "renditions", list, "")
+    if not renditions_raw:
+        raise InvalidPresentationError("renditions", "must not be empty")
+    renditions = tuple(_rendition(r, f"renditions[{i}].") for i, r in enumerate(renditions_raw))
+    ids = [r.id for r in renditions]
+    if len(set(ids)) != len(ids):
+        raise InvalidPresentationError("renditions", "rendition ids must be unique")
+    loudness = None
+    if doc.get("loudness") is not None:
+        ld = _mapping(doc["loudness"], "loudness")
+        loudness = Loudness(
+            integrated_lufs=_get(ld, "integrated_lufs", float, "loudness."),
+            true_peak_dbtp=_get(ld, "true_peak_dbtp", float, "loudness."),
+            loudness_range_lu=_get(ld, "loudness_range_lu", float, "loudness.", optional=True),
+        )
+    source = None
+    if doc.get("source") is not None:
+        sd = _mapping(doc["source"], "source")
+        source = SourceInfo(
+            file_name=_get(sd, "file_name", str, "source."),
+            codec_name=_get(sd, "codec_name", str, "source."),
+            sample_rate_hz=_positive(sd, "sample_rate_hz", "source."),
+            channels=_positive(sd, "channels", "source."),
+            bits_per_sample=_count(sd, "bits_per_sample", "source.", optional=True),
+        )
+    metadata_raw = doc.get("metadata", [])
+    if not isinstance(metadata_raw, list) or not all(
+        isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m)
+        for m in metadata_raw
+    ):
+        raise InvalidPresentationError("metadata", "expected a list of [key, value] strings")
+    return Presentation(
+        track_id=_get(doc, "track_id", str, ""),
+        timescale=_positive(doc, "timescale", ""),
+        duration_ticks=_positive(doc, "duration_ticks", ""),
+        renditions=renditions,
+        loudness=loudness,
+        source=source,
+        target_segment_duration_ticks=_count(doc, "target_segment_duration_ticks", "", True),
+        metadata=tuple((m[0], m[1]) for m in metadata_raw),
+    )
+
+
+def presentation_from_json(text: str | bytes) -> Presentation:
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidPresentationError("document", f"not valid JSON: {exc}") from exc
+    return presentation_from_dict(data)
