@@ -1,0 +1,392 @@
+"""The origin application: ``create_app(settings)``.
+
+Routes: ``/healthz`` (liveness), ``/readyz`` (storage reachable), ``/metrics``
+(Prometheus), and every file below a track folder (``/<track_id>/...``).
+Manifests accept rendition filters (``?codec=``, ``?min_bitrate=``,
+``?max_bitrate=``); any other query argument, CMCD included, never changes
+the bytes served.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+
+from manifests.dash import render_mpd
+from manifests.errors import InvalidPresentationError
+from manifests.errors import NoMatchingRenditionsError as NoRenditionsInModel
+from manifests.filters import InvalidFilterError, parse_filter_query
+from manifests.hls import render_master
+from manifests.jsonio import presentation_from_json
+from manifests.model import MASTER_NAME, MPD_NAME, PRESENTATION_NAME, Presentation
+from origin.cache import (
+    CachedObject,
+    HotCache,
+    build_cached,
+    cache_control_for,
+)
+from origin.errors import (
+    BadRequestError,
+    NoMatchingRenditionsError,
+    ObjectNotFoundError,
+    OriginError,
+    RangeNotSatisfiableError,
+    StorageUnavailableError,
+)
+from origin.metrics import Metrics, create_metrics
+from origin.paths import safe_key
+from origin.ranges import parse_range
+from origin.settings import Settings
+from origin.storage import LocalStorage, ObjectInfo, S3Storage, Storage, StoredObject
+
+log = logging.getLogger("cadenza.origin")
+
+SETTINGS: Final = web.AppKey("settings", Settings)
+STORAGE: Final = web.AppKey("storage", Storage)
+CACHE: Final = web.AppKey("cache", HotCache)
+METRICS: Final = web.AppKey("metrics", Metrics)
+PRESENTATIONS: Final = web.AppKey("presentations", dict[str, tuple[str, Presentation]])
+
+FILTER_KEYS: Final = frozenset({"codec", "min_bitrate", "max_bitrate"})
+CMCD_HEADERS: Final = "CMCD-Request, CMCD-Object, CMCD-Status, CMCD-Session"
+EXPOSED_HEADERS: Final = "Content-Length, Content-Range, CMSD-Static, CMSD-Dynamic"
+
+
+def _route_class(request: web.Request) -> str:
+    path = request.path
+    if path in ("/healthz", "/readyz", "/metrics"):
+        return path[1:]
+    if path.endswith((".m3u8", ".mpd")):
+        return "manifest"
+    if path.endswith((".m4s", ".mp4")):
+        return "segment"
+    return "other"
+
+
+def _json_error(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps({"error": code, "detail": detail}).encode(),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+@web.middleware
+async def edge_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """CORS on every answer, typed errors to JSON, metrics per route class."""
+    settings = request.app[SETTINGS]
+    metrics = request.app[METRICS]
+    started = time.perf_counter()
+    route = _route_class(request)
+    cors = {
+        "Access-Control-Allow-Origin": settings.cors_allow_origin,
+        "Access-Control-Expose-Headers": EXPOSED_HEADERS,
+    }
+    if settings.cors_allow_origin != "*":
+        cors["Vary"] = "Origin"
+    response: web.StreamResponse
+    if request.method == "OPTIONS":
+        response = web.Response(
+            status=204,
+            headers={
+                **cors,
+                "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+                "Access-Control-Allow-Headers": (
+                    f"Range, If-None-Match, If-Modified-Since, {CMCD_HEADERS}"
+                ),
+                "Access-Control-Max-Age": "86400",
+            },
+        )
+    else:
+        try:
+            response = await handler(request)
+        except RangeNotSatisfiableError as exc:
+            response = _json_error(
+                exc.status, exc.code, exc.detail, {"Content-Range": f"bytes */{exc.size_bytes}"}
+            )
+        except StorageUnavailableError as exc:
+            metrics.storage_errors.labels(exc.backend, "unavailable").inc()
+            response = _json_error(
+                exc.status, exc.code, exc.detail, {"Retry-After": str(settings.retry_after_s)}
+            )
+        except OriginError as exc:
+            response = _json_error(exc.status, exc.code, exc.detail)
+        except web.HTTPException as exc:
+            response = _json_error(exc.status, "http", exc.reason)
+        except Exception:  # a bug: log it, never leak a traceback to the client
+            log.exception("unhandled error serving %s", request.path)
+            response = _json_error(500, "internal", "internal error; see the origin's log")
+        for name, value in cors.items():
+            if name == "Vary" and "Vary" in response.headers:
+                response.headers["Vary"] = response.headers["Vary"] + ", Origin"
+            else:
+                response.headers.setdefault(name, value)
+    cache_result = response.headers.get("X-Cadenza-Cache", "none")
+    metrics.requests.labels(route, str(response.status), cache_result).inc()
+    length = response.content_length
+    if length and request.method != "HEAD":
+        metrics.response_bytes.labels(route).inc(length)
+    metrics.latency.labels(route).observe(time.perf_counter() - started)
+    return response
+
+
+# -- conditional requests, ranges, compression ----------------------------
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    """Weak comparison, as RFC 9110 13.1.2 requires for If-None-Match."""
+    if header.strip() == "*":
+        return True
+    bare = etag.removeprefix("W/")
+    return any(candidate.strip().removeprefix("W/") == bare for candidate in header.split(","))
+
+
+def _not_modified_since(header: str, mtime_s: float) -> bool:
+    try:
+        since = parsedate_to_datetime(header).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False
+    return int(mtime_s) <= since
+
+
+def respond_with_object(request: web.Request, obj: CachedObject, cache_result: str) -> web.Response:
+    """Serve bytes from memory with the semantics of a static file server."""
+    accepts_gzip = "gzip" in request.headers.get("Accept-Encoding", "").lower()
+    use_gzip = obj.gzip_body is not None and accepts_gzip and "Range" not in request.headers
+    etag = obj.gzip_etag if use_gzip and obj.gzip_etag else obj.etag
+    headers = {
+        "Content-Type": obj.content_type,
+        "Cache-Control": obj.cache_control,
+        "ETag": etag,
+        "Last-Modified": obj.last_modified,
+        "Accept-Ranges": "bytes",
+        "X-Cadenza-Cache": cache_result,
+    }
+    if obj.manifest:
+        headers["Vary"] = "Accept-Encoding"
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None:
+        if _etag_matches(if_none_match, etag):
+            return web.Response(status=304, headers=headers)
+    elif (ims := request.headers.get("If-Modified-Since")) and _not_modified_since(
+        ims, obj.mtime_s
+    ):
+        return web.Response(status=304, headers=headers)
+    body = obj.gzip_body if use_gzip and obj.gzip_body is not None else obj.body
+    if use_gzip:
+        headers["Content-Encoding"] = "gzip"
+    status = 200
+    if_range = request.headers.get("If-Range")
+    if not use_gzip and (if_range is None or if_range.strip() == obj.etag):
+        span = parse_range(request.headers.get("Range"), len(obj.body))
+        if span is not None:
+            status = 206
+            headers["Content-Range"] = f"bytes {span.start}-{span.end}/{len(obj.body)}"
+            body = obj.body[span.start : span.end + 1]
+    if request.method == "HEAD":
+        response = web.Response(status=status, headers=headers)
+        response.content_length = len(body)
+        return response
+    return web.Response(status=status, body=body, headers=headers)
+
+
+# -- handlers --------------------------------------------------------------
+
+
+async def _load(request: web.Request, key: str) -> tuple[CachedObject, str]:
+    app = request.app
+    settings = app[SETTINGS]
+    storage = app[STORAGE]
+
+    async def load() -> CachedObject:
+        info = await storage.head(key)
+        if info.size_bytes > settings.cache_max_object_bytes:
+            raise _TooLargeError(info.size_bytes)
+        stored = await storage.read(key)
+        control = cache_control_for(
+            key,
+            manifest_max_age_s=settings.manifest_max_age_s,
+            segment_max_age_s=settings.segment_max_age_s,
+        )
+        return build_cached(key, stored, control)
+
+    obj, how = await app[CACHE].get(key, load)
+    app[METRICS].cache_lookups.labels(how).inc()
+    app[METRICS].cache_bytes.set(app[CACHE].size_bytes)
+    return obj, how
+
+
+class _TooLargeError(Exception):
+    def __init__(self, size_bytes: int) -> None:
+        self.size_bytes = size_bytes
+        super().__init__(size_bytes)
+
+
+async def _serve_large(request: web.Request, key: str) -> web.StreamResponse:
+    """Objects above the cache limit: local files by sendfile, S3 by ranged reads."""
+    storage = request.app[STORAGE]
+    settings = request.app[SETTINGS]
+    control = cache_control_for(
+        key,
+        manifest_max_age_s=settings.manifest_max_age_s,
+        segment_max_age_s=settings.segment_max_age_s,
+    )
+    if isinstance(storage, LocalStorage):
+        response = web.FileResponse(
+            storage.root / key, headers={"Cache-Control": control, "X-Cadenza-Cache": "bypass"}
+        )
+        return response
+    info = await storage.head(key)
+    span = parse_range(request.headers.get("Range"), info.size_bytes)
+    start, end = (span.start, span.end) if span else (0, info.size_bytes - 1)
+    headers = {
+        "Content-Type": "audio/mp4",
+        "Cache-Control": control,
+        "ETag": f'"{info.etag_hint}"',
+        "Last-Modified": info.last_modified,
+        "Accept-Ranges": "bytes",
+        "X-Cadenza-Cache": "bypass",
+    }
+    if span is not None:
+        headers["Content-Range"] = f"bytes {start}-{end}/{info.size_bytes}"
+    if request.method == "HEAD":
+        head = web.Response(status=206 if span else 200, headers=headers)
+        head.content_length = end - start + 1
+        return head
+    body = await storage.read_range(key, start, end)
+    return web.Response(status=206 if span else 200, body=body, headers=headers)
+
+
+async def _presentation(request: web.Request, track: str) -> tuple[Presentation, CachedObject]:
+    """The track's model, parsed once per version of its presentation.json."""
+    obj, _ = await _load(request, f"{track}/{PRESENTATION_NAME}")
+    parsed = request.app[PRESENTATIONS].get(track)
+    if parsed is not None and parsed[0] == obj.etag:
+        return parsed[1], obj
+    try:
+        presentation = presentation_from_json(obj.body)
+    except InvalidPresentationError as exc:
+        raise StorageUnavailableError(f"{track}: damaged presentation.json: {exc}", "data") from exc
+    request.app[PRESENTATIONS][track] = (obj.etag, presentation)
+    return presentation, obj
+
+
+async def _filtered_manifest(request: web.Request, key: str) -> web.Response:
+    """A manifest re-rendered with only the renditions the query selects."""
+    track, _, name = key.partition("/")
+    query = {k: v for k, v in request.query.items() if k in FILTER_KEYS}
+    try:
+        selection = parse_filter_query(query)
+    except InvalidFilterError as exc:
+        raise BadRequestError(str(exc)) from exc
+    presentation, source = await _presentation(request, track)
+    try:
+        filtered = selection.apply(presentation)
+    except NoRenditionsInModel as exc:
+        raise NoMatchingRenditionsError(str(exc)) from exc
+    text = render_master(filtered) if name == MASTER_NAME else render_mpd(filtered)
+    body = text.encode("utf-8")
+    info = ObjectInfo(len(body), source.mtime_s, "")
+    control = f"public, max-age={request.app[SETTINGS].manifest_max_age_s}"
+    return respond_with_object(
+        request, build_cached(key, StoredObject(info, body), control), "rendered"
+    )
+
+
+async def handle_file(request: web.Request) -> web.StreamResponse:
+    key = safe_key(request.raw_path)
+    if "/" not in key:
+        raise ObjectNotFoundError("only files inside a track folder are served")
+    name = key.rsplit("/", 1)[-1]
+    if (
+        name in (MASTER_NAME, MPD_NAME)
+        and key.count("/") == 1
+        and FILTER_KEYS & request.query.keys()
+    ):
+        return await _filtered_manifest(request, key)
+    try:
+        obj, how = await _load(request, key)
+    except _TooLargeError:
+        return await _serve_large(request, key)
+    return respond_with_object(request, obj, how)
+
+
+async def handle_healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def handle_readyz(request: web.Request) -> web.Response:
+    await request.app[STORAGE].ping()
+    return web.json_response({"status": "ready", "storage": request.app[STORAGE].name})
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[METRICS].render(),
+        headers={
+            "Content-Type": "text/plain; version=0.0.4; charset=utf-8",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    storage: Storage
+    if settings.is_s3:
+        s3 = S3Storage(
+            settings.root,
+            endpoint_url=settings.s3_endpoint_url,
+            timeout_s=settings.storage_timeout_s,
+        )
+        await s3.open()
+        storage = s3
+    else:
+        storage = LocalStorage(Path(settings.root))
+    app[STORAGE] = storage
+    try:
+        yield
+    finally:
+        await storage.close()
+
+
+def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.Application:
+    app = web.Application(middlewares=[edge_middleware], client_max_size=64 * 1024)
+    app[SETTINGS] = settings
+    app[METRICS] = metrics or create_metrics()
+    app[CACHE] = HotCache(
+        settings.cache_max_bytes, settings.cache_max_object_bytes, settings.manifest_max_age_s
+    )
+    app[PRESENTATIONS] = {}
+    app.cleanup_ctx.append(_storage_ctx)
+    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/readyz", handle_readyz)
+    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_route("*", "/{path:.*}", _dispatch)
+    return app
+
+
+async def _dispatch(request: web.Request) -> web.StreamResponse:
+    if request.method not in ("GET", "HEAD"):
+        raise _MethodNotAllowedError(request.method)
+    return await handle_file(request)
+
+
+class _MethodNotAllowedError(BadRequestError):
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, method: str) -> None:
+        super().__init__(f"{method} is not allowed; use GET or HEAD")

@@ -1,0 +1,149 @@
+"""Hot objects in memory, with their HTTP headers precomputed.
+
+A byte-bounded LRU (cachetools, sized by body length) holds each object with
+its strong ETag, Last-Modified, content type and Cache-Control already
+rendered, plus a gzip copy for manifests, so a hit touches no file system and
+computes nothing.  Concurrent misses for one key share a single storage read
+(single-flight).  Manifests are revalidated against storage after their TTL;
+if storage is down then, the stale copy keeps being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
+
+from cachetools import LRUCache
+
+from origin.storage import ObjectInfo, StoredObject
+
+CONTENT_TYPES: Final = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".mpd": "application/dash+xml",
+    ".mp4": "audio/mp4",
+    ".m4s": "audio/mp4",
+    ".json": "application/json",
+}
+MANIFEST_SUFFIXES: Final = frozenset({".m3u8", ".mpd", ".json"})
+
+
+def suffix_of(key: str) -> str:
+    name = key.rsplit("/", 1)[-1]
+    dot = name.rfind(".")
+    return name[dot:].lower() if dot >= 0 else ""
+
+
+def is_manifest(key: str) -> bool:
+    return suffix_of(key) in MANIFEST_SUFFIXES
+
+
+def strong_etag(body: bytes) -> str:
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class CachedObject:
+    key: str
+    body: bytes
+    gzip_body: bytes | None  # manifests only
+    etag: str
+    gzip_etag: str | None
+    last_modified: str
+    mtime_s: float
+    content_type: str
+    cache_control: str
+    loaded_at_s: float
+    manifest: bool
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.body)
+
+
+def cache_control_for(key: str, *, manifest_max_age_s: int, segment_max_age_s: int) -> str:
+    if is_manifest(key):
+        return f"public, max-age={manifest_max_age_s}"
+    return f"public, max-age={segment_max_age_s}, immutable"
+
+
+def build_cached(key: str, stored: StoredObject, cache_control: str) -> CachedObject:
+    manifest = is_manifest(key)
+    gz = gzip.compress(stored.body, compresslevel=6, mtime=0) if manifest else None
+    return CachedObject(
+        key=key,
+        body=stored.body,
+        gzip_body=gz,
+        etag=strong_etag(stored.body),
+        gzip_etag=None if gz is None else strong_etag(stored.body)[:-1] + '-gz"',
+        last_modified=stored.info.last_modified,
+        mtime_s=stored.info.mtime_s,
+        content_type=CONTENT_TYPES.get(suffix_of(key), "application/octet-stream"),
+        cache_control=cache_control,
+        loaded_at_s=time.monotonic(),
+        manifest=manifest,
+    )
+
+
+class HotCache:
+    def __init__(self, max_bytes: int, max_object_bytes: int, manifest_ttl_s: float) -> None:
+        self._lru: LRUCache[str, CachedObject] = LRUCache(
+            maxsize=max_bytes, getsizeof=lambda o: max(1, o.size_bytes)
+        )
+        self.max_object_bytes = max_object_bytes
+        self.manifest_ttl_s = manifest_ttl_s
+        self._inflight: dict[str, asyncio.Future[CachedObject]] = {}
+        self.hits = 0
+        self.misses = 0
+        self.collapsed = 0
+
+    @property
+    def size_bytes(self) -> int:
+        return int(self._lru.currsize)
+
+    def peek(self, key: str) -> CachedObject | None:
+        return self._lru.get(key)
+
+    def _fresh(self, cached: CachedObject) -> bool:
+        return not cached.manifest or time.monotonic() - cached.loaded_at_s < self.manifest_ttl_s
+
+    async def get(
+        self, key: str, load: Callable[[], Awaitable[CachedObject]]
+    ) -> tuple[CachedObject, str]:
+        """The object and how it was found: ``hit``, ``miss``, ``collapsed`` or ``stale``."""
+        cached = self._lru.get(key)
+        if cached is not None and self._fresh(cached):
+            self.hits += 1
+            return cached, "hit"
+        inflight = self._inflight.get(key)
+        if inflight is not None:
+            self.collapsed += 1
+            return await asyncio.shield(inflight), "collapsed"
+        self.misses += 1
+        future: asyncio.Future[CachedObject] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            fresh = await load()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            if cached is not None and not isinstance(exc, asyncio.CancelledError):
+                from origin.errors import StorageUnavailableError
+
+                if isinstance(exc, StorageUnavailableError):
+                    return cached, "stale"  # stale-if-error for manifests past their TTL
+            raise
+        finally:
+            self._inflight.pop(key, None)
+        future.set_result(fresh)
+        if fresh.size_bytes <= self.max_object_bytes:
+            self._lru[key] = fresh
+        return fresh, "miss"
+
+
+def object_info(cached: CachedObject) -> ObjectInfo:
+    return ObjectInfo(cached.size_bytes, cached.mtime_s, cached.etag)

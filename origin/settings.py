@@ -1,0 +1,106 @@
+"""Origin settings: a frozen dataclass built from CLI flags, then ``CADENZA_*``
+environment variables, then an optional TOML file, then defaults (in that
+order of precedence).
+
+| setting | env | default | meaning |
+|---|---|---|---|
+| root | CADENZA_ROOT | (required) | package folder, or `s3://bucket/prefix` |
+| host | CADENZA_HOST | 127.0.0.1 | listen address |
+| port | CADENZA_PORT | 8080 | listen port |
+| workers | CADENZA_WORKERS | 1 | processes sharing the port (SO_REUSEPORT) |
+| manifest_max_age_s | CADENZA_MANIFEST_MAX_AGE_S | 60 | max-age of playlists, MPDs |
+| segment_max_age_s | CADENZA_SEGMENT_MAX_AGE_S | 31536000 | max-age of segments (immutable) |
+| cors_allow_origin | CADENZA_CORS_ALLOW_ORIGIN | * | Access-Control-Allow-Origin |
+| cache_max_bytes | CADENZA_CACHE_MAX_BYTES | 268435456 | hot in-memory cache size |
+| cache_max_object_bytes | CADENZA_CACHE_MAX_OBJECT_BYTES | 16777216 | larger: not cached |
+| storage_timeout_s | CADENZA_STORAGE_TIMEOUT_S | 5.0 | connect/read timeout for S3 |
+| retry_after_s | CADENZA_RETRY_AFTER_S | 5 | Retry-After on 503 |
+| s3_endpoint_url | AWS_ENDPOINT_URL | (AWS) | S3-compatible endpoint |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from origin.errors import SettingsError
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    root: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    manifest_max_age_s: int = 60
+    segment_max_age_s: int = 31_536_000
+    cors_allow_origin: str = "*"
+    cache_max_bytes: int = 256 * 1024 * 1024
+    cache_max_object_bytes: int = 16 * 1024 * 1024
+    storage_timeout_s: float = 5.0
+    retry_after_s: int = 5
+    s3_endpoint_url: str | None = None
+
+    @property
+    def is_s3(self) -> bool:
+        return self.root.startswith("s3://")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: object) -> object:
+    kind = _FIELDS[name].type
+    text = str(value)
+    try:
+        if kind == "int":
+            number = int(text)
+            if number < 0 or (name in ("port", "workers") and number == 0):
+                raise SettingsError(name, value, "must be positive")
+            return number
+        if kind == "float":
+            seconds = float(text)
+            if not seconds > 0:
+                raise SettingsError(name, value, "must be positive")
+            return seconds
+    except ValueError:
+        raise SettingsError(name, value, f"expected {kind}") from None
+    return text
+
+
+def load_settings(
+    cli: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Merge the three sources; unknown TOML keys are errors, not silently ignored."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    if config_file is not None:
+        try:
+            data = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError("config", str(config_file), str(exc)) from exc
+        table = data.get("origin", data)
+        for key, value in table.items():
+            if key not in _FIELDS:
+                raise SettingsError(key, value, f"unknown setting in {config_file}")
+            values[key] = value
+    if env.get("AWS_ENDPOINT_URL"):
+        values["s3_endpoint_url"] = env["AWS_ENDPOINT_URL"]
+    for name in _FIELDS:
+        env_name = f"CADENZA_{name.upper()}"
+        if env.get(env_name):
+            values[name] = env[env_name]
+    for name, value in cli.items():
+        if value is not None and name in _FIELDS:
+            values[name] = value
+    if not values.get("root"):
+        raise SettingsError("root", None, "a ROOT folder or s3:// URL is required")
+    coerced = {name: _coerce(name, value) for name, value in values.items()}
+    return Settings(**coerced)  # type: ignore[arg-type]

@@ -1,0 +1,206 @@
+"""Where packaged files live: a local folder or an S3 bucket.
+
+Both backends give the same :class:`StoredObject` and raise only origin
+errors: a missing key is :class:`ObjectNotFoundError`, anything that means
+"storage is unwell" is :class:`StorageUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any, Protocol
+
+from origin.errors import ObjectNotFoundError, StorageUnavailableError
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    size_bytes: int
+    mtime_s: float
+    etag_hint: str  # backend validator (S3 ETag, or size+mtime for files)
+
+    @property
+    def last_modified(self) -> str:
+        return formatdate(self.mtime_s, usegmt=True)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    info: ObjectInfo
+    body: bytes
+
+
+class Storage(Protocol):
+    name: str
+
+    async def head(self, key: str) -> ObjectInfo: ...
+
+    async def read(self, key: str) -> StoredObject: ...
+
+    async def read_range(self, key: str, start: int, end: int) -> bytes: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalStorage:
+    """Files below ``root``; symlinks that resolve outside it are not followed."""
+
+    name = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise ObjectNotFoundError(f"{key} does not exist")
+        return path
+
+    def _stat(self, key: str) -> tuple[Path, os.stat_result]:
+        path = self._path(key)
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise ObjectNotFoundError(f"{key} does not exist") from None
+        except OSError as exc:
+            raise StorageUnavailableError(f"cannot stat {key}: {exc.strerror}", self.name) from exc
+        if not path.is_file():
+            raise ObjectNotFoundError(f"{key} is not a file")
+        return path, stat
+
+    @staticmethod
+    def _info(stat: os.stat_result) -> ObjectInfo:
+        return ObjectInfo(stat.st_size, stat.st_mtime, f"{stat.st_size:x}-{stat.st_mtime_ns:x}")
+
+    async def head(self, key: str) -> ObjectInfo:
+        _, stat = await asyncio.to_thread(self._stat, key)
+        return self._info(stat)
+
+    def _read(self, key: str) -> StoredObject:
+        path, stat = self._stat(key)
+        try:
+            body = path.read_bytes()
+        except OSError as exc:
+            raise StorageUnavailableError(f"cannot read {key}: {exc.strerror}", self.name) from exc
+        return StoredObject(self._info(stat), body)
+
+    async def read(self, key: str) -> StoredObject:
+        return await asyncio.to_thread(self._read, key)
+
+    def _read_range(self, key: str, start: int, end: int) -> bytes:
+        path, _ = self._stat(key)
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            return handle.read(end - start + 1)
+
+    async def read_range(self, key: str, start: int, end: int) -> bytes:
+        return await asyncio.to_thread(self._read_range, key, start, end)
+
+    async def ping(self) -> None:
+        if not await asyncio.to_thread(self.root.is_dir):
+            raise StorageUnavailableError(f"{self.root} is not a directory", self.name)
+
+    async def close(self) -> None:
+        return None
+
+
+class S3Storage:
+    """Objects below ``s3://bucket/prefix`` through aioboto3.
+
+    Short timeouts and few retries: a dead S3 must turn into a quick 503, not a
+    hung request.  ``AWS_ENDPOINT_URL`` (e.g. a moto server) is honoured."""
+
+    name = "s3"
+
+    def __init__(self, url: str, *, endpoint_url: str | None, timeout_s: float) -> None:
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self.timeout_s = timeout_s
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+
+    async def open(self) -> None:
+        import aioboto3
+        from botocore.config import Config
+
+        session = aioboto3.Session()
+        config = Config(
+            connect_timeout=self.timeout_s,
+            read_timeout=self.timeout_s,
+            retries={"max_attempts": 1, "mode": "standard"},
+        )
+        self._client = await self._stack.enter_async_context(
+            session.client("s3", endpoint_url=self.endpoint_url, config=config)
+        )
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    async def _call(self, key: str, operation: str, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return await asyncio.wait_for(
+                getattr(self._client, operation)(Bucket=self.bucket, Key=self._key(key), **kwargs),
+                timeout=self.timeout_s * 2,
+            )
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+            if code in ("NoSuchKey", "404", "NotFound") or status == 404:
+                raise ObjectNotFoundError(f"{key} does not exist") from None
+            raise StorageUnavailableError(
+                f"S3 {operation} failed: {code or status}", self.name
+            ) from exc
+        except (BotoCoreError, OSError, TimeoutError) as exc:
+            raise StorageUnavailableError(
+                f"S3 unreachable: {type(exc).__name__}", self.name
+            ) from exc
+
+    @staticmethod
+    def _info(response: dict[str, Any]) -> ObjectInfo:
+        modified = response.get("LastModified")
+        mtime = modified.timestamp() if modified is not None else 0.0
+        return ObjectInfo(
+            int(response["ContentLength"]), mtime, str(response.get("ETag", "")).strip('"')
+        )
+
+    async def head(self, key: str) -> ObjectInfo:
+        return self._info(await self._call(key, "head_object"))
+
+    async def read(self, key: str) -> StoredObject:
+        response = await self._call(key, "get_object")
+        try:
+            async with response["Body"] as stream:
+                body = await asyncio.wait_for(stream.read(), timeout=self.timeout_s * 4)
+        except (OSError, TimeoutError) as exc:
+            raise StorageUnavailableError("S3 body read failed", self.name) from exc
+        return StoredObject(self._info(response), body)
+
+    async def read_range(self, key: str, start: int, end: int) -> bytes:
+        response = await self._call(key, "get_object", Range=f"bytes={start}-{end}")
+        async with response["Body"] as stream:
+            data: bytes = await stream.read()
+            return data
+
+    async def ping(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            await asyncio.wait_for(self._client.head_bucket(Bucket=self.bucket), self.timeout_s * 2)
+        except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+            raise StorageUnavailableError(
+                f"S3 bucket {self.bucket} unreachable", self.name
+            ) from exc
+
+    async def close(self) -> None:
+        await self._stack.aclose()

@@ -1,0 +1,139 @@
+// Player harness: one <audio> element driven by hls.js, dash.js or Shaka Player.
+// It records what a tester needs (startup time, rendition switches, errors,
+// buffered ranges, the decoded audio level) in window.cadenzaState, which the
+// Playwright driver (tests/e2e/drive.mjs) polls. Usable against any origin:
+// open index.html?player=hls&src=<manifest URL>.
+(function () {
+  "use strict";
+  const state = {
+    player: null, src: null, started_at: null, startup_s: null, playing: false,
+    errors: [], fatal: null, switches: [], bitrate_bps: null, rms: 0, rms_max: 0,
+    events: [],
+  };
+  window.cadenzaState = state;
+
+  function now() { return performance.now() / 1000; }
+  function note(kind, detail) { state.events.push({ t: now(), kind, detail }); }
+
+  function recordSwitch(bitrate) {
+    if (bitrate && bitrate !== state.bitrate_bps) {
+      state.switches.push({ t: now(), from_bps: state.bitrate_bps, to_bps: bitrate });
+      state.bitrate_bps = bitrate;
+    }
+  }
+
+  function meter(audio) {
+    // Web Audio analyser on the unmuted element: proves sound, not silence.
+    const ctx = new AudioContext();
+    const source = ctx.createMediaElementSource(audio);
+    const analyser = ctx.createAnalyser();
+    analyser.fftSize = 2048;
+    source.connect(analyser);
+    analyser.connect(ctx.destination);
+    const buf = new Float32Array(analyser.fftSize);
+    setInterval(() => {
+      if (ctx.state !== "running") ctx.resume();
+      analyser.getFloatTimeDomainData(buf);
+      let sum = 0;
+      for (const v of buf) sum += v * v;
+      state.rms = Math.sqrt(sum / buf.length);
+      state.rms_max = Math.max(state.rms_max, state.rms);
+    }, 100);
+  }
+
+  function startHls(audio, src, cfg) {
+    const hls = new Hls(Object.assign({ maxBufferLength: cfg.buffer_s || 30, maxMaxBufferLength: cfg.buffer_s || 30 },
+      cfg.cmcd ? { cmcd: { sessionId: cfg.session_id || undefined, contentId: cfg.content_id || undefined } } : {},
+      cfg.hls || {}));
+    hls.on(Hls.Events.ERROR, (_e, data) => {
+      state.errors.push(`${data.type}:${data.details}${data.fatal ? ":fatal" : ""}`);
+      if (data.fatal) state.fatal = `${data.type}:${data.details}`;
+    });
+    hls.on(Hls.Events.LEVEL_SWITCHED, (_e, data) => {
+      const level = hls.levels[data.level];
+      recordSwitch(level && level.bitrate);
+      note("level", level && level.bitrate);
+    });
+    hls.loadSource(src);
+    hls.attachMedia(audio);
+    window.cadenzaPlayer = hls;
+  }
+
+  function startDash(audio, src, cfg) {
+    const player = dashjs.MediaPlayer().create();
+    const settings = { streaming: { buffer: { bufferTimeAtTopQuality: cfg.buffer_s || 30, bufferTimeDefault: cfg.buffer_s || 12, stableBufferTime: cfg.buffer_s || 12 } } };
+    if (cfg.cmcd) settings.streaming.cmcd = { enabled: true, sid: cfg.session_id || undefined, cid: cfg.content_id || undefined };
+    if (cfg.cmsd) settings.streaming.cmsd = { enabled: true, abr: { applyMb: true, etpWeightRatio: 0.5 } };
+    player.updateSettings(Object.assign(settings, cfg.dash || {}));
+    player.on(dashjs.MediaPlayer.events.ERROR, (e) => {
+      const msg = e && e.error ? `${e.error.code}:${e.error.message}` : "error";
+      state.errors.push(msg);
+      state.fatal = msg;
+    });
+    player.on(dashjs.MediaPlayer.events.QUALITY_CHANGE_RENDERED, (e) => {
+      const rep = e.newRepresentation || null;
+      recordSwitch(rep ? rep.bandwidth : null);
+      note("quality", rep ? rep.bandwidth : null);
+    });
+    player.initialize(audio, src, true);
+    window.cadenzaPlayer = player;
+  }
+
+  async function startShaka(audio, src, cfg) {
+    shaka.polyfill.installAll();
+    const player = new shaka.Player();
+    await player.attach(audio);
+    player.configure(Object.assign({ streaming: { bufferingGoal: cfg.buffer_s || 30 } }, cfg.shaka || {}));
+    player.addEventListener("error", (e) => {
+      const d = e.detail || {};
+      state.errors.push(`shaka:${d.code}`);
+      if (d.severity === 2) state.fatal = `shaka:${d.code}`;
+    });
+    player.addEventListener("adaptation", () => {
+      const active = player.getVariantTracks().find((t) => t.active);
+      recordSwitch(active && active.bandwidth);
+    });
+    window.cadenzaPlayer = player;
+    try {
+      await player.load(src);
+      audio.play().catch((e) => note("play-rejected", String(e)));
+      const active = player.getVariantTracks().find((t) => t.active);
+      recordSwitch(active && active.bandwidth);
+    } catch (e) {
+      state.fatal = `shaka:${e.code || e}`;
+      state.errors.push(state.fatal);
+    }
+  }
+
+  window.cadenzaStart = function (cfg) {
+    const audio = document.getElementById("audio");
+    audio.muted = false;
+    audio.autoplay = true;
+    state.player = cfg.player;
+    state.src = cfg.src;
+    state.started_at = now();
+    audio.addEventListener("playing", () => {
+      state.playing = true;
+      if (state.startup_s === null) state.startup_s = now() - state.started_at;
+    });
+    audio.addEventListener("error", () => { state.fatal = state.fatal || `media:${audio.error && audio.error.code}`; });
+    meter(audio);
+    if (cfg.player === "hls") startHls(audio, cfg.src, cfg);
+    else if (cfg.player === "dash") startDash(audio, cfg.src, cfg);
+    else if (cfg.player === "shaka") startShaka(audio, cfg.src, cfg);
+    else throw new Error(`unknown player ${cfg.player}`);
+    audio.play().catch((e) => note("play-rejected", String(e)));
+  };
+
+  window.cadenzaSnapshot = function () {
+    const audio = document.getElementById("audio");
+    const ranges = [];
+    for (let i = 0; i < audio.buffered.length; i++) ranges.push([audio.buffered.start(i), audio.buffered.end(i)]);
+    return Object.assign({}, state, { current_time: audio.currentTime, paused: audio.paused, buffered: ranges, events: state.events.slice(-50) });
+  };
+
+  const params = new URLSearchParams(location.search);
+  if (params.get("src")) {
+    window.addEventListener("load", () => window.cadenzaStart({ player: params.get("player") || "hls", src: params.get("src") }));
+  }
+})();

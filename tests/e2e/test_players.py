@@ -1,0 +1,112 @@
+"""Real players (hls.js, dash.js, Shaka) play cadenza's output through
+``cadenza serve``, cross-origin, in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import ROOT, Drive
+
+pytestmark = pytest.mark.e2e
+TRACK = "e2e-track"
+PLAY_S = 8.0
+RESULTS: dict[str, dict[str, Any]] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_results() -> Iterator[None]:
+    """Each case's startup time and switches, for the closing note and the README."""
+    yield
+    (ROOT / ".e2e-results.json").write_text(json.dumps(RESULTS, indent=2) + "\n", encoding="utf-8")
+
+
+def _summary(name: str, result: dict[str, Any]) -> dict[str, Any]:
+    final = result["final"]
+    RESULTS[name] = {
+        "startup_s": final["startup_s"],
+        "current_time": final["current_time"],
+        "switches": final["switches"],
+        "errors": final["errors"],
+        "rms_max": final["rms_max"],
+        "seek_resumed_s": result.get("seek_resumed_s"),
+    }
+    return final  # type: ignore[no-any-return]
+
+
+def _assert_played(final: dict[str, Any], seconds: float) -> None:
+    assert final["fatal"] is None, final["errors"]
+    assert final["current_time"] >= seconds
+    assert len(final["buffered"]) == 1, f"holes in the buffer: {final['buffered']}"
+
+
+CASES = [
+    ("hls", "master.m3u8?codec=aac"),
+    ("hls", "master.m3u8?codec=opus"),
+    ("hls", "master.m3u8?codec=flac"),
+    ("dash", "manifest.mpd?codec=aac"),
+    ("dash", "manifest.mpd?codec=opus"),
+    ("dash", "manifest.mpd?codec=flac"),
+    ("shaka", "master.m3u8"),
+    ("shaka", "manifest.mpd"),
+]
+
+
+@pytest.mark.parametrize(("player", "manifest"), CASES, ids=[f"{p}-{m}" for p, m in CASES])
+def test_player_plays_without_holes(
+    drive: Drive, origin_url: str, player: str, manifest: str
+) -> None:
+    result = drive(
+        player=player, src=f"{origin_url}/{TRACK}/{manifest}", play_s=PLAY_S, timeout_s=40
+    )
+    _assert_played(_summary(f"{player} {manifest}", result), PLAY_S)
+
+
+@pytest.mark.parametrize("player", ["hls", "dash"])
+def test_player_output_is_sound_not_silence(drive: Drive, origin_url: str, player: str) -> None:
+    manifest = "master.m3u8?codec=aac" if player == "hls" else "manifest.mpd?codec=aac"
+    result = drive(player=player, src=f"{origin_url}/{TRACK}/{manifest}", play_s=4, timeout_s=30)
+    final = _summary(f"{player} level", result)
+    assert final["rms_max"] > 0.01
+
+
+@pytest.mark.parametrize("player", ["hls", "dash"])
+def test_seek_to_the_middle_resumes(drive: Drive, origin_url: str, player: str) -> None:
+    manifest = "master.m3u8?codec=aac" if player == "hls" else "manifest.mpd?codec=aac"
+    result = drive(
+        player=player,
+        src=f"{origin_url}/{TRACK}/{manifest}",
+        play_s=2,
+        seek_to_s=20.0,
+        timeout_s=40,
+    )
+    _summary(f"{player} seek", result)
+    assert result.get("seek_resumed_s") is not None
+    assert result["seek_resumed_s"] < 10
+
+
+@pytest.mark.parametrize("player", ["hls", "dash"])
+def test_throttled_player_switches_down_and_keeps_playing(
+    drive: Drive, origin_url: str, player: str
+) -> None:
+    """CDP throttling to ~100 kb/s once the player sits on a high rung (>= 200 kb/s) after a
+    few seconds: it must drop to a lower AAC rung and keep playing."""
+    manifest = "master.m3u8?codec=aac" if player == "hls" else "manifest.mpd?codec=aac"
+    result = drive(
+        player=player,
+        src=f"{origin_url}/{TRACK}/{manifest}",
+        play_s=30,
+        buffer_s=6,
+        throttle={"after_s": 3, "kbps": 100, "latency_ms": 40, "min_bitrate_bps": 200_000},
+        min_switches=2,
+        timeout_s=75,
+    )
+    final = _summary(f"{player} throttled", result)
+    assert final["fatal"] is None, final["errors"]
+    rates = [s["to_bps"] for s in final["switches"]]
+    assert rates, "no rendition was ever selected"
+    assert min(rates) < max(rates), f"no switch down seen: {rates}"
+    assert final["current_time"] > result["throttled_at_s"] + 2
