@@ -195,10 +195,7 @@ def respond_with_object(request: web.Request, obj: CachedObject, cache_result: s
             status = 206
             headers["Content-Range"] = f"bytes {span.start}-{span.end}/{len(obj.body)}"
             body = obj.body[span.start : span.end + 1]
-    if request.method == "HEAD":
-        response = web.Response(status=status, headers=headers)
-        response.content_length = len(body)
-        return response
+    # aiohttp sends the headers (Content-Length included) but no body for HEAD.
     return web.Response(status=status, body=body, headers=headers)
 
 
@@ -263,7 +260,7 @@ async def _serve_large(request: web.Request, key: str) -> web.StreamResponse:
         headers["Content-Range"] = f"bytes {start}-{end}/{info.size_bytes}"
     if request.method == "HEAD":
         head = web.Response(status=206 if span else 200, headers=headers)
-        head.content_length = end - start + 1
+        head.headers["Content-Length"] = str(end - start + 1)
         return head
     body = await storage.read_range(key, start, end)
     return web.Response(status=206 if span else 200, body=body, headers=headers)

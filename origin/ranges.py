@@ -46,9 +46,9 @@ def parse_range(header: str | None, size_bytes: int) -> ByteSpan | None:
             raise RangeNotSatisfiableError(f"suffix range {header!r} selects nothing", size_bytes)
         return ByteSpan(max(0, size_bytes - suffix), size_bytes - 1)
     start = int(first)
-    end = int(last) if last else size_bytes - 1
-    if end < start:
+    if last and int(last) < start:
         return None  # syntactically invalid: ignore (RFC 9110 14.1.2)
+    end = int(last) if last else size_bytes - 1
     if start >= size_bytes:
         raise RangeNotSatisfiableError(
             f"range starts at {start} but the object has {size_bytes} bytes", size_bytes

@@ -1,0 +1,125 @@
+"""A real CDN in front of the origin: Debian's nginx with proxy_cache, configured
+by the template we ship in deploy/nginx/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import string
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.origin.conftest import TRACK, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "deploy" / "nginx" / "edge.conf.template"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def _wait(url: str) -> None:
+    for _ in range(100):
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} never answered")
+
+
+def _get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+@pytest.fixture(scope="module")
+def cdn(packaged_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(edge URL, origin URL): cadenza serve with 1 s manifest TTL behind nginx."""
+    prefix = tmp_path_factory.mktemp("nginx")
+    origin_port, edge_port = free_port(), free_port()
+    env = {**os.environ, "CADENZA_MANIFEST_MAX_AGE_S": "1"}
+    origin_log = open(prefix / "origin.log", "wb")  # noqa: SIM115
+    origin = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("cadenza")),
+            "serve",
+            str(packaged_root),
+            "--port",
+            str(origin_port),
+        ],
+        stdout=origin_log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    # safe_substitute: nginx's own $variables stay; ${PLACEHOLDERS} must all be filled.
+    config = string.Template(TEMPLATE.read_text(encoding="utf-8")).safe_substitute(
+        USER_DIRECTIVE="user root;" if os.geteuid() == 0 else "",
+        PREFIX=str(prefix),
+        ORIGIN=f"127.0.0.1:{origin_port}",
+        LISTEN=f"127.0.0.1:{edge_port}",
+    )
+    assert "${" not in config, "unfilled placeholder in the edge template"
+    (prefix / "nginx.conf").write_text(config, encoding="utf-8")
+    edge = subprocess.Popen(
+        [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait(f"http://127.0.0.1:{origin_port}/healthz")
+        _wait(f"http://127.0.0.1:{edge_port}/healthz")
+        yield f"http://127.0.0.1:{edge_port}", f"http://127.0.0.1:{origin_port}"
+    finally:
+        for process in (edge, origin):
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        origin_log.close()
+
+
+def test_second_pull_of_a_segment_is_a_cache_hit(cdn: tuple[str, str]) -> None:
+    edge, _ = cdn
+    url = f"{edge}/{TRACK}/aac-64k/seg-00001.m4s"
+    first = _get(url)
+    second = _get(url)
+    assert (first[1]["X-Cache-Status"], second[1]["X-Cache-Status"]) == ("MISS", "HIT")
+    assert first[2] == second[2]
+
+
+def test_cmcd_arguments_share_one_cache_entry(cdn: tuple[str, str]) -> None:
+    edge, _ = cdn
+    url = f"{edge}/{TRACK}/aac-64k/seg-00002.m4s"
+    _get(url + "?CMCD=sid%3D%22a%22")
+    status, headers, _ = _get(url + "?CMCD=sid%3D%22b%22%2Cbl%3D300")
+    assert (status, headers["X-Cache-Status"]) == (200, "HIT")
+
+
+def test_expired_manifest_is_revalidated_with_a_304_from_the_origin(cdn: tuple[str, str]) -> None:
+    edge, origin = cdn
+    url = f"{edge}/{TRACK}/aac-64k/playlist.m3u8"
+    _get(url)
+    time.sleep(2.5)  # past the 1 s max-age, with slack for nginx's one-second clock
+    status, headers, body = _get(url)
+    assert status == 200
+    assert headers["X-Cache-Status"] == "REVALIDATED"
+    assert body.startswith(b"#EXTM3U")
+    metrics = _get(f"{origin}/metrics")[2].decode()
+    assert 'route="manifest",status="304"' in metrics
+
+
+def test_edge_serves_range_requests_for_players(cdn: tuple[str, str]) -> None:
+    edge, _ = cdn
+    status, _headers, body = _get(f"{edge}/{TRACK}/flac/init.mp4", Range="bytes=0-7")
+    assert status == 206
+    assert body[4:8] == b"ftyp"

@@ -1,0 +1,139 @@
+"""Pure parts of the origin: Range parsing, path safety, settings precedence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from origin.errors import ForbiddenPathError, RangeNotSatisfiableError, SettingsError
+from origin.paths import safe_key
+from origin.ranges import ByteSpan, parse_range
+from origin.settings import load_settings
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("bytes=0-0", ByteSpan(0, 0)),
+        ("bytes=10-", ByteSpan(10, 99)),
+        ("bytes=-10", ByteSpan(90, 99)),
+        ("bytes=-500", ByteSpan(0, 99)),
+        ("bytes=90-500", ByteSpan(90, 99)),
+        ("BYTES = 1-2", ByteSpan(1, 2)),
+    ],
+)
+def test_range_forms_of_rfc_9110(header: str, expected: ByteSpan) -> None:
+    """RFC 9110 14.1.2: first-last, open, suffix; last is clamped to the size."""
+    assert parse_range(header, 100) == expected
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "bytes",
+        "bytes=",
+        "bytes=-",
+        "bytes=a-b",
+        "bytes=5-2",
+        "items=1-2",
+        "bytes=1-2,4-5",
+        "bytes=" + "9" * 300,
+    ],
+)
+def test_malformed_or_multi_ranges_mean_whole_object(header: str | None) -> None:
+    assert parse_range(header, 100) is None
+
+
+@pytest.mark.parametrize("header", ["bytes=100-", "bytes=100-200", "bytes=-0"])
+def test_unsatisfiable_ranges_raise_with_the_size(header: str) -> None:
+    with pytest.raises(RangeNotSatisfiableError) as error:
+        parse_range(header, 100)
+    assert error.value.size_bytes == 100
+
+
+@given(st.text(max_size=60), st.integers(0, 10**9))
+def test_range_parser_never_raises_anything_else(header: str, size: int) -> None:
+    try:
+        span = parse_range(header, size)
+    except RangeNotSatisfiableError:
+        return
+    if span is not None:
+        assert 0 <= span.start <= span.end < size
+
+
+@pytest.mark.parametrize("path", ["/t/master.m3u8", "/t/aac-128k/seg-00001.m4s", "/a.b_c-d/x"])
+def test_plain_paths_become_keys(path: str) -> None:
+    assert safe_key(path) == path[1:]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/t/../x",
+        "/t/%2e%2e/x",
+        "/t/%2E%2E/x",
+        "/t/..%2fx",
+        "/t%5c..%5cx",
+        "/t/a%00",
+        "/t//x",
+        "/t/.cadenza-tmp-x/a",
+        "/t/\u00e9",
+        "/t/%ff",
+        "t/x",
+        "/" + "a" * 2000,
+        "/t/a b",
+    ],
+)
+def test_unsafe_paths_are_rejected(path: str) -> None:
+    with pytest.raises(ForbiddenPathError):
+        safe_key(path)
+
+
+@given(st.text(max_size=80))
+def test_any_accepted_key_stays_inside_root(text: str) -> None:
+    try:
+        key = safe_key("/" + text)
+    except ForbiddenPathError:
+        return
+    assert ".." not in key.split("/")
+    assert not key.startswith("/")
+    assert "\\" not in key
+
+
+def test_cli_beats_env_beats_file(tmp_path: Path) -> None:
+    config = tmp_path / "origin.toml"
+    config.write_text("port = 7000\nmanifest_max_age_s = 9\nworkers = 3\n", encoding="utf-8")
+    settings = load_settings(
+        {"root": "/srv", "port": 9000},
+        env={"CADENZA_PORT": "8000", "CADENZA_WORKERS": "2"},
+        config_file=config,
+    )
+    assert (settings.port, settings.workers, settings.manifest_max_age_s) == (9000, 2, 9)
+
+
+def test_unknown_toml_setting_is_an_error(tmp_path: Path) -> None:
+    config = tmp_path / "origin.toml"
+    config.write_text("prot = 1\n", encoding="utf-8")
+    with pytest.raises(SettingsError, match="unknown setting"):
+        load_settings({"root": "/srv"}, env={}, config_file=config)
+
+
+def test_bad_env_value_names_the_setting() -> None:
+    with pytest.raises(SettingsError, match="port"):
+        load_settings({"root": "/srv"}, env={"CADENZA_PORT": "eighty"})
+
+
+def test_root_is_required() -> None:
+    with pytest.raises(SettingsError, match="root"):
+        load_settings({}, env={})
+
+
+def test_aws_endpoint_url_is_honoured() -> None:
+    settings = load_settings({"root": "s3://b/p"}, env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    assert settings.s3_endpoint_url == "http://127.0.0.1:9"
+    assert settings.is_s3
