@@ -42,12 +42,11 @@ sample: install
 package: install
 	$(VENV)/bin/cadenza package samples/sample.flac --out $(OUT)
 
-demo: install package
+# Package the sample, then serve it with the demo player page (players from npm, no internet).
+demo: install package node-deps
 	@echo "packaged samples/sample.flac into $(OUT)/"
-	@if $(VENV)/bin/cadenza serve --help >/dev/null 2>&1; then \
-	  echo "serving $(OUT) at http://$(HOST):$(PORT)/ (Ctrl-C to stop)"; \
-	  $(VENV)/bin/cadenza serve $(OUT) --host $(HOST) --port $(PORT); \
-	fi
+	@echo "open http://$(HOST):$(PORT)/ in a browser (Ctrl-C to stop)"
+	$(VENV)/bin/cadenza serve $(OUT) --host $(HOST) --port $(PORT)
 
 lint: install-test
 	$(VENV)/bin/ruff check .

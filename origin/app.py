@@ -63,6 +63,8 @@ def _route_class(request: web.Request) -> str:
     path = request.path
     if path in ("/healthz", "/readyz", "/metrics"):
         return path[1:]
+    if path.startswith(("/player", "/v1/")) or path == "/":
+        return "app"
     if path.endswith((".m3u8", ".mpd")):
         return "manifest"
     if path.endswith((".m4s", ".mp4")):
@@ -320,6 +322,47 @@ async def handle_file(request: web.Request) -> web.StreamResponse:
     return respond_with_object(request, obj, how)
 
 
+STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
+# The demo page's player libraries, served from the npm folder (never from the internet).
+PLAYER_LIBS: Final = {
+    "hls.min.js": "hls.js/dist/hls.min.js",
+    "dash.all.min.js": "dashjs/dist/modern/umd/dash.all.min.js",
+    "shaka-player.compiled.js": "shaka-player/dist/shaka-player.compiled.js",
+}
+
+
+async def handle_root(_request: web.Request) -> web.StreamResponse:
+    return web.Response(status=302, headers={"Location": "/player/"})
+
+
+async def handle_player_page(request: web.Request) -> web.StreamResponse:
+    name = request.match_info.get("name") or "player.html"
+    if name not in ("player.html", "player.js"):
+        raise ObjectNotFoundError(f"no such player file {name}")
+    return web.FileResponse(STATIC_DIR / name, headers={"Cache-Control": "no-cache"})
+
+
+async def handle_player_lib(request: web.Request) -> web.StreamResponse:
+    relative = PLAYER_LIBS.get(request.match_info["name"])
+    if relative is None:
+        raise ObjectNotFoundError("unknown player library")
+    path = Path(request.app[SETTINGS].player_assets_dir) / relative
+    if not path.is_file():
+        raise ObjectNotFoundError(f"{path} is missing: run `npm ci` (make demo does)")
+    return web.FileResponse(
+        path,
+        headers={
+            "Cache-Control": "public, max-age=3600",
+            "Content-Type": "text/javascript; charset=utf-8",
+        },
+    )
+
+
+async def handle_tracks(request: web.Request) -> web.Response:
+    tracks = await request.app[STORAGE].list_tracks()
+    return web.json_response({"tracks": tracks}, headers={"Cache-Control": "no-cache"})
+
+
 async def handle_healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -371,6 +414,11 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/", handle_root)
+    app.router.add_get("/player/", handle_player_page)
+    app.router.add_get("/player/lib/{name}", handle_player_lib)
+    app.router.add_get("/player/{name}", handle_player_page)
+    app.router.add_get("/v1/tracks", handle_tracks)
     app.router.add_route("*", "/{path:.*}", _dispatch)
     return app
 

@@ -16,6 +16,7 @@ order of precedence).
 | storage_timeout_s | CADENZA_STORAGE_TIMEOUT_S | 5.0 | connect/read timeout for S3 |
 | retry_after_s | CADENZA_RETRY_AFTER_S | 5 | Retry-After on 503 |
 | s3_endpoint_url | AWS_ENDPOINT_URL | (AWS) | S3-compatible endpoint |
+| player_assets_dir | CADENZA_PLAYER_ASSETS_DIR | node_modules | npm folder with the players |
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Settings:
     storage_timeout_s: float = 5.0
     retry_after_s: int = 5
     s3_endpoint_url: str | None = None
+    player_assets_dir: str = "node_modules"
 
     @property
     def is_s3(self) -> bool:

@@ -46,6 +46,8 @@ class Storage(Protocol):
 
     async def ping(self) -> None: ...
 
+    async def list_tracks(self) -> list[str]: ...
+
     async def close(self) -> None: ...
 
 
@@ -102,6 +104,12 @@ class LocalStorage:
 
     async def read_range(self, key: str, start: int, end: int) -> bytes:
         return await asyncio.to_thread(self._read_range, key, start, end)
+
+    def _list_tracks(self) -> list[str]:
+        return sorted(p.parent.name for p in self.root.glob("*/presentation.json") if p.is_file())
+
+    async def list_tracks(self) -> list[str]:
+        return await asyncio.to_thread(self._list_tracks)
 
     async def ping(self) -> None:
         if not await asyncio.to_thread(self.root.is_dir):
@@ -201,6 +209,22 @@ class S3Storage:
             raise StorageUnavailableError(
                 f"S3 bucket {self.bucket} unreachable", self.name
             ) from exc
+
+    async def list_tracks(self) -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        tracks: list[str] = []
+        try:
+            paginator = self._client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                for entry in page.get("CommonPrefixes", []):
+                    name = str(entry["Prefix"])[len(prefix) :].strip("/")
+                    if name and not name.startswith("."):
+                        tracks.append(name)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise StorageUnavailableError("S3 listing failed", self.name) from exc
+        return sorted(tracks)
 
     async def close(self) -> None:
         await self._stack.aclose()

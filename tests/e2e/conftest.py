@@ -73,6 +73,7 @@ def origin_url(e2e_packages: Path) -> Iterator[str]:
     log = open(e2e_packages.parent / "origin.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
         [str(cadenza), "serve", str(e2e_packages), "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,  # the demo page's players come from ROOT/node_modules
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -114,10 +115,10 @@ def page_url() -> Iterator[str]:
         server.server_close()
 
 
-def _run_driver(page: str, **config: Any) -> dict[str, Any]:
+def _run_driver(default_page: str, **config: Any) -> dict[str, Any]:
     node = shutil.which("node")
     assert node is not None, "node is required for the end-to-end suite"
-    config = {"page": page, **config}
+    config = {"page": default_page, **config}  # a config's own "page" (the demo) wins
     timeout_s = float(config.get("timeout_s", 30)) + 60
     done = subprocess.run(
         [node, str(DRIVER), json.dumps(config)],

@@ -27,12 +27,25 @@ async function main() {
   try {
     const page = context.pages()[0] || (await context.newPage());
     page.on("console", (m) => { if (m.type() === "error") result.console.push(m.text().slice(0, 300)); });
+    page.on("response", (r) => { if (r.status() >= 400) result.console.push(`HTTP ${r.status()} ${r.url()}`); });
     page.on("pageerror", (e) => result.console.push(`pageerror: ${String(e).slice(0, 300)}`));
     const cdp = await context.newCDPSession(page);
     await cdp.send("Network.enable");
     await page.goto(cfg.page, { waitUntil: "load" });
     if (cfg.player) {
       await page.evaluate((c) => window.cadenzaStart(c), cfg);
+    }
+    if (cfg.demo) {
+      // The demo page: pick the options, press Play, wait for live figures.
+      await page.waitForFunction(() => document.querySelectorAll("#track option").length > 0, null, { timeout: 10000 });
+      for (const [selector, value] of Object.entries(cfg.demo.select || {})) await page.selectOption(selector, value);
+      await page.click("#play");
+      await page.waitForFunction(() => document.getElementById("audio").currentTime > (window.__minTime || 3), null, { timeout: (cfg.timeout_s || 30) * 1000 });
+      const texts = {};
+      for (const id of ["rendition", "throughput", "buffer", "url"]) texts[id] = await page.textContent(`#${id}`);
+      texts.switch_rows = await page.locator("#switchrows tr").count();
+      texts.tracks = await page.locator("#track option").allTextContents();
+      result.demo = texts;
     }
     const started = Date.now();
     const deadline = started + (cfg.timeout_s || 30) * 1000;
@@ -42,6 +55,7 @@ async function main() {
     let snap = null;
     while (Date.now() < deadline) {
       await sleep(250);
+      if (cfg.demo) break;
       snap = await page.evaluate(() => (window.cadenzaSnapshot ? window.cadenzaSnapshot() : null));
       if (snap === null) continue;
       result.samples.push({ t: (Date.now() - started) / 1000, current_time: snap.current_time, bitrate_bps: snap.bitrate_bps, buffered: snap.buffered });

@@ -1,0 +1,89 @@
+// cadenza demo player: lists packaged tracks, plays one with hls.js, dash.js or Shaka,
+// and shows the current rendition, switches, buffer and throughput live.
+(function () {
+  "use strict";
+  const $ = (id) => document.getElementById(id);
+  const audio = $("audio");
+  let current = null;
+  let lastBitrate = null;
+
+  function kbps(bps) { return bps ? `${Math.round(bps / 1000)} kb/s` : "–"; }
+
+  function logSwitch(bps, codecs) {
+    if (!bps || bps === lastBitrate) return;
+    const row = document.createElement("tr");
+    row.innerHTML = `<td>${audio.currentTime.toFixed(1)} s</td><td>${kbps(lastBitrate)} → ${kbps(bps)}</td><td>${codecs || ""}</td>`;
+    $("switchrows").prepend(row);
+    lastBitrate = bps;
+    $("rendition").textContent = kbps(bps);
+    $("codecs").textContent = codecs || "";
+  }
+
+  function teardown() {
+    if (!current) return;
+    try { current.destroy ? current.destroy() : current.reset(); } catch (e) { /* already gone */ }
+    current = null;
+  }
+
+  async function play() {
+    teardown();
+    lastBitrate = null;
+    $("switchrows").innerHTML = "";
+    const track = $("track").value;
+    const manifest = $("protocol").value === "hls" ? "master.m3u8" : "manifest.mpd";
+    const codec = $("codec").value;
+    const src = `/${track}/${manifest}${codec ? `?codec=${codec}` : ""}`;
+    $("url").textContent = src;
+    const player = $("player").value;
+    if (player === "hls") {
+      if ($("protocol").value !== "hls") { $("url").textContent = "hls.js plays HLS only"; return; }
+      const hls = new Hls({ cmcd: {} });
+      hls.on(Hls.Events.LEVEL_SWITCHED, (_e, d) => { const l = hls.levels[d.level]; logSwitch(l.bitrate, l.codecSet || l.audioCodec); });
+      hls.loadSource(src);
+      hls.attachMedia(audio);
+      current = hls;
+      setInterval(() => { if (current === hls) $("throughput").textContent = kbps(hls.bandwidthEstimate); }, 500);
+    } else if (player === "dash") {
+      if ($("protocol").value !== "dash") { $("url").textContent = "dash.js plays DASH only"; return; }
+      const dash = dashjs.MediaPlayer().create();
+      dash.updateSettings({ streaming: { cmcd: { enabled: true } } });
+      dash.on(dashjs.MediaPlayer.events.QUALITY_CHANGE_RENDERED, (e) => { const r = e.newRepresentation; if (r) logSwitch(r.bandwidth, r.codecs); });
+      dash.initialize(audio, src, true);
+      current = dash;
+      setInterval(() => {
+        if (current !== dash) return;
+        try { $("throughput").textContent = kbps(dash.getAverageThroughput("audio") * 1000); } catch (e) { /* not yet */ }
+      }, 500);
+    } else {
+      shaka.polyfill.installAll();
+      const sp = new shaka.Player();
+      await sp.attach(audio);
+      sp.addEventListener("adaptation", () => { const t = sp.getVariantTracks().find((v) => v.active); if (t) logSwitch(t.bandwidth, t.audioCodec); });
+      current = sp;
+      await sp.load(src);
+      const t = sp.getVariantTracks().find((v) => v.active);
+      if (t) logSwitch(t.bandwidth, t.audioCodec);
+      setInterval(() => { if (current === sp) $("throughput").textContent = kbps(sp.getStats().estimatedBandwidth); }, 500);
+    }
+    audio.play().catch(() => {});
+  }
+
+  setInterval(() => {
+    let ahead = 0;
+    for (let i = 0; i < audio.buffered.length; i++) {
+      if (audio.buffered.start(i) <= audio.currentTime && audio.currentTime <= audio.buffered.end(i)) ahead = audio.buffered.end(i) - audio.currentTime;
+    }
+    $("buffer").textContent = `${ahead.toFixed(1)} s`;
+    $("bufferbar").style.width = `${Math.min(100, (ahead / 30) * 100)}%`;
+  }, 250);
+
+  $("player").addEventListener("change", () => { const p = $("player").value; if (p !== "shaka") $("protocol").value = p; });
+  $("play").addEventListener("click", play);
+  fetch("/v1/tracks").then((r) => r.json()).then((data) => {
+    for (const id of data.tracks) {
+      const opt = document.createElement("option");
+      opt.textContent = id;
+      $("track").append(opt);
+    }
+  });
+})();
