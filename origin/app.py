@@ -22,7 +22,7 @@ from aiohttp import web
 from manifests.dash import render_mpd
 from manifests.errors import InvalidPresentationError
 from manifests.errors import NoMatchingRenditionsError as NoRenditionsInModel
-from manifests.filters import InvalidFilterError, parse_filter_query
+from manifests.filters import InvalidFilterError, RenditionFilter, parse_filter_query
 from manifests.hls import render_master
 from manifests.jsonio import presentation_from_json
 from manifests.model import MASTER_NAME, MPD_NAME, PRESENTATION_NAME, Presentation
@@ -38,21 +38,36 @@ from origin.errors import (
     ObjectNotFoundError,
     OriginError,
     RangeNotSatisfiableError,
+    RateLimitedError,
     StorageUnavailableError,
+)
+from origin.keys import (
+    BEACON_LIMITER,
+    CACHE,
+    METRICS,
+    POPULATION,
+    PRESENTATIONS,
+    SESSIONS,
+    SETTINGS,
+    STORAGE,
 )
 from origin.metrics import Metrics, create_metrics
 from origin.paths import safe_key
 from origin.ranges import parse_range
+from origin.sessions import MemoryPopulationStore, MemorySessionStore, RateLimiter
 from origin.settings import Settings
+from origin.steering import cmsd_dynamic, cmsd_static, segment_duration_ms, steer_presentation
 from origin.storage import LocalStorage, ObjectInfo, S3Storage, Storage, StoredObject
+from origin.telemetry import (
+    Observed,
+    guidance_for,
+    handle_beacons,
+    handle_session,
+    handle_sessions,
+    observe_request,
+)
 
 log = logging.getLogger("cadenza.origin")
-
-SETTINGS: Final = web.AppKey("settings", Settings)
-STORAGE: Final = web.AppKey("storage", Storage)
-CACHE: Final = web.AppKey("cache", HotCache)
-METRICS: Final = web.AppKey("metrics", Metrics)
-PRESENTATIONS: Final = web.AppKey("presentations", dict[str, tuple[str, Presentation]])
 
 FILTER_KEYS: Final = frozenset({"codec", "min_bitrate", "max_bitrate"})
 CMCD_HEADERS: Final = "CMCD-Request, CMCD-Object, CMCD-Status, CMCD-Session"
@@ -104,9 +119,9 @@ async def edge_middleware(
             status=204,
             headers={
                 **cors,
-                "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+                "Access-Control-Allow-Methods": "GET, HEAD, POST, OPTIONS",
                 "Access-Control-Allow-Headers": (
-                    f"Range, If-None-Match, If-Modified-Since, {CMCD_HEADERS}"
+                    f"Range, If-None-Match, If-Modified-Since, Content-Type, {CMCD_HEADERS}"
                 ),
                 "Access-Control-Max-Age": "86400",
             },
@@ -122,6 +137,10 @@ async def edge_middleware(
             metrics.storage_errors.labels(exc.backend, "unavailable").inc()
             response = _json_error(
                 exc.status, exc.code, exc.detail, {"Retry-After": str(settings.retry_after_s)}
+            )
+        except RateLimitedError as exc:
+            response = _json_error(
+                exc.status, exc.code, exc.detail, {"Retry-After": str(exc.retry_after_s)}
             )
         except OriginError as exc:
             response = _json_error(exc.status, exc.code, exc.detail)
@@ -282,44 +301,90 @@ async def _presentation(request: web.Request, track: str) -> tuple[Presentation,
     return presentation, obj
 
 
-async def _filtered_manifest(request: web.Request, key: str) -> web.Response:
-    """A manifest re-rendered with only the renditions the query selects."""
-    track, _, name = key.partition("/")
+def _selection(request: web.Request) -> RenditionFilter:
     query = {k: v for k, v in request.query.items() if k in FILTER_KEYS}
     try:
-        selection = parse_filter_query(query)
+        return parse_filter_query(query)
     except InvalidFilterError as exc:
         raise BadRequestError(str(exc)) from exc
+
+
+async def _rendered_manifest(
+    request: web.Request, key: str, observed: Observed | None
+) -> web.Response:
+    """A manifest rendered from the model: filtered by the query, and steered for
+    the session when one is known (``sid`` or CMCD ``sid``)."""
+    track, _, name = key.partition("/")
     presentation, source = await _presentation(request, track)
     try:
-        filtered = selection.apply(presentation)
+        shaped = _selection(request).apply(presentation)
     except NoRenditionsInModel as exc:
         raise NoMatchingRenditionsError(str(exc)) from exc
-    text = render_master(filtered) if name == MASTER_NAME else render_mpd(filtered)
+    settings = request.app[SETTINGS]
+    control = f"public, max-age={settings.manifest_max_age_s}"
+    how = "rendered"
+    vary_session = False
+    if observed is not None and settings.steering:
+        guidance = await guidance_for(request.app, shaped, observed.state, observed.network_key)
+        shaped = steer_presentation(shaped, guidance)
+        request.app[METRICS].steered_manifests.labels(guidance.source.value).inc()
+        control = f"private, max-age={settings.manifest_max_age_s}"
+        how = "steered"
+        vary_session = observed.sid_from_header
+    text = render_master(shaped) if name == MASTER_NAME else render_mpd(shaped)
     body = text.encode("utf-8")
     info = ObjectInfo(len(body), source.mtime_s, "")
-    control = f"public, max-age={request.app[SETTINGS].manifest_max_age_s}"
-    return respond_with_object(
-        request, build_cached(key, StoredObject(info, body), control), "rendered"
+    response = respond_with_object(
+        request, build_cached(key, StoredObject(info, body), control), how
     )
+    if vary_session:
+        response.headers["Vary"] = "Accept-Encoding, CMCD-Session"
+    return response
+
+
+async def _add_cmsd(
+    request: web.Request, response: web.StreamResponse, key: str, observed: Observed
+) -> None:
+    """CMSD-Static and CMSD-Dynamic on a media segment for a known session."""
+    track, rendition_id, name = key.split("/", 2)
+    presentation, _ = await _presentation(request, track)
+    try:
+        rendition = presentation.rendition(rendition_id)
+    except KeyError:
+        return
+    guidance = await guidance_for(request.app, presentation, observed.state, observed.network_key)
+    response.headers["CMSD-Static"] = cmsd_static(rendition, segment_duration_ms(rendition, name))
+    response.headers["CMSD-Dynamic"] = cmsd_dynamic(guidance.estimate_bps, guidance.max_bitrate_bps)
+    # Personalised: shared caches must not hand this session's CMSD to others.
+    control = response.headers.get("Cache-Control", "")
+    response.headers["Cache-Control"] = control.replace("public", "private")
 
 
 async def handle_file(request: web.Request) -> web.StreamResponse:
     key = safe_key(request.raw_path)
     if "/" not in key:
         raise ObjectNotFoundError("only files inside a track folder are served")
+    track = key.split("/", 1)[0]
+    observed = await observe_request(request, track)
     name = key.rsplit("/", 1)[-1]
-    if (
-        name in (MASTER_NAME, MPD_NAME)
-        and key.count("/") == 1
-        and FILTER_KEYS & request.query.keys()
-    ):
-        return await _filtered_manifest(request, key)
+    steered = observed is not None and request.app[SETTINGS].steering
+    is_manifest = name in (MASTER_NAME, MPD_NAME) and key.count("/") == 1
+    if is_manifest and (steered or FILTER_KEYS & request.query.keys()):
+        return await _rendered_manifest(request, key, observed)
     try:
         obj, how = await _load(request, key)
     except _TooLargeError:
         return await _serve_large(request, key)
-    return respond_with_object(request, obj, how)
+    response = respond_with_object(request, obj, how)
+    if (
+        observed is not None
+        and request.app[SETTINGS].steering
+        and key.count("/") == 2
+        and name.endswith(".m4s")
+        and response.status in (200, 206)
+    ):
+        await _add_cmsd(request, response, key, observed)
+    return response
 
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
@@ -410,6 +475,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
         settings.cache_max_bytes, settings.cache_max_object_bytes, settings.manifest_max_age_s
     )
     app[PRESENTATIONS] = {}
+    app[SESSIONS] = MemorySessionStore(settings.sessions_max, settings.session_ttl_s)
+    app[POPULATION] = MemoryPopulationStore()
+    app[BEACON_LIMITER] = RateLimiter(settings.beacon_rate_per_s, settings.beacon_burst)
     app.cleanup_ctx.append(_storage_ctx)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
@@ -419,6 +487,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app.router.add_get("/player/lib/{name}", handle_player_lib)
     app.router.add_get("/player/{name}", handle_player_page)
     app.router.add_get("/v1/tracks", handle_tracks)
+    app.router.add_post("/v1/beacons", handle_beacons)
+    app.router.add_get("/v1/sessions", handle_sessions)
+    app.router.add_get("/v1/sessions/{sid}", handle_session)
     app.router.add_route("*", "/{path:.*}", _dispatch)
     return app
 

@@ -66,3 +66,37 @@ class SettingsError(Exception):
         self.value = value
         self.reason = reason
         super().__init__(f"setting {name}={value!r}: {reason}")
+
+
+class BadBeaconError(BadRequestError):
+    """A ``POST /v1/beacons`` body cadenza cannot use; the detail says why."""
+
+    code = "bad_beacon"
+
+
+class PayloadTooLargeError(OriginError):
+    status = 413
+    code = "payload_too_large"
+
+    def __init__(self, size_bytes: int, limit_bytes: int) -> None:
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
+        super().__init__(f"body of {size_bytes} bytes is over the {limit_bytes}-byte limit")
+
+
+class UnsupportedMediaTypeError(OriginError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class RateLimitedError(OriginError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(detail)
+
+
+class SessionNotFoundError(ObjectNotFoundError):
+    code = "unknown_session"

@@ -18,6 +18,9 @@ from prometheus_client import (
 )
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+THROUGHPUT_BUCKETS_KBPS = (32, 64, 96, 128, 192, 256, 384, 512, 1000, 2000, 5000, 10000, 50000)
+BITRATE_BUCKETS_KBPS = (32, 64, 96, 128, 160, 192, 256, 320, 512, 1000, 2000)
+QOE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,15 @@ class Metrics:
     cache_lookups: Counter
     cache_bytes: Gauge
     storage_errors: Counter
+    sessions_active: Gauge
+    bitrate_switches: Counter
+    buffer_starvations: Counter
+    session_throughput_kbps: Histogram
+    session_bitrate_kbps: Histogram
+    session_qoe: Histogram
+    beacons: Counter
+    cmcd_malformed: Counter
+    steered_manifests: Counter
 
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -74,6 +86,57 @@ def create_metrics() -> Metrics:
             "cadenza_storage_errors",
             "Storage failures by backend and kind",
             ["backend", "kind"],
+            registry=registry,
+        ),
+        sessions_active=Gauge(
+            "cadenza_sessions_active",
+            "Playback sessions seen within the session TTL",
+            registry=registry,
+            multiprocess_mode="livesum",
+        ),
+        bitrate_switches=Counter(
+            "cadenza_bitrate_switches",
+            "Changes of encoded bitrate (CMCD br) between a session's media requests",
+            registry=registry,
+        ),
+        buffer_starvations=Counter(
+            "cadenza_buffer_starvations",
+            "Buffer starvations players reported (CMCD bs, or v2 play state rebuffering)",
+            registry=registry,
+        ),
+        session_throughput_kbps=Histogram(
+            "cadenza_session_throughput_kbps",
+            "Throughput samples from sessions (CMCD mtp, or size / delivery time)",
+            buckets=THROUGHPUT_BUCKETS_KBPS,
+            registry=registry,
+        ),
+        session_bitrate_kbps=Histogram(
+            "cadenza_session_bitrate_kbps",
+            "Encoded bitrate of the media objects sessions requested (CMCD br)",
+            buckets=BITRATE_BUCKETS_KBPS,
+            registry=registry,
+        ),
+        session_qoe=Histogram(
+            "cadenza_session_qoe",
+            "Per-session QoE score in [0, 1], observed on each update",
+            buckets=QOE_BUCKETS,
+            registry=registry,
+        ),
+        beacons=Counter(
+            "cadenza_beacons",
+            "CMCD payloads by how they came (request, post) and what became of them",
+            ["kind", "result"],
+            registry=registry,
+        ),
+        cmcd_malformed=Counter(
+            "cadenza_cmcd_malformed_values",
+            "CMCD members dropped because they did not parse or had the wrong type",
+            registry=registry,
+        ),
+        steered_manifests=Counter(
+            "cadenza_steered_manifests",
+            "Per-session manifests rendered, by where the guidance came from",
+            ["source"],
             registry=registry,
         ),
     )

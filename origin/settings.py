@@ -17,6 +17,13 @@ order of precedence).
 | retry_after_s | CADENZA_RETRY_AFTER_S | 5 | Retry-After on 503 |
 | s3_endpoint_url | AWS_ENDPOINT_URL | (AWS) | S3-compatible endpoint |
 | player_assets_dir | CADENZA_PLAYER_ASSETS_DIR | node_modules | npm folder with the players |
+| steering | CADENZA_STEERING | true | per-session manifests and CMSD for sessions with a `sid` |
+| sessions_max | CADENZA_SESSIONS_MAX | 100000 | sessions kept (least recently updated evicted) |
+| session_ttl_s | CADENZA_SESSION_TTL_S | 1800 | forgotten this long after its last update |
+| beacon_max_bytes | CADENZA_BEACON_MAX_BYTES | 65536 | largest beacon body (413 above) |
+| beacon_max_entries | CADENZA_BEACON_MAX_ENTRIES | 256 | most payloads in one beacon body |
+| beacon_rate_per_s | CADENZA_BEACON_RATE_PER_S | 10.0 | beacon payloads per session per second |
+| beacon_burst | CADENZA_BEACON_BURST | 50 | payloads a session may send at once |
 """
 
 from __future__ import annotations
@@ -47,6 +54,13 @@ class Settings:
     retry_after_s: int = 5
     s3_endpoint_url: str | None = None
     player_assets_dir: str = "node_modules"
+    steering: bool = True
+    sessions_max: int = 100_000
+    session_ttl_s: float = 1800.0
+    beacon_max_bytes: int = 64 * 1024
+    beacon_max_entries: int = 256
+    beacon_rate_per_s: float = 10.0
+    beacon_burst: int = 50
 
     @property
     def is_s3(self) -> bool:
@@ -59,6 +73,15 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 def _coerce(name: str, value: object) -> object:
     kind = _FIELDS[name].type
     text = str(value)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(name, value, "expected true or false")
     try:
         if kind == "int":
             number = int(text)

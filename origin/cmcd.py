@@ -1,0 +1,383 @@
+"""Common Media Client Data (CTA-5004, CMCD v1 and v2): a pure, tolerant parser.
+
+CMCD is a Structured Field Dictionary (RFC 8941) sent three ways: the ``CMCD``
+query argument, the four ``CMCD-Request``/``-Object``/``-Status``/``-Session``
+headers, and (v2 event and response reporting) a POST body of one
+dictionary per line.  Parsing never raises on a player's data: a member that
+does not parse, or whose value has the wrong type for a key the spec defines,
+is dropped and reported in :attr:`Cmcd.malformed` so the caller can count it.
+Keys the spec does not define are kept as they came.
+
+Values are Python ``int``, ``float`` (decimals), ``str`` (quoted strings),
+:class:`Token`, ``bool`` and ``tuple`` (v2 inner lists).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final, TypeAlias
+
+
+class Token(str):
+    """An RFC 8941 token (``ot=v``, ``sf=d``): a ``str`` that remembers it was bare."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Token({str(self)!r})"
+
+
+BareItem: TypeAlias = int | float | str | bool
+CmcdValue: TypeAlias = BareItem | tuple[BareItem, ...]
+
+
+class Kind(enum.Enum):
+    INTEGER = "integer"
+    DECIMAL = "decimal"  # an integer is accepted too
+    STRING = "string"
+    TOKEN = "token"
+    BOOLEAN = "boolean"
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    kind: Kind
+    # CMCD v2 lets these carry an inner list (one value per object in a request).
+    list_ok: bool = False
+
+
+# The keys CTA-5004 (v1, and the v2 additions players send) defines, with
+# their types; integers are kb/s or ms as the spec says.
+KEYS: Final[Mapping[str, KeySpec]] = {
+    # request / object / status / session (v1)
+    "br": KeySpec(Kind.INTEGER, list_ok=True),
+    "bl": KeySpec(Kind.INTEGER, list_ok=True),
+    "bs": KeySpec(Kind.BOOLEAN),
+    "cid": KeySpec(Kind.STRING),
+    "d": KeySpec(Kind.INTEGER),
+    "dl": KeySpec(Kind.INTEGER),
+    "mtp": KeySpec(Kind.INTEGER, list_ok=True),
+    "nor": KeySpec(Kind.STRING, list_ok=True),
+    "nrr": KeySpec(Kind.STRING),
+    "ot": KeySpec(Kind.TOKEN),
+    "pr": KeySpec(Kind.DECIMAL),
+    "rtp": KeySpec(Kind.INTEGER),
+    "sf": KeySpec(Kind.TOKEN),
+    "sid": KeySpec(Kind.STRING),
+    "st": KeySpec(Kind.TOKEN),
+    "su": KeySpec(Kind.BOOLEAN),
+    "tb": KeySpec(Kind.INTEGER, list_ok=True),
+    "v": KeySpec(Kind.INTEGER),
+    # v2
+    "ab": KeySpec(Kind.INTEGER, list_ok=True),
+    "bsd": KeySpec(Kind.INTEGER),
+    "cdn": KeySpec(Kind.STRING),
+    "cs": KeySpec(Kind.TOKEN),
+    "df": KeySpec(Kind.INTEGER),
+    "e": KeySpec(Kind.TOKEN),
+    "lab": KeySpec(Kind.INTEGER, list_ok=True),
+    "lb": KeySpec(Kind.INTEGER, list_ok=True),
+    "ltc": KeySpec(Kind.INTEGER),
+    "msd": KeySpec(Kind.INTEGER),
+    "pb": KeySpec(Kind.INTEGER, list_ok=True),
+    "pt": KeySpec(Kind.INTEGER),
+    "rc": KeySpec(Kind.INTEGER),
+    "sn": KeySpec(Kind.INTEGER),
+    "sta": KeySpec(Kind.TOKEN),
+    "tab": KeySpec(Kind.INTEGER, list_ok=True),
+    "tbl": KeySpec(Kind.INTEGER, list_ok=True),
+    "tpb": KeySpec(Kind.INTEGER, list_ok=True),
+    "ts": KeySpec(Kind.INTEGER),
+    "ttfb": KeySpec(Kind.INTEGER),
+    "ttfbb": KeySpec(Kind.INTEGER),
+    "ttlb": KeySpec(Kind.INTEGER),
+    "url": KeySpec(Kind.STRING),
+}
+
+HEADER_NAMES: Final = ("CMCD-Request", "CMCD-Object", "CMCD-Status", "CMCD-Session")
+# Bounds that keep a hostile value from costing memory or CPU.
+MAX_TEXT_CHARS: Final = 8192
+MAX_MEMBERS: Final = 128
+MAX_LIST_ITEMS: Final = 64
+
+# RFC 8941 keys are lower case; CMCD custom keys in the spec's own examples
+# (``com.example-myNumericKey``) are not, so upper case is accepted.
+_KEY_RE: Final = re.compile(r"[A-Za-z*][A-Za-z0-9_\-.*]*")
+_INT_RE: Final = re.compile(r"-?[0-9]{1,15}")
+_DEC_RE: Final = re.compile(r"-?[0-9]{1,12}\.[0-9]{1,3}")
+_TOKEN_RE: Final = re.compile(r"[A-Za-z*][A-Za-z0-9:/!#$%&'*+\-.^_`|~]*")
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cmcd:
+    """One parsed CMCD payload."""
+
+    values: Mapping[str, CmcdValue] = field(default_factory=dict)
+    malformed: tuple[Malformed, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.values and not self.malformed
+
+    def integer(self, key: str) -> int | None:
+        """The key as an int (the first item of a v2 list), or None."""
+        value = self.values.get(key)
+        if isinstance(value, tuple):
+            value = value[0] if value else None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return int(value)
+
+    def string(self, key: str) -> str | None:
+        value = self.values.get(key)
+        if isinstance(value, tuple):
+            value = value[0] if value else None
+        return value if isinstance(value, str) else None
+
+    def flag(self, key: str) -> bool:
+        return self.values.get(key) is True
+
+
+class _InvalidValueError(Exception):
+    pass
+
+
+def _split_members(text: str) -> list[str]:
+    """Split at top-level commas, respecting quoted strings and parentheses."""
+    members: list[str] = []
+    depth = 0
+    quoted = False
+    escaped = False
+    start = 0
+    for index, char in enumerate(text):
+        if quoted:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth = max(0, depth - 1)
+        elif char == "," and depth == 0:
+            members.append(text[start:index])
+            start = index + 1
+    members.append(text[start:])
+    return members
+
+
+def _parse_string(text: str) -> tuple[str, str]:
+    """A quoted string at the start of ``text``; returns (value, rest)."""
+    out: list[str] = []
+    index = 1
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            if index + 1 >= len(text) or text[index + 1] not in '"\\':
+                raise _InvalidValueError("bad escape in string")
+            out.append(text[index + 1])
+            index += 2
+            continue
+        if char == '"':
+            return "".join(out), text[index + 1 :]
+        if not " " <= char <= "~":
+            raise _InvalidValueError("string holds a character outside printable ASCII")
+        out.append(char)
+        index += 1
+    raise _InvalidValueError("unterminated string")
+
+
+def _parse_bare(text: str) -> tuple[BareItem, str]:
+    """One bare item at the start of ``text``; returns (item, rest)."""
+    if not text:
+        raise _InvalidValueError("missing value")
+    if text[0] == '"':
+        return _parse_string(text)
+    if text[0] == "?":
+        if text[1:2] in ("0", "1"):
+            return text[1] == "1", text[2:]
+        raise _InvalidValueError("boolean must be ?0 or ?1")
+    if (match := _DEC_RE.match(text)) is not None:
+        return float(match.group()), text[match.end() :]
+    if (match := _INT_RE.match(text)) is not None:
+        rest = text[match.end() :]
+        if rest[:1].isdigit() or rest[:1] == ".":
+            raise _InvalidValueError("number too long or too precise")
+        return int(match.group()), rest
+    if (match := _TOKEN_RE.match(text)) is not None:
+        return Token(match.group()), text[match.end() :]
+    raise _InvalidValueError(f"cannot parse value starting {text[:10]!r}")
+
+
+def _skip_params(text: str) -> str:
+    """Drop RFC 8941 parameters (``;key=value``): CMCD defines none."""
+    while text.startswith(";"):
+        text = text[1:].lstrip(" ")
+        match = _KEY_RE.match(text)
+        if match is None:
+            raise _InvalidValueError("bad parameter key")
+        text = text[match.end() :]
+        if text.startswith("="):
+            _, text = _parse_bare(text[1:])
+    return text
+
+
+def _parse_value(text: str) -> CmcdValue:
+    if text.startswith("("):
+        items: list[BareItem] = []
+        rest = text[1:].lstrip(" ")
+        while not rest.startswith(")"):
+            if len(items) >= MAX_LIST_ITEMS:
+                raise _InvalidValueError(f"inner list longer than {MAX_LIST_ITEMS} items")
+            item, rest = _parse_bare(rest)
+            rest = _skip_params(rest)
+            items.append(item)
+            if not rest.startswith((" ", ")")):
+                raise _InvalidValueError("inner list items must be separated by spaces")
+            rest = rest.lstrip(" ")
+        value: CmcdValue = tuple(items)
+        rest = rest[1:]
+    else:
+        value, rest = _parse_bare(text)
+    if _skip_params(rest).strip(" \t"):
+        raise _InvalidValueError("trailing characters after value")
+    return value
+
+
+def _check_type(key: str, value: CmcdValue) -> CmcdValue:
+    spec = KEYS.get(key)
+    if spec is None:
+        return value
+    if isinstance(value, tuple):
+        if not spec.list_ok:
+            raise _InvalidValueError(f"{key} takes a single value, not a list")
+        return tuple(_check_item(key, spec.kind, item) for item in value)
+    return _check_item(key, spec.kind, value)
+
+
+def _check_item(key: str, kind: Kind, item: BareItem) -> BareItem:
+    ok = {
+        Kind.INTEGER: isinstance(item, int) and not isinstance(item, bool),
+        Kind.DECIMAL: isinstance(item, int | float) and not isinstance(item, bool),
+        Kind.STRING: isinstance(item, str) and not isinstance(item, Token),
+        Kind.TOKEN: isinstance(item, Token),
+        Kind.BOOLEAN: isinstance(item, bool),
+    }[kind]
+    if not ok:
+        raise _InvalidValueError(f"{key} must be a {kind.value}")
+    if kind is Kind.INTEGER and isinstance(item, int) and item < 0:
+        raise _InvalidValueError(f"{key} must not be negative")
+    return item
+
+
+def parse_cmcd(text: str) -> Cmcd:
+    """Parse one CMCD dictionary (the decoded query value, or one header).
+
+    A key with no ``=`` is boolean true (CTA-5004 5.1: ``bs``, ``su``).  When
+    a key repeats, the last value wins, as RFC 8941 dictionaries specify.
+    """
+    values: dict[str, CmcdValue] = {}
+    malformed: list[Malformed] = []
+    if len(text) > MAX_TEXT_CHARS:
+        return Cmcd({}, (Malformed("*", f"longer than {MAX_TEXT_CHARS} characters"),))
+    if not text.strip():
+        return Cmcd()
+    members = _split_members(text)
+    if len(members) > MAX_MEMBERS:
+        return Cmcd({}, (Malformed("*", f"more than {MAX_MEMBERS} keys"),))
+    for member in members:
+        member = member.strip(" \t")
+        match = _KEY_RE.match(member)
+        key = match.group() if match else member[:32]
+        try:
+            if match is None:
+                raise _InvalidValueError("bad key")
+            rest = member[match.end() :]
+            if rest.startswith("="):
+                value = _parse_value(rest[1:])
+            else:
+                if _skip_params(rest).strip():
+                    raise _InvalidValueError("expected '=' after key")
+                value = True
+            values[key] = _check_type(key, value)
+        except _InvalidValueError as exc:
+            malformed.append(Malformed(key, str(exc)))
+    return Cmcd(values, tuple(malformed))
+
+
+def merge(parts: Iterable[Cmcd]) -> Cmcd:
+    values: dict[str, CmcdValue] = {}
+    malformed: list[Malformed] = []
+    for part in parts:
+        values.update(part.values)
+        malformed.extend(part.malformed)
+    return Cmcd(values, tuple(malformed))
+
+
+def parse_request_cmcd(query_value: str | None, headers: Mapping[str, str]) -> Cmcd:
+    """CMCD from a request: the ``CMCD`` query argument and the four headers."""
+    parts = [parse_cmcd(headers[name]) for name in HEADER_NAMES if name in headers]
+    if query_value is not None:
+        parts.append(parse_cmcd(query_value))
+    return merge(parts)
+
+
+def parse_cmcd_lines(body: str) -> list[Cmcd]:
+    """A v2 event/response-mode body (``application/cmcd``): one dictionary a line."""
+    return [parse_cmcd(line) for line in body.splitlines() if line.strip()]
+
+
+def from_json_object(data: Mapping[str, object]) -> Cmcd:
+    """CMCD keys given as a JSON object (dash.js's JSON mode, or a hand-made beacon)."""
+    values: dict[str, CmcdValue] = {}
+    malformed: list[Malformed] = []
+    for key, raw in data.items():
+        try:
+            if not isinstance(key, str) or _KEY_RE.fullmatch(key) is None:
+                raise _InvalidValueError("bad key")
+            value = _json_value(key, raw)
+            values[key] = _check_type(key, value)
+        except _InvalidValueError as exc:
+            malformed.append(Malformed(str(key)[:32], str(exc)))
+    return Cmcd(values, tuple(malformed))
+
+
+def _json_value(key: str, raw: object) -> CmcdValue:
+    spec = KEYS.get(key)
+    if isinstance(raw, list):
+        if len(raw) > MAX_LIST_ITEMS:
+            raise _InvalidValueError(f"list longer than {MAX_LIST_ITEMS} items")
+        return tuple(_json_bare(spec, item) for item in raw)
+    return _json_bare(spec, raw)
+
+
+def _json_bare(spec: KeySpec | None, raw: object) -> BareItem:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float):
+        if spec is not None and spec.kind is Kind.INTEGER and raw.is_integer():
+            return int(raw)
+        return raw
+    if isinstance(raw, str):
+        if len(raw) > 1024:
+            raise _InvalidValueError("string longer than 1024 characters")
+        # JSON has no token type: a string is a token where the key wants one.
+        if spec is not None and spec.kind is Kind.TOKEN:
+            return Token(raw)
+        return raw
+    raise _InvalidValueError(f"unsupported JSON type {type(raw).__name__}")

@@ -1,0 +1,24 @@
+"""The typed application keys the origin's handlers share (``web.AppKey``)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aiohttp import web
+
+from manifests.model import Presentation
+from origin.cache import HotCache
+from origin.metrics import Metrics
+from origin.sessions import PopulationStore, RateLimiter, SessionStore
+from origin.settings import Settings
+from origin.storage import Storage
+
+SETTINGS: Final = web.AppKey("settings", Settings)
+STORAGE: Final = web.AppKey("storage", Storage)
+CACHE: Final = web.AppKey("cache", HotCache)
+METRICS: Final = web.AppKey("metrics", Metrics)
+# track id -> (ETag of its presentation.json, the parsed model)
+PRESENTATIONS: Final = web.AppKey("presentations", dict[str, tuple[str, Presentation]])
+SESSIONS: Final = web.AppKey("sessions", SessionStore)
+POPULATION: Final = web.AppKey("population", PopulationStore)
+BEACON_LIMITER: Final = web.AppKey("beacon_limiter", RateLimiter)

@@ -1,0 +1,103 @@
+"""Guidance into the channels players honour: pure functions, no HTTP.
+
+- A per-session presentation: renditions above the recommended cap removed,
+  and the recommended start rendition listed first.  hls.js starts on the
+  first variant of a master playlist (RFC 8216 4.3.4.2 leaves the choice to
+  the client; hls.js takes the first); dash.js and Shaka never select a
+  representation that is not in the MPD.
+- CMSD (CTA-5006) response headers: ``CMSD-Static`` describes the object
+  (``ot``, ``br``, ``d``, ``st``) and ``CMSD-Dynamic`` carries this server's
+  estimated throughput for the session (``etp``, kb/s) and the maximum
+  suggested bitrate (``mb``, kb/s).  dash.js blends ``etp`` into its
+  throughput when ``streaming.cmsd.abr.etpWeightRatio`` is set; it applies
+  ``mb`` to video only, so for audio the cap travels in the manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Final
+
+from manifests.model import Codec, Presentation, Rendition
+from origin.abr.policy import Guidance
+
+SERVER_ID: Final = "cadenza"
+_NUMBER_RE: Final = re.compile(r"(\d+)")
+
+
+def rendition_bitrate_bps(rendition: Rendition) -> int:
+    if rendition.target_bitrate_bps is not None:
+        return rendition.target_bitrate_bps
+    return rendition.average_bitrate_bps
+
+
+def primary_codec(presentation: Presentation) -> Codec:
+    """The codec whose rungs steering works on: the first lossy one listed."""
+    for rendition in presentation.renditions:
+        if rendition.codec is not Codec.FLAC:
+            return rendition.codec
+    return presentation.renditions[0].codec
+
+
+def ladder_bps(presentation: Presentation, codec: Codec | None = None) -> list[int]:
+    """Ascending bitrates of one codec's rungs (the primary codec by default)."""
+    codec = codec or primary_codec(presentation)
+    return sorted({rendition_bitrate_bps(r) for r in presentation.renditions if r.codec is codec})
+
+
+def steer_presentation(presentation: Presentation, guidance: Guidance) -> Presentation:
+    """Cap every codec at the guidance's max bitrate and list the start rung first.
+
+    A codec with every rung above the cap (FLAC, usually) is dropped, unless
+    nothing would be left (a ``?codec=flac`` request): then each codec keeps
+    its lowest rung, so a filtered manifest is never empty.
+    """
+    codec = primary_codec(presentation)
+    kept = [
+        r for r in presentation.renditions if rendition_bitrate_bps(r) <= guidance.max_bitrate_bps
+    ]
+    if not kept:
+        for candidate in {r.codec for r in presentation.renditions}:
+            rungs = [r for r in presentation.renditions if r.codec is candidate]
+            kept.append(min(rungs, key=rendition_bitrate_bps))
+    order = {r.id: index for index, r in enumerate(presentation.renditions)}
+    kept.sort(key=lambda r: order[r.id])
+    start = [
+        r
+        for r in kept
+        if r.codec is codec and rendition_bitrate_bps(r) == guidance.start_bitrate_bps
+    ]
+    if start:
+        kept.remove(start[0])
+        kept.insert(0, start[0])
+    return dataclasses.replace(presentation, renditions=tuple(kept))
+
+
+def segment_duration_ms(rendition: Rendition, file_name: str) -> int | None:
+    """The duration of the numbered segment ``file_name``, in milliseconds."""
+    match = _NUMBER_RE.search(file_name)
+    if match is None:
+        return None
+    number = int(match.group(1))
+    for segment in rendition.segments:
+        if segment.number == number:
+            return segment.duration_ticks * 1000 // rendition.timescale
+    return None
+
+
+def cmsd_static(rendition: Rendition, duration_ms: int | None) -> str:
+    """``CMSD-Static`` for an audio object of a VOD presentation (CTA-5006 4.2)."""
+    parts = ["ot=a", f"br={rendition_bitrate_bps(rendition) // 1000}"]
+    if duration_ms is not None:
+        parts.append(f"d={duration_ms}")
+    parts.append("st=v")
+    return ",".join(parts)
+
+
+def cmsd_dynamic(estimate_bps: float, max_bitrate_bps: int | None) -> str:
+    """``CMSD-Dynamic``: this server's identifier with ``etp`` and ``mb`` in kb/s."""
+    value = f'"{SERVER_ID}";etp={max(1, round(estimate_bps / 1000))}'
+    if max_bitrate_bps is not None:
+        value += f";mb={max_bitrate_bps // 1000}"
+    return value

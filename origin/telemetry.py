@@ -1,0 +1,323 @@
+"""CMCD in, guidance out: the HTTP edge of sessions and steering.
+
+Every manifest and segment request is read for CMCD (query argument and
+headers) and folded into its session; ``POST /v1/beacons`` takes the same
+data in reporting mode (CMCD v2 ``application/cmcd`` bodies as hls.js's and
+dash.js's event targets send them, or JSON).  ``GET /v1/sessions`` and
+``/v1/sessions/{sid}`` report sessions.  Nothing here can fail a media
+request: a broken payload is counted and dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from manifests.model import Presentation
+from origin.abr.policy import Guidance, decide
+from origin.cmcd import (
+    HEADER_NAMES,
+    Cmcd,
+    from_json_object,
+    parse_cmcd_lines,
+    parse_request_cmcd,
+)
+from origin.errors import (
+    BadBeaconError,
+    ForbiddenPathError,
+    PayloadTooLargeError,
+    RateLimitedError,
+    SessionNotFoundError,
+    UnsupportedMediaTypeError,
+)
+from origin.keys import (
+    BEACON_LIMITER,
+    CACHE,
+    METRICS,
+    POPULATION,
+    PRESENTATIONS,
+    SESSIONS,
+    SETTINGS,
+)
+from origin.paths import safe_key
+from origin.sessions import (
+    Delivery,
+    SessionState,
+    apply_cmcd,
+    network_key_for,
+    valid_sid,
+)
+from origin.steering import ladder_bps
+
+log = logging.getLogger("cadenza.origin.telemetry")
+
+CMCD_CONTENT_TYPES = frozenset({"application/cmcd", "text/plain", "text/cmcd"})
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """The session a request belongs to, after its CMCD was applied."""
+
+    sid: str
+    state: SessionState | None
+    network_key: str | None
+    sid_from_header: bool
+
+
+async def ingest(
+    app: web.Application,
+    sid: str,
+    cmcd: Cmcd,
+    now_s: float,
+    *,
+    is_request: bool,
+    track: str | None,
+    network_key: str | None,
+    delivery: Delivery | None = None,
+) -> SessionState:
+    store = app[SESSIONS]
+    metrics = app[METRICS]
+    state, changes = apply_cmcd(
+        await store.get(sid),
+        cmcd,
+        now_s,
+        sid=sid,
+        is_request=is_request,
+        track=track,
+        network_key=network_key,
+        delivery=delivery,
+    )
+    await store.put(state)
+    if changes.switched:
+        metrics.bitrate_switches.inc()
+    if changes.stalled:
+        metrics.buffer_starvations.inc()
+    if changes.throughput_kbps is not None:
+        metrics.session_throughput_kbps.observe(changes.throughput_kbps)
+        if state.network_key is not None:
+            await app[POPULATION].record(state.network_key, sid, state.estimator.estimate_bps())
+    if changes.bitrate_kbps is not None:
+        metrics.session_bitrate_kbps.observe(changes.bitrate_kbps)
+        metrics.session_qoe.observe(state.qoe())
+    if changes.new_session:
+        metrics.sessions_active.set(await store.count())
+    return state
+
+
+async def observe_request(request: web.Request, track: str) -> Observed | None:
+    """Fold a media request's CMCD into its session; None when it names no session."""
+    app = request.app
+    metrics = app[METRICS]
+    query_value = request.query.get("CMCD")
+    has_headers = any(name in request.headers for name in HEADER_NAMES)
+    network_key = network_key_for(request.remote, request.headers)
+    if query_value is None and not has_headers:
+        sid = request.query.get("sid")
+        if sid is None or not valid_sid(sid):
+            return None
+        return Observed(sid, await app[SESSIONS].get(sid), network_key, False)
+    cmcd = parse_request_cmcd(query_value, request.headers)
+    if cmcd.malformed:
+        metrics.cmcd_malformed.inc(len(cmcd.malformed))
+    sid = cmcd.string("sid") or request.query.get("sid")
+    if sid is None or not valid_sid(sid):
+        metrics.beacons.labels("request", "no_session").inc()
+        return None
+    try:
+        state = await ingest(
+            app,
+            sid,
+            cmcd,
+            time.time(),
+            is_request=True,
+            track=track,
+            network_key=network_key,
+        )
+    except Exception:  # a session store must never fail a media request
+        log.exception("session update failed for %s", sid)
+        metrics.beacons.labels("request", "store_error").inc()
+        return Observed(sid, None, network_key, False)
+    metrics.beacons.labels("request", "malformed" if cmcd.malformed else "ok").inc()
+    from_header = "CMCD-Session" in request.headers and request.query.get("sid") is None
+    return Observed(sid, state, network_key, from_header)
+
+
+async def guidance_for(
+    app: web.Application,
+    presentation: Presentation,
+    state: SessionState | None,
+    network_key: str | None,
+) -> Guidance:
+    population = await app[POPULATION].prior(network_key) if network_key else None
+    view = state.view() if state is not None else None
+    return decide(ladder_bps(presentation), view, population, time.time())
+
+
+def _entries(body: bytes, content_type: str, limit: int) -> list[Cmcd]:
+    if content_type == "application/json":
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise BadBeaconError(f"body is not valid JSON: {exc}") from None
+        items = data if isinstance(data, list) else [data]
+        if len(items) > limit:
+            raise BadBeaconError(f"{len(items)} payloads in one body; the limit is {limit}")
+        if not all(isinstance(item, dict) for item in items):
+            raise BadBeaconError("expected a JSON object or an array of objects")
+        return [from_json_object(item) for item in items]
+    if content_type in CMCD_CONTENT_TYPES:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadBeaconError("body is not UTF-8") from None
+        entries = parse_cmcd_lines(text)
+        if len(entries) > limit:
+            raise BadBeaconError(f"{len(entries)} payloads in one body; the limit is {limit}")
+        return entries
+    raise UnsupportedMediaTypeError(
+        f"Content-Type {content_type or '(none)'} is not accepted; "
+        "send application/cmcd (one CMCD dictionary a line) or application/json"
+    )
+
+
+def _delivery(app: web.Application, cmcd: Cmcd) -> Delivery | None:
+    """Response-mode ``url`` + ``ttlb``: size from the cache, time from the player."""
+    url = cmcd.string("url")
+    ttlb_ms = cmcd.integer("ttlb")
+    if not url or not ttlb_ms:
+        return None
+    try:
+        key = safe_key(urlsplit(url).path)
+    except (ForbiddenPathError, ValueError):
+        return None
+    cached = app[CACHE].peek(key)
+    if cached is None:
+        return None
+    return Delivery(len(cached.body), ttlb_ms / 1000.0)
+
+
+async def handle_beacons(request: web.Request) -> web.Response:
+    """``POST /v1/beacons``: CMCD in reporting mode.  ``204`` when anything was used."""
+    app = request.app
+    settings = app[SETTINGS]
+    metrics = app[METRICS]
+    limit = settings.beacon_max_bytes
+    if request.content_length is not None and request.content_length > limit:
+        metrics.beacons.labels("post", "too_large").inc()
+        raise PayloadTooLargeError(request.content_length, limit)
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        metrics.beacons.labels("post", "too_large").inc()
+        raise PayloadTooLargeError(len(body), limit)
+    try:
+        entries = _entries(body, request.content_type, settings.beacon_max_entries)
+    except (BadBeaconError, UnsupportedMediaTypeError):
+        metrics.beacons.labels("post", "invalid").inc()
+        raise
+    if not entries:
+        metrics.beacons.labels("post", "invalid").inc()
+        raise BadBeaconError("the body holds no CMCD payload")
+    default_sid = request.query.get("sid")
+    network_key = network_key_for(request.remote, request.headers)
+    now_s = time.time()
+    used = limited = 0
+    reasons: list[str] = []
+    for cmcd in entries:
+        if cmcd.malformed:
+            metrics.cmcd_malformed.inc(len(cmcd.malformed))
+            reasons.extend(f"{m.key}: {m.reason}" for m in cmcd.malformed[:3])
+        sid = cmcd.string("sid") or default_sid
+        if sid is None or not valid_sid(sid):
+            metrics.beacons.labels("post", "no_session").inc()
+            reasons.append("payload without a valid sid")
+            continue
+        if not app[BEACON_LIMITER].allow(sid, now_s):
+            metrics.beacons.labels("post", "rate_limited").inc()
+            limited += 1
+            continue
+        await ingest(
+            app,
+            sid,
+            cmcd,
+            now_s,
+            is_request=False,
+            track=None,
+            network_key=network_key,
+            delivery=_delivery(app, cmcd),
+        )
+        metrics.beacons.labels("post", "malformed" if cmcd.malformed else "ok").inc()
+        used += 1
+    if used:
+        return web.Response(status=204)
+    if limited:
+        raise RateLimitedError(
+            f"{limited} payloads over the per-session limit of "
+            f"{settings.beacon_rate_per_s:g}/s (burst {settings.beacon_burst})",
+            retry_after_s=max(1, round(1 / max(settings.beacon_rate_per_s, 1e-3))),
+        )
+    raise BadBeaconError("no usable payload: " + "; ".join(reasons[:5]))
+
+
+async def _report(app: web.Application, state: SessionState) -> dict[str, object]:
+    report = state.to_dict()
+    parsed = app[PRESENTATIONS].get(state.track) if state.track else None
+    if parsed is not None:
+        guidance = await guidance_for(app, parsed[1], state, state.network_key)
+        report["recommended_max_bitrate_kbps"] = guidance.max_bitrate_bps // 1000
+        report["guidance"] = guidance.to_dict()
+    else:
+        report["recommended_max_bitrate_kbps"] = None
+        report["guidance"] = None
+    return report
+
+
+async def handle_session(request: web.Request) -> web.Response:
+    sid = request.match_info["sid"]
+    state = await request.app[SESSIONS].get(sid) if valid_sid(sid) else None
+    if state is None:
+        raise SessionNotFoundError(f"no active session {sid[:64]!r}")
+    return web.json_response(
+        await _report(request.app, state), headers={"Cache-Control": "no-store"}
+    )
+
+
+async def handle_sessions(request: web.Request) -> web.Response:
+    raw_limit = request.query.get("limit", "100")
+    if not raw_limit.isdigit() or not 0 < int(raw_limit) <= 10_000:
+        raise BadBeaconError(f"limit={raw_limit[:20]!r}: expected 1..10000")
+    states = await request.app[SESSIONS].active()
+    states.sort(key=lambda s: s.last_seen_s, reverse=True)
+    estimates = [s.estimate_kbps for s in states if s.estimate_kbps is not None]
+    summary = {
+        "active": len(states),
+        "with_throughput": len(estimates),
+        "median_throughput_kbps": (
+            round(sorted(estimates)[len(estimates) // 2], 1) if estimates else None
+        ),
+        "stalls": sum(s.stalls for s in states),
+        "switches": sum(s.switches for s in states),
+    }
+    sessions = [
+        {
+            "sid": s.sid,
+            "cid": s.cid,
+            "track": s.track,
+            "last_seen_s": round(s.last_seen_s, 3),
+            "throughput_estimate_kbps": (
+                round(s.estimate_kbps, 1) if s.estimate_kbps is not None else None
+            ),
+            "last_bl_ms": s.last_bl_ms,
+            "last_br_kbps": s.last_br_kbps,
+            "switches": s.switches,
+            "stalls": s.stalls,
+        }
+        for s in states[: int(raw_limit)]
+    ]
+    return web.json_response(
+        {"summary": summary, "sessions": sessions}, headers={"Cache-Control": "no-store"}
+    )
