@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -110,3 +111,54 @@ def test_throttled_player_switches_down_and_keeps_playing(
     assert rates, "no rendition was ever selected"
     assert min(rates) < max(rates), f"no switch down seen: {rates}"
     assert final["current_time"] > result["throttled_at_s"] + 2
+
+
+def _session(origin_url: str, sid: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{origin_url}/v1/sessions/{sid}", timeout=10) as response:
+        data: dict[str, Any] = json.loads(response.read())
+        return data
+
+
+@pytest.mark.parametrize("player", ["hls", "dash"])
+def test_cmcd_sessions_show_up_at_the_origin(drive: Drive, origin_url: str, player: str) -> None:
+    """hls.js (``cmcd: {}``) and dash.js (``streaming.cmcd.enabled``) send CMCD
+    (CTA-5004) on every request; the origin turns it into a session with a
+    throughput estimate, a buffer length and an encoded bitrate."""
+    sid = f"e2e-{player}-cmcd"
+    manifest = "master.m3u8?codec=aac" if player == "hls" else "manifest.mpd?codec=aac"
+    result = drive(
+        player=player,
+        src=f"{origin_url}/{TRACK}/{manifest}",
+        play_s=8,
+        cmcd=True,
+        session_id=sid,
+        content_id=TRACK,
+        timeout_s=40,
+    )
+    _assert_played(_summary(f"{player} cmcd", result), 8)
+    report = _session(origin_url, sid)
+    assert report["requests"] >= 3
+    assert report["throughput_estimate_kbps"] > 0
+    assert report["last_bl_ms"] > 0
+    assert report["last_br_kbps"] > 0
+    assert report["cid"] == TRACK
+    listed = json.loads(urllib.request.urlopen(f"{origin_url}/v1/sessions", timeout=10).read())
+    assert sid in {s["sid"] for s in listed["sessions"]}
+
+
+def test_dashjs_with_cmsd_receives_cmsd_dynamic(drive: Drive, origin_url: str) -> None:
+    """CTA-5006: segments for a known session carry ``CMSD-Dynamic: etp``, and
+    dash.js (``streaming.cmsd.enabled``) parses it through CORS."""
+    result = drive(
+        player="dash",
+        src=f"{origin_url}/{TRACK}/manifest.mpd?codec=aac",
+        play_s=8,
+        cmcd=True,
+        cmsd=True,
+        session_id="e2e-dash-cmsd",
+        timeout_s=40,
+    )
+    final = _summary("dash cmsd", result)
+    _assert_played(final, 8)
+    assert final["cmsd"]["with_etp"] >= 1, final["cmsd"]
+    assert final["cmsd"]["last_etp_kbps"] > 0

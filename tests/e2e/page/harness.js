@@ -125,11 +125,21 @@
     audio.play().catch((e) => note("play-rejected", String(e)));
   };
 
+  function cmsdSeen() {
+    // dash.js keeps the parsed CMSD headers (CTA-5006) on its HTTP request metrics.
+    const player = window.cadenzaPlayer;
+    if (state.player !== "dash" || !player || !player.getDashMetrics) return null;
+    const requests = player.getDashMetrics().getHttpRequests("audio") || [];
+    const withEtp = requests.filter((r) => r.cmsd && r.cmsd.dynamic && r.cmsd.dynamic.etp);
+    const last = withEtp[withEtp.length - 1];
+    return { requests: requests.length, with_etp: withEtp.length, last_etp_kbps: last ? last.cmsd.dynamic.etp : null };
+  }
+
   window.cadenzaSnapshot = function () {
     const audio = document.getElementById("audio");
     const ranges = [];
     for (let i = 0; i < audio.buffered.length; i++) ranges.push([audio.buffered.start(i), audio.buffered.end(i)]);
-    return Object.assign({}, state, { current_time: audio.currentTime, paused: audio.paused, buffered: ranges, events: state.events.slice(-50) });
+    return Object.assign({}, state, { current_time: audio.currentTime, paused: audio.paused, buffered: ranges, events: state.events.slice(-50), cmsd: cmsdSeen() });
   };
 
   const params = new URLSearchParams(location.search);
