@@ -62,6 +62,7 @@ from origin.telemetry import (
     Observed,
     guidance_for,
     handle_beacons,
+    handle_ladder_recommendation,
     handle_session,
     handle_sessions,
     observe_request,
@@ -490,6 +491,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app.router.add_post("/v1/beacons", handle_beacons)
     app.router.add_get("/v1/sessions", handle_sessions)
     app.router.add_get("/v1/sessions/{sid}", handle_session)
+    app.router.add_get("/v1/ladder/recommendation", handle_ladder_recommendation)
     app.router.add_route("*", "/{path:.*}", _dispatch)
     return app
 

@@ -100,3 +100,10 @@ class RateLimitedError(OriginError):
 
 class SessionNotFoundError(ObjectNotFoundError):
     code = "unknown_session"
+
+
+class NotEnoughDataError(OriginError):
+    """A computation over live data that has too little data to mean anything yet."""
+
+    status = 409
+    code = "not_enough_data"

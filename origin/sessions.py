@@ -65,7 +65,13 @@ class SessionState:
         return self.bitrate_time_kbps_s / self.bitrate_time_s
 
     def view(self) -> SessionView:
-        return SessionView(self.estimator, self.last_seen_s, self.stalls, self.last_bl_ms)
+        return SessionView(
+            self.estimator,
+            self.last_seen_s,
+            self.stalls,
+            self.last_bl_ms,
+            self.last_mtp_kbps * 1000.0 if self.last_mtp_kbps else None,
+        )
 
     def qoe(self) -> float:
         """A per-session score in [0, 1]: quality held, minus stalls and switches.

@@ -10,6 +10,8 @@ request: a broken payload is counted and dropped.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import time
@@ -18,7 +20,12 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from manifests.model import Presentation
+from manifests.model import Codec, Presentation
+from origin.abr.ladder import (
+    recommend_ladder,
+    render_ladder_toml,
+    traces_from_estimates,
+)
 from origin.abr.policy import Guidance, decide
 from origin.cmcd import (
     HEADER_NAMES,
@@ -30,6 +37,7 @@ from origin.cmcd import (
 from origin.errors import (
     BadBeaconError,
     ForbiddenPathError,
+    NotEnoughDataError,
     PayloadTooLargeError,
     RateLimitedError,
     SessionNotFoundError,
@@ -56,6 +64,7 @@ from origin.steering import ladder_bps
 
 log = logging.getLogger("cadenza.origin.telemetry")
 
+LADDER_MAX_SESSIONS = 10_000
 CMCD_CONTENT_TYPES = frozenset({"application/cmcd", "text/plain", "text/cmcd"})
 
 
@@ -321,3 +330,35 @@ async def handle_sessions(request: web.Request) -> web.Response:
     return web.json_response(
         {"summary": summary, "sessions": sessions}, headers={"Cache-Control": "no-store"}
     )
+
+
+MIN_SESSIONS_FOR_LADDER = 5
+
+
+async def handle_ladder_recommendation(request: web.Request) -> web.Response:
+    """``GET /v1/ladder/recommendation?codec=aac&max_rungs=4``: the ladder the live
+    sessions' throughput asks for (the same search as ``cadenza ladder recommend``)."""
+    codec_text = request.query.get("codec", "aac")
+    if codec_text not in ("aac", "opus"):
+        raise BadBeaconError(f"codec={codec_text[:20]!r}: expected aac or opus")
+    rungs_text = request.query.get("max_rungs", "4")
+    if not rungs_text.isdigit() or not 1 <= int(rungs_text) <= 5:
+        raise BadBeaconError(f"max_rungs={rungs_text[:20]!r}: expected 1..5")
+    estimates = await request.app[POPULATION].samples()
+    if len(estimates) < MIN_SESSIONS_FOR_LADDER:
+        raise NotEnoughDataError(
+            f"{len(estimates)} sessions with a throughput so far; "
+            f"a recommendation needs at least {MIN_SESSIONS_FOR_LADDER}"
+        )
+    traces = traces_from_estimates(estimates[:LADDER_MAX_SESSIONS])
+    # CPU-bound (hundreds of simulated sessions): keep it off the event loop.
+    recommendation = await asyncio.get_running_loop().run_in_executor(
+        None,
+        functools.partial(
+            recommend_ladder, traces, codec=Codec(codec_text), max_rungs=int(rungs_text)
+        ),
+    )
+    body = recommendation.to_dict()
+    body["sessions"] = len(estimates)
+    body["ladder_toml"] = render_ladder_toml(recommendation)
+    return web.json_response(body, headers={"Cache-Control": "no-store"})

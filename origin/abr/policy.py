@@ -33,6 +33,8 @@ class SessionView:
     last_seen_s: float
     stalls: int = 0
     last_buffer_ms: int | None = None
+    # The player's own latest throughput (its CMCD ``mtp``), bit/s.
+    last_throughput_bps: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,7 @@ class PolicyConfig:
     # A session estimate older than this is treated as unknown.
     stale_after_s: float = 120.0
     # Population priors need this many sessions behind them.
-    min_population_sessions: int = 5
+    min_population_sessions: int = 3
     # Start below the estimate: by this factor at full confidence, more at less.
     start_safety_confident: float = 0.85
     start_safety_unsure: float = 0.55
@@ -64,6 +66,8 @@ class PolicyConfig:
     # Below this confidence the cap is the top of the ladder.
     min_cap_confidence: float = 0.5
     default_bps: float = DEFAULT_ESTIMATE_BPS
+    # The packager's default segment duration: what the first download costs.
+    segment_duration_s: float = 4.0
 
 
 DEFAULT_POLICY: Final = PolicyConfig()
@@ -78,6 +82,8 @@ class Guidance:
     estimate_bps: float
     confidence: float
     source: GuidanceSource
+    # The throughput to tell the player (CMSD ``etp``): see :func:`blend_etp`.
+    etp_bps: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -85,6 +91,7 @@ class Guidance:
             "max_bitrate_bps": self.max_bitrate_bps,
             "estimate_bps": round(self.estimate_bps),
             "confidence": round(self.confidence, 3),
+            "etp_bps": round(self.etp_bps),
             "source": self.source.value,
         }
 
@@ -96,6 +103,39 @@ def highest_at_or_below(ladder_bps: Sequence[int], rate_bps: float) -> int:
         if bitrate <= rate_bps:
             chosen = index
     return chosen
+
+
+def blend_etp(
+    own_bps: float, session_confidence: float, prior_bps: float, prior_confidence: float
+) -> float:
+    """The throughput the origin tells a player: the player's own, moved towards
+    the population prior only as far as the prior is trusted and the session
+    has not yet measured for itself.  Echoing a player's own estimate back is
+    neutral when it blends ``etp`` in (dash.js ``etpWeightRatio``), so the
+    origin adds exactly what it knows that the player does not.
+    """
+    weight = (1.0 - session_confidence) * prior_confidence
+    return own_bps + weight * (prior_bps - own_bps)
+
+
+def best_start(ladder_bps: Sequence[int], rate_bps: float, segment_duration_s: float) -> int:
+    """The start rung that pays for its own startup delay.
+
+    A first segment at bitrate R is worth its quality twice (its own chunk,
+    and the switch up it saves later) and costs the time to fetch it at the
+    rebuffer price of QoE_lin (the top rung's quality per second, as in
+    Pensieve): value(R) = 2 q(R) - q(R_top) * R * T / rate.  Only rungs the
+    rate sustains are candidates; on a slow link the lowest rung wins.
+    """
+    top_mbps = ladder_bps[-1] / 1e6
+    best, best_value = 0, float("-inf")
+    for index, bitrate in enumerate(ladder_bps):
+        if index > 0 and bitrate > rate_bps:
+            break
+        value = 2.0 * bitrate / 1e6 - top_mbps * bitrate * segment_duration_s / max(rate_bps, 1.0)
+        if value > best_value:
+            best, best_value = index, value
+    return best
 
 
 def decide(
@@ -125,27 +165,40 @@ def decide(
     if fresh and session is not None:
         own = session.estimator.estimate_bps()
         confidence = session.estimator.confidence()
+        echo = session.last_throughput_bps or own
         if prior_usable and population is not None:
-            estimate = confidence * own + (1.0 - confidence) * population.p25_bps
-            confidence = max(confidence, _population_confidence(population, config))
+            prior_confidence = _population_confidence(population, config)
+            estimate = blend_etp(own, confidence, population.p25_bps, prior_confidence)
+            etp = blend_etp(echo, confidence, population.p25_bps, prior_confidence)
+            confidence = max(confidence, prior_confidence)
         else:
-            estimate = own
+            estimate, etp = own, echo
         source = GuidanceSource.SESSION
         if session.stalls:
             # A session that has stalled is given less rope than its average says.
             estimate *= 0.8
     elif prior_usable and population is not None:
-        estimate = population.p25_bps
+        estimate = etp = population.p25_bps
         confidence = _population_confidence(population, config)
         source = GuidanceSource.POPULATION
     else:
-        estimate = config.default_bps
-        confidence = 0.0
-        source = GuidanceSource.DEFAULT
+        # Knowing nothing, change nothing: the lowest rung first, as the
+        # packaged manifests list it, and no cap.
+        top = len(ladder_bps) - 1
+        return Guidance(
+            start_index=0,
+            start_bitrate_bps=ladder_bps[0],
+            max_index=top,
+            max_bitrate_bps=ladder_bps[top],
+            estimate_bps=config.default_bps,
+            confidence=0.0,
+            source=GuidanceSource.DEFAULT,
+            etp_bps=config.default_bps,
+        )
     safety = config.start_safety_unsure + confidence * (
         config.start_safety_confident - config.start_safety_unsure
     )
-    start = highest_at_or_below(ladder_bps, estimate * safety)
+    start = best_start(ladder_bps, estimate * safety, config.segment_duration_s)
     top = len(ladder_bps) - 1
     if confidence >= config.min_cap_confidence:
         ceiling = estimate * config.cap_headroom
@@ -162,6 +215,7 @@ def decide(
         estimate_bps=estimate,
         confidence=confidence,
         source=source,
+        etp_bps=etp,
     )
 
 

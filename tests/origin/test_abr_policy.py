@@ -69,8 +69,8 @@ def _population(p25_bps: float, sessions: int = 40) -> Population:
 def test_unknown_session_without_prior_gets_the_default() -> None:
     guidance = decide(LADDER, None, None, 0.0)
     assert guidance.source is GuidanceSource.DEFAULT
-    # 500 kb/s default x 0.55 safety = 275 kb/s -> 256 kb/s, and no cap.
-    assert (guidance.start_bitrate_bps, guidance.max_bitrate_bps) == (256_000, 320_000)
+    # Knowing nothing changes nothing: the lowest rung first, as packaged, and no cap.
+    assert (guidance.start_bitrate_bps, guidance.max_bitrate_bps) == (64_000, 320_000)
 
 
 def test_slow_population_starts_new_sessions_low() -> None:
