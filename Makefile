@@ -8,7 +8,11 @@ OUT ?= out
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: demo test venv install install-test system-deps node-deps sample package lint typecheck pytest bench clean
+# The ABR simulator's results over the bundled traces, into docs/abr-results.md.
+abr-report: install
+	$(PY) samples/traces/report.py
+
+.PHONY: abr-report demo test venv install install-test system-deps node-deps sample package lint typecheck pytest bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
