@@ -164,7 +164,10 @@ def run_batch(
             _report(out_root, started, results, done=False)
     else:
         # forkserver: workers start clean, without the parent's threads or FFmpeg state.
+        # The server imports the packager (numpy, scipy, PyAV: ~1.4 s) once, before any
+        # thread exists, and every worker forks from it with the imports done.
         context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["packager.track"])
         with ProcessPoolExecutor(max_workers=min(jobs, len(unique)), mp_context=context) as pool:
             pending: set[Future[TrackResult]] = {
                 pool.submit(package, path, out_root, options) for path in unique
