@@ -12,7 +12,7 @@ PORT ?= 8080
 abr-report: install
 	$(PY) samples/traces/report.py
 
-.PHONY: abr-report demo test venv install install-test system-deps node-deps sample package lint typecheck pytest bench clean
+.PHONY: abr-report bench-deps demo test venv install install-test system-deps node-deps sample package lint typecheck pytest bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,21 @@ test: install-test node-deps
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
+
+# Benchmarks against ffmpeg and nginx (peers installed here: the bench extra, Debian's wrk and
+# nginx). Writes bench/results.json and bench/results.md; never run by `make test`.
+bench-deps: install
+	$(PIP) install --quiet '.[bench]'
+	@missing=""; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+bench: bench-deps
+	$(PY) -m bench.run
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info

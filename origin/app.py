@@ -155,12 +155,13 @@ async def edge_middleware(
                 response.headers["Vary"] = response.headers["Vary"] + ", Origin"
             else:
                 response.headers.setdefault(name, value)
-    cache_result = response.headers.get("X-Cadenza-Cache", "none")
-    metrics.requests.labels(route, str(response.status), cache_result).inc()
-    length = response.content_length
-    if length and request.method != "HEAD":
-        metrics.response_bytes.labels(route).inc(length)
-    metrics.latency.labels(route).observe(time.perf_counter() - started)
+    metrics.request_done(
+        route,
+        response.status,
+        response.headers.get("X-Cadenza-Cache", "none"),
+        response.content_length if request.method != "HEAD" else None,
+        time.perf_counter() - started,
+    )
     return response
 
 

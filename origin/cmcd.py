@@ -269,17 +269,20 @@ def _check_type(key: str, value: CmcdValue) -> CmcdValue:
 
 
 def _check_item(key: str, kind: Kind, item: BareItem) -> BareItem:
-    ok = {
-        Kind.INTEGER: isinstance(item, int) and not isinstance(item, bool),
-        Kind.DECIMAL: isinstance(item, int | float) and not isinstance(item, bool),
-        Kind.STRING: isinstance(item, str) and not isinstance(item, Token),
-        Kind.TOKEN: isinstance(item, Token),
-        Kind.BOOLEAN: isinstance(item, bool),
-    }[kind]
+    if kind is Kind.INTEGER:
+        ok = type(item) is int
+        if ok and item < 0:  # type: ignore[operator]
+            raise _InvalidValueError(f"{key} must not be negative")
+    elif kind is Kind.DECIMAL:
+        ok = type(item) in (int, float)
+    elif kind is Kind.STRING:
+        ok = type(item) is str
+    elif kind is Kind.TOKEN:
+        ok = type(item) is Token
+    else:
+        ok = type(item) is bool
     if not ok:
         raise _InvalidValueError(f"{key} must be a {kind.value}")
-    if kind is Kind.INTEGER and isinstance(item, int) and item < 0:
-        raise _InvalidValueError(f"{key} must not be negative")
     return item
 
 
@@ -295,7 +298,8 @@ def parse_cmcd(text: str) -> Cmcd:
         return Cmcd({}, (Malformed("*", f"longer than {MAX_TEXT_CHARS} characters"),))
     if not text.strip():
         return Cmcd()
-    members = _split_members(text)
+    # Most payloads hold no quotes or lists: a plain split is then exact.
+    members = text.split(",") if '"' not in text and "(" not in text else _split_members(text)
     if len(members) > MAX_MEMBERS:
         return Cmcd({}, (Malformed("*", f"more than {MAX_MEMBERS} keys"),))
     for member in members:

@@ -6,7 +6,8 @@ With ``--workers N`` every process writes to ``PROMETHEUS_MULTIPROC_DIR`` and
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -41,6 +42,27 @@ class Metrics:
     beacons: Counter
     cmcd_malformed: Counter
     steered_manifests: Counter
+    # Labelled children, looked up once: ``labels()`` takes a lock and builds a
+    # tuple on every call, a measurable share of a hot-cache hit.
+    _children: dict[tuple[str, ...], tuple[Any, Any, Any]] = field(default_factory=dict)
+
+    def request_done(
+        self, route: str, status: int, cache: str, length_bytes: int | None, seconds: float
+    ) -> None:
+        key = (route, str(status), cache)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, key[1], cache),
+                self.response_bytes.labels(route),
+                self.latency.labels(route),
+            )
+            self._children[key] = children
+        requests, response_bytes, latency = children
+        requests.inc()
+        if length_bytes:
+            response_bytes.inc(length_bytes)
+        latency.observe(seconds)
 
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -10,13 +10,13 @@ sessions.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final, Protocol
 
-import numpy as np
 from cachetools import TTLCache
 
 from origin.abr.estimator import DualEwma
@@ -216,6 +216,11 @@ def network_key_for(remote: str | None, headers: Mapping[str, str]) -> str | Non
         return f"ect:{ect}"
     if not remote:
         return None
+    return _prefix_key(remote)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _prefix_key(remote: str) -> str | None:
     try:
         address = ipaddress.ip_address(remote)
     except ValueError:
@@ -307,10 +312,21 @@ class PopulationStore(Protocol):
 
 
 class MemoryPopulationStore:
-    """The latest throughput estimate of recent sessions, grouped by network key."""
+    """The latest throughput estimate of recent sessions, grouped by network key.
 
-    def __init__(self, max_keys: int = 4096, per_key: int = 512, ttl_s: float = 3600.0) -> None:
+    Priors are recomputed at most once a second per key: they move slowly,
+    and a segment request for a known session asks for one.
+    """
+
+    def __init__(
+        self,
+        max_keys: int = 4096,
+        per_key: int = 512,
+        ttl_s: float = 3600.0,
+        prior_refresh_s: float = 1.0,
+    ) -> None:
         self._groups: TTLCache[str, dict[str, float]] = TTLCache(maxsize=max_keys, ttl=ttl_s)
+        self._priors: TTLCache[str, Population] = TTLCache(maxsize=max_keys, ttl=prior_refresh_s)
         self._per_key = per_key
 
     async def record(self, key: str, sid: str, estimate_bps: float) -> None:
@@ -324,17 +340,30 @@ class MemoryPopulationStore:
         self._groups[key] = group
 
     async def prior(self, key: str) -> Population | None:
+        cached = self._priors.get(key)
+        if cached is not None:
+            return cached
         group = self._groups.get(key)
         if not group:
             return None
-        return population_of(key, list(group.values()))
+        prior = population_of(key, list(group.values()))
+        self._priors[key] = prior
+        return prior
 
     async def samples(self) -> list[float]:
         self._groups.expire()
         return [value for group in self._groups.values() for value in group.values()]
 
 
+def percentile(ordered: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default method)."""
+    position = (len(ordered) - 1) * q / 100.0
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
 def population_of(key: str, estimates_bps: list[float]) -> Population:
-    values = np.asarray(estimates_bps, dtype=np.float64)
-    p10, p25, p50, p90 = (float(v) for v in np.percentile(values, [10, 25, 50, 90]))
-    return Population(key, len(estimates_bps), p10, p25, p50, p90)
+    ordered = sorted(estimates_bps)
+    p10, p25, p50, p90 = (percentile(ordered, q) for q in (10, 25, 50, 90))
+    return Population(key, len(ordered), p10, p25, p50, p90)

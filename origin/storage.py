@@ -69,7 +69,7 @@ class LocalStorage:
         path = self._path(key)
         try:
             stat = path.stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFoundError(f"{key} does not exist") from None
         except OSError as exc:
             raise StorageUnavailableError(f"cannot stat {key}: {exc.strerror}", self.name) from exc

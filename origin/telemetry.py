@@ -120,11 +120,16 @@ async def ingest(
 
 async def observe_request(request: web.Request, track: str) -> Observed | None:
     """Fold a media request's CMCD into its session; None when it names no session."""
+    # The hot path: most requests name no session; decide that without parsing.
+    query_string = request.query_string
+    headers = request.headers
+    has_headers = "CMCD-Session" in headers or any(name in headers for name in HEADER_NAMES)
+    if not has_headers and "CMCD" not in query_string and "sid" not in query_string:
+        return None
     app = request.app
     metrics = app[METRICS]
     query_value = request.query.get("CMCD")
-    has_headers = any(name in request.headers for name in HEADER_NAMES)
-    network_key = network_key_for(request.remote, request.headers)
+    network_key = network_key_for(request.remote, headers)
     if query_value is None and not has_headers:
         sid = request.query.get("sid")
         if sid is None or not valid_sid(sid):

@@ -294,3 +294,9 @@ async def test_metrics_count_requests_by_route_and_cache(make_client: MakeClient
     assert 'cadenza_hot_cache_lookups_total{result="miss"} 1.0' in text
     assert "cadenza_request_duration_seconds_bucket" in text
     assert "cadenza_response_bytes_total" in text
+
+
+async def test_path_below_a_file_is_not_found(make_client: MakeClient) -> None:
+    """``track/presentation.json/x`` names nothing: 404, not a storage outage."""
+    response = await _get(make_client, "local", f"/{TRACK}/presentation.json/x.m4s")
+    assert response.status == 404

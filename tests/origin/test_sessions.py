@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from origin.cmcd import parse_cmcd
 from origin.sessions import (
@@ -13,6 +16,7 @@ from origin.sessions import (
     SessionState,
     apply_cmcd,
     network_key_for,
+    percentile,
     take_token,
 )
 
@@ -115,3 +119,10 @@ def test_token_bucket_allows_a_burst_then_the_rate() -> None:
     assert allowed == [True, True, True, False]
     ok, _ = take_token(bucket, 1.0, rate_per_s=1.0, burst=3.0)
     assert ok
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e9), min_size=1, max_size=50))
+def test_percentiles_match_numpy(values: list[float]) -> None:
+    ordered = sorted(values)
+    for q in (10, 25, 50, 90):
+        assert percentile(ordered, q) == pytest.approx(float(np.percentile(values, q)), abs=1e-3)

@@ -1,0 +1,1 @@
+"""Benchmarks against peers (ffmpeg, Shaka Packager, nginx), run by ``make bench``."""
