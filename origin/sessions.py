@@ -106,6 +106,7 @@ class SessionState:
             ),
             "switches": self.switches,
             "stalls": self.stalls,
+            "started": self.started,
             "qoe": round(self.qoe(), 4),
             "network_key": self.network_key,
             "malformed_values": self.malformed,

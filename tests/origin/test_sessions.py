@@ -126,3 +126,10 @@ def test_percentiles_match_numpy(values: list[float]) -> None:
     ordered = sorted(values)
     for q in (10, 25, 50, 90):
         assert percentile(ordered, q) == pytest.approx(float(np.percentile(values, q)), abs=1e-3)
+
+
+def test_startup_ends_with_the_first_request_without_su() -> None:
+    """CTA-5004 ``su``: true while the player is starting up or rebuffering to start."""
+    in_startup = _apply(None, "su,bl=0")
+    assert not in_startup.started
+    assert _apply(in_startup, "bl=4000").started
