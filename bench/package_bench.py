@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 from bench.common import ProcessRun, Row, alternate, clean, median_run, run_process
-from samples.make_sample import synthesize, write_audio
 
 RATE_HZ = 44_100
 LADDER_ARGS = [
@@ -50,14 +49,31 @@ def cadenza_path() -> str:
 
 
 def make_track(path: Path, duration_s: float, seed: int = 7) -> Path:
-    """A synthetic 44.1 kHz stereo 16-bit FLAC; long tracks loop a 180 s one with ffmpeg."""
+    """A synthetic 44.1 kHz stereo 16-bit FLAC; long tracks loop a 180 s one with ffmpeg.
+
+    Synthesis runs in a child process: a forked child inherits its parent's peak RSS
+    until it execs (Linux keeps the larger), so the runner itself must stay small or
+    every measured peak RSS would be at least the runner's.
+    """
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     base_s = min(duration_s, 180.0)
-    base = path.with_name(f"base-{base_s:g}-{seed}.flac")
+    # Bases live apart from the inputs: a batch given a folder must see only its tracks.
+    base = path.parent.parent / "bases" / f"base-{base_s:g}-{seed}.flac"
     if not base.exists():
-        write_audio(base, synthesize(base_s, RATE_HZ, 2, seed=seed), RATE_HZ)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        code = (
+            "import sys; from samples.make_sample import synthesize, write_audio; "
+            "write_audio(__import__('pathlib').Path(sys.argv[1]), "
+            "synthesize(float(sys.argv[2]), int(sys.argv[3]), 2, seed=int(sys.argv[4])), "
+            "int(sys.argv[3]))"
+        )
+        subprocess.run(
+            [sys.executable, "-c", code, str(base), str(base_s), str(RATE_HZ), str(seed)],
+            check=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
     if duration_s <= base_s:
         shutil.copyfile(base, path)
         return path

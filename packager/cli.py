@@ -12,7 +12,7 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-from packager.batch import default_jobs, expand_inputs, run_batch
+from packager.batch import default_jobs, expand_inputs, run_batch, settle_gc
 from packager.errors import LadderError, OutputError
 from packager.ladder import PRESETS, load_ladder
 from packager.output import prepare_output_root
@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         print("cadenza package: no media files found in the given folders", file=sys.stderr)
         return USAGE_ERROR
+    settle_gc()
     try:
         summary = run_batch(inputs, args.out, options, jobs=args.jobs)
     except KeyboardInterrupt:

@@ -8,7 +8,7 @@ this module sees PyAV's exceptions.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -30,9 +30,26 @@ from packager.ladder import MAX_SOURCE_RATE_HZ, MIN_SOURCE_RATE_HZ
 Block = npt.NDArray[np.float32]  # planar decoded samples, shape (channels, n)
 
 
-def to_block(frame: AudioFrame) -> Block:
-    """A decoded ``fltp`` frame as a read-only float32 array (no copy beyond PyAV's)."""
-    block: Block = np.asarray(frame.to_ndarray(), dtype=np.float32)
+def coalesce(frames: Iterable[AudioFrame], min_ticks: int) -> Iterator[Block]:
+    """Decoded frames joined into blocks of at least ``min_ticks`` samples (the last
+    may be shorter): every consumer call costs the same Python overhead whatever
+    its size, and a FLAC or MP3 frame is only 1152 to 4608 samples."""
+    parts: list[npt.NDArray[np.float32]] = []
+    ticks = 0
+    for frame in frames:
+        parts.append(np.asarray(frame.to_ndarray(), dtype=np.float32))
+        ticks += frame.samples
+        if ticks >= min_ticks:
+            yield _join(parts)
+            parts, ticks = [], 0
+    if parts:
+        yield _join(parts)
+
+
+def _join(parts: list[npt.NDArray[np.float32]]) -> Block:
+    block: Block = np.asarray(
+        parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1), dtype=np.float32
+    )
     block.flags.writeable = False
     return block
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from manifests.model import Codec, SegmentLayout
-from packager.decode import Decoder, to_block
+from packager.decode import Decoder, coalesce
 from packager.encode import RungEncoder, RungPlan
 from tests.conftest import MakeInput
 from tests.packager.verify import decoded_ticks, read_edit_list, rendition_bytes
@@ -41,8 +41,8 @@ def test_rung_decodes_to_priming_plus_source_plus_under_a_frame(
         encoder = RungEncoder(
             plan, tmp_path / "r", source_rate_hz=44100, source_layout=decoder.probe.layout_name
         )
-        for frame in decoder.frames():
-            encoder.feed(to_block(frame))
+        for block in coalesce(decoder.frames(), 3000):  # blocks not a multiple of any frame
+            encoder.feed(block)
     rendition = encoder.finish()
     data = rendition_bytes(tmp_path / "r", rendition)
     media_time, duration = read_edit_list(data)
