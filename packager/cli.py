@@ -12,7 +12,7 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-from packager.batch import default_jobs, expand_inputs, run_batch, settle_gc
+from packager.batch import default_jobs, expand_inputs, run_batch
 from packager.errors import LadderError, OutputError
 from packager.ladder import PRESETS, load_ladder
 from packager.output import prepare_output_root
@@ -21,6 +21,7 @@ from packager.track import DEFAULT_SEGMENT_DURATION, PackageOptions
 USAGE_ERROR = 2
 MIN_SEGMENT_S = Fraction(1, 2)
 MAX_SEGMENT_S = Fraction(60)
+DEFAULT_TRACK_TIMEOUT_S = 3600.0
 
 
 def _segment_duration(text: str) -> Fraction:
@@ -42,6 +43,16 @@ def _jobs(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
     return value
 
 
@@ -81,6 +92,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="tracks packaged in parallel (default: CPU count)",
     )
     parser.add_argument(
+        "--track-timeout",
+        type=_seconds,
+        default=DEFAULT_TRACK_TIMEOUT_S,
+        metavar="S",
+        help="give up on a track after S seconds; each track runs in its own process "
+        f"(default: {DEFAULT_TRACK_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
         "--single-file",
         action="store_true",
         help="one file per rendition with byte ranges (HLS BYTERANGE, DASH on-demand SegmentBase)",
@@ -111,9 +130,8 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         print("cadenza package: no media files found in the given folders", file=sys.stderr)
         return USAGE_ERROR
-    settle_gc()
     try:
-        summary = run_batch(inputs, args.out, options, jobs=args.jobs)
+        summary = run_batch(inputs, args.out, options, jobs=args.jobs, timeout_s=args.track_timeout)
     except KeyboardInterrupt:
         print("\ncadenza package: interrupted; finished tracks are kept", file=sys.stderr)
         return 130

@@ -57,6 +57,9 @@ def _join(parts: list[npt.NDArray[np.float32]]) -> Block:
 # A damaged file often yields a run of undecodable packets; past this many in a
 # row we stop and package what decoded, reporting it as truncated.
 MAX_CONSECUTIVE_DECODE_ERRORS: Final = 16
+# Shorter than this is a fragment, not a track: a resampler's filter delay can
+# swallow it whole, leaving an encoder with nothing to encode.
+MIN_DURATION_MS: Final = 10
 DECODE_FORMAT: Final = "fltp"
 
 
@@ -223,6 +226,12 @@ class Decoder:
             )
         if decoded == 0:
             raise InputError(self.path, "no audio samples could be decoded")
+        if decoded < rate * MIN_DURATION_MS // 1000:
+            raise InputError(
+                self.path,
+                f"only {decoded} samples ({decoded * 1000 / rate:.1f} ms) could be decoded; "
+                f"a track must last at least {MIN_DURATION_MS} ms",
+            )
 
     def close(self) -> None:
         self._container.close()

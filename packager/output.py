@@ -84,13 +84,20 @@ def new_temp_dir(root: Path, track_id: str) -> Path:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs. A killed worker whose parent died too can linger as a
+    zombie until init reaps it (some container inits never do): that is dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: trust kill(2)
+    state = stat.rpartition(")")[2].split()[:1]
+    return state not in (["Z"], ["X"])
 
 
 def remove_stale_temp_dirs(root: Path) -> list[Path]:
@@ -102,7 +109,15 @@ def remove_stale_temp_dirs(root: Path) -> list[Path]:
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     for entry in root.glob(f"{TRASH_PREFIX}*"):
+        # A run killed between commit_track's two renames leaves the old copy aside
+        # and no track in place: put the old one back rather than lose it.
+        final_dir = root / entry.name[len(TRASH_PREFIX) :].rpartition("-")[0]
+        if final_dir.name and not final_dir.exists() and is_complete(entry):
+            with contextlib.suppress(OSError):
+                os.rename(entry, final_dir)
+                continue
         shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
     return removed
 
 

@@ -277,7 +277,8 @@ def package_track(source: Path, out_root: Path, options: PackageOptions) -> Trac
         result.output = str(final_dir)
         result.duration_s = presentation.duration_ticks / presentation.timescale
     except PackagerError as exc:
-        result.error = str(exc)
+        # Every error in a batch report names its file, even an encoder's.
+        result.error = str(exc) if str(source) in str(exc) else f"{source}: {exc}"
     except OSError as exc:
         result.error = str(OutputError(exc.filename or out_root, oserror_reason(exc)))
     finally:

@@ -164,3 +164,12 @@ def test_unwritable_output_is_reported(make_input: MakeInput, tmp_path: Path) ->
     out.chmod(0o500)
     result = package_track(make_input("flac", 44100, 2, 1.0), out, LOSSY)
     assert result.status == "failed" and "permission denied" in str(result.error)
+
+
+def test_a_fragment_of_a_few_samples_is_refused_by_length(tmp_path: Path) -> None:
+    """Found by the media fuzzer: 10 samples vanished into the Opus rung's resampler
+    and the error blamed the encoder; now the input is refused for what it is."""
+    source = tmp_path / "blip.wav"
+    write_audio(source, synthesize(10 / 44100, 44100, 2), 44100, codec="pcm_s16le",
+                sample_format="s16")  # fmt: skip
+    assert "at least 10 ms" in str(_fail(source, tmp_path / "out").error)
