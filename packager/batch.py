@@ -11,7 +11,6 @@ import multiprocessing.connection
 import os
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -228,6 +227,15 @@ def _finish(job: _Running, out_root: Path, timed_out: float | None) -> TrackResu
     )
 
 
+def _single_threaded() -> bool:
+    """No other thread in this process, Python's or native (FFmpeg's codec threads,
+    OpenBLAS's pool): only then is a plain fork safe."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False  # no procfs: do not guess
+
+
 def _run_processes(
     todo: Sequence[Path],
     out_root: Path,
@@ -246,9 +254,11 @@ def _run_processes(
     # Children fork from this process, which has imported the packager and runs no
     # thread or FFmpeg state of its own, so they start at once; as direct children
     # their CPU time and peak memory add up in this process's accounts (wait4).
-    # Where this process does have threads (an embedding application), forking is
-    # unsafe and the children come from a clean forkserver instead.
-    if threading.active_count() == 1:
+    # Where this process does have threads (an embedding application, or one that
+    # has packaged in-process before), forking is unsafe: a lock held by a thread
+    # that the child does not inherit stays held forever. The children then come
+    # from a clean forkserver instead.
+    if _single_threaded():
         context: ForkContext | ForkServerContext = multiprocessing.get_context("fork")
     else:
         context = multiprocessing.get_context("forkserver")

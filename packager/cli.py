@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from fractions import Fraction
 from pathlib import Path
 
+from packager.args import segment_duration
 from packager.batch import default_jobs, expand_inputs, run_batch
 from packager.errors import LadderError, OutputError
 from packager.ladder import PRESETS, load_ladder
@@ -19,21 +19,7 @@ from packager.output import prepare_output_root
 from packager.track import DEFAULT_SEGMENT_DURATION, PackageOptions
 
 USAGE_ERROR = 2
-MIN_SEGMENT_S = Fraction(1, 2)
-MAX_SEGMENT_S = Fraction(60)
 DEFAULT_TRACK_TIMEOUT_S = 3600.0
-
-
-def _segment_duration(text: str) -> Fraction:
-    try:
-        value = Fraction(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not MIN_SEGMENT_S <= value <= MAX_SEGMENT_S:
-        raise argparse.ArgumentTypeError(
-            f"must be between {float(MIN_SEGMENT_S)} and {float(MAX_SEGMENT_S)} seconds"
-        )
-    return value
 
 
 def _jobs(text: str) -> int:
@@ -79,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--segment-duration",
-        type=_segment_duration,
+        type=segment_duration,
         default=DEFAULT_SEGMENT_DURATION,
         metavar="S",
         help="target segment duration in seconds (default: 4)",

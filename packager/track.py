@@ -19,14 +19,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Final
 
-from manifests.dash import render_mpd
-from manifests.hls import render_master, render_media_playlist
-from manifests.jsonio import presentation_to_json
 from manifests.model import (
-    MASTER_NAME,
-    MPD_NAME,
-    PLAYLIST_NAME,
-    PRESENTATION_NAME,
     Codec,
     Loudness,
     Presentation,
@@ -50,14 +43,14 @@ from packager.output import (
     new_temp_dir,
     oserror_reason,
     track_id_for,
-    write_text_atomic,
 )
+from packager.publish import write_manifests
+from packager.segmenter import DEFAULT_SEGMENT_DURATION as DEFAULT_SEGMENT_DURATION
 
 QUEUE_BLOCKS: Final = 16  # per consumer: bounds memory while keeping both cores fed
 # Samples per block handed to the consumers: 16384 is 0.37 s at 44.1 kHz; 5.1 float32
 # blocks are 393 KB, so even full queues stay a few MiB.
 BLOCK_TICKS: Final = 16384
-DEFAULT_SEGMENT_DURATION: Final = Fraction(4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,15 +218,6 @@ def _encode_all(
     return renditions, meter.result
 
 
-def _write_manifests(work_dir: Path, presentation: Presentation) -> None:
-    """Media playlists, then the MPD and master playlist, then presentation.json last."""
-    for rendition in presentation.renditions:
-        write_text_atomic(work_dir / rendition.id / PLAYLIST_NAME, render_media_playlist(rendition))
-    write_text_atomic(work_dir / MPD_NAME, render_mpd(presentation))
-    write_text_atomic(work_dir / MASTER_NAME, render_master(presentation))
-    write_text_atomic(work_dir / PRESENTATION_NAME, presentation_to_json(presentation))
-
-
 def package_track(source: Path, out_root: Path, options: PackageOptions) -> TrackResult:
     """Package one input into ``out_root/<track_id>/``; errors come back in the result."""
     track_id = track_id_for(source)
@@ -270,7 +254,7 @@ def package_track(source: Path, out_root: Path, options: PackageOptions) -> Trac
                 target_segment_duration_ticks=int(options.segment_duration * probe.sample_rate_hz),
             )
             result.warnings += decoder.report.warnings
-        _write_manifests(work_dir, presentation)
+        write_manifests(work_dir, presentation)
         commit_track(work_dir, final_dir)
         work_dir = None
         result.status = "packaged"
