@@ -28,12 +28,14 @@ install-test: $(PY)
 	$(PIP) install --quiet -e '.[test]'
 
 # System packages the tests drive for real: nginx (the CDN), Chromium (the players' browser),
-# Node.js/npm (playwright-core). Installed from Debian only when missing.
+# Node.js/npm (playwright-core), redis-server (the shared session store). Installed from Debian
+# only when missing.
 system-deps:
 	@missing=""; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \

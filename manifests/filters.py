@@ -74,7 +74,7 @@ def filter_renditions(
 
 
 def _kbps(name: str, value: str) -> int:
-    if not value.isdigit() or len(value) > 8:
+    if not (value.isascii() and value.isdigit()) or len(value) > 8:
         raise InvalidFilterError(name, value, "expected a whole number of kb/s")
     kbps = int(value)
     if kbps > MAX_KBPS:

@@ -9,8 +9,10 @@ the bytes served.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import parsedate_to_datetime
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from manifests.dash import render_mpd
 from manifests.errors import InvalidPresentationError
@@ -27,10 +30,12 @@ from manifests.hls import render_master
 from manifests.jsonio import presentation_from_json
 from manifests.model import MASTER_NAME, MPD_NAME, PRESENTATION_NAME, Presentation
 from origin.cache import (
+    CONTENT_TYPES,
     CachedObject,
     HotCache,
     build_cached,
     cache_control_for,
+    suffix_of,
 )
 from origin.errors import (
     BadRequestError,
@@ -44,16 +49,24 @@ from origin.errors import (
 from origin.keys import (
     BEACON_LIMITER,
     CACHE,
+    IP_LIMITER,
     METRICS,
     POPULATION,
     PRESENTATIONS,
     SESSIONS,
     SETTINGS,
     STORAGE,
+    STORE_HEALTH,
 )
 from origin.metrics import Metrics, create_metrics
 from origin.paths import safe_key
 from origin.ranges import parse_range
+from origin.redis_store import (
+    FallbackPopulationStore,
+    FallbackSessionStore,
+    RedisBackend,
+    StoreHealth,
+)
 from origin.sessions import MemoryPopulationStore, MemorySessionStore, RateLimiter
 from origin.settings import Settings
 from origin.steering import cmsd_dynamic, cmsd_static, segment_duration_ms, steer_presentation
@@ -99,6 +112,30 @@ def _json_error(
     )
 
 
+IP_LIMITED_ROUTES: Final = frozenset({"beacons", "sessions", "ladder", "tracks"})
+
+
+def _check_ip_rate(request: web.Request) -> None:
+    """``ip_rate_per_s``: the JSON API (beacons, sessions, ladder) per client address.
+
+    The address is the TCP peer: behind a CDN or proxy that is the proxy, so the
+    limit is off by default; media requests are never limited here."""
+    limiter = request.app.get(IP_LIMITER)
+    if limiter is None or not request.path.startswith("/v1/"):
+        return
+    if limiter.allow(request.remote or "", time.monotonic()):
+        return
+    route = request.path.split("/", 3)[2]
+    request.app[METRICS].ip_rate_limited.labels(
+        route if route in IP_LIMITED_ROUTES else "other"
+    ).inc()
+    raise RateLimitedError(
+        f"over the per-address limit of {limiter.rate_per_s:g} requests/s "
+        f"(burst {limiter.burst:g})",
+        retry_after_s=max(1, math.ceil(1 / limiter.rate_per_s)),
+    )
+
+
 @web.middleware
 async def edge_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -129,6 +166,7 @@ async def edge_middleware(
         )
     else:
         try:
+            _check_ip_rate(request)
             response = await handler(request)
         except RangeNotSatisfiableError as exc:
             response = _json_error(
@@ -254,8 +292,52 @@ class _TooLargeError(Exception):
         super().__init__(size_bytes)
 
 
+LARGE_CHUNK_BYTES: Final = 256 * 1024
+
+
+class _FileSpanResponse(web.StreamResponse):
+    """Bytes ``start`` to ``start + length - 1`` of a local file, read a chunk at a
+    time as the client takes them, so a large object is never whole in memory.
+
+    Like ``web.FileResponse`` it sends itself when aiohttp prepares it, after the
+    edge middleware added its headers; unlike it, the range was decided by
+    :func:`parse_range`, so large and cached objects answer a Range alike."""
+
+    def __init__(
+        self, path: Path, start: int, length: int, *, status: int, headers: dict[str, str]
+    ) -> None:
+        super().__init__(status=status, headers=headers)
+        self._file_path = path
+        self._span_start = start
+        self._span_length = length
+        self.content_length = length
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:
+            return await super().prepare(request)
+        writer = await super().prepare(request)
+        if request.method != "HEAD" and self._span_length:
+            handle = await asyncio.to_thread(self._file_path.open, "rb")
+            try:
+                await asyncio.to_thread(handle.seek, self._span_start)
+                remaining = self._span_length
+                while remaining > 0:
+                    chunk = await asyncio.to_thread(handle.read, min(LARGE_CHUNK_BYTES, remaining))
+                    if not chunk:  # the file shrank since its size was sent: drop the connection
+                        raise ConnectionResetError(
+                            f"{self._file_path.name} shrank while being sent"
+                        )
+                    await self.write(chunk)
+                    remaining -= len(chunk)
+            finally:
+                handle.close()
+        await self.write_eof()
+        return writer
+
+
 async def _serve_large(request: web.Request, key: str) -> web.StreamResponse:
-    """Objects above the cache limit: local files by sendfile, S3 by ranged reads."""
+    """Objects above the cache limit: local files streamed in chunks, S3 by ranged
+    reads; validators, conditional requests and ranges as for cached objects."""
     storage = request.app[STORAGE]
     settings = request.app[SETTINGS]
     control = cache_control_for(
@@ -263,30 +345,42 @@ async def _serve_large(request: web.Request, key: str) -> web.StreamResponse:
         manifest_max_age_s=settings.manifest_max_age_s,
         segment_max_age_s=settings.segment_max_age_s,
     )
-    if isinstance(storage, LocalStorage):
-        response = web.FileResponse(
-            storage.root / key, headers={"Cache-Control": control, "X-Cadenza-Cache": "bypass"}
-        )
-        return response
     info = await storage.head(key)
-    span = parse_range(request.headers.get("Range"), info.size_bytes)
-    start, end = (span.start, span.end) if span else (0, info.size_bytes - 1)
+    etag = f'"{info.etag_hint}"'
     headers = {
-        "Content-Type": "audio/mp4",
+        "Content-Type": CONTENT_TYPES.get(suffix_of(key), "application/octet-stream"),
         "Cache-Control": control,
-        "ETag": f'"{info.etag_hint}"',
+        "ETag": etag,
         "Last-Modified": info.last_modified,
         "Accept-Ranges": "bytes",
         "X-Cadenza-Cache": "bypass",
     }
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None:
+        if _etag_matches(if_none_match, etag):
+            return web.Response(status=304, headers=headers)
+    elif (ims := request.headers.get("If-Modified-Since")) and _not_modified_since(
+        ims, info.mtime_s
+    ):
+        return web.Response(status=304, headers=headers)
+    if_range = request.headers.get("If-Range")
+    span = None
+    if if_range is None or if_range.strip() == etag:
+        span = parse_range(request.headers.get("Range"), info.size_bytes)
+    start, end = (span.start, span.end) if span else (0, info.size_bytes - 1)
+    status = 206 if span else 200
     if span is not None:
         headers["Content-Range"] = f"bytes {start}-{end}/{info.size_bytes}"
+    if isinstance(storage, LocalStorage):
+        return _FileSpanResponse(
+            storage.root / key, start, end - start + 1, status=status, headers=headers
+        )
     if request.method == "HEAD":
-        head = web.Response(status=206 if span else 200, headers=headers)
+        head = web.Response(status=status, headers=headers)
         head.headers["Content-Length"] = str(end - start + 1)
         return head
     body = await storage.read_range(key, start, end)
-    return web.Response(status=206 if span else 200, body=body, headers=headers)
+    return web.Response(status=status, body=body, headers=headers)
 
 
 async def _presentation(request: web.Request, track: str) -> tuple[Presentation, CachedObject]:
@@ -415,7 +509,11 @@ async def handle_player_lib(request: web.Request) -> web.StreamResponse:
         raise ObjectNotFoundError("unknown player library")
     path = Path(request.app[SETTINGS].player_assets_dir) / relative
     if not path.is_file():
-        raise ObjectNotFoundError(f"{path} is missing: run `npm ci` (make demo does)")
+        # The path goes to the log only: an answer never names the server's files.
+        log.warning("player library %s is missing: run `npm ci` (make demo does)", path)
+        raise ObjectNotFoundError(
+            f"player library {request.match_info['name']} is not installed on this origin"
+        )
     return web.FileResponse(
         path,
         headers={
@@ -436,7 +534,11 @@ async def handle_healthz(_request: web.Request) -> web.Response:
 
 async def handle_readyz(request: web.Request) -> web.Response:
     await request.app[STORAGE].ping()
-    return web.json_response({"status": "ready", "storage": request.app[STORAGE].name})
+    body = {"status": "ready", "storage": request.app[STORAGE].name}
+    health = request.app.get(STORE_HEALTH)
+    if health is not None:  # a Redis outage is reported, not fatal: local state serves
+        body["redis"] = "up" if await health.check() else "down"
+    return web.json_response(body)
 
 
 async def handle_metrics(request: web.Request) -> web.Response:
@@ -447,6 +549,27 @@ async def handle_metrics(request: web.Request) -> web.Response:
             "Cache-Control": "no-store",
         },
     )
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Sessions and population priors in Redis, shared by every replica, in front
+    of the memory stores, which serve alone while Redis is unreachable."""
+    settings = app[SETTINGS]
+    assert settings.redis_url is not None
+    backend = RedisBackend(settings.redis_url, timeout_s=settings.redis_timeout_s)
+    health = StoreHealth(backend.ping, retry_s=settings.redis_retry_s, metrics=app[METRICS])
+    app[STORE_HEALTH] = health
+    app[SESSIONS] = FallbackSessionStore(
+        backend.sessions(max_sessions=settings.sessions_max, ttl_s=settings.session_ttl_s),
+        app[SESSIONS],
+        health,
+    )
+    app[POPULATION] = FallbackPopulationStore(backend.population(), app[POPULATION], health)
+    await health.check()  # a dead Redis is logged now, but does not stop the origin
+    try:
+        yield
+    finally:
+        await backend.close()
 
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -472,7 +595,7 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.Application:
     app = web.Application(middlewares=[edge_middleware], client_max_size=64 * 1024)
     app[SETTINGS] = settings
-    app[METRICS] = metrics or create_metrics()
+    app[METRICS] = metrics or create_metrics(shared_sessions=settings.redis_url is not None)
     app[CACHE] = HotCache(
         settings.cache_max_bytes, settings.cache_max_object_bytes, settings.manifest_max_age_s
     )
@@ -480,7 +603,11 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app[SESSIONS] = MemorySessionStore(settings.sessions_max, settings.session_ttl_s)
     app[POPULATION] = MemoryPopulationStore()
     app[BEACON_LIMITER] = RateLimiter(settings.beacon_rate_per_s, settings.beacon_burst)
+    if settings.ip_rate_per_s > 0:
+        app[IP_LIMITER] = RateLimiter(settings.ip_rate_per_s, settings.ip_burst)
     app.cleanup_ctx.append(_storage_ctx)
+    if settings.redis_url:
+        app.cleanup_ctx.append(_redis_ctx)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/metrics", handle_metrics)
@@ -491,7 +618,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app.router.add_get("/v1/tracks", handle_tracks)
     app.router.add_post("/v1/beacons", handle_beacons)
     app.router.add_get("/v1/sessions", handle_sessions)
-    app.router.add_get("/v1/sessions/{sid}", handle_session)
+    # Any printable sid (braces and slashes too: the default pattern refuses them).
+    app.router.add_get("/v1/sessions/{sid:.+}", handle_session)
     app.router.add_get("/v1/ladder/recommendation", handle_ladder_recommendation)
     app.router.add_route("*", "/{path:.*}", _dispatch)
     return app

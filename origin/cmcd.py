@@ -15,6 +15,7 @@ Values are Python ``int``, ``float`` (decimals), ``str`` (quoted strings),
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -102,6 +103,10 @@ HEADER_NAMES: Final = ("CMCD-Request", "CMCD-Object", "CMCD-Status", "CMCD-Sessi
 MAX_TEXT_CHARS: Final = 8192
 MAX_MEMBERS: Final = 128
 MAX_LIST_ITEMS: Final = 64
+# RFC 8941 number ranges (15 integer digits; decimals 12 before the point),
+# applied to JSON beacons too: a 400-digit "mtp" must not reach arithmetic.
+MAX_INTEGER: Final = 999_999_999_999_999
+MAX_DECIMAL: Final = 1e12
 
 # RFC 8941 keys are lower case; CMCD custom keys in the spec's own examples
 # (``com.example-myNumericKey``) are not, so upper case is accepted.
@@ -372,8 +377,13 @@ def _json_bare(spec: KeySpec | None, raw: object) -> BareItem:
     if isinstance(raw, bool):
         return raw
     if isinstance(raw, int):
+        # JSON integers have no bound; RFC 8941's have 15 digits, as the text form.
+        if abs(raw) > MAX_INTEGER:
+            raise _InvalidValueError(f"integer out of range (at most {MAX_INTEGER})")
         return raw
     if isinstance(raw, float):
+        if not math.isfinite(raw) or abs(raw) >= MAX_DECIMAL:
+            raise _InvalidValueError("number out of range")
         if spec is not None and spec.kind is Kind.INTEGER and raw.is_integer():
             return int(raw)
         return raw

@@ -58,6 +58,20 @@ class StorageUnavailableError(OriginError):
         super().__init__(detail)
 
 
+class StoreUnavailableError(OriginError):
+    """The shared session store (Redis) did not answer in time or failed.
+
+    Raised only inside the store layer: the fallback stores catch it and serve
+    from local state, so it never reaches a handler in normal operation."""
+
+    status = 503
+    code = "store_unavailable"
+
+    def __init__(self, detail: str, backend: str) -> None:
+        self.backend = backend
+        super().__init__(detail)
+
+
 class SettingsError(Exception):
     """An invalid setting, named with where it came from."""
 
@@ -87,6 +101,13 @@ class PayloadTooLargeError(OriginError):
 class UnsupportedMediaTypeError(OriginError):
     status = 415
     code = "unsupported_media_type"
+
+
+class RequestTimeoutError(OriginError):
+    """The client did not send its request body in time (a slow or stalled sender)."""
+
+    status = 408
+    code = "request_timeout"
 
 
 class RateLimitedError(OriginError):

@@ -9,6 +9,7 @@ from aiohttp import web
 from manifests.model import Presentation
 from origin.cache import HotCache
 from origin.metrics import Metrics
+from origin.redis_store import StoreHealth
 from origin.sessions import PopulationStore, RateLimiter, SessionStore
 from origin.settings import Settings
 from origin.storage import Storage
@@ -22,3 +23,7 @@ PRESENTATIONS: Final = web.AppKey("presentations", dict[str, tuple[str, Presenta
 SESSIONS: Final = web.AppKey("sessions", SessionStore)
 POPULATION: Final = web.AppKey("population", PopulationStore)
 BEACON_LIMITER: Final = web.AppKey("beacon_limiter", RateLimiter)
+# Only when ip_rate_per_s > 0: token buckets per client address for /v1/.
+IP_LIMITER: Final = web.AppKey("ip_limiter", RateLimiter)
+# Only when CADENZA_REDIS_URL is set: whether the shared session store answers.
+STORE_HEALTH: Final = web.AppKey("store_health", StoreHealth)

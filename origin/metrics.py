@@ -42,6 +42,11 @@ class Metrics:
     beacons: Counter
     cmcd_malformed: Counter
     steered_manifests: Counter
+    sessions_evicted: Counter
+    ip_rate_limited: Counter
+    connections_refused: Counter
+    redis_up: Gauge
+    redis_fallbacks: Counter
     # Labelled children, looked up once: ``labels()`` takes a lock and builds a
     # tuple on every call, a measurable share of a hot-cache hit.
     _children: dict[tuple[str, ...], tuple[Any, Any, Any]] = field(default_factory=dict)
@@ -72,7 +77,9 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def create_metrics() -> Metrics:
+def create_metrics(*, shared_sessions: bool = False) -> Metrics:
+    """``shared_sessions``: the session store is shared by every worker (Redis), so
+    each worker's session count is already the total and workers must not add up."""
     registry = CollectorRegistry()
     return Metrics(
         registry=registry,
@@ -114,7 +121,7 @@ def create_metrics() -> Metrics:
             "cadenza_sessions_active",
             "Playback sessions seen within the session TTL",
             registry=registry,
-            multiprocess_mode="livesum",
+            multiprocess_mode="livemax" if shared_sessions else "livesum",
         ),
         bitrate_switches=Counter(
             "cadenza_bitrate_switches",
@@ -159,6 +166,36 @@ def create_metrics() -> Metrics:
             "cadenza_steered_manifests",
             "Per-session manifests rendered, by where the guidance came from",
             ["source"],
+            registry=registry,
+        ),
+        sessions_evicted=Counter(
+            "cadenza_sessions_evicted",
+            "Sessions dropped to stay within sessions_max (least recently updated first)",
+            registry=registry,
+        ),
+        ip_rate_limited=Counter(
+            "cadenza_ip_rate_limited",
+            "/v1/ requests refused with 429 by the per-client-address limit (ip_rate_per_s)",
+            ["route"],
+            registry=registry,
+        ),
+        connections_refused=Counter(
+            "cadenza_connections_refused",
+            "Connections closed on accept because max_connections were already open",
+            registry=registry,
+        ),
+        redis_up=Gauge(
+            "cadenza_redis_up",
+            "1 while the shared session store (CADENZA_REDIS_URL) answers; 0 when it does not "
+            "or none is configured",
+            registry=registry,
+            multiprocess_mode="livemin",
+        ),
+        redis_fallbacks=Counter(
+            "cadenza_redis_fallbacks",
+            "Session and population store operations served from local memory "
+            "because Redis was unavailable",
+            ["store"],
             registry=registry,
         ),
     )

@@ -25,6 +25,11 @@ class ByteSpan:
         return self.end - self.start + 1
 
 
+def _digits(text: str) -> bool:
+    """RFC 9110's 1*DIGIT: ASCII only (``str.isdigit`` is also true for '²' and '٣')."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_range(header: str | None, size_bytes: int) -> ByteSpan | None:
     """The span to send, or ``None`` to send the whole object."""
     if header is None or len(header) > MAX_HEADER_CHARS:
@@ -36,7 +41,7 @@ def parse_range(header: str | None, size_bytes: int) -> ByteSpan | None:
     if not dash:
         return None
     first, last = first.strip(), last.strip()
-    if not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+    if not (_digits(first) or first == "") or not (_digits(last) or last == ""):
         return None
     if first == "":
         if last == "":

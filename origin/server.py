@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
+import resource
 import signal
+import socket
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 from aiohttp import web
 
 from origin.app import create_app
 from origin.errors import SettingsError
+from origin.keys import METRICS
 from origin.settings import Settings, load_settings
+
+log = logging.getLogger("cadenza.origin.server")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,17 +37,188 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML settings file (see README)")
 
 
+REFUSE_LINGER_S: Final = 1.0
+# Sent, unasked, to a connection over ``max_connections``, which is then closed.
+_OVER_CAPACITY_BODY: Final = (
+    b'{"error": "over_capacity", "detail": "too many open connections; retry shortly"}'
+)
+OVER_CAPACITY: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Retry-After: 1\r\n"
+    b"Connection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_OVER_CAPACITY_BODY), _OVER_CAPACITY_BODY)
+)
+
+
+class _Refuse(asyncio.Protocol):
+    """Over capacity: the 503, a FIN, then whatever the client sends is discarded
+    for at most a second (closing with its request unread would reset the
+    connection, and the client might never see the 503)."""
+
+    def __init__(self) -> None:
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(OVER_CAPACITY)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._timer = asyncio.get_running_loop().call_later(REFUSE_LINGER_S, transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+class GuardedSite(web.BaseSite):
+    """A TCP site with the protections aiohttp's ``TCPSite`` lacks.
+
+    - At most ``max_connections`` open connections (0: no limit); one more is
+      answered ``503`` and closed at once, and counted.
+    - ``TCP_USER_TIMEOUT`` (Linux) on the listening socket, which accepted
+      sockets inherit: a client that stops reading (zero window) or vanishes
+      is dropped ``send_timeout_s`` after the last byte it acknowledged, so a
+      response nobody reads holds neither a handler nor its buffers for ever.
+
+    Slowloris senders are closed by aiohttp's keep-alive timer, which runs
+    from the connection's start (and from each response's end) until a whole
+    request head has arrived: ``keepalive_timeout_s``.
+    """
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        *,
+        reuse_port: bool,
+        max_connections: int,
+        send_timeout_s: float,
+        on_refused: Callable[[], None],
+    ) -> None:
+        super().__init__(runner, backlog=1024)
+        self._host = host
+        self._port = port
+        self._reuse_port = reuse_port
+        self._max_connections = max_connections
+        self._send_timeout_s = send_timeout_s
+        self._on_refused = on_refused
+        self._listener: asyncio.Server | None = None
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def port(self) -> int:
+        """The bound port (the one asked for, or the kernel's pick for port 0)."""
+        if self._listener is not None and self._listener.sockets:
+            port: int = self._listener.sockets[0].getsockname()[1]
+            return port
+        return self._port
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        limit = self._max_connections
+
+        def protocol() -> asyncio.BaseProtocol:
+            if limit and len(server.connections) >= limit:
+                self._on_refused()
+                return _Refuse()
+            return server()
+
+        self._server = self._listener = await asyncio.get_running_loop().create_server(
+            protocol,
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=True,
+            reuse_port=self._reuse_port or None,
+        )
+        user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
+        if user_timeout is not None:
+            for sock in self._listener.sockets:
+                sock.setsockopt(
+                    socket.IPPROTO_TCP, user_timeout, max(1, round(self._send_timeout_s * 1000))
+                )
+
+
+def _raise_open_files_limit(wanted: int) -> None:
+    """Each connection is a file descriptor: make room for ``max_connections``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft < wanted:
+            log.warning(
+                "open files limit %d is below max_connections + 64 (%d): raise it "
+                "(ulimit -n) or lower CADENZA_MAX_CONNECTIONS",
+                soft,
+                wanted,
+            )
+
+
+def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
+    """The runner with the request-head limits and timeouts of the settings."""
+    return web.AppRunner(
+        app,
+        access_log=None,
+        keepalive_timeout=settings.keepalive_timeout_s,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        max_line_size=settings.max_header_bytes,
+        max_field_size=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+    )
+
+
+def make_site(
+    runner: web.AppRunner, settings: Settings, *, reuse_port: bool = False
+) -> GuardedSite:
+    return GuardedSite(
+        runner,
+        settings.host,
+        settings.port,
+        reuse_port=reuse_port,
+        max_connections=settings.max_connections,
+        send_timeout_s=settings.send_timeout_s,
+        on_refused=runner.app[METRICS].connections_refused.inc,
+    )
+
+
+async def serve_until_signalled(settings: Settings, reuse_port: bool) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully: stop listening
+    (new connections are refused), close idle keep-alive connections, let
+    in-flight responses finish for up to ``shutdown_timeout_s``."""
+    app = create_app(settings)
+    runner = make_runner(app, settings)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await make_site(runner, settings, reuse_port=reuse_port).start()
+        await stop.wait()
+        log.info(
+            "signalled: draining in-flight responses (up to %g s)", settings.shutdown_timeout_s
+        )
+    finally:
+        await runner.cleanup()
+
+
 def _serve(settings: Settings, reuse_port: bool) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        reuse_port=reuse_port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=10.0,
-    )
+    if settings.max_connections:
+        _raise_open_files_limit(settings.max_connections + 64)
+    asyncio.run(serve_until_signalled(settings, reuse_port))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,9 +3,8 @@
 :func:`apply_cmcd` is pure: it takes a session's state (or None), one parsed
 CMCD payload and the time, and returns the new state and what changed (for
 metrics).  The stores only keep states: :class:`MemorySessionStore` in a
-bounded TTL cache (cachetools) in this process; another backend (Redis) can
-implement the same :class:`SessionStore` protocol for replicas that share
-sessions.
+bounded TTL cache (cachetools) in this process; :mod:`origin.redis_store`
+implements the same protocols in Redis for replicas that share sessions.
 """
 
 from __future__ import annotations
@@ -243,23 +242,35 @@ class SessionStore(Protocol):
     async def count(self) -> int: ...
 
 
+class _EvictionCountingCache(TTLCache[str, "SessionState"]):
+    """A ``TTLCache`` that counts the items it evicts for room (``popitem``);
+    expiry goes through ``expire`` and is not counted."""
+
+    evictions = 0
+
+    def popitem(self) -> tuple[str, SessionState]:
+        item = super().popitem()
+        self.evictions += 1
+        return item
+
+
 class MemorySessionStore:
     """Sessions in this process: at most ``max_sessions``, forgotten ``ttl_s`` after
     their last update (cachetools ``TTLCache``, least recently used evicted first)."""
 
     def __init__(self, max_sessions: int, ttl_s: float) -> None:
-        self._cache: TTLCache[str, SessionState] = TTLCache(maxsize=max_sessions, ttl=ttl_s)
-        self.evictions = 0
+        self._cache = _EvictionCountingCache(maxsize=max_sessions, ttl=ttl_s)
+
+    @property
+    def evictions(self) -> int:
+        """Sessions dropped for room (not those that expired): a flood's footprint."""
+        return self._cache.evictions
 
     async def get(self, sid: str) -> SessionState | None:
         return self._cache.get(sid)
 
     async def put(self, state: SessionState) -> None:
-        before = len(self._cache)
-        known = state.sid in self._cache
         self._cache[state.sid] = state
-        if not known and len(self._cache) <= before:
-            self.evictions += 1
 
     async def active(self) -> list[SessionState]:
         self._cache.expire()

@@ -20,10 +20,22 @@ order of precedence).
 | steering | CADENZA_STEERING | true | per-session manifests and CMSD for sessions with a `sid` |
 | sessions_max | CADENZA_SESSIONS_MAX | 100000 | sessions kept (least recently updated evicted) |
 | session_ttl_s | CADENZA_SESSION_TTL_S | 1800 | forgotten this long after its last update |
+| redis_url | CADENZA_REDIS_URL | (none) | `redis://host:port/db`: shared sessions, priors |
+| redis_timeout_s | CADENZA_REDIS_TIMEOUT_S | 0.25 | longest Redis round trip (then local) |
+| redis_retry_s | CADENZA_REDIS_RETRY_S | 5.0 | after a Redis failure, local state this long |
 | beacon_max_bytes | CADENZA_BEACON_MAX_BYTES | 65536 | largest beacon body (413 above) |
 | beacon_max_entries | CADENZA_BEACON_MAX_ENTRIES | 256 | most payloads in one beacon body |
 | beacon_rate_per_s | CADENZA_BEACON_RATE_PER_S | 10.0 | beacon payloads per session per second |
 | beacon_burst | CADENZA_BEACON_BURST | 50 | payloads a session may send at once |
+| ip_rate_per_s | CADENZA_IP_RATE_PER_S | 0 (off) | `/v1/` requests per client address per second |
+| ip_burst | CADENZA_IP_BURST | 20 | `/v1/` requests a client address may send at once |
+| body_timeout_s | CADENZA_BODY_TIMEOUT_S | 10.0 | longest wait for a request body (408 after) |
+| keepalive_timeout_s | CADENZA_KEEPALIVE_TIMEOUT_S | 15.0 | idle, or headers incomplete: closed |
+| send_timeout_s | CADENZA_SEND_TIMEOUT_S | 30.0 | sent data unacknowledged this long: dropped |
+| max_connections | CADENZA_MAX_CONNECTIONS | 4096 | open connections per process (0: no limit) |
+| max_header_bytes | CADENZA_MAX_HEADER_BYTES | 8190 | longest request line, longest header |
+| max_headers | CADENZA_MAX_HEADERS | 64 | most header fields in a request |
+| shutdown_timeout_s | CADENZA_SHUTDOWN_TIMEOUT_S | 10.0 | SIGTERM: in-flight answers' grace |
 """
 
 from __future__ import annotations
@@ -57,10 +69,22 @@ class Settings:
     steering: bool = True
     sessions_max: int = 100_000
     session_ttl_s: float = 1800.0
+    redis_url: str | None = None
+    redis_timeout_s: float = 0.25
+    redis_retry_s: float = 5.0
     beacon_max_bytes: int = 64 * 1024
     beacon_max_entries: int = 256
     beacon_rate_per_s: float = 10.0
     beacon_burst: int = 50
+    ip_rate_per_s: float = 0.0  # 0: no per-address limit
+    ip_burst: int = 20
+    body_timeout_s: float = 10.0
+    keepalive_timeout_s: float = 15.0
+    send_timeout_s: float = 30.0
+    max_connections: int = 4096
+    max_header_bytes: int = 8190
+    max_headers: int = 64
+    shutdown_timeout_s: float = 10.0
 
     @property
     def is_s3(self) -> bool:
@@ -68,6 +92,9 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_POSITIVE_INTS = frozenset({"port", "workers", "ip_burst", "max_header_bytes", "max_headers"})
+_ZERO_MEANS_OFF = frozenset({"ip_rate_per_s"})
 
 
 def _coerce(name: str, value: object) -> object:
@@ -85,16 +112,20 @@ def _coerce(name: str, value: object) -> object:
     try:
         if kind == "int":
             number = int(text)
-            if number < 0 or (name in ("port", "workers") and number == 0):
+            if number < 0 or (name in _POSITIVE_INTS and number == 0):
                 raise SettingsError(name, value, "must be positive")
             return number
         if kind == "float":
             seconds = float(text)
-            if not seconds > 0:
+            if not (seconds > 0 or (seconds == 0 and name in _ZERO_MEANS_OFF)):
                 raise SettingsError(name, value, "must be positive")
             return seconds
     except ValueError:
         raise SettingsError(name, value, f"expected {kind}") from None
+    if name == "redis_url" and not text.startswith(REDIS_SCHEMES):
+        # The URL may carry a password: echo only its scheme.
+        shown = text.partition(":")[0] + ":..." if ":" in text else "..."
+        raise SettingsError(name, shown, "expected a redis://, rediss:// or unix:// URL")
     return text
 
 

@@ -8,6 +8,8 @@ errors: a missing key is :class:`ObjectNotFoundError`, anything that means
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import os
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from origin.errors import ObjectNotFoundError, StorageUnavailableError
+
+log = logging.getLogger("cadenza.origin.storage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,11 @@ class Storage(Protocol):
     async def close(self) -> None: ...
 
 
+# stat() errors that say the name cannot exist (a segment over NAME_MAX, a
+# symlink loop), not that the disk is unwell: 404, never a 503 with Retry-After.
+_NO_SUCH_NAME = frozenset({errno.ENAMETOOLONG, errno.ELOOP})
+
+
 class LocalStorage:
     """Files below ``root``; symlinks that resolve outside it are not followed."""
 
@@ -60,7 +69,10 @@ class LocalStorage:
         self.root = root.resolve()
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
+        try:
+            path = (self.root / key).resolve()
+        except RuntimeError:  # Python 3.11 reports a symlink loop so
+            raise ObjectNotFoundError(f"{key} does not exist") from None
         if not path.is_relative_to(self.root):
             raise ObjectNotFoundError(f"{key} does not exist")
         return path
@@ -72,6 +84,8 @@ class LocalStorage:
         except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFoundError(f"{key} does not exist") from None
         except OSError as exc:
+            if exc.errno in _NO_SUCH_NAME:  # a name no file can have: the client's doing
+                raise ObjectNotFoundError(f"{key} does not exist") from None
             raise StorageUnavailableError(f"cannot stat {key}: {exc.strerror}", self.name) from exc
         if not path.is_file():
             raise ObjectNotFoundError(f"{key} is not a file")
@@ -113,7 +127,9 @@ class LocalStorage:
 
     async def ping(self) -> None:
         if not await asyncio.to_thread(self.root.is_dir):
-            raise StorageUnavailableError(f"{self.root} is not a directory", self.name)
+            # Only the log names the folder: answers never carry the server's paths.
+            log.error("storage root %s is not a directory", self.root)
+            raise StorageUnavailableError("the storage root is not a directory", self.name)
 
     async def close(self) -> None:
         return None

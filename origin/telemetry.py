@@ -40,6 +40,7 @@ from origin.errors import (
     NotEnoughDataError,
     PayloadTooLargeError,
     RateLimitedError,
+    RequestTimeoutError,
     SessionNotFoundError,
     UnsupportedMediaTypeError,
 )
@@ -91,6 +92,9 @@ async def ingest(
 ) -> SessionState:
     store = app[SESSIONS]
     metrics = app[METRICS]
+    # The memory store counts sessions it evicted for room; others (Redis) bound
+    # themselves and have no such count.
+    evictions_before: int = getattr(store, "evictions", 0)
     state, changes = apply_cmcd(
         await store.get(sid),
         cmcd,
@@ -102,6 +106,9 @@ async def ingest(
         delivery=delivery,
     )
     await store.put(state)
+    evicted = getattr(store, "evictions", 0) - evictions_before
+    if evicted > 0:
+        metrics.sessions_evicted.inc(evicted)
     if changes.switched:
         metrics.bitrate_switches.inc()
     if changes.stalled:
@@ -215,6 +222,27 @@ def _delivery(app: web.Application, cmcd: Cmcd) -> Delivery | None:
     return Delivery(len(cached.body), ttlb_ms / 1000.0)
 
 
+async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """The whole body, however it is split on the wire, in at most ``timeout_s``.
+
+    ``413`` past ``limit`` bytes (read no further), ``408`` when the client is too
+    slow: a stalled or dribbling sender must not hold a handler for ever."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            while chunk := await request.content.read(limit + 1 - size):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLargeError(size, limit)
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"the request body did not arrive within {timeout_s:g} s"
+        ) from None
+    return b"".join(chunks)
+
+
 async def handle_beacons(request: web.Request) -> web.Response:
     """``POST /v1/beacons``: CMCD in reporting mode.  ``204`` when anything was used."""
     app = request.app
@@ -224,10 +252,14 @@ async def handle_beacons(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > limit:
         metrics.beacons.labels("post", "too_large").inc()
         raise PayloadTooLargeError(request.content_length, limit)
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
+    try:
+        body = await read_body(request, limit, settings.body_timeout_s)
+    except PayloadTooLargeError:
         metrics.beacons.labels("post", "too_large").inc()
-        raise PayloadTooLargeError(len(body), limit)
+        raise
+    except RequestTimeoutError:
+        metrics.beacons.labels("post", "timeout").inc()
+        raise
     try:
         entries = _entries(body, request.content_type, settings.beacon_max_entries)
     except (BadBeaconError, UnsupportedMediaTypeError):
@@ -300,9 +332,15 @@ async def handle_session(request: web.Request) -> web.Response:
     )
 
 
+def _small_number(text: str) -> bool:
+    """ASCII digits only, and few of them: ``str.isdigit`` is also true for '²'
+    (which ``int`` refuses), and ``int`` refuses more than 4300 digits."""
+    return 0 < len(text) <= 9 and text.isascii() and text.isdigit()
+
+
 async def handle_sessions(request: web.Request) -> web.Response:
     raw_limit = request.query.get("limit", "100")
-    if not raw_limit.isdigit() or not 0 < int(raw_limit) <= 10_000:
+    if not _small_number(raw_limit) or not 0 < int(raw_limit) <= 10_000:
         raise BadBeaconError(f"limit={raw_limit[:20]!r}: expected 1..10000")
     states = await request.app[SESSIONS].active()
     states.sort(key=lambda s: s.last_seen_s, reverse=True)
@@ -347,7 +385,7 @@ async def handle_ladder_recommendation(request: web.Request) -> web.Response:
     if codec_text not in ("aac", "opus"):
         raise BadBeaconError(f"codec={codec_text[:20]!r}: expected aac or opus")
     rungs_text = request.query.get("max_rungs", "4")
-    if not rungs_text.isdigit() or not 1 <= int(rungs_text) <= 5:
+    if not _small_number(rungs_text) or not 1 <= int(rungs_text) <= 5:
         raise BadBeaconError(f"max_rungs={rungs_text[:20]!r}: expected 1..5")
     estimates = await request.app[POPULATION].samples()
     if len(estimates) < MIN_SESSIONS_FOR_LADDER:
