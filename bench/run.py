@@ -94,8 +94,25 @@ def main() -> int:
     )
     table = render_markdown(rows, started, elapsed_s)
     (HERE / "results.md").write_text(table, encoding="utf-8")
+    if only is None:
+        embed_in_readme(HERE.parent / "README.md", table)
     print(table)
     return 0
+
+
+README_START = "<!-- bench:start (written by make bench) -->"
+README_END = "<!-- bench:end -->"
+
+
+def embed_in_readme(readme: Path, table: str) -> None:
+    """Replace the table between the README's markers with this run's (a full run only)."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        print(f"{readme}: no bench markers; table not embedded", file=sys.stderr)
+        return
+    text = text[: start + len(README_START)] + "\n" + table + text[end:]
+    readme.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":
