@@ -17,9 +17,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench import http_bench, package_bench
-from bench.common import Row
 
 HERE = Path(__file__).resolve().parent
 COMMAND = "make bench"
@@ -41,61 +41,84 @@ def _fmt(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
 
-def render_markdown(rows: list[Row], started: str, elapsed_s: float) -> str:
+SUITES = ("package", "http")
+
+
+def _row_line(row: dict[str, Any]) -> str:
+    met = {True: "yes", False: "**no**", None: "n/a"}[row["met"]]
+    cadenza, peer = float(row["cadenza"]), float(row["peer_value"])
+    return (
+        f"| {row['work']} | {row['peer']} | {row['metric']} | {_fmt(cadenza)} | "
+        f"{_fmt(peer)} | {float(row['ratio']):.2f}x | {row['goal']} | {met} | {row['runs']} |"
+    )
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """The README table: every suite's rows under the date and duration of its run."""
+    suites: dict[str, dict[str, Any]] = results["suites"]
+    runs = "; ".join(
+        f"{name} rows {suite['date']} ({float(suite['elapsed_s']) / 60:.1f} min, "
+        f"commit {suite['commit']})"
+        for name, suite in suites.items()
+    )
     lines = [
-        f"Measured {started} on {_machine()} by `{COMMAND}` in {elapsed_s / 60:.1f} min. "
-        "Medians of the runs shown, cadenza and its peer alternating; ratio = cadenza / peer.",
+        f"Measured on {results['machine']} by `{COMMAND}`: {runs}. Medians of the runs "
+        "shown, cadenza and its peer alternating; ratio = cadenza / peer.",
         "",
         "| work | peer | metric | cadenza | peer | ratio | goal | met | runs |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
-        met = {True: "yes", False: "**no**", None: "n/a"}[row.met]
-        lines.append(
-            f"| {row.work} | {row.peer} | {row.metric} | {_fmt(row.cadenza)} | "
-            f"{_fmt(row.peer_value)} | {row.ratio:.2f}x | {row.goal} | {met} | {row.runs} |"
-        )
+    for name in SUITES:
+        for row in suites.get(name, {}).get("rows", []):
+            lines.append(_row_line(row))
     return "\n".join(lines) + "\n"
+
+
+def _previous(path: Path) -> dict[str, dict[str, Any]]:
+    """Suites of the last run, so a ``BENCH_ONLY`` run replaces only its own half."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    suites = data.get("suites")
+    return suites if isinstance(suites, dict) else {}
 
 
 def main() -> int:
     runs = int(os.environ.get("BENCH_RUNS", "5"))
     long_s = float(os.environ.get("BENCH_LONG_S", "600"))
     only = os.environ.get("BENCH_ONLY")
-    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    clock = time.perf_counter()
-    rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="cadenza-bench-") as tmp:
-        work = Path(tmp)
-        if only in (None, "package"):
-            rows += package_bench.run(work / "package", runs=runs, long_duration_s=long_s)
-            for row in rows:
-                print(f"{row.work} | {row.metric}: {row.ratio:.2f}x", file=sys.stderr)
-        if only in (None, "http"):
-            rows += http_bench.run(work / "http", runs=runs, duration_s=6.0)
-    elapsed_s = time.perf_counter() - clock
+    if only not in (None, *SUITES):
+        print(f"BENCH_ONLY must be one of {', '.join(SUITES)}", file=sys.stderr)
+        return 2
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
-    (HERE / "results.json").write_text(
-        json.dumps(
-            {
+    suites = _previous(HERE / "results.json")
+    with tempfile.TemporaryDirectory(prefix="cadenza-bench-") as tmp:
+        work = Path(tmp)
+        for name in SUITES:
+            if only not in (None, name):
+                continue
+            started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+            clock = time.perf_counter()
+            if name == "package":
+                rows = package_bench.run(work / name, runs=runs, long_duration_s=long_s)
+            else:
+                rows = http_bench.run(work / name, runs=runs, duration_s=6.0)
+            for row in rows:
+                print(f"{row.work} | {row.metric}: {row.ratio:.2f}x", file=sys.stderr)
+            suites[name] = {
                 "date": started,
-                "machine": _machine(),
-                "command": COMMAND,
                 "commit": commit,
-                "elapsed_s": round(elapsed_s, 1),
+                "elapsed_s": round(time.perf_counter() - clock, 1),
                 "rows": [row.to_dict() for row in rows],
-            },
-            indent=2,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
-    table = render_markdown(rows, started, elapsed_s)
+            }
+    results: dict[str, Any] = {"machine": _machine(), "command": COMMAND, "suites": suites}
+    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    table = render_markdown(results)
     (HERE / "results.md").write_text(table, encoding="utf-8")
-    if only is None:
-        embed_in_readme(HERE.parent / "README.md", table)
+    embed_in_readme(HERE.parent / "README.md", table)
     print(table)
     return 0
 
@@ -105,7 +128,7 @@ README_END = "<!-- bench:end -->"
 
 
 def embed_in_readme(readme: Path, table: str) -> None:
-    """Replace the table between the README's markers with this run's (a full run only)."""
+    """Replace the table between the README's markers with the latest results."""
     text = readme.read_text(encoding="utf-8")
     start, end = text.find(README_START), text.find(README_END)
     if start < 0 or end < start:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -21,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("origin.server", "serve packaged tracks over HTTP to CDNs and players"),
     "abr": ("origin.abr.abr_command", "simulate ABR policies over throughput traces"),
     "ladder": ("origin.abr.ladder_command", "recommend a bitrate ladder for an audience"),
+    "sign": ("origin.sign_command", "print a signed URL for a track (signing_keys)"),
 }
 
 
@@ -41,6 +43,11 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if next((a for a in args_list if not a.startswith("-")), None) == "package":
+        # Packaging uses no BLAS (the loudness meter avoids it on purpose), and an
+        # idle OpenBLAS pool thread would stop the batch from forking its track
+        # processes directly (packager.batch._single_threaded). Set before numpy loads.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = build_parser(args_list)
     args = parser.parse_args(args_list)
     result: int = _load(args.command).run(args)
