@@ -16,30 +16,18 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
 
 from cachetools import LRUCache
 
+# One table with the packager's S3 uploads: the same headers whether a CDN reads
+# through the origin or straight from the bucket.
+from manifests.media_types import CONTENT_TYPES as CONTENT_TYPES
+from manifests.media_types import MANIFEST_SUFFIXES as MANIFEST_SUFFIXES
+from manifests.media_types import cache_control_for as cache_control_for
+from manifests.media_types import is_manifest as is_manifest
+from manifests.media_types import suffix_of as suffix_of
+from origin.errors import StorageUnavailableError
 from origin.storage import ObjectInfo, StoredObject
-
-CONTENT_TYPES: Final = {
-    ".m3u8": "application/vnd.apple.mpegurl",
-    ".mpd": "application/dash+xml",
-    ".mp4": "audio/mp4",
-    ".m4s": "audio/mp4",
-    ".json": "application/json",
-}
-MANIFEST_SUFFIXES: Final = frozenset({".m3u8", ".mpd", ".json"})
-
-
-def suffix_of(key: str) -> str:
-    name = key.rsplit("/", 1)[-1]
-    dot = name.rfind(".")
-    return name[dot:].lower() if dot >= 0 else ""
-
-
-def is_manifest(key: str) -> bool:
-    return suffix_of(key) in MANIFEST_SUFFIXES
 
 
 def strong_etag(body: bytes) -> str:
@@ -63,12 +51,6 @@ class CachedObject:
     @property
     def size_bytes(self) -> int:
         return len(self.body)
-
-
-def cache_control_for(key: str, *, manifest_max_age_s: int, segment_max_age_s: int) -> str:
-    if is_manifest(key):
-        return f"public, max-age={manifest_max_age_s}"
-    return f"public, max-age={segment_max_age_s}, immutable"
 
 
 def build_cached(key: str, stored: StoredObject, cache_control: str) -> CachedObject:
@@ -122,7 +104,12 @@ class HotCache:
         inflight = self._inflight.get(key)
         if inflight is not None:
             self.collapsed += 1
-            return await asyncio.shield(inflight), "collapsed"
+            try:
+                return await asyncio.shield(inflight), "collapsed"
+            except StorageUnavailableError:
+                if cached is None:
+                    raise
+                return cached, "stale"  # as the request that led the failed load
         self.misses += 1
         future: asyncio.Future[CachedObject] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
@@ -131,11 +118,8 @@ class HotCache:
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters re-raise it themselves
-            if cached is not None and not isinstance(exc, asyncio.CancelledError):
-                from origin.errors import StorageUnavailableError
-
-                if isinstance(exc, StorageUnavailableError):
-                    return cached, "stale"  # stale-if-error for manifests past their TTL
+            if cached is not None and isinstance(exc, StorageUnavailableError):
+                return cached, "stale"  # stale-if-error for manifests past their TTL
             raise
         finally:
             self._inflight.pop(key, None)

@@ -1,6 +1,12 @@
-"""Package many tracks: in parallel worker processes, each failure isolated,
-progress on the terminal, and ``batch-report.json`` rewritten atomically after
-every track so even a killed batch leaves an accurate account."""
+"""Package many tracks: in parallel worker processes (or on a Dask cluster),
+each failure isolated, progress on the terminal, and ``batch-report.json``
+rewritten atomically after every track so even a killed batch leaves an
+accurate account.
+
+Each track is one :class:`TrackWork` call: fetch an ``s3://`` source into a
+scratch folder, package it, and for an S3 destination upload the finished
+track folder from local staging (:mod:`packager.s3`), then clear the scratch.
+"""
 
 from __future__ import annotations
 
@@ -13,21 +19,24 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkContext, ForkServerContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Final, TextIO
+from typing import ClassVar, Final, Protocol, TextIO
 
+from packager.catalogue import TrackInput, as_inputs
+from packager.errors import PackagerError
 from packager.output import (
     TMP_PREFIX,
     is_complete,
+    new_temp_dir,
     remove_stale_temp_dirs,
-    track_id_for,
     write_json_atomic,
 )
+from packager.s3 import S3Settings, fetch, is_s3_url
 from packager.track import PackageOptions, TrackResult, package_track
 
 REPORT_NAME: Final = "batch-report.json"
@@ -117,32 +126,119 @@ class Progress:
         self.stream.flush()
 
 
-def _duplicate_results(inputs: Sequence[Path]) -> tuple[list[Path], list[TrackResult]]:
-    seen: dict[str, Path] = {}
-    unique: list[Path] = []
+Package = Callable[[Path, Path, PackageOptions], TrackResult]
+
+
+class Destination(Protocol):
+    """Where finished tracks go. ``staged`` destinations get each track packaged into a
+    scratch folder first and handed to :meth:`publish`."""
+
+    staged: ClassVar[bool]
+
+    def location(self, track_id: str) -> str: ...
+
+    def complete(self, track_ids: Sequence[str]) -> set[str]: ...
+
+    def publish(self, folder: Path, track_id: str) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LocalDestination:
+    """``--out DIR``: tracks are packaged straight into ``DIR/<track_id>/``."""
+
+    root: Path
+    staged: ClassVar[bool] = False
+
+    def location(self, track_id: str) -> str:
+        return str(self.root / track_id)
+
+    def complete(self, track_ids: Sequence[str]) -> set[str]:
+        return {t for t in track_ids if is_complete(self.root / t)}
+
+    def publish(self, folder: Path, track_id: str) -> int:
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class TrackWork:
+    """One track, start to finish; picklable, so it runs in a forked child or as a
+    task on a Dask worker alike. ``out_root`` is the output folder for a local
+    destination, the staging folder for a staged one."""
+
+    out_root: Path
+    options: PackageOptions
+    package: Package = package_track
+    destination: Destination | None = None
+    s3: S3Settings = field(default_factory=S3Settings)
+
+    def __call__(self, item: TrackInput) -> TrackResult:
+        started = time.perf_counter()
+        destination = self.destination or LocalDestination(self.out_root)
+        staged = destination.staged
+        scratch: Path | None = None
+        local = Path(item.source)
+        try:
+            if staged or is_s3_url(item.source):
+                self.out_root.mkdir(parents=True, exist_ok=True)
+                if staged:  # a worker that died mid-track left its scratch folder here
+                    remove_stale_temp_dirs(self.out_root)
+                scratch = new_temp_dir(self.out_root, item.track_id)
+            if is_s3_url(item.source):
+                assert scratch is not None
+                local = fetch(item.source, scratch, self.s3)
+            options = replace(
+                self.options, track_id=item.track_id, force=self.options.force or staged
+            )
+            result = self.package(local, scratch if staged and scratch else self.out_root, options)
+            result.input = item.source
+            if result.error and str(local) != item.source:
+                result.error = result.error.replace(str(local), item.source)
+            if staged and result.status == "packaged" and scratch is not None:
+                try:
+                    destination.publish(scratch / item.track_id, item.track_id)
+                    result.output = destination.location(item.track_id)
+                except PackagerError as exc:
+                    result.status = "failed"
+                    result.output = None
+                    result.error = f"{item.source}: {exc}"
+        except PackagerError as exc:
+            text = str(exc)
+            result = _failed(item, text if item.source in text else f"{item.source}: {text}", 0.0)
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+        result.wall_s = time.perf_counter() - started
+        return result
+
+
+def _duplicate_results(
+    inputs: Sequence[TrackInput],
+) -> tuple[list[TrackInput], list[TrackResult]]:
+    seen: dict[str, TrackInput] = {}
+    unique: list[TrackInput] = []
     rejected: list[TrackResult] = []
-    for path in inputs:
-        track_id = track_id_for(path)
+    for item in inputs:
+        track_id = item.track_id
         if track_id in seen:
             rejected.append(
                 TrackResult(
-                    input=str(path),
+                    input=item.source,
                     track_id=track_id,
                     status="failed",
-                    error=f"{path}: track id {track_id!r} is already used by {seen[track_id]}; "
-                    "rename one of them",
+                    error=f"{item.source}: track id {track_id!r} is already used by "
+                    f"{seen[track_id].source}; rename one of them",
                 )
             )
         else:
-            seen[track_id] = path
-            unique.append(path)
+            seen[track_id] = item
+            unique.append(item)
     return unique, rejected
 
 
-def _report(out_root: Path, started: datetime, results: list[TrackResult], done: bool) -> None:
+def _report(path: Path, started: datetime, results: list[TrackResult], done: bool) -> None:
     counts = {s: sum(r.status == s for r in results) for s in ("packaged", "skipped", "failed")}
     write_json_atomic(
-        out_root / REPORT_NAME,
+        path,
         {
             "started": started.isoformat(timespec="seconds"),
             "finished": datetime.now(UTC).isoformat(timespec="seconds") if done else None,
@@ -168,16 +264,10 @@ def settle_gc() -> None:
     gc.set_threshold(GC_THRESHOLD_0, 20, 20)
 
 
-def _child(
-    conn: Connection,
-    package: Callable[[Path, Path, PackageOptions], TrackResult],
-    path: Path,
-    out_root: Path,
-    options: PackageOptions,
-) -> None:
+def _child(conn: Connection, work: TrackWork, item: TrackInput) -> None:
     """One track in its own forked process, the imports already done."""
     settle_gc()
-    result = package(path, out_root, options)
+    result = work(item)
     conn.send(result)
     conn.close()
 
@@ -186,13 +276,13 @@ def _child(
 class _Running:
     process: BaseProcess
     conn: Connection
-    path: Path
+    item: TrackInput
     started: float
 
 
-def _failed(path: Path, error: str, wall_s: float) -> TrackResult:
+def _failed(item: TrackInput, error: str, wall_s: float) -> TrackResult:
     return TrackResult(
-        input=str(path), track_id=track_id_for(path), status="failed", error=error, wall_s=wall_s
+        input=item.source, track_id=item.track_id, status="failed", error=error, wall_s=wall_s
     )
 
 
@@ -211,19 +301,21 @@ def _finish(job: _Running, out_root: Path, timed_out: float | None) -> TrackResu
     if result is not None:
         return result
     pid = job.process.pid
-    for leftover in out_root.glob(f"{TMP_PREFIX}{track_id_for(job.path)}-{pid}-*"):
+    for leftover in out_root.glob(f"{TMP_PREFIX}{job.item.track_id}-{pid}-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     if timed_out is not None:
         return _failed(
-            job.path,
-            f"{job.path}: gave up after {timed_out:g} s (--track-timeout); the file may be "
+            job.item,
+            f"{job.item.source}: gave up after {timed_out:g} s (--track-timeout); the file may be "
             "damaged in a way that makes FFmpeg loop, or the limit is too low for its length",
             wall_s,
         )
     code = job.process.exitcode
     how = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
     return _failed(
-        job.path, f"{job.path}: the packaging process died ({how}); other tracks continue", wall_s
+        job.item,
+        f"{job.item.source}: the packaging process died ({how}); other tracks continue",
+        wall_s,
     )
 
 
@@ -237,12 +329,11 @@ def _single_threaded() -> bool:
 
 
 def _run_processes(
-    todo: Sequence[Path],
+    todo: Sequence[TrackInput],
     out_root: Path,
-    options: PackageOptions,
+    work: TrackWork,
     jobs: int,
     timeout_s: float | None,
-    package: Callable[[Path, Path, PackageOptions], TrackResult],
     done: Callable[[TrackResult], None],
 ) -> None:
     """Each track in its own process, at most ``jobs`` at once.
@@ -268,17 +359,17 @@ def _run_processes(
     try:
         while queue or running:
             while queue and len(running) < jobs:
-                path = queue.pop()
+                item = queue.pop()
                 receiver, sender = context.Pipe(duplex=False)
                 process = context.Process(
                     target=_child,
-                    args=(sender, package, path, out_root, options),
-                    name=f"cadenza-{track_id_for(path)}",
+                    args=(sender, work, item),
+                    name=f"cadenza-{item.track_id}",
                     daemon=True,
                 )
                 process.start()
                 sender.close()
-                running.append(_Running(process, receiver, path, time.monotonic()))
+                running.append(_Running(process, receiver, item, time.monotonic()))
             now = time.monotonic()
             waits = [WAIT_STEP_S]
             if timeout_s is not None:
@@ -300,47 +391,65 @@ def _run_processes(
 
 
 def run_batch(
-    inputs: Sequence[Path],
+    inputs: Sequence[Path | TrackInput],
     out_root: Path,
     options: PackageOptions,
     *,
     jobs: int,
     timeout_s: float | None = None,
-    stream: TextIO = sys.stderr,
-    package: Callable[[Path, Path, PackageOptions], TrackResult] = package_track,
+    stream: TextIO | None = None,
+    package: Package = package_track,
+    destination: Destination | None = None,
+    s3: S3Settings | None = None,
+    cluster: str | None = None,
+    report_path: Path | None = None,
 ) -> BatchSummary:
     """Package every input; the output root must already be prepared.
 
-    With ``timeout_s`` (or more than one job) every track runs in a child process
-    with that time limit; otherwise tracks run here, one after another.
+    ``out_root`` is the output folder, or for a staged ``destination`` (S3) the
+    local staging folder. Tracks already complete at the destination are skipped
+    unless ``options.force``. With ``cluster`` (a Dask scheduler address) each track
+    is a task on the cluster; otherwise, with ``timeout_s`` (or more than one job)
+    every track runs in a child process with that time limit, and else here, one
+    after another. The report goes to ``report_path`` (default: in ``out_root``).
     """
     started = datetime.now(UTC)
     started_wall = time.perf_counter()
+    destination = destination or LocalDestination(out_root)
+    report = report_path or out_root / REPORT_NAME
+    work = TrackWork(out_root, options, package, destination, s3 or S3Settings())
+    items = as_inputs(inputs)
     remove_stale_temp_dirs(out_root)
-    unique, results = _duplicate_results(inputs)
-    progress = Progress(len(inputs), stream)
+    unique, results = _duplicate_results(items)
+    # sys.stderr as it is now, not at import: pytest and embedders replace it.
+    progress = Progress(len(items), stream or sys.stderr)
     for rejected in results:
         progress.update(rejected)
 
     def done(result: TrackResult) -> None:
         results.append(result)
         progress.update(result)
-        _report(out_root, started, results, done=False)
+        _report(report, started, results, done=False)
 
-    _report(out_root, started, results, done=False)
+    _report(report, started, results, done=False)
+    complete = set() if options.force else destination.complete([i.track_id for i in unique])
     todo = []
-    for path in unique:
-        final_dir = out_root / track_id_for(path)
-        if not options.force and is_complete(final_dir):
-            done(TrackResult(str(path), track_id_for(path), "skipped", output=str(final_dir)))
+    for item in unique:
+        if item.track_id in complete:
+            location = destination.location(item.track_id)
+            done(TrackResult(item.source, item.track_id, "skipped", output=location))
         else:
-            todo.append(path)
-    if timeout_s is None and (jobs <= 1 or len(todo) <= 1):
-        for path in todo:
-            done(package(path, out_root, options))
+            todo.append(item)
+    if cluster is not None and todo:
+        from packager.cluster import run_on_cluster  # Dask is optional and slow to import
+
+        run_on_cluster(cluster, todo, work, done)
+    elif timeout_s is None and (jobs <= 1 or len(todo) <= 1):
+        for item in todo:
+            done(work(item))
     elif todo:
-        _run_processes(todo, out_root, options, min(jobs, len(todo)), timeout_s, package, done)
-    _report(out_root, started, results, done=True)
+        _run_processes(todo, out_root, work, min(jobs, len(todo)), timeout_s, done)
+    _report(report, started, results, done=True)
     return BatchSummary(tuple(results), time.perf_counter() - started_wall)
 
 

@@ -1,25 +1,43 @@
-"""``cadenza package INPUT... --out DIR``: the batch packaging command.
+"""``cadenza package INPUT... --out DIR|s3://BUCKET/PREFIX``: the batch packaging command.
+
+Inputs come from the command line (files, folders, ``s3://`` objects) and from
+``--catalogue`` files (:mod:`packager.catalogue`); ``--shard I/N`` keeps this
+run's share of them. Tracks go to a local folder, or to S3 through a local
+staging folder (:mod:`packager.s3`); ``--cluster`` runs them on Dask
+(:mod:`packager.cluster`).
 
 Exit status: 0 when every track is packaged or already complete, 1 when any
-track fails (the others still complete), 2 for a usage error (bad flags, an
-invalid ladder, an unusable ``--out``).
+track fails (the others still complete) or S3 or the cluster fails mid-batch,
+2 for a usage error (bad flags, an invalid ladder or catalogue, an unusable
+``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from packager.args import segment_duration
-from packager.batch import default_jobs, expand_inputs, run_batch
-from packager.errors import LadderError, OutputError
+from packager.batch import REPORT_NAME, default_jobs, expand_inputs, run_batch
+from packager.catalogue import (
+    TrackInput,
+    parse_shard,
+    read_catalogue,
+    select_shard,
+    source_input,
+)
+from packager.errors import CatalogueError, LadderError, PackagerError
 from packager.ladder import PRESETS, load_ladder
 from packager.output import prepare_output_root
+from packager.s3 import S3Destination, S3Settings, is_s3_url, parse_s3_url
 from packager.track import DEFAULT_SEGMENT_DURATION, PackageOptions
 
 USAGE_ERROR = 2
 DEFAULT_TRACK_TIMEOUT_S = 3600.0
+DEFAULT_STAGING = Path(tempfile.gettempdir()) / "cadenza-staging"
 
 
 def _jobs(text: str) -> int:
@@ -42,20 +60,63 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cluster(text: str) -> str:
+    if "://" not in text:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a scheduler address like tcp://HOST:8786"
+        )
+    return text
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "inputs",
-        nargs="+",
-        type=Path,
+        nargs="*",
         metavar="INPUT",
-        help="audio or video files FFmpeg can read, or folders of them",
+        help="audio or video files FFmpeg can read, folders of them, or s3://BUCKET/KEY objects",
+    )
+    parser.add_argument(
+        "--catalogue",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="a list of inputs: text, one path or s3:// URL a line; or .csv with the "
+        "columns track_id,source (repeatable)",
     )
     parser.add_argument(
         "--out",
         required=True,
+        metavar="DIR|s3://BUCKET/PREFIX",
+        help="where each track goes: DIR/<track_id>/, or s3://BUCKET/PREFIX/<track_id>/ "
+        "(staged locally, then uploaded, manifests last)",
+    )
+    parser.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="I/N",
+        help="package only shard I of N (0 <= I < N), chosen by a stable hash of the track id",
+    )
+    parser.add_argument(
+        "--cluster",
+        type=_cluster,
+        metavar="tcp://HOST:PORT",
+        help="run one task per track on this Dask scheduler (needs the 'cluster' extra)",
+    )
+    parser.add_argument(
+        "--staging",
         type=Path,
+        default=DEFAULT_STAGING,
         metavar="DIR",
-        help="output folder; each track goes to DIR/<track_id>/",
+        help="with s3:// output: where tracks are built before upload, and the batch report "
+        f"is kept (default: {DEFAULT_STAGING})",
     )
     parser.add_argument(
         "--ladder",
@@ -95,40 +156,97 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def gather_inputs(args: argparse.Namespace) -> list[TrackInput]:
+    """Command-line inputs (folders expanded), then each catalogue's, in order."""
+    inputs: list[TrackInput] = []
+    for text in args.inputs:
+        if is_s3_url(text):
+            try:
+                inputs.append(source_input(text))
+            except ValueError as exc:
+                raise CatalogueError("the command line", [(0, str(exc))]) from None
+        else:
+            inputs += [TrackInput.from_path(p) for p in expand_inputs([Path(text)])]
+    for catalogue in args.catalogue:
+        inputs += read_catalogue(catalogue)
+    return inputs
+
+
+def _fail(message: object, status: int) -> int:
+    print(f"cadenza package: {message}", file=sys.stderr)
+    return status
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         ladder = load_ladder(args.ladder)
     except LadderError as exc:
-        print(f"cadenza package: {exc}", file=sys.stderr)
-        return USAGE_ERROR
+        return _fail(exc, USAGE_ERROR)
+    if not args.inputs and not args.catalogue:
+        return _fail("give INPUT files or folders, or --catalogue FILE", USAGE_ERROR)
     try:
-        prepare_output_root(args.out)
-    except OutputError as exc:
-        print(f"cadenza package: {exc}", file=sys.stderr)
-        return USAGE_ERROR
+        inputs = gather_inputs(args)
+    except CatalogueError as exc:
+        return _fail(exc, USAGE_ERROR)
+    if not inputs:
+        return _fail("no media files found in the given folders or catalogues", USAGE_ERROR)
+    s3 = S3Settings(endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    destination: S3Destination | None = None
+    if is_s3_url(args.out):
+        try:
+            destination = S3Destination(parse_s3_url(args.out, prefix=True), s3)
+        except ValueError as exc:
+            return _fail(f"--out: {exc}", USAGE_ERROR)
+        out_root: Path = args.staging
+    else:
+        out_root = Path(args.out)
+    try:
+        prepare_output_root(out_root)
+        if destination is not None:
+            destination.check()
+    except PackagerError as exc:
+        return _fail(exc, USAGE_ERROR)
     options = PackageOptions(
         ladder=ladder,
         segment_duration=args.segment_duration,
         single_file=args.single_file,
         force=args.force,
     )
-    inputs = expand_inputs(args.inputs)
-    if not inputs:
-        print("cadenza package: no media files found in the given folders", file=sys.stderr)
-        return USAGE_ERROR
+    report_name = REPORT_NAME
+    if args.shard is not None:
+        index, count = args.shard
+        inputs = select_shard(inputs, index, count)
+        report_name = f"batch-report-shard-{index}-of-{count}.json"
+        print(f"cadenza package: shard {index}/{count}: {len(inputs)} tracks", file=sys.stderr)
+    report = out_root / report_name
     try:
-        summary = run_batch(inputs, args.out, options, jobs=args.jobs, timeout_s=args.track_timeout)
+        summary = run_batch(
+            inputs,
+            out_root,
+            options,
+            jobs=args.jobs,
+            timeout_s=args.track_timeout,
+            destination=destination,
+            s3=s3,
+            cluster=args.cluster,
+            report_path=report,
+        )
     except KeyboardInterrupt:
         print("\ncadenza package: interrupted; finished tracks are kept", file=sys.stderr)
         return 130
-    except OutputError as exc:
-        print(f"cadenza package: {exc}", file=sys.stderr)
-        return 1
+    except PackagerError as exc:
+        return _fail(exc, 1)
+    where = str(report)
+    if destination is not None:
+        try:
+            where += f" and {destination.put_report(report, report_name)}"
+        except PackagerError as exc:
+            print(f"cadenza package: warning: report not uploaded: {exc}", file=sys.stderr)
     packaged = sum(r.status == "packaged" for r in summary.results)
     skipped = sum(r.status == "skipped" for r in summary.results)
     print(
         f"cadenza package: {packaged} packaged, {skipped} skipped, {summary.failed} failed "
-        f"in {summary.wall_s:.1f} s; report: {args.out / 'batch-report.json'}",
+        f"in {summary.wall_s:.1f} s; report: {where}",
         file=sys.stderr,
     )
     return summary.exit_status

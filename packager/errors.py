@@ -54,3 +54,36 @@ class Mp4Error(PackagerError):
         self.box = box
         self.reason = reason
         super().__init__(f"mp4 {box}: {reason}")
+
+
+class StorageError(PackagerError):
+    """An S3 location that cannot be read or written: unreachable, denied, or still
+    failing (throttled, 5xx) after the retries.  botocore's errors are mapped to this
+    at the boundary (``packager.s3``)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"{url}: {reason}")
+
+
+class CatalogueError(PackagerError):
+    """A catalogue file that cannot be used; ``problems`` lists (line number, reason)."""
+
+    def __init__(self, path: Path | str, problems: list[tuple[int, str]]) -> None:
+        self.path = str(path)
+        self.problems = list(problems)
+        shown = "; ".join(
+            f"line {line}: {reason}" if line else reason for line, reason in problems[:10]
+        )
+        more = f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
+        super().__init__(f"{self.path}: {shown}{more}")
+
+
+class ClusterError(PackagerError):
+    """A Dask cluster that cannot be used: unreachable, or Dask is not installed."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        self.address = address
+        self.reason = reason
+        super().__init__(f"cluster {address}: {reason}")

@@ -59,6 +59,9 @@ class PackageOptions:
     segment_duration: Fraction = DEFAULT_SEGMENT_DURATION  # seconds
     single_file: bool = False
     force: bool = False
+    # Set per track by the batch when a catalogue names the track; otherwise the
+    # track id is the input's stem (packager.output.track_id_for).
+    track_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -220,7 +223,7 @@ def _encode_all(
 
 def package_track(source: Path, out_root: Path, options: PackageOptions) -> TrackResult:
     """Package one input into ``out_root/<track_id>/``; errors come back in the result."""
-    track_id = track_id_for(source)
+    track_id = options.track_id or track_id_for(source)
     result = TrackResult(input=str(source), track_id=track_id, status="failed")
     final_dir = out_root / track_id
     started_wall, started_cpu = time.perf_counter(), time.process_time()

@@ -1,9 +1,12 @@
-"""Shared fixtures: generated inputs at every rate, channel count and format."""
+"""Shared fixtures: generated inputs at every rate, channel count and format; a
+moto S3 server on loopback for the origin's and the packager's S3 tests."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,3 +57,29 @@ def make_input(tmp_path_factory: pytest.TempPathFactory) -> MakeInput:
         return cache[key]
 
     return make
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Moto:
+    """A moto S3 server (server mode: real HTTP) on a loopback port that tests can stop
+    and restart. moto is imported only when one is made."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.server: Any = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()

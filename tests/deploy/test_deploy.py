@@ -3,8 +3,9 @@
 Docker and Kubernetes cannot run on the development machine, so the Dockerfile, the compose
 file and the Kubernetes manifests are checked here for what can be checked without them: every
 file parses, the objects are well formed, and the image, ports, settings, probes, metric names
-and the nginx edge configuration are the ones the code and its tests actually use.  The two
-shell scripts the deployment runs are run for real, against a stand-in ``aws``.
+and the nginx edge configuration are the ones the code and its tests actually use.  The shell
+script compose runs is run for real, against a stand-in ``aws``; the packaging Job's arguments
+go through the real ``cadenza package`` parser.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from origin.cli import build_parser
 from origin.metrics import create_metrics
 from origin.settings import Settings, load_settings
+from packager.catalogue import read_catalogue, select_shard
 from tests.origin.test_cdn import TEMPLATE as CDN_TEST_TEMPLATE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -912,42 +915,86 @@ def test_the_edge_config_as_rendered_for_kubernetes_passes_nginx_t(
 # -- the packaging Job -----------------------------------------------------------------
 
 
+def _package_argv(job: Doc, env: Mapping[str, str]) -> list[str]:
+    """The package container's arguments as the kubelet expands them: $(NAME) from env."""
+    args: list[str] = _container(job, "package")["args"]
+    return [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], arg) for arg in args]
+
+
+def _package_env(k8s: list[Doc], index: int) -> dict[str, str]:
+    """What $(NAME) can name in the package container: its env and the ConfigMap it reads."""
+    job = _find(k8s, "Job", "cadenza-package")
+    package = _container(job, "package")
+    assert {"configMapRef": {"name": "cadenza-origin"}} in package["envFrom"]
+    config: dict[str, str] = _find(k8s, "ConfigMap", "cadenza-origin")["data"]
+    return {**config, **_env(package), "JOB_COMPLETION_INDEX": str(index)}
+
+
 def test_package_job_is_indexed_and_every_shard_is_taken(k8s: list[Doc]) -> None:
     job = _find(k8s, "Job", "cadenza-package")
     spec = job["spec"]
     assert spec["completionMode"] == "Indexed"
     assert 1 <= spec["parallelism"] <= spec["completions"]
     assert _pod_spec(job)["restartPolicy"] == "Never"
-    fetch = _container(job, "fetch")
-    assert int(_env(fetch)["SHARDS"]) == spec["completions"]
-    (index,) = [e for e in fetch["env"] if e["name"] == "JOB_COMPLETION_INDEX"]
+    package = _container(job, "package")
+    assert int(_env(package)["SHARDS"]) == spec["completions"]
+    (index,) = [e for e in package["env"] if e["name"] == "JOB_COMPLETION_INDEX"]
     assert index["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.annotations['batch.kubernetes.io/job-completion-index']"
     )
-    assert fetch["command"][:2] == ["sh", "/scripts/fetch-shard.sh"]
+    args = package["args"]
+    assert args[args.index("--shard") + 1] == "$(JOB_COMPLETION_INDEX)/$(SHARDS)"
 
 
-def test_package_job_runs_cadenza_package_and_publishes_to_the_origin_root(
+def test_package_job_runs_cadenza_package_into_the_origin_root(
     k8s: list[Doc], kustomization: Doc
 ) -> None:
+    """One container, the cadenza image, whose arguments the real ``cadenza package``
+    parser accepts: the mounted catalogue, this pod's shard, out to CADENZA_ROOT."""
     job = _find(k8s, "Job", "cadenza-package")
-    fetch, package, publish = (_container(job, n) for n in ("fetch", "package", "publish"))
-    assert [c["name"] for c in _pod_spec(job)["initContainers"]] == ["fetch", "package"]
-    work_in = fetch["command"][2]
-    script = " ".join(package["args"])
-    assert f"exec cadenza package {work_in} --out /work/out" in script
+    assert [c["name"] for c in _containers(job)] == ["package"]
+    package = _container(job, "package")
     assert package["image"].split(":")[0] == "cadenza"
-    assert publish["command"] == ["sh", "/scripts/publish.sh", "/work/out", "$(CADENZA_ROOT)"]
-    assert {"configMapRef": {"name": "cadenza-origin"}} in publish["envFrom"]
-    # The scripts it runs are the ones in deploy/scripts, through a generated ConfigMap.
+    assert "command" not in package  # the image's ENTRYPOINT, cadenza
+    assert {"secretRef": {"name": "cadenza-secrets"}} in package["envFrom"]
+    env = _package_env(k8s, 3)
+    argv = _package_argv(job, env)
+    args = build_parser(argv).parse_args(argv)
+    assert args.command == "package"
+    assert args.out == env["CADENZA_ROOT"]
+    assert args.shard == (3, job["spec"]["completions"])
     volumes = {v["name"]: v for v in _pod_spec(job)["volumes"]}
-    generated = _generated_files(kustomization)
-    scripts = generated[volumes["scripts"]["configMap"]["name"]]
-    assert scripts["fetch-shard.sh"].samefile(SCRIPTS / "fetch-shard.sh")
-    assert scripts["publish.sh"].samefile(SCRIPTS / "publish.sh")
-    catalogue = generated[volumes["catalogue"]["configMap"]["name"]]
-    (mount,) = [m for m in fetch["volumeMounts"] if m["name"] == "catalogue"]
-    assert f"{mount['mountPath']}/{next(iter(catalogue))}" == _env(fetch)["CATALOGUE_FILE"]
+    catalogue = _generated_files(kustomization)[volumes["catalogue"]["configMap"]["name"]]
+    (mount,) = [m for m in package["volumeMounts"] if m["name"] == "catalogue"]
+    assert args.catalogue == [Path(mount["mountPath"]) / next(iter(catalogue))]
+    # The root file system is read-only: staging must be on a writable volume.
+    assert package["securityContext"]["readOnlyRootFilesystem"] is True
+    writable = [m["mountPath"] for m in package["volumeMounts"] if not m.get("readOnly")]
+    assert any(args.staging.is_relative_to(m) for m in writable)
+
+
+def test_package_job_shards_deal_every_catalogue_entry_to_exactly_one_pod(
+    k8s: list[Doc], kustomization: Doc, tmp_path: Path
+) -> None:
+    job = _find(k8s, "Job", "cadenza-package")
+    shards = job["spec"]["completions"]
+    volumes = {v["name"]: v for v in _pod_spec(job)["volumes"]}
+    shipped = _generated_files(kustomization)[volumes["catalogue"]["configMap"]["name"]]
+    (source,) = shipped.values()
+    entries = read_catalogue(source)
+    assert entries and all(e.source.startswith("s3://") for e in entries)
+    catalogue = tmp_path / "catalogue.txt"
+    catalogue.write_text(
+        "# masters\n\n" + "\n".join(f"s3://masters/album {n // 3}/t{n}.flac" for n in range(40)),
+        encoding="utf-8",
+    )  # no newline at the end: the last entry must still count
+    entries = read_catalogue(catalogue)
+    taken: list[str] = []
+    for index in range(shards):
+        argv = _package_argv(job, _package_env(k8s, index))
+        args = build_parser(argv).parse_args(argv)
+        taken += [e.track_id for e in select_shard(entries, *args.shard)]
+    assert sorted(taken) == sorted(e.track_id for e in entries)
 
 
 def _fake_aws(tmp_path: Path) -> tuple[dict[str, str], Path]:
@@ -959,45 +1006,6 @@ def _fake_aws(tmp_path: Path) -> tuple[dict[str, str], Path]:
     fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\n', encoding="utf-8")
     fake.chmod(0o755)
     return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}, log
-
-
-@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX shell")
-def test_fetch_shard_deals_every_catalogue_entry_to_exactly_one_pod(
-    k8s: list[Doc], tmp_path: Path
-) -> None:
-    shards = _find(k8s, "Job", "cadenza-package")["spec"]["completions"]
-    env, log = _fake_aws(tmp_path)
-    keys = [f"album {n // 3}/track-{n}.flac" for n in range(11)]
-    catalogue = tmp_path / "catalogue.txt"
-    catalogue.write_text(
-        "# masters\n\n" + "\n".join(k if n % 4 else f"{k}\n# aside" for n, k in enumerate(keys)),
-        encoding="utf-8",
-    )  # no newline at the end: the last entry must still count
-    taken: list[str] = []
-    for index in range(shards):
-        log.unlink(missing_ok=True)
-        subprocess.run(
-            ["sh", str(SCRIPTS / "fetch-shard.sh"), str(tmp_path / f"in{index}")],
-            env={
-                **env,
-                "JOB_COMPLETION_INDEX": str(index),
-                "SHARDS": str(shards),
-                "CATALOGUE_SOURCE": "s3://masters/",
-                "CATALOGUE_FILE": str(catalogue),
-            },
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        calls = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
-        for call in calls:
-            prefix = "s3 cp --only-show-errors s3://masters/"
-            assert call.startswith(prefix), call
-            key = call.removeprefix(prefix).split(f" {tmp_path}/in{index}/")[0]
-            assert call.endswith(f"{tmp_path}/in{index}/{key}")
-            taken.append(key)
-        assert len(calls) in (len(keys) // shards, len(keys) // shards + 1)
-    assert sorted(taken) == sorted(keys)
 
 
 @pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX shell")

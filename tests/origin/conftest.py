@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -17,24 +16,18 @@ import boto3
 import pytest
 import redis
 from aiohttp.test_utils import TestClient, TestServer
-from moto.server import ThreadedMotoServer
 
 from origin.app import create_app
 from origin.settings import Settings
 from packager.ladder import PRESETS
 from packager.track import PackageOptions, package_track
-from tests.conftest import MakeInput
+from tests.conftest import MakeInput, Moto, free_port
+
+__all__ = ["Moto", "free_port"]  # imported from here by the origin tests
 
 BUCKET = "cadenza-test"
 PREFIX = "catalogue"
 TRACK = "track"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")
@@ -46,22 +39,6 @@ def packaged_root(make_input: MakeInput, tmp_path_factory: pytest.TempPathFactor
     )
     assert result.status == "packaged", result.error
     return root
-
-
-class Moto:
-    """A moto S3 server on a loopback port that tests can stop and restart."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
 
 
 @pytest.fixture(scope="session")
