@@ -12,7 +12,7 @@ PORT ?= 8080
 abr-report: install
 	$(PY) samples/traces/report.py
 
-.PHONY: abr-report bench-deps demo test venv install install-test system-deps node-deps sample package lint typecheck pytest bench clean
+.PHONY: abr-report bench-deps demo test venv install install-test system-deps node-deps sample package lint typecheck pytest bench stress clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,14 +28,15 @@ install-test: $(PY)
 	$(PIP) install --quiet -e '.[test]'
 
 # System packages the tests drive for real: nginx (the CDN), Chromium (the players' browser),
-# Node.js/npm (playwright-core), redis-server (the shared session store). Installed from Debian
-# only when missing.
+# Node.js/npm (playwright-core), redis-server (the shared session store), wrk (the origin load
+# test). Installed from Debian only when missing.
 system-deps:
 	@missing=""; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
@@ -91,6 +92,10 @@ bench-deps: install
 
 bench: bench-deps
 	$(PY) -m bench.run
+
+# The origin load test at full length: 1,000 connections for 60 s (make test runs it for 10 s).
+stress: install-test system-deps
+	CADENZA_LOAD_S=60 $(VENV)/bin/pytest tests/origin/test_load.py -q -s
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info

@@ -8,6 +8,8 @@
   pointing at the ``sidx`` (5.3.9.2, 8.3).
 - Loudness: ``SupplementalProperty`` with scheme ``urn:cadenza:loudness:2026``
   and value ``I=<LUFS> TP=<dBTP>[ LRA=<LU>]`` on each AdaptationSet.
+- Content steering (optional, ``manifests.steering``): one MPD-level ``BaseURL``
+  per pathway with its ``serviceLocation``, and ``ContentSteering``.
 
 Element order follows the schema's sequences, and every MPD rendered here
 validates against the official XSD (tests/data/schemas).
@@ -29,6 +31,7 @@ from manifests.model import (
     Rendition,
     SegmentLayout,
 )
+from manifests.steering import SteeringConfig
 
 NS = "urn:mpeg:dash:schema:mpd:2011"
 PROFILE_LIVE = "urn:mpeg:dash:profile:isoff-live:2011"
@@ -111,7 +114,24 @@ def _representation(adaptation: etree._Element, r: Rendition) -> None:
         _timeline(template, r)
 
 
-def render_mpd(p: Presentation) -> str:
+def _steering(mpd: etree._Element, p: Presentation, steering: SteeringConfig) -> None:
+    """MPD-level ``BaseURL``s first, then ``ContentSteering``, before the Period
+    (the MPD sequence: ProgramInformation, BaseURL, Location, ..., ContentSteering,
+    Period; see tests/data/schemas)."""
+    for pathway in steering.pathways:
+        base = etree.SubElement(mpd, _q("BaseURL"))
+        base.set("serviceLocation", pathway.id)
+        base.text = pathway.track_url(p.track_id)
+    element = etree.SubElement(mpd, _q("ContentSteering"))
+    element.set("defaultServiceLocation", steering.default)
+    element.set("queryBeforeStart", "true" if steering.query_before_start else "false")
+    element.text = steering.server_uri
+
+
+def render_mpd(p: Presentation, steering: SteeringConfig | None = None) -> str:
+    """The MPD; with ``steering``, one MPD-level ``BaseURL`` per pathway (its
+    ``serviceLocation`` the pathway id) and a ``ContentSteering`` element, so
+    every Representation's relative ``BaseURL`` resolves on the chosen pathway."""
     layouts = {r.layout for r in p.renditions}
     single = layouts == {SegmentLayout.SINGLE}
     duration = xs_duration(p.duration_ticks, p.timescale)
@@ -120,6 +140,8 @@ def render_mpd(p: Presentation) -> str:
     mpd.set("type", "static")
     mpd.set("mediaPresentationDuration", duration)
     mpd.set("minBufferTime", MIN_BUFFER_TIME)
+    if steering is not None:
+        _steering(mpd, p, steering)
     period = etree.SubElement(mpd, _q("Period"))
     period.set("id", "0")
     period.set("start", "PT0S")

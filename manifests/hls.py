@@ -4,6 +4,8 @@ Audio-only presentations get one ``EXT-X-STREAM-INF`` per rendition: hls.js
 adapts only across variants, not across ``EXT-X-MEDIA`` renditions.  Tags are
 written in the order the RFC lists them (playlist tags, then per-segment tags).
 Durations are computed from integer ticks and formatted only at the end.
+With content steering (``manifests.steering``) the multivariant playlist lists
+every variant once per pathway, after ``EXT-X-CONTENT-STEERING``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from fractions import Fraction
 
 from manifests.errors import ManifestParseError
 from manifests.model import Presentation, Rendition, SegmentLayout
+from manifests.steering import SteeringConfig
 
 VERSION = 7
 LOUDNESS_DATA_IDS = {
@@ -40,8 +43,16 @@ def target_duration_s(rendition: Rendition) -> int:
     )
 
 
-def render_master(p: Presentation) -> str:
+def render_master(p: Presentation, steering: SteeringConfig | None = None) -> str:
+    """The multivariant playlist; with ``steering``, the content steering tag and
+    every variant once per pathway (absolute URIs, ``PATHWAY-ID``,
+    ``STABLE-VARIANT-ID``), pathways in the order the configuration lists them."""
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    if steering is not None:
+        lines.append(
+            f'#EXT-X-CONTENT-STEERING:SERVER-URI="{steering.server_uri}",'
+            f'PATHWAY-ID="{steering.default}"'
+        )
     if p.loudness is not None:
         values = {
             "integrated": p.loudness.integrated_lufs,
@@ -53,13 +64,24 @@ def render_master(p: Presentation) -> str:
                 lines.append(
                     f'#EXT-X-SESSION-DATA:DATA-ID="{LOUDNESS_DATA_IDS[key]}",VALUE="{value:.1f}"'
                 )
-    for r in p.renditions:
-        lines.append(
-            f"#EXT-X-STREAM-INF:BANDWIDTH={r.peak_bitrate_bps},"
-            f'AVERAGE-BANDWIDTH={r.average_bitrate_bps},CODECS="{r.codecs}"'
-        )
-        lines.append(r.playlist_uri)
+    if steering is None:
+        for r in p.renditions:
+            lines.append(_stream_inf(r))
+            lines.append(r.playlist_uri)
+        return "\n".join(lines) + "\n"
+    for pathway in steering.pathways:
+        base = pathway.track_url(p.track_id)
+        for r in p.renditions:
+            lines.append(f'{_stream_inf(r)},PATHWAY-ID="{pathway.id}",STABLE-VARIANT-ID="{r.id}"')
+            lines.append(base + r.playlist_uri)
     return "\n".join(lines) + "\n"
+
+
+def _stream_inf(r: Rendition) -> str:
+    return (
+        f"#EXT-X-STREAM-INF:BANDWIDTH={r.peak_bitrate_bps},"
+        f'AVERAGE-BANDWIDTH={r.average_bitrate_bps},CODECS="{r.codecs}"'
+    )
 
 
 def render_media_playlist(r: Rendition) -> str:
@@ -107,6 +129,7 @@ class Variant:
     bandwidth_bps: int
     average_bandwidth_bps: int | None
     codecs: str | None
+    pathway_id: str | None = None  # PATHWAY-ID, with content steering
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +171,15 @@ def parse_master(text: str) -> tuple[Variant, ...]:
                 average = int(attrs["AVERAGE-BANDWIDTH"]) if "AVERAGE-BANDWIDTH" in attrs else None
             except (KeyError, ValueError) as exc:
                 raise ManifestParseError("HLS master", f"bad BANDWIDTH: {line}") from exc
-            variants.append(Variant(lines[index + 1], bandwidth, average, attrs.get("CODECS")))
+            variants.append(
+                Variant(
+                    lines[index + 1],
+                    bandwidth,
+                    average,
+                    attrs.get("CODECS"),
+                    attrs.get("PATHWAY-ID"),
+                )
+            )
     return tuple(variants)
 
 

@@ -29,6 +29,14 @@ from manifests.filters import InvalidFilterError, RenditionFilter, parse_filter_
 from manifests.hls import render_master
 from manifests.jsonio import presentation_from_json
 from manifests.model import MASTER_NAME, MPD_NAME, PRESENTATION_NAME, Presentation
+from origin.auth import (
+    ADMIN_PREFIXES,
+    TOKEN_PREFIX,
+    check_bearer,
+    redact_path,
+    split_token_path,
+    verify,
+)
 from origin.cache import (
     CONTENT_TYPES,
     CachedObject,
@@ -37,7 +45,16 @@ from origin.cache import (
     cache_control_for,
     suffix_of,
 )
+from origin.content_steering import (
+    content_steering_ctx,
+    handle_pathways,
+    handle_steering,
+    steering_for,
+)
 from origin.errors import (
+    AccessDeniedError,
+    AdminTokenInvalidError,
+    AdminTokenMissingError,
     BadRequestError,
     NoMatchingRenditionsError,
     ObjectNotFoundError,
@@ -45,6 +62,7 @@ from origin.errors import (
     RangeNotSatisfiableError,
     RateLimitedError,
     StorageUnavailableError,
+    TokenMissingError,
 )
 from origin.keys import (
     BEACON_LIMITER,
@@ -55,6 +73,7 @@ from origin.keys import (
     PRESENTATIONS,
     SESSIONS,
     SETTINGS,
+    SIGNING_KEYS,
     STORAGE,
     STORE_HEALTH,
 )
@@ -121,7 +140,7 @@ def _check_ip_rate(request: web.Request) -> None:
     The address is the TCP peer: behind a CDN or proxy that is the proxy, so the
     limit is off by default; media requests are never limited here."""
     limiter = request.app.get(IP_LIMITER)
-    if limiter is None or not request.path.startswith("/v1/"):
+    if limiter is None or not request.path.startswith("/v1/") or request.path == AUTH_CHECK_PATH:
         return
     if limiter.allow(request.remote or "", time.monotonic()):
         return
@@ -134,6 +153,95 @@ def _check_ip_rate(request: web.Request) -> None:
         f"(burst {limiter.burst:g})",
         retry_after_s=max(1, math.ceil(1 / limiter.rate_per_s)),
     )
+
+
+# -- access control (origin/auth.py) ---------------------------------------
+
+AUTH_CHECK_PATH: Final = "/v1/auth"
+# Paths the catch-all does not serve: never media, so never signed.  Admin
+# endpoints check their bearer token on the request itself.
+OPEN_PATHS: Final = frozenset({"/", "/healthz", "/readyz", "/metrics"})
+OPEN_PREFIXES: Final = ("/player/", "/v1/")
+# How long an edge may reuse a verdict of /v1/auth (an allow: never past the
+# token's expiry).
+AUTH_ALLOW_TTL_S: Final = 60
+AUTH_DENY_TTL_S: Final = 10
+_NOT_CANONICAL: Final = ("%", "\\", "#", "//")
+
+
+def _check_admin(request: web.Request) -> None:
+    """``admin_token``: the operators' JSON API needs ``Authorization: Bearer``.
+
+    Decided by the route that will answer (its pattern), not by the path's
+    spelling, so no spelling of a path reaches an admin handler unchecked."""
+    expected = request.app[SETTINGS].admin_token
+    if expected is None:
+        return
+    resource = request.match_info.route.resource
+    pattern = resource.canonical if resource is not None else request.path
+    if pattern.startswith(ADMIN_PREFIXES):
+        check_bearer(request.headers.get("Authorization"), expected)
+
+
+def _media_key(request: web.Request, raw_path: str) -> tuple[str, int | None]:
+    """The storage key a media request names, and its token's expiry.
+
+    With ``signing_keys`` set, the path must be ``/t/<token>/<key>`` with a token
+    that grants ``/<key>`` now (403 otherwise); without, a ``/t/<token>`` prefix
+    is dropped unchecked, so signed URLs can be handed out before enforcing them."""
+    keys = request.app[SIGNING_KEYS]
+    token, rest = split_token_path(raw_path, strict=bool(keys))
+    if not keys:
+        return safe_key(rest), None
+    if token is None:
+        raise TokenMissingError(f"a signed URL ({TOKEN_PREFIX}<token>/...) is required")
+    key = safe_key(rest)
+    return key, verify(keys, "/" + key, token, time.time())
+
+
+def _canonical(path: str) -> bool:
+    """True when an nginx edge's normalised ``$uri`` is this raw path unchanged: no
+    percent-encoding, backslash, fragment, empty or dot segment.  The edge caches
+    and routes by ``$uri``, so a verdict on any other form could be about another
+    object than the one it serves."""
+    if not path.startswith("/") or any(bad in path for bad in _NOT_CANONICAL):
+        return False
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in path):
+        return False
+    return not any(segment in (".", "..") for segment in path.split("/"))
+
+
+async def handle_auth_check(request: web.Request) -> web.Response:
+    """``GET /v1/auth`` for a CDN edge (nginx ``auth_request``): may the request in
+    ``X-Original-URI`` be served?  200, or 403 with the reason in the JSON body and
+    in ``X-Cadenza-Auth-Error``; ``Cache-Control`` says how long the edge may keep
+    the verdict."""
+    original = request.headers.get("X-Original-URI")
+    if original is None:
+        raise BadRequestError("X-Original-URI is required: the path to check")
+    path = original.split("?", 1)[0]
+    allow_s = AUTH_ALLOW_TTL_S
+    try:
+        if request.app[SIGNING_KEYS]:
+            if not _canonical(path):
+                raise AccessDeniedError("the path is not in canonical form")
+            if path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
+                _key, expires_s = _media_key(request, path)
+                if expires_s is not None:
+                    allow_s = min(allow_s, math.floor(expires_s - time.time()))
+    except (AccessDeniedError, BadRequestError) as exc:
+        code = exc.code if isinstance(exc, AccessDeniedError) else "bad_path"
+        request.app[METRICS].access_denied.labels(code).inc()
+        return web.json_response(
+            {"error": code, "detail": exc.detail},
+            status=403,
+            headers={
+                "Cache-Control": f"max-age={AUTH_DENY_TTL_S}",
+                "X-Cadenza-Auth-Error": code,
+            },
+        )
+    control = f"max-age={allow_s}" if allow_s > 0 else "no-store"
+    return web.json_response({"status": "allowed"}, headers={"Cache-Control": control})
 
 
 @web.middleware
@@ -159,7 +267,8 @@ async def edge_middleware(
                 **cors,
                 "Access-Control-Allow-Methods": "GET, HEAD, POST, OPTIONS",
                 "Access-Control-Allow-Headers": (
-                    f"Range, If-None-Match, If-Modified-Since, Content-Type, {CMCD_HEADERS}"
+                    f"Range, If-None-Match, If-Modified-Since, Content-Type, Authorization, "
+                    f"{CMCD_HEADERS}"
                 ),
                 "Access-Control-Max-Age": "86400",
             },
@@ -167,13 +276,14 @@ async def edge_middleware(
     else:
         try:
             _check_ip_rate(request)
+            _check_admin(request)
             response = await handler(request)
         except RangeNotSatisfiableError as exc:
             response = _json_error(
                 exc.status, exc.code, exc.detail, {"Content-Range": f"bytes */{exc.size_bytes}"}
             )
         except StorageUnavailableError as exc:
-            metrics.storage_errors.labels(exc.backend, "unavailable").inc()
+            metrics.storage_errors.labels(exc.backend, exc.kind).inc()
             response = _json_error(
                 exc.status, exc.code, exc.detail, {"Retry-After": str(settings.retry_after_s)}
             )
@@ -181,12 +291,20 @@ async def edge_middleware(
             response = _json_error(
                 exc.status, exc.code, exc.detail, {"Retry-After": str(exc.retry_after_s)}
             )
+        except AdminTokenMissingError as exc:
+            metrics.access_denied.labels(exc.code).inc()
+            response = _json_error(
+                exc.status, exc.code, exc.detail, {"WWW-Authenticate": 'Bearer realm="cadenza"'}
+            )
+        except (AccessDeniedError, AdminTokenInvalidError) as exc:
+            metrics.access_denied.labels(exc.code).inc()
+            response = _json_error(exc.status, exc.code, exc.detail)
         except OriginError as exc:
             response = _json_error(exc.status, exc.code, exc.detail)
         except web.HTTPException as exc:
             response = _json_error(exc.status, "http", exc.reason)
         except Exception:  # a bug: log it, never leak a traceback to the client
-            log.exception("unhandled error serving %s", request.path)
+            log.exception("unhandled error serving %s", redact_path(request.path))
             response = _json_error(500, "internal", "internal error; see the origin's log")
         for name, value in cors.items():
             if name == "Vary" and "Vary" in response.headers:
@@ -427,7 +545,11 @@ async def _rendered_manifest(
         control = f"private, max-age={settings.manifest_max_age_s}"
         how = "steered"
         vary_session = observed.sid_from_header
-    text = render_master(shaped) if name == MASTER_NAME else render_mpd(shaped)
+    steering = steering_for(request, track, "hls" if name == MASTER_NAME else "dash")
+    if steering is not None and split_token_path(request.raw_path, strict=False)[0]:
+        # Its pathway URIs carry this viewer's token: not for a shared cache.
+        control = f"private, max-age={settings.manifest_max_age_s}"
+    text = render_master(shaped, steering) if name == MASTER_NAME else render_mpd(shaped, steering)
     body = text.encode("utf-8")
     info = ObjectInfo(len(body), source.mtime_s, "")
     response = respond_with_object(
@@ -457,7 +579,7 @@ async def _add_cmsd(
 
 
 async def handle_file(request: web.Request) -> web.StreamResponse:
-    key = safe_key(request.raw_path)
+    key, _expires_s = _media_key(request, request.raw_path.split("?", 1)[0])
     if "/" not in key:
         raise ObjectNotFoundError("only files inside a track folder are served")
     track = key.split("/", 1)[0]
@@ -465,7 +587,9 @@ async def handle_file(request: web.Request) -> web.StreamResponse:
     name = key.rsplit("/", 1)[-1]
     steered = observed is not None and request.app[SETTINGS].steering
     is_manifest = name in (MASTER_NAME, MPD_NAME) and key.count("/") == 1
-    if is_manifest and (steered or FILTER_KEYS & request.query.keys()):
+    # With content steering the manifests name the pathways: always rendered.
+    pathways = bool(request.app[SETTINGS].pathways)
+    if is_manifest and (steered or pathways or FILTER_KEYS & request.query.keys()):
         return await _rendered_manifest(request, key, observed)
     try:
         obj, how = await _load(request, key)
@@ -595,6 +719,7 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.Application:
     app = web.Application(middlewares=[edge_middleware], client_max_size=64 * 1024)
     app[SETTINGS] = settings
+    app[SIGNING_KEYS] = tuple(key.encode("utf-8") for key in settings.signing_keys)
     app[METRICS] = metrics or create_metrics(shared_sessions=settings.redis_url is not None)
     app[CACHE] = HotCache(
         settings.cache_max_bytes, settings.cache_max_object_bytes, settings.manifest_max_age_s
@@ -608,6 +733,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app.cleanup_ctx.append(_storage_ctx)
     if settings.redis_url:
         app.cleanup_ctx.append(_redis_ctx)
+    if settings.pathways:
+        app.cleanup_ctx.append(content_steering_ctx)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/metrics", handle_metrics)
@@ -616,12 +743,16 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app.router.add_get("/player/lib/{name}", handle_player_lib)
     app.router.add_get("/player/{name}", handle_player_page)
     app.router.add_get("/v1/tracks", handle_tracks)
+    app.router.add_get(AUTH_CHECK_PATH, handle_auth_check)
     app.router.add_post("/v1/beacons", handle_beacons)
     app.router.add_get("/v1/sessions", handle_sessions)
     # Any printable sid (braces and slashes too: the default pattern refuses them).
     app.router.add_get("/v1/sessions/{sid:.+}", handle_session)
     app.router.add_get("/v1/ladder/recommendation", handle_ladder_recommendation)
-    app.router.add_route("*", "/{path:.*}", _dispatch)
+    app.router.add_get("/v1/steering/{track}", handle_steering)
+    app.router.add_get("/v1/pathways", handle_pathways)
+    # [\s\S], not ".": a path with an encoded newline is still ours to refuse (400, 403).
+    app.router.add_route("*", r"/{path:[\s\S]*}", _dispatch)
     return app
 
 

@@ -52,10 +52,20 @@ class StorageUnavailableError(OriginError):
 
     status = 503
     code = "storage_unavailable"
+    kind = "unavailable"  # the ``kind`` label of cadenza_storage_errors_total
 
     def __init__(self, detail: str, backend: str) -> None:
         self.backend = backend
         super().__init__(detail)
+
+
+class StorageTimeoutError(StorageUnavailableError):
+    """Storage did not answer within ``storage_timeout_s``: a gateway timeout, with
+    ``Retry-After`` like any storage failure."""
+
+    status = 504
+    code = "storage_timeout"
+    kind = "timeout"
 
 
 class StoreUnavailableError(OriginError):
@@ -128,3 +138,48 @@ class NotEnoughDataError(OriginError):
 
     status = 409
     code = "not_enough_data"
+
+
+class AccessDeniedError(OriginError):
+    """A media request without a valid signed-URL token (``origin.auth``): ``403``.
+
+    The code says which check failed; no detail names a key or the signature
+    that was expected."""
+
+    status = 403
+    code = "forbidden"
+
+
+class TokenMissingError(AccessDeniedError):
+    code = "token_missing"
+
+
+class TokenMalformedError(AccessDeniedError):
+    code = "token_malformed"
+
+
+class BadSignatureError(AccessDeniedError):
+    code = "bad_signature"
+
+
+class TokenExpiredError(AccessDeniedError):
+    code = "token_expired"
+
+
+class WrongPathError(AccessDeniedError):
+    """A valid token used for a path outside its scope (a swapped token)."""
+
+    code = "wrong_path"
+
+
+class AdminTokenMissingError(OriginError):
+    """An admin endpoint asked without ``Authorization: Bearer``: ``401`` with
+    ``WWW-Authenticate: Bearer``."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class AdminTokenInvalidError(OriginError):
+    status = 403
+    code = "bad_admin_token"

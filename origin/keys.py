@@ -27,3 +27,5 @@ BEACON_LIMITER: Final = web.AppKey("beacon_limiter", RateLimiter)
 IP_LIMITER: Final = web.AppKey("ip_limiter", RateLimiter)
 # Only when CADENZA_REDIS_URL is set: whether the shared session store answers.
 STORE_HEALTH: Final = web.AppKey("store_health", StoreHealth)
+# settings.signing_keys as bytes, current key first (empty: signed URLs are off).
+SIGNING_KEYS: Final = web.AppKey("signing_keys", tuple[bytes, ...])

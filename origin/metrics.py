@@ -45,8 +45,12 @@ class Metrics:
     sessions_evicted: Counter
     ip_rate_limited: Counter
     connections_refused: Counter
+    access_denied: Counter
     redis_up: Gauge
     redis_fallbacks: Counter
+    pathway_up: Gauge
+    steering_responses: Counter
+    steering_malformed: Counter
     # Labelled children, looked up once: ``labels()`` takes a lock and builds a
     # tuple on every call, a measurable share of a hot-cache hit.
     _children: dict[tuple[str, ...], tuple[Any, Any, Any]] = field(default_factory=dict)
@@ -184,6 +188,12 @@ def create_metrics(*, shared_sessions: bool = False) -> Metrics:
             "Connections closed on accept because max_connections were already open",
             registry=registry,
         ),
+        access_denied=Counter(
+            "cadenza_access_denied",
+            "Requests refused by access control (signed URLs, admin token), by reason",
+            ["reason"],
+            registry=registry,
+        ),
         redis_up=Gauge(
             "cadenza_redis_up",
             "1 while the shared session store (CADENZA_REDIS_URL) answers; 0 when it does not "
@@ -196,6 +206,26 @@ def create_metrics(*, shared_sessions: bool = False) -> Metrics:
             "Session and population store operations served from local memory "
             "because Redis was unavailable",
             ["store"],
+            registry=registry,
+        ),
+        pathway_up=Gauge(
+            "cadenza_pathway_up",
+            "1 while a content steering pathway (CDN) answers its health probe, 0 once it "
+            "failed pathway_health_failures probes in a row",
+            ["pathway"],
+            registry=registry,
+            multiprocess_mode="livemin",
+        ),
+        steering_responses=Counter(
+            "cadenza_steering_responses",
+            "Content steering manifests served, by player protocol and the pathway ranked first",
+            ["protocol", "first"],
+            registry=registry,
+        ),
+        steering_malformed=Counter(
+            "cadenza_steering_malformed_args",
+            "_HLS_/_DASH_ pathway and throughput query arguments ignored as malformed or unknown",
+            ["arg"],
             registry=registry,
         ),
     )

@@ -13,8 +13,8 @@ order of precedence).
 | cors_allow_origin | CADENZA_CORS_ALLOW_ORIGIN | * | Access-Control-Allow-Origin |
 | cache_max_bytes | CADENZA_CACHE_MAX_BYTES | 268435456 | hot in-memory cache size |
 | cache_max_object_bytes | CADENZA_CACHE_MAX_OBJECT_BYTES | 16777216 | larger: not cached |
-| storage_timeout_s | CADENZA_STORAGE_TIMEOUT_S | 5.0 | connect/read timeout for S3 |
-| retry_after_s | CADENZA_RETRY_AFTER_S | 5 | Retry-After on 503 |
+| storage_timeout_s | CADENZA_STORAGE_TIMEOUT_S | 5.0 | connect/read timeout for S3 (then 504) |
+| retry_after_s | CADENZA_RETRY_AFTER_S | 5 | Retry-After on a storage 503 or 504 |
 | s3_endpoint_url | AWS_ENDPOINT_URL | (AWS) | S3-compatible endpoint |
 | player_assets_dir | CADENZA_PLAYER_ASSETS_DIR | node_modules | npm folder with the players |
 | steering | CADENZA_STEERING | true | per-session manifests and CMSD for sessions with a `sid` |
@@ -36,6 +36,19 @@ order of precedence).
 | max_header_bytes | CADENZA_MAX_HEADER_BYTES | 8190 | longest request line, longest header |
 | max_headers | CADENZA_MAX_HEADERS | 64 | most header fields in a request |
 | shutdown_timeout_s | CADENZA_SHUTDOWN_TIMEOUT_S | 10.0 | SIGTERM: in-flight answers' grace |
+| signing_keys | CADENZA_SIGNING_KEYS | (none: off) | secret: URL-signing keys, current first |
+| admin_token | CADENZA_ADMIN_TOKEN | (none: open) | secret: bearer for /v1/sessions, /v1/ladder |
+| pathways | CADENZA_PATHWAYS | (none: off) | content steering: id, base_url, weight |
+| pathway_clones | (TOML only) | (none) | id, base_id, host, params, weight |
+| content_steering_url | CADENZA_CONTENT_STEERING_URL | (request's) | this origin, for players |
+| content_steering_default | CADENZA_CONTENT_STEERING_DEFAULT | (first) | start pathway |
+| content_steering_ttl_s | CADENZA_CONTENT_STEERING_TTL_S | 10 | TTL of steering responses |
+| content_steering_query_before_start | (same, upper case) | false | DASH queryBeforeStart |
+| pathway_health_path | CADENZA_PATHWAY_HEALTH_PATH | /healthz | probed below base_url |
+| pathway_health_interval_s | CADENZA_PATHWAY_HEALTH_INTERVAL_S | 2.0 | between probes |
+| pathway_health_timeout_s | CADENZA_PATHWAY_HEALTH_TIMEOUT_S | 1.0 | slower: failed |
+| pathway_health_failures | CADENZA_PATHWAY_HEALTH_FAILURES | 3 | in a row: down (1 ok: up) |
+| pathway_recover_hold_s | CADENZA_PATHWAY_RECOVER_HOLD_S | 10.0 | back up: ranked low this long |
 """
 
 from __future__ import annotations
@@ -44,11 +57,19 @@ import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from origin.errors import SettingsError
+from origin.pathways import (
+    PathwayCloneSetting,
+    PathwayConfigError,
+    PathwaySetting,
+    check_steering,
+    parse_clones,
+    parse_pathways,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +90,7 @@ class Settings:
     steering: bool = True
     sessions_max: int = 100_000
     session_ttl_s: float = 1800.0
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
     redis_timeout_s: float = 0.25
     redis_retry_s: float = 5.0
     beacon_max_bytes: int = 64 * 1024
@@ -85,6 +106,20 @@ class Settings:
     max_header_bytes: int = 8190
     max_headers: int = 64
     shutdown_timeout_s: float = 10.0
+    # Secrets: never in repr, logs, errors or metrics (see origin/auth.py).
+    signing_keys: tuple[str, ...] = field(default=(), repr=False)
+    admin_token: str | None = field(default=None, repr=False)
+    pathways: tuple[PathwaySetting, ...] = ()
+    pathway_clones: tuple[PathwayCloneSetting, ...] = ()
+    content_steering_url: str | None = None
+    content_steering_default: str | None = None
+    content_steering_ttl_s: int = 10
+    content_steering_query_before_start: bool = False
+    pathway_health_path: str = "/healthz"
+    pathway_health_interval_s: float = 2.0
+    pathway_health_timeout_s: float = 1.0
+    pathway_health_failures: int = 3
+    pathway_recover_hold_s: float = 10.0
 
     @property
     def is_s3(self) -> bool:
@@ -93,12 +128,51 @@ class Settings:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-_POSITIVE_INTS = frozenset({"port", "workers", "ip_burst", "max_header_bytes", "max_headers"})
-_ZERO_MEANS_OFF = frozenset({"ip_rate_per_s"})
+_POSITIVE_INTS = frozenset(
+    {
+        "port",
+        "workers",
+        "ip_burst",
+        "max_header_bytes",
+        "max_headers",
+        "content_steering_ttl_s",
+        "pathway_health_failures",
+    }
+)
+_ZERO_MEANS_OFF = frozenset({"ip_rate_per_s", "pathway_recover_hold_s"})
+
+MIN_SECRET_CHARS = 16
+_HIDDEN = "(hidden)"  # what a SettingsError shows instead of a secret
+
+
+def _signing_keys(value: object) -> tuple[str, ...]:
+    """A comma-separated string (environment) or a list (TOML); never echoed."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(k, str) for k in items):
+        raise SettingsError("signing_keys", _HIDDEN, "expected comma-separated strings")
+    keys = tuple(k.strip() for k in items if k.strip())
+    if any(len(k) < MIN_SECRET_CHARS for k in keys):
+        raise SettingsError(
+            "signing_keys", _HIDDEN, f"each key must be at least {MIN_SECRET_CHARS} characters"
+        )
+    return keys
 
 
 def _coerce(name: str, value: object) -> object:
     kind = _FIELDS[name].type
+    if name == "signing_keys":
+        return _signing_keys(value)
+    if name == "admin_token":
+        if not isinstance(value, str) or len(value.strip()) < MIN_SECRET_CHARS:
+            raise SettingsError(name, _HIDDEN, f"must be at least {MIN_SECRET_CHARS} characters")
+        return value.strip()
+    try:
+        if name == "pathways":
+            return parse_pathways(value)
+        if name == "pathway_clones":
+            return parse_clones(value)
+    except PathwayConfigError as exc:
+        raise SettingsError(name, "...", str(exc)) from None
     text = str(value)
     if kind == "bool":
         if isinstance(value, bool):
@@ -122,6 +196,10 @@ def _coerce(name: str, value: object) -> object:
             return seconds
     except ValueError:
         raise SettingsError(name, value, f"expected {kind}") from None
+    if name == "content_steering_url" and not text.startswith(("http://", "https://")):
+        raise SettingsError(name, value, "expected an http:// or https:// URL")
+    if name == "pathway_health_path" and not text.startswith("/"):
+        raise SettingsError(name, value, "expected a path starting with /")
     if name == "redis_url" and not text.startswith(REDIS_SCHEMES):
         # The URL may carry a password: echo only its scheme.
         shown = text.partition(":")[0] + ":..." if ":" in text else "..."
@@ -145,7 +223,8 @@ def load_settings(
         table = data.get("origin", data)
         for key, value in table.items():
             if key not in _FIELDS:
-                raise SettingsError(key, value, f"unknown setting in {config_file}")
+                # Not echoed: a misspelt secret (signing_key = ...) must not reach a log.
+                raise SettingsError(key, _HIDDEN, f"unknown setting in {config_file}")
             values[key] = value
     if env.get("AWS_ENDPOINT_URL"):
         values["s3_endpoint_url"] = env["AWS_ENDPOINT_URL"]
@@ -159,4 +238,11 @@ def load_settings(
     if not values.get("root"):
         raise SettingsError("root", None, "a ROOT folder or s3:// URL is required")
     coerced = {name: _coerce(name, value) for name, value in values.items()}
-    return Settings(**coerced)  # type: ignore[arg-type]
+    settings = Settings(**coerced)  # type: ignore[arg-type]
+    try:
+        check_steering(
+            settings.pathways, settings.pathway_clones, settings.content_steering_default
+        )
+    except PathwayConfigError as exc:
+        raise SettingsError("pathways", "...", str(exc)) from None
+    return settings

@@ -17,7 +17,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Protocol
 
-from origin.errors import ObjectNotFoundError, StorageUnavailableError
+from origin.errors import ObjectNotFoundError, StorageTimeoutError, StorageUnavailableError
 
 log = logging.getLogger("cadenza.origin.storage")
 
@@ -135,11 +135,31 @@ class LocalStorage:
         return None
 
 
+def _s3_failure(exc: BaseException, what: str, backend: str) -> StorageUnavailableError:
+    """A timeout (504) or any other failure to get an answer (503)."""
+    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+    if isinstance(exc, (TimeoutError, ConnectTimeoutError, ReadTimeoutError)):
+        return StorageTimeoutError(f"{what}: timed out", backend)
+    return StorageUnavailableError(f"{what}: {type(exc).__name__}", backend)
+
+
+def _body_errors() -> tuple[type[BaseException], ...]:
+    """What reading an S3 body can raise when the connection stalls or drops
+    mid-body: botocore's (ResponseStreamingError, IncompleteReadError, read
+    timeouts) and aiohttp's own (ClientPayloadError is not wrapped)."""
+    import aiohttp
+    from botocore.exceptions import BotoCoreError
+
+    return (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError)
+
+
 class S3Storage:
     """Objects below ``s3://bucket/prefix`` through aioboto3.
 
-    Short timeouts and few retries: a dead S3 must turn into a quick 503, not a
-    hung request.  ``AWS_ENDPOINT_URL`` (e.g. a moto server) is honoured."""
+    Short timeouts and few retries: a dead S3 must turn into a quick 503 (a
+    slow one into a 504), not a hung request.  ``AWS_ENDPOINT_URL`` (e.g. a
+    moto server) is honoured."""
 
     name = "s3"
 
@@ -186,9 +206,7 @@ class S3Storage:
                 f"S3 {operation} failed: {code or status}", self.name
             ) from exc
         except (BotoCoreError, OSError, TimeoutError) as exc:
-            raise StorageUnavailableError(
-                f"S3 unreachable: {type(exc).__name__}", self.name
-            ) from exc
+            raise _s3_failure(exc, "S3 unreachable", self.name) from exc
 
     @staticmethod
     def _info(response: dict[str, Any]) -> ObjectInfo:
@@ -203,18 +221,23 @@ class S3Storage:
 
     async def read(self, key: str) -> StoredObject:
         response = await self._call(key, "get_object")
+        body = await self._body(response, total_timeout_s=self.timeout_s * 4)
+        return StoredObject(self._info(response), body)
+
+    async def _body(self, response: dict[str, Any], *, total_timeout_s: float | None) -> bytes:
+        """The body; a stall longer than ``timeout_s`` (botocore's read timeout) or a
+        connection dropped mid-body is a storage failure, never a 500."""
         try:
             async with response["Body"] as stream:
-                body = await asyncio.wait_for(stream.read(), timeout=self.timeout_s * 4)
-        except (OSError, TimeoutError) as exc:
-            raise StorageUnavailableError("S3 body read failed", self.name) from exc
-        return StoredObject(self._info(response), body)
+                data: bytes = await asyncio.wait_for(stream.read(), timeout=total_timeout_s)
+                return data
+        except _body_errors() as exc:
+            raise _s3_failure(exc, "S3 body read failed", self.name) from exc
 
     async def read_range(self, key: str, start: int, end: int) -> bytes:
         response = await self._call(key, "get_object", Range=f"bytes={start}-{end}")
-        async with response["Body"] as stream:
-            data: bytes = await stream.read()
-            return data
+        # A large span may take a while: only a stall (the read timeout) ends it.
+        return await self._body(response, total_timeout_s=None)
 
     async def ping(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -1,9 +1,12 @@
 // Drive one playback case in headless Debian Chromium with playwright-core.
 // Usage: node drive.mjs '<json config>'   -> prints one JSON result line.
 // Config: {page, player, src, play_s, timeout_s, throttle: {after_s, kbps, latency_ms},
-//          seek_to_s, buffer_s, cmcd, cmsd, session_id, screenshot, chromium}
+//          seek_to_s, buffer_s, cmcd, cmsd, session_id, screenshot, chromium,
+//          record_requests: true (every response and failed request, with its wall time),
+//          notify: {at_s, file} (write file once currentTime >= at_s: a cue for the test),
+//          evaluate: "<JS expression>" (its value, at the end, in result.evaluated)}
 import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -29,6 +32,13 @@ async function main() {
     page.on("console", (m) => { if (m.type() === "error") result.console.push(m.text().slice(0, 300)); });
     page.on("response", (r) => { if (r.status() >= 400) result.console.push(`HTTP ${r.status()} ${r.url()}`); });
     page.on("pageerror", (e) => result.console.push(`pageerror: ${String(e).slice(0, 300)}`));
+    if (cfg.record_requests) {
+      // Wall-clock seconds, so a test can line requests up with what it did meanwhile.
+      result.requests = [];
+      const keep = (entry) => { if (result.requests.length < 5000) result.requests.push(entry); };
+      page.on("response", (r) => keep({ wall: Date.now() / 1000, url: r.url(), status: r.status() }));
+      page.on("requestfailed", (q) => keep({ wall: Date.now() / 1000, url: q.url(), status: null, failed: (q.failure() || {}).errorText || "failed" }));
+    }
     const cdp = await context.newCDPSession(page);
     await cdp.send("Network.enable");
     await page.goto(cfg.page, { waitUntil: "load" });
@@ -58,8 +68,12 @@ async function main() {
       if (cfg.demo) break;
       snap = await page.evaluate(() => (window.cadenzaSnapshot ? window.cadenzaSnapshot() : null));
       if (snap === null) continue;
-      result.samples.push({ t: (Date.now() - started) / 1000, current_time: snap.current_time, bitrate_bps: snap.bitrate_bps, buffered: snap.buffered });
+      result.samples.push({ t: (Date.now() - started) / 1000, wall: Date.now() / 1000, current_time: snap.current_time, bitrate_bps: snap.bitrate_bps, buffered: snap.buffered });
       if (snap.fatal) break;
+      if (cfg.notify && !result.notified && snap.current_time >= cfg.notify.at_s) {
+        result.notified = { wall: Date.now() / 1000, current_time: snap.current_time };
+        writeFileSync(cfg.notify.file, JSON.stringify(result.notified));
+      }
       const highEnough = !cfg.throttle || (snap.bitrate_bps || 0) >= (cfg.throttle.min_bitrate_bps || 0);
       if (cfg.throttle && !throttled && snap.current_time >= cfg.throttle.after_s && highEnough) {
         const bytesPerS = (cfg.throttle.kbps * 1000) / 8;
@@ -84,6 +98,8 @@ async function main() {
       }
     }
     if (cfg.screenshot) await page.screenshot({ path: cfg.screenshot, fullPage: true });
+    // A JavaScript expression whose (JSON-able) value the test wants from the page at the end.
+    if (cfg.evaluate) result.evaluated = await page.evaluate(cfg.evaluate);
     result.final = snap;
     result.ok = true;
   } catch (e) {

@@ -8,12 +8,18 @@
   const state = {
     player: null, src: null, started_at: null, startup_s: null, playing: false,
     errors: [], fatal: null, switches: [], bitrate_bps: null, rms: 0, rms_max: 0,
-    events: [],
+    events: [], steering: [],
   };
   window.cadenzaState = state;
 
   function now() { return performance.now() / 1000; }
   function note(kind, detail) { state.events.push({ t: now(), kind, detail }); }
+
+  // Content steering: each steering manifest the player loaded, with its priority.
+  function noteSteering(priority) {
+    state.steering.push({ t: now(), wall: Date.now() / 1000, priority: priority || null });
+    if (state.steering.length > 200) state.steering.shift();
+  }
 
   function recordSwitch(bitrate) {
     if (bitrate && bitrate !== state.bitrate_bps) {
@@ -54,6 +60,9 @@
       recordSwitch(level && level.bitrate);
       note("level", level && level.bitrate);
     });
+    hls.on(Hls.Events.STEERING_MANIFEST_LOADED, (_e, data) => {
+      noteSteering(data.steeringManifest && data.steeringManifest["PATHWAY-PRIORITY"]);
+    });
     hls.loadSource(src);
     hls.attachMedia(audio);
     window.cadenzaPlayer = hls;
@@ -68,12 +77,19 @@
     player.on(dashjs.MediaPlayer.events.ERROR, (e) => {
       const msg = e && e.error ? `${e.error.code}:${e.error.message}` : "error";
       state.errors.push(msg);
-      state.fatal = msg;
+      // A segment that failed after its retries (27 content, 28 initialization) is not the
+      // end: dash.js blacklists that BaseURL's service location and carries on with another
+      // (or retries the same). Any other error stops playback.
+      const code = e && e.error ? e.error.code : null;
+      if (code !== 27 && code !== 28) state.fatal = msg;
     });
     player.on(dashjs.MediaPlayer.events.QUALITY_CHANGE_RENDERED, (e) => {
       const rep = e.newRepresentation || null;
       recordSwitch(rep ? rep.bandwidth : null);
       note("quality", rep ? rep.bandwidth : null);
+    });
+    player.on(dashjs.MediaPlayer.events.CONTENT_STEERING_REQUEST_COMPLETED, (e) => {
+      noteSteering(e && e.currentSteeringResponseData && e.currentSteeringResponseData.pathwayPriority);
     });
     player.initialize(audio, src, true);
     window.cadenzaPlayer = player;
@@ -135,11 +151,21 @@
     return { requests: requests.length, with_etp: withEtp.length, last_etp_kbps: last ? last.cmsd.dynamic.etp : null };
   }
 
+  function currentPathway() {
+    // hls.js: the PATHWAY-ID of the level it loads (content steering keeps one pathway's levels).
+    const player = window.cadenzaPlayer;
+    if (state.player === "hls" && player && player.levels) {
+      const level = player.levels[player.loadLevel >= 0 ? player.loadLevel : player.currentLevel];
+      return level ? level.pathwayId : null;
+    }
+    return null;
+  }
+
   window.cadenzaSnapshot = function () {
     const audio = document.getElementById("audio");
     const ranges = [];
     for (let i = 0; i < audio.buffered.length; i++) ranges.push([audio.buffered.start(i), audio.buffered.end(i)]);
-    return Object.assign({}, state, { current_time: audio.currentTime, paused: audio.paused, buffered: ranges, events: state.events.slice(-50), cmsd: cmsdSeen() });
+    return Object.assign({}, state, { current_time: audio.currentTime, paused: audio.paused, buffered: ranges, events: state.events.slice(-50), cmsd: cmsdSeen(), pathway: currentPathway() });
   };
 
   const params = new URLSearchParams(location.search);
