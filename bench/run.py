@@ -53,11 +53,15 @@ def _row_line(row: dict[str, Any]) -> str:
     )
 
 
+def _minutes(elapsed_s: float | None) -> str:
+    return "duration not recorded" if elapsed_s is None else f"{elapsed_s / 60:.1f} min"
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     """The README table: every suite's rows under the date and duration of its run."""
     suites: dict[str, dict[str, Any]] = results["suites"]
     runs = "; ".join(
-        f"{name} rows {suite['date']} ({float(suite['elapsed_s']) / 60:.1f} min, "
+        f"{name} rows {suite['date']} ({_minutes(suite.get('elapsed_s'))}, "
         f"commit {suite['commit']})"
         for name, suite in suites.items()
     )
