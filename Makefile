@@ -12,7 +12,8 @@ PORT ?= 8080
 abr-report: install
 	$(PY) samples/traces/report.py
 
-.PHONY: abr-report bench-deps demo test venv install install-test system-deps node-deps sample package lint typecheck pytest bench stress clean
+
+.PHONY: stress-memory abr-report bench-deps demo test venv install install-test system-deps node-deps sample package lint typecheck pytest bench stress clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -96,6 +97,11 @@ bench: bench-deps
 # The origin load test at full length: 1,000 connections for 60 s (make test runs it for 10 s).
 stress: install-test system-deps
 	CADENZA_LOAD_S=60 $(VENV)/bin/pytest tests/origin/test_load.py -q -s
+
+# Peak RSS packaging a 3-hour track against a 3-minute one (~25 min); writes
+# bench/stress-memory.json. STRESS_LONG_S sets the long track's length.
+stress-memory: bench-deps
+	$(PY) -m bench.stress_memory
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info
