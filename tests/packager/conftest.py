@@ -9,7 +9,9 @@ and the processes the packager starts (forked children, Dask workers) alike.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import logging
 import os
 import threading
 import uuid
@@ -187,3 +189,32 @@ def list_keys(endpoint_url: str, bucket: str, prefix: str = "") -> list[str]:
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys += [str(o["Key"]) for o in page.get("Contents", [])]
     return sorted(keys)
+
+
+def scheduler_task_prefixes(address: str) -> list[str]:
+    """Task name prefixes a Dask scheduler has seen: proof that work ran there."""
+    from distributed import Client
+
+    def prefixes(dask_scheduler: Any) -> list[str]:
+        return sorted(dask_scheduler.task_prefixes)
+
+    with Client(address, set_as_default=False) as client:
+        found: list[str] = client.run_on_scheduler(prefixes)
+        return found
+
+
+@contextlib.contextmanager
+def local_cluster() -> Iterator[str]:
+    """A real Dask LocalCluster on loopback (two worker processes, the same scheduler
+    and workers as in production); yields the scheduler address."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=":0",
+        silence_logs=logging.ERROR,
+    ) as cluster:
+        yield str(cluster.scheduler_address)

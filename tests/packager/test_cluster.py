@@ -5,10 +5,8 @@ loopback; one corrupt track fails alone; a rerun skips what is done."""
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,7 +14,12 @@ from manifests.media_types import cache_control_for, content_type_for
 from manifests.model import PRESENTATION_NAME
 from origin.cli import main
 from tests.conftest import MakeInput, Moto, free_port
-from tests.packager.conftest import list_keys, s3_client
+from tests.packager.conftest import (
+    list_keys,
+    local_cluster,
+    s3_client,
+    scheduler_task_prefixes,
+)
 
 LADDER = """
 name = "cluster-test"
@@ -28,28 +31,8 @@ bitrate_kbps = 64
 
 @pytest.fixture(scope="module")
 def scheduler() -> Iterator[str]:
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=":0",
-        silence_logs=logging.ERROR,
-    ) as cluster:
-        yield str(cluster.scheduler_address)
-
-
-def _task_prefixes(address: str) -> list[str]:
-    from distributed import Client
-
-    def prefixes(dask_scheduler: Any) -> list[str]:
-        return sorted(dask_scheduler.task_prefixes)
-
-    with Client(address, set_as_default=False) as client:
-        found: list[str] = client.run_on_scheduler(prefixes)
-        return found
+    with local_cluster() as address:
+        yield address
 
 
 @pytest.mark.slow
@@ -93,7 +76,7 @@ def test_a_catalogue_on_a_dask_cluster_into_s3(
         str(staging),
     ]
     assert main(argv) == 1  # the corrupt track failed; the others did not
-    assert any(p.startswith("cadenza-package") for p in _task_prefixes(scheduler))
+    assert any(p.startswith("cadenza-package") for p in scheduler_task_prefixes(scheduler))
 
     keys = list_keys(moto_server.url, s3_bucket, "lib/")
     for track in ("first", "second"):
