@@ -48,7 +48,7 @@ def run_on_cluster(
         client = Client(
             address, timeout=connect_timeout_s or CONNECT_TIMEOUT_S, set_as_default=False
         )
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:  # ValueError: an unknown scheme
         raise ClusterError(address, f"cannot connect to the scheduler: {exc}") from exc
     run = uuid.uuid4().hex[:8]
     with client:

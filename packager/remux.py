@@ -62,9 +62,6 @@ _AOT_NAMES: Final = {
     39: "ER AAC-ELD",
     42: "xHE-AAC (USAC)",
 }
-_ADTS_RATES: Final = (
-    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350
-)  # fmt: skip
 MAX_MOOV_BYTES: Final = 64 << 20
 # A measured bit rate within 3 % of one of these is taken to be that nominal rate.
 _NOMINAL_KBPS: Final = (

@@ -289,10 +289,18 @@ class Uploader:
             for start in range(0, len(group), 1000):
                 chunk = group[start : start + 1000]
                 if chunk:
-                    await self.client.delete_objects(
+                    answer = await self.client.delete_objects(
                         Bucket=bucket,
                         Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
                     )
+                    # DeleteObjects answers 200 even when some keys were not deleted.
+                    if failed := answer.get("Errors"):
+                        first = failed[0]
+                        why = f"{first.get('Code', '?')} {first.get('Message', '')}".strip()
+                        raise StorageError(
+                            f"s3://{bucket}/{first.get('Key', '?')}",
+                            f"could not delete {len(failed)} manifest(s): {why}",
+                        )
 
     async def hide(self, track: S3Url) -> None:
         """Delete the manifests already under the track's prefix (an earlier attempt's,

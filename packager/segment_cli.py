@@ -13,26 +13,23 @@ unusable ``--out``).
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import Final
 
 from packager.args import segment_duration
+from packager.catalogue import track_id_problem
 from packager.errors import OutputError, PackagerError
 from packager.output import prepare_output_root
 from packager.remux import RemuxOptions, remux_track
 from packager.segmenter import DEFAULT_SEGMENT_DURATION
 
 USAGE_ERROR: Final = 2
-_TRACK_ID: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
 def _track_id(text: str) -> str:
-    if not _TRACK_ID.fullmatch(text) or text in (".", ".."):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: use letters, digits, '.', '_' and '-', not starting with '.'"
-        )
+    if problem := track_id_problem(text):
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 

@@ -82,11 +82,6 @@ class Segmenter:
         if plan.layout is SegmentLayout.SINGLE:
             self._single = open(folder / (SINGLE_FILE_NAME + ".fragments"), "wb")  # noqa: SIM115
 
-    @property
-    def media_ticks(self) -> int:
-        """Ticks of every packet added so far, priming and padding included."""
-        return self._decode_time_ticks + self._pending_ticks
-
     def add(self, data: bytes, duration_ticks: int) -> None:
         """One coded frame (one CMAF sample) lasting ``duration_ticks``."""
         self._pending.append(data)
