@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 # RFC 8216bis: a PATHWAY-ID "MUST consist only of the characters [a-z], [A-Z],
 # [0-9], '.', '-' and '_'"; DASH lists service locations separated by spaces.
-PATHWAY_ID_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+PATHWAY_ID_RE: Final = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
 
 
 class InvalidSteeringError(ValueError):

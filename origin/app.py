@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -71,6 +71,7 @@ from origin.keys import (
     METRICS,
     POPULATION,
     PRESENTATIONS,
+    SESSION_LOCKS,
     SESSIONS,
     SETTINGS,
     SIGNING_KEYS,
@@ -86,7 +87,12 @@ from origin.redis_store import (
     RedisBackend,
     StoreHealth,
 )
-from origin.sessions import MemoryPopulationStore, MemorySessionStore, RateLimiter
+from origin.sessions import (
+    MemoryPopulationStore,
+    MemorySessionStore,
+    RateLimiter,
+    SessionLocks,
+)
 from origin.settings import Settings
 from origin.steering import cmsd_dynamic, cmsd_static, segment_duration_ms, steer_presentation
 from origin.storage import LocalStorage, ObjectInfo, S3Storage, Storage, StoredObject
@@ -340,6 +346,16 @@ def _not_modified_since(header: str, mtime_s: float) -> bool:
     return int(mtime_s) <= since
 
 
+def _preconditions_hold(request: web.Request, etag: str, mtime_s: float) -> bool:
+    """False when a conditional GET is answered ``304`` (RFC 9110 section 13.2.2:
+    ``If-None-Match`` wins over ``If-Modified-Since``)."""
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None:
+        return not _etag_matches(if_none_match, etag)
+    ims = request.headers.get("If-Modified-Since")
+    return not (ims and _not_modified_since(ims, mtime_s))
+
+
 def respond_with_object(request: web.Request, obj: CachedObject, cache_result: str) -> web.Response:
     """Serve bytes from memory with the semantics of a static file server."""
     accepts_gzip = "gzip" in request.headers.get("Accept-Encoding", "").lower()
@@ -355,13 +371,7 @@ def respond_with_object(request: web.Request, obj: CachedObject, cache_result: s
     }
     if obj.manifest:
         headers["Vary"] = "Accept-Encoding"
-    if_none_match = request.headers.get("If-None-Match")
-    if if_none_match is not None:
-        if _etag_matches(if_none_match, etag):
-            return web.Response(status=304, headers=headers)
-    elif (ims := request.headers.get("If-Modified-Since")) and _not_modified_since(
-        ims, obj.mtime_s
-    ):
+    if not _preconditions_hold(request, etag, obj.mtime_s):
         return web.Response(status=304, headers=headers)
     body = obj.gzip_body if use_gzip and obj.gzip_body is not None else obj.body
     if use_gzip:
@@ -414,18 +424,19 @@ LARGE_CHUNK_BYTES: Final = 256 * 1024
 
 
 class _FileSpanResponse(web.StreamResponse):
-    """Bytes ``start`` to ``start + length - 1`` of a local file, read a chunk at a
-    time as the client takes them, so a large object is never whole in memory.
+    """Bytes ``start`` to ``start + length - 1`` of an open local file, read a chunk
+    at a time as the client takes them, so a large object is never whole in memory.
 
     Like ``web.FileResponse`` it sends itself when aiohttp prepares it, after the
     edge middleware added its headers; unlike it, the range was decided by
-    :func:`parse_range`, so large and cached objects answer a Range alike."""
+    :func:`parse_range`, so large and cached objects answer a Range alike.  It
+    owns ``handle`` and closes it once sent."""
 
     def __init__(
-        self, path: Path, start: int, length: int, *, status: int, headers: dict[str, str]
+        self, handle: BinaryIO, start: int, length: int, *, status: int, headers: dict[str, str]
     ) -> None:
         super().__init__(status=status, headers=headers)
-        self._file_path = path
+        self._handle = handle
         self._span_start = start
         self._span_length = length
         self.content_length = length
@@ -433,22 +444,19 @@ class _FileSpanResponse(web.StreamResponse):
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self.prepared:
             return await super().prepare(request)
-        writer = await super().prepare(request)
-        if request.method != "HEAD" and self._span_length:
-            handle = await asyncio.to_thread(self._file_path.open, "rb")
-            try:
-                await asyncio.to_thread(handle.seek, self._span_start)
-                remaining = self._span_length
-                while remaining > 0:
-                    chunk = await asyncio.to_thread(handle.read, min(LARGE_CHUNK_BYTES, remaining))
-                    if not chunk:  # the file shrank since its size was sent: drop the connection
-                        raise ConnectionResetError(
-                            f"{self._file_path.name} shrank while being sent"
-                        )
-                    await self.write(chunk)
-                    remaining -= len(chunk)
-            finally:
-                handle.close()
+        handle = self._handle
+        try:
+            writer = await super().prepare(request)
+            await asyncio.to_thread(handle.seek, self._span_start)
+            remaining = self._span_length
+            while remaining > 0:
+                chunk = await asyncio.to_thread(handle.read, min(LARGE_CHUNK_BYTES, remaining))
+                if not chunk:  # the file shrank since its size was sent: drop the connection
+                    raise ConnectionResetError(f"{handle.name} shrank while being sent")
+                await self.write(chunk)
+                remaining -= len(chunk)
+        finally:
+            handle.close()
         await self.write_eof()
         return writer
 
@@ -463,42 +471,45 @@ async def _serve_large(request: web.Request, key: str) -> web.StreamResponse:
         manifest_max_age_s=settings.manifest_max_age_s,
         segment_max_age_s=settings.segment_max_age_s,
     )
-    info = await storage.head(key)
-    etag = f'"{info.etag_hint}"'
-    headers = {
-        "Content-Type": CONTENT_TYPES.get(suffix_of(key), "application/octet-stream"),
-        "Cache-Control": control,
-        "ETag": etag,
-        "Last-Modified": info.last_modified,
-        "Accept-Ranges": "bytes",
-        "X-Cadenza-Cache": "bypass",
-    }
-    if_none_match = request.headers.get("If-None-Match")
-    if if_none_match is not None:
-        if _etag_matches(if_none_match, etag):
+    handle: BinaryIO | None = None
+    if isinstance(storage, LocalStorage) and request.method != "HEAD":
+        handle, info = await storage.open(key)
+    else:
+        info = await storage.head(key)
+    try:
+        etag = f'"{info.etag_hint}"'
+        headers = {
+            "Content-Type": CONTENT_TYPES.get(suffix_of(key), "application/octet-stream"),
+            "Cache-Control": control,
+            "ETag": etag,
+            "Last-Modified": info.last_modified,
+            "Accept-Ranges": "bytes",
+            "X-Cadenza-Cache": "bypass",
+        }
+        if not _preconditions_hold(request, etag, info.mtime_s):
             return web.Response(status=304, headers=headers)
-    elif (ims := request.headers.get("If-Modified-Since")) and _not_modified_since(
-        ims, info.mtime_s
-    ):
-        return web.Response(status=304, headers=headers)
-    if_range = request.headers.get("If-Range")
-    span = None
-    if if_range is None or if_range.strip() == etag:
-        span = parse_range(request.headers.get("Range"), info.size_bytes)
-    start, end = (span.start, span.end) if span else (0, info.size_bytes - 1)
-    status = 206 if span else 200
-    if span is not None:
-        headers["Content-Range"] = f"bytes {start}-{end}/{info.size_bytes}"
-    if isinstance(storage, LocalStorage):
-        return _FileSpanResponse(
-            storage.root / key, start, end - start + 1, status=status, headers=headers
-        )
-    if request.method == "HEAD":
-        head = web.Response(status=status, headers=headers)
-        head.headers["Content-Length"] = str(end - start + 1)
-        return head
-    body = await storage.read_range(key, start, end)
-    return web.Response(status=status, body=body, headers=headers)
+        if_range = request.headers.get("If-Range")
+        span = None
+        if if_range is None or if_range.strip() == etag:
+            span = parse_range(request.headers.get("Range"), info.size_bytes)
+        start, end = (span.start, span.end) if span else (0, info.size_bytes - 1)
+        status = 206 if span else 200
+        if span is not None:
+            headers["Content-Range"] = f"bytes {start}-{end}/{info.size_bytes}"
+        if request.method == "HEAD":
+            head = web.Response(status=status, headers=headers)
+            head.headers["Content-Length"] = str(end - start + 1)
+            return head
+        if handle is not None:
+            length = end - start + 1
+            response = _FileSpanResponse(handle, start, length, status=status, headers=headers)
+            handle = None  # the response closes it once sent
+            return response
+        body = await storage.read_range(key, start, end)
+        return web.Response(status=status, body=body, headers=headers)
+    finally:
+        if handle is not None:
+            handle.close()
 
 
 async def _presentation(request: web.Request, track: str) -> tuple[Presentation, CachedObject]:
@@ -546,8 +557,13 @@ async def _rendered_manifest(
         how = "steered"
         vary_session = observed.sid_from_header
     steering = steering_for(request, track, "hls" if name == MASTER_NAME else "dash")
-    if steering is not None and split_token_path(request.raw_path, strict=False)[0]:
-        # Its pathway URIs carry this viewer's token: not for a shared cache.
+    if steering is not None and (
+        split_token_path(request.raw_path, strict=False)[0] or not settings.content_steering_url
+    ):
+        # Its pathway URIs carry this viewer's token, or its steering server
+        # was named after the request's Host header: either way not for a
+        # shared cache, which keys on the path and would hand a forged Host
+        # to every later viewer.
         control = f"private, max-age={settings.manifest_max_age_s}"
     text = render_master(shaped, steering) if name == MASTER_NAME else render_mpd(shaped, steering)
     body = text.encode("utf-8")
@@ -726,6 +742,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     )
     app[PRESENTATIONS] = {}
     app[SESSIONS] = MemorySessionStore(settings.sessions_max, settings.session_ttl_s)
+    app[SESSION_LOCKS] = SessionLocks()
     app[POPULATION] = MemoryPopulationStore()
     app[BEACON_LIMITER] = RateLimiter(settings.beacon_rate_per_s, settings.beacon_burst)
     if settings.ip_rate_per_s > 0:

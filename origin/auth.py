@@ -68,8 +68,10 @@ TOKEN_SHAPE: Final = re.compile(
 )
 _SCOPE_SEGMENT: Final = re.compile(r"\A[A-Za-z0-9._-]+\Z")
 
-# The JSON API that only operators use; /v1/beacons, /v1/tracks and /v1/auth stay open.
-ADMIN_PREFIXES: Final = ("/v1/sessions", "/v1/ladder/")
+# The JSON API that only operators use; /v1/beacons, /v1/tracks, /v1/auth and
+# /v1/steering (players read it) stay open.  /v1/pathways names the CDNs'
+# base URLs and their health, which is for operators only.
+ADMIN_PREFIXES: Final = ("/v1/sessions", "/v1/ladder/", "/v1/pathways")
 
 
 def _b64encode(data: bytes) -> str:

@@ -24,7 +24,6 @@ that server:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -49,7 +48,7 @@ log = logging.getLogger("cadenza.origin.content_steering")
 STEERING_VERSION: Final = 1
 MAX_ARG_CHARS: Final = 1024
 MAX_THROUGHPUT_BPS: Final = 10**12
-_TRACK_RE: Final = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
+_TRACK_RE: Final = re.compile(r"\A[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}\Z")
 PLAYER_ARG_PREFIXES: Final = ("_HLS_", "_DASH_")
 
 
@@ -225,7 +224,6 @@ class _State:
     failures: int = 0
     probes: int = 0
     last_error: str | None = None
-    last_probe_at: float | None = None
 
 
 def targets_of(settings: Settings) -> tuple[Target, ...]:
@@ -280,7 +278,6 @@ class PathwayMonitor:
         state = self._states[pathway_id]
         now = self.clock()
         state.probes += 1
-        state.last_probe_at = now
         if ok:
             state.failures = 0
             state.last_error = None
@@ -329,7 +326,10 @@ class PathwayMonitor:
         """Probe every pathway, then again every ``interval_s``, until cancelled."""
         while True:
             started = self.clock()
-            await self.probe_all(session)
+            try:
+                await self.probe_all(session)
+            except Exception:  # a bug in one round must not freeze every pathway's health
+                log.exception("pathway health round failed; probing again next interval")
             await asyncio.sleep(max(0.0, self.interval_s - (self.clock() - started)))
 
     def report(self) -> list[dict[str, Any]]:
@@ -369,15 +369,19 @@ async def content_steering_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[PATHWAY_MONITOR] = monitor
     # A fresh connection per probe (force_close): what a player meeting the CDN does.
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True, limit=32))
-    task = asyncio.create_task(monitor.run(session), name="pathway-health")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await session.close()
+    connector = aiohttp.TCPConnector(force_close=True, limit=32)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        task = asyncio.create_task(monitor.run(session), name="pathway-health")
+        try:
+            yield
+        finally:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a dead probe loop must not leak the session on shutdown
+                log.exception("the pathway health loop had stopped with an error")
 
 
 # -- manifests and handlers -----------------------------------------------------------

@@ -10,7 +10,7 @@ from manifests.model import Presentation
 from origin.cache import HotCache
 from origin.metrics import Metrics
 from origin.redis_store import StoreHealth
-from origin.sessions import PopulationStore, RateLimiter, SessionStore
+from origin.sessions import PopulationStore, RateLimiter, SessionLocks, SessionStore
 from origin.settings import Settings
 from origin.storage import Storage
 
@@ -21,6 +21,8 @@ METRICS: Final = web.AppKey("metrics", Metrics)
 # track id -> (ETag of its presentation.json, the parsed model)
 PRESENTATIONS: Final = web.AppKey("presentations", dict[str, tuple[str, Presentation]])
 SESSIONS: Final = web.AppKey("sessions", SessionStore)
+# Serialises the read-change-write of one session within this process.
+SESSION_LOCKS: Final = web.AppKey("session_locks", SessionLocks)
 POPULATION: Final = web.AppKey("population", PopulationStore)
 BEACON_LIMITER: Final = web.AppKey("beacon_limiter", RateLimiter)
 # Only when ip_rate_per_s > 0: token buckets per client address for /v1/.

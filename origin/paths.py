@@ -9,7 +9,7 @@ from urllib.parse import unquote
 from origin.errors import ForbiddenPathError
 
 MAX_PATH_CHARS: Final = 1024
-_SEGMENT: Final = re.compile(r"^[A-Za-z0-9._-]+$")
+_SEGMENT: Final = re.compile(r"\A[A-Za-z0-9._-]+\Z")
 _ENCODED_SEPARATOR: Final = re.compile(r"%(2f|5c|00)", re.IGNORECASE)
 
 

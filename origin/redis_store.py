@@ -32,7 +32,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 
@@ -154,6 +154,25 @@ def _text(value: object) -> str:
     if isinstance(value, str):
         return value
     raise StoreUnavailableError(f"redis: unexpected reply {type(value).__name__}", BACKEND)
+
+
+def _estimates_of(values: Iterable[object]) -> list[float]:
+    """The throughput estimates among stored values, skipping damaged ones.
+
+    Another program's writes, or a hand edit, must not turn every manifest
+    into a 500: what is not a finite, positive number is ignored (logged at
+    debug), as :meth:`RedisSessionStore._decode` ignores a damaged session."""
+    found: list[float] = []
+    for value in values:
+        try:
+            number = float(_text(value))
+        except (StoreUnavailableError, ValueError):
+            number = math.nan
+        if math.isfinite(number) and number > 0:
+            found.append(number)
+        else:
+            log.debug("ignoring a stored estimate that is not a positive number: %.64r", value)
+    return found
 
 
 def _batches(items: Sequence[str], size: int = BATCH) -> list[Sequence[str]]:
@@ -360,7 +379,10 @@ class RedisPopulationStore:
             values = await self._client.hvals(self._estimates(key))
         if not values:
             return None
-        prior = population_of(key, [float(value) for value in values])
+        estimates = _estimates_of(values)
+        if not estimates:
+            return None
+        prior = population_of(key, estimates)
         self._priors[key] = prior
         return prior
 
@@ -382,7 +404,7 @@ class RedisPopulationStore:
                 for key in batch:
                     pipe.hvals(self._estimates(key))
                 groups = await pipe.execute()
-            found.extend(float(value) for group in groups for value in group)
+            found.extend(_estimates_of(value for group in groups for value in group))
         return found
 
 

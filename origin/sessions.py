@@ -9,10 +9,12 @@ implements the same protocols in Redis for replicas that share sessions.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import ipaddress
 import math
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final, Protocol
 
@@ -297,6 +299,38 @@ def take_token(
     if tokens >= 1.0:
         return True, Bucket(tokens - 1.0, now_s)
     return False, Bucket(tokens, now_s)
+
+
+class SessionLocks:
+    """One :class:`asyncio.Lock` per session id with work in flight.
+
+    Folding a beacon into a session reads, changes and writes it back; with a
+    store that awaits I/O (Redis) two requests of one player (a segment and a
+    beacon) could interleave and one update would be lost.  Serialising per
+    ``sid`` inside a process prevents that.  A lock lives only while someone
+    holds or waits for it, so the table is bounded by the requests in flight."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, sid: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(sid, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[sid] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[sid]
+            if users == 1:
+                del self._locks[sid]
+            else:
+                self._locks[sid] = (lock, users - 1)
 
 
 class RateLimiter:

@@ -40,7 +40,7 @@ order of precedence).
 | admin_token | CADENZA_ADMIN_TOKEN | (none: open) | secret: bearer for /v1/sessions, /v1/ladder |
 | pathways | CADENZA_PATHWAYS | (none: off) | content steering: id, base_url, weight |
 | pathway_clones | (TOML only) | (none) | id, base_id, host, params, weight |
-| content_steering_url | CADENZA_CONTENT_STEERING_URL | (request's) | this origin, for players |
+| content_steering_url | CADENZA_CONTENT_STEERING_URL | (Host; private) | steering server URL |
 | content_steering_default | CADENZA_CONTENT_STEERING_DEFAULT | (first) | start pathway |
 | content_steering_ttl_s | CADENZA_CONTENT_STEERING_TTL_S | 10 | TTL of steering responses |
 | content_steering_query_before_start | (same, upper case) | false | DASH queryBeforeStart |
@@ -151,6 +151,11 @@ def _signing_keys(value: object) -> tuple[str, ...]:
     if not isinstance(items, list | tuple) or not all(isinstance(k, str) for k in items):
         raise SettingsError("signing_keys", _HIDDEN, "expected comma-separated strings")
     keys = tuple(k.strip() for k in items if k.strip())
+    if not keys and len(items) > 1:
+        # "," or ["", ""]: meant to sign, but would silently leave URLs unsigned.
+        raise SettingsError(
+            "signing_keys", _HIDDEN, "holds only empty keys; unset it to turn signing off"
+        )
     if any(len(k) < MIN_SECRET_CHARS for k in keys):
         raise SettingsError(
             "signing_keys", _HIDDEN, f"each key must be at least {MIN_SECRET_CHARS} characters"

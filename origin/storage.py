@@ -15,7 +15,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from origin.errors import ObjectNotFoundError, StorageTimeoutError, StorageUnavailableError
 
@@ -109,6 +109,29 @@ class LocalStorage:
 
     async def read(self, key: str) -> StoredObject:
         return await asyncio.to_thread(self._read, key)
+
+    def _open(self, key: str) -> tuple[BinaryIO, ObjectInfo]:
+        path, _ = self._stat(key)
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - the caller streams it, then closes it
+        except FileNotFoundError:  # removed since the stat
+            raise ObjectNotFoundError(f"{key} does not exist") from None
+        except OSError as exc:
+            raise StorageUnavailableError(f"cannot open {key}: {exc.strerror}", self.name) from exc
+        try:
+            stat = os.fstat(handle.fileno())  # the file being sent, even if renamed over since
+        except OSError as exc:
+            handle.close()
+            raise StorageUnavailableError(f"cannot stat {key}: {exc.strerror}", self.name) from exc
+        return handle, self._info(stat)
+
+    async def open(self, key: str) -> tuple[BinaryIO, ObjectInfo]:
+        """An open handle on ``key`` and its validators, for streaming a large file.
+
+        Opened before any header is sent, so a missing or unreadable file is a
+        clean 404 or 503 rather than a truncated 200; the validators describe
+        the very inode that will be read."""
+        return await asyncio.to_thread(self._open, key)
 
     def _read_range(self, key: str, start: int, end: int) -> bytes:
         path, _ = self._stat(key)

@@ -50,6 +50,7 @@ from origin.keys import (
     METRICS,
     POPULATION,
     PRESENTATIONS,
+    SESSION_LOCKS,
     SESSIONS,
     SETTINGS,
 )
@@ -95,17 +96,18 @@ async def ingest(
     # The memory store counts sessions it evicted for room; others (Redis) bound
     # themselves and have no such count.
     evictions_before: int = getattr(store, "evictions", 0)
-    state, changes = apply_cmcd(
-        await store.get(sid),
-        cmcd,
-        now_s,
-        sid=sid,
-        is_request=is_request,
-        track=track,
-        network_key=network_key,
-        delivery=delivery,
-    )
-    await store.put(state)
+    async with app[SESSION_LOCKS].hold(sid):
+        state, changes = apply_cmcd(
+            await store.get(sid),
+            cmcd,
+            now_s,
+            sid=sid,
+            is_request=is_request,
+            track=track,
+            network_key=network_key,
+            delivery=delivery,
+        )
+        await store.put(state)
     evicted = getattr(store, "evictions", 0) - evictions_before
     if evicted > 0:
         metrics.sessions_evicted.inc(evicted)

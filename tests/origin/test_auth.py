@@ -272,6 +272,12 @@ def test_settings_read_secrets_from_the_environment_and_toml(tmp_path: Path) -> 
     assert (off.signing_keys, off.admin_token) == ((), None)
 
 
+@pytest.mark.parametrize("value", [",", " , ,"])
+def test_signing_keys_of_only_separators_are_an_error_not_signing_off(value: str) -> None:
+    with pytest.raises(SettingsError, match="only empty keys"):
+        load_settings({"root": "/srv"}, env={"CADENZA_SIGNING_KEYS": value})
+
+
 def test_settings_repr_holds_no_secret() -> None:
     loaded = Settings(
         root="/srv",
@@ -453,7 +459,9 @@ async def test_health_metrics_player_and_open_api_stay_open(make_client: MakeCli
     assert beacon.status == 204
 
 
-@pytest.mark.parametrize("path", ["/v1/sessions", "/v1/sessions/s1", "/v1/ladder/recommendation"])
+@pytest.mark.parametrize(
+    "path", ["/v1/sessions", "/v1/sessions/s1", "/v1/ladder/recommendation", "/v1/pathways"]
+)
 async def test_admin_endpoints_need_the_bearer_token(make_client: MakeClient, path: str) -> None:
     client = await _signed_client(make_client)
     missing = await client.get(path)

@@ -555,6 +555,28 @@ async def test_steering_server_defaults_to_the_requested_host(
     assert f'SERVER-URI="http://{client.host}:{client.port}/v1/steering/{TRACK}' in text
 
 
+async def test_a_host_derived_steering_manifest_is_private(
+    make_client: MakeClient, cdns: tuple[TinyCdn, TinyCdn]
+) -> None:
+    """A shared cache keys on the path, not on Host: a manifest whose steering
+    server was named after a (forgeable) Host header must not be cached for
+    everyone (RFC 9111 section 5.2.2.7, ``private``)."""
+    client = await make_client(**_steering_settings(*cdns, content_steering_url=None))
+    response = await client.get(f"/{TRACK}/master.m3u8", headers={"Host": "evil.example"})
+    text = await response.text()
+    assert 'SERVER-URI="http://evil.example/v1/steering/' in text
+    assert response.headers["Cache-Control"].startswith("private")
+
+
+async def test_a_configured_steering_url_keeps_manifests_public(
+    make_client: MakeClient, cdns: tuple[TinyCdn, TinyCdn]
+) -> None:
+    client = await make_client(**_steering_settings(*cdns))
+    response = await client.get(f"/{TRACK}/master.m3u8", headers={"Host": "evil.example"})
+    assert "evil.example" not in await response.text()
+    assert response.headers["Cache-Control"].startswith("public")
+
+
 async def test_a_cdn_that_stops_answering_goes_last_and_comes_back(
     make_client: MakeClient, cdns: tuple[TinyCdn, TinyCdn]
 ) -> None:

@@ -175,6 +175,20 @@ async def test_population_priors_agree_across_replicas(
     assert await second.prior("net:192.0.2.0/24") is None
 
 
+async def test_damaged_population_estimates_are_skipped_not_errors(
+    backend: RedisBackend, redis_server: RedisServer
+) -> None:
+    """Hand-edited or foreign values in a prior's hash must not turn manifests into 500s."""
+    store = backend.population(per_key=8)
+    key = "net:10.0.0.0/24"
+    await store.record(key, "good", 640_000.0)
+    with redis_server.client() as client:
+        for sid, junk in (("a", b"not a number"), ("b", b"nan"), ("c", b"-5"), ("d", b"\xff")):
+            client.hset(f"cadenza:population:{key}:estimates", sid, junk)
+    assert await store.prior(key) == population_of(key, [640_000.0])
+    assert await store.samples() == [640_000.0]
+
+
 async def test_a_dead_redis_is_a_store_error_not_a_stall() -> None:
     backend = RedisBackend(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
     try:
@@ -279,6 +293,16 @@ async def test_two_origins_share_sessions(origin: Any, redis_server: RedisServer
     assert await _metric(first, 'cadenza_redis_fallbacks_total{store="sessions"}') == 0.0
     alone = await origin()  # control: without Redis nothing is shared
     assert (await alone.get("/v1/sessions/shared1")).status == 404
+
+
+async def test_concurrent_beacons_of_one_session_are_all_counted(
+    origin: Any, redis_server: RedisServer
+) -> None:
+    """Each beacon reads, changes and writes its session; with Redis those awaits
+    interleave, and without a per-session lock most of these would be lost."""
+    client = await origin(redis_url=redis_server.url, beacon_rate_per_s=1000.0, beacon_burst=100)
+    await asyncio.gather(*(_beacon(client, "busy1", mtp=500 + i, bl=1000) for i in range(40)))
+    assert (await _session(client, "busy1"))["beacons"] == 40
 
 
 async def test_redis_outage_serves_local_state_then_recovers(

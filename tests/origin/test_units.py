@@ -8,10 +8,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from origin.errors import ForbiddenPathError, RangeNotSatisfiableError, SettingsError
+from origin.errors import (
+    ForbiddenPathError,
+    ObjectNotFoundError,
+    RangeNotSatisfiableError,
+    SettingsError,
+)
 from origin.paths import safe_key
 from origin.ranges import ByteSpan, parse_range
 from origin.settings import load_settings
+from origin.storage import LocalStorage
 
 
 @pytest.mark.parametrize(
@@ -87,6 +93,8 @@ def test_plain_paths_become_keys(path: str) -> None:
         "t/x",
         "/" + "a" * 2000,
         "/t/a b",
+        "/t/master.m3u8\n",  # "$" would match before a final newline; "\\Z" does not
+        "/t/master.m3u8%0a",
     ],
 )
 def test_unsafe_paths_are_rejected(path: str) -> None:
@@ -137,3 +145,31 @@ def test_aws_endpoint_url_is_honoured() -> None:
     settings = load_settings({"root": "s3://b/p"}, env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
     assert settings.s3_endpoint_url == "http://127.0.0.1:9"
     assert settings.is_s3
+
+
+async def test_open_refuses_a_symlink_that_leaves_the_root(tmp_path: Path) -> None:
+    """Large files are streamed from an open handle: it must get the same
+    containment check as every other read, not a join of root and key."""
+    root, outside = tmp_path / "root", tmp_path / "secret.m4s"
+    (root / "t").mkdir(parents=True)
+    outside.write_bytes(b"secret")
+    (root / "t" / "1.m4s").symlink_to(outside)
+    with pytest.raises(ObjectNotFoundError):
+        await LocalStorage(root).open("t/1.m4s")
+
+
+async def test_open_describes_the_inode_it_will_read(tmp_path: Path) -> None:
+    (tmp_path / "t").mkdir()
+    target = tmp_path / "t" / "1.m4s"
+    target.write_bytes(b"old bytes")
+    handle, info = await LocalStorage(tmp_path).open("t/1.m4s")
+    with handle:
+        replacement = tmp_path / "t" / "new"
+        replacement.write_bytes(b"a longer replacement")
+        replacement.replace(target)  # a repackage renames over it mid-send
+        assert (info.size_bytes, handle.read()) == (9, b"old bytes")
+
+
+async def test_open_of_a_missing_file_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(ObjectNotFoundError):
+        await LocalStorage(tmp_path).open("t/none.m4s")
