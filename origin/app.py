@@ -21,6 +21,7 @@ from typing import BinaryIO, Final
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from cachetools import LRUCache
 
 from manifests.dash import render_mpd
 from manifests.errors import InvalidPresentationError
@@ -71,6 +72,7 @@ from origin.keys import (
     METRICS,
     POPULATION,
     PRESENTATIONS,
+    RENDERED,
     SESSION_LOCKS,
     SESSIONS,
     SETTINGS,
@@ -420,6 +422,8 @@ class _TooLargeError(Exception):
         super().__init__(size_bytes)
 
 
+# Rendered manifests kept (their identity and gzip bodies), in bytes of both.
+RENDERED_MAX_BYTES: Final = 16 * 1024 * 1024
 LARGE_CHUNK_BYTES: Final = 256 * 1024
 
 
@@ -565,12 +569,18 @@ async def _rendered_manifest(
         # shared cache, which keys on the path and would hand a forged Host
         # to every later viewer.
         control = f"private, max-age={settings.manifest_max_age_s}"
-    text = render_master(shaped, steering) if name == MASTER_NAME else render_mpd(shaped, steering)
-    body = text.encode("utf-8")
-    info = ObjectInfo(len(body), source.mtime_s, "")
-    response = respond_with_object(
-        request, build_cached(key, StoredObject(info, body), control), how
-    )
+    # The bytes depend only on these: render, hash and gzip once per shape.
+    shape = (key, source.etag, tuple(r.id for r in shaped.renditions), steering, control)
+    rendered = request.app[RENDERED].get(shape)
+    if rendered is None:
+        text = (
+            render_master(shaped, steering) if name == MASTER_NAME else render_mpd(shaped, steering)
+        )
+        body = text.encode("utf-8")
+        info = ObjectInfo(len(body), source.mtime_s, "")
+        rendered = build_cached(key, StoredObject(info, body), control)
+        request.app[RENDERED][shape] = rendered
+    response = respond_with_object(request, rendered, how)
     if vary_session:
         response.headers["Vary"] = "Accept-Encoding, CMCD-Session"
     return response
@@ -741,6 +751,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
         settings.cache_max_bytes, settings.cache_max_object_bytes, settings.manifest_max_age_s
     )
     app[PRESENTATIONS] = {}
+    app[RENDERED] = LRUCache(maxsize=RENDERED_MAX_BYTES, getsizeof=lambda o: max(1, o.size_bytes))
     app[SESSIONS] = MemorySessionStore(settings.sessions_max, settings.session_ttl_s)
     app[SESSION_LOCKS] = SessionLocks()
     app[POPULATION] = MemoryPopulationStore()

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Final
 
 from aiohttp import web
+from cachetools import LRUCache
 
 from manifests.model import Presentation
-from origin.cache import HotCache
+from origin.cache import CachedObject, HotCache
 from origin.metrics import Metrics
 from origin.redis_store import StoreHealth
 from origin.sessions import PopulationStore, RateLimiter, SessionLocks, SessionStore
@@ -20,6 +21,9 @@ CACHE: Final = web.AppKey("cache", HotCache)
 METRICS: Final = web.AppKey("metrics", Metrics)
 # track id -> (ETag of its presentation.json, the parsed model)
 PRESENTATIONS: Final = web.AppKey("presentations", dict[str, tuple[str, Presentation]])
+# Rendered (filtered, steered) manifests by everything their bytes depend on:
+# a per-session manifest is a lookup once its shape has been seen.
+RENDERED: Final = web.AppKey("rendered", LRUCache[tuple[object, ...], CachedObject])
 SESSIONS: Final = web.AppKey("sessions", SessionStore)
 # Serialises the read-change-write of one session within this process.
 SESSION_LOCKS: Final = web.AppKey("session_locks", SessionLocks)

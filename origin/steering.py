@@ -80,7 +80,15 @@ def segment_duration_ms(rendition: Rendition, file_name: str) -> int | None:
     if match is None:
         return None
     number = int(match.group(1))
-    for segment in rendition.segments:
+    segments = rendition.segments
+    if not segments:
+        return None
+    # Numbers run consecutively from the first: index directly (a 3-hour
+    # rendition has thousands of segments, and this runs per request).
+    index = number - segments[0].number
+    if 0 <= index < len(segments) and segments[index].number == number:
+        return segments[index].duration_ticks * 1000 // rendition.timescale
+    for segment in segments:
         if segment.number == number:
             return segment.duration_ticks * 1000 // rendition.timescale
     return None

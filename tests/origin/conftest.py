@@ -89,7 +89,7 @@ async def make_client(
                 **overrides,
             )
         else:
-            settings = Settings(root=str(packaged_root), **overrides)
+            settings = Settings(**{"root": str(packaged_root), **overrides})
         client: TestClient[Any, Any] = TestClient(TestServer(create_app(settings)))
         await client.start_server()
         clients.append(client)

@@ -191,3 +191,33 @@ def test_one_broken_member_never_loses_the_others(data: dict[str, object], junk:
     text = ",".join([*(key + _encode(value) for key, value in data.items()), "br=" + junk + "!"])
     parsed = parse_cmcd(text)
     assert {k: v for k, v in parsed.values.items() if k != "br"} == data
+
+
+_member_key = st.one_of(
+    st.sampled_from(["br", "bl", "mtp", "sid", "cid", "ot", "su", "bs", "v", "d", "nor", "pr"]),
+    st.from_regex(r"[A-Za-z*][A-Za-z0-9_.*-]{0,6}", fullmatch=True),
+    st.text(max_size=4),
+)
+_member_value = st.one_of(
+    st.from_regex(r"-?[0-9]{1,17}", fullmatch=True),  # past RFC 8941's 15 digits too
+    st.from_regex(r"-?[0-9]{1,13}\.[0-9]{0,4}", fullmatch=True),
+    st.text(alphabet=st.characters(min_codepoint=0x1F, max_codepoint=0x80), max_size=8).map(
+        lambda t: '"' + t + '"'
+    ),
+    st.from_regex(r"[A-Za-z*][A-Za-z0-9:/!#$%&'*+.^_`|~-]{0,6}", fullmatch=True),
+    st.sampled_from(["?0", "?1", "?2", "?", "(1 2)", "(", '"a\\"b"', "1;p=2", "", "a b"]),
+    st.text(max_size=6),
+)
+_member = st.tuples(
+    st.sampled_from(["", " ", "\t"]),
+    _member_key,
+    st.one_of(st.none(), _member_value),
+    st.sampled_from(["", " ", "\t", "\n"]),
+).map(lambda m: f"{m[0]}{m[1]}{'' if m[2] is None else '=' + m[2]}{m[3]}")
+
+
+@given(st.lists(_member, max_size=8))
+def test_the_fast_path_parses_exactly_as_the_full_parser(members: list[str]) -> None:
+    """The one-regex shortcut for common members must never change a result."""
+    text = ",".join(members)
+    assert parse_cmcd(text) == parse_cmcd(text, fast=False)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import m3u8
@@ -206,6 +209,28 @@ async def test_bitrate_filter_on_mpd_stays_schema_valid(make_client: MakeClient)
     assert schema.validate(document), schema.error_log
     bandwidths = [int(str(r.get("bandwidth"))) for r in document.iter("{*}Representation")]
     assert bandwidths and all(90_000 < b < 350_000 for b in bandwidths)
+
+
+async def test_a_repackaged_track_is_not_served_a_stale_rendered_manifest(
+    make_client: MakeClient, packaged_root: Path, tmp_path: Path
+) -> None:
+    """Rendered manifests are kept by shape; the shape includes the version of
+    presentation.json, so a repackage (here: same rungs, a new peak bitrate)
+    shows at once."""
+    root = tmp_path / "root"
+    shutil.copytree(packaged_root, root)
+    client = await make_client(root=str(root), manifest_max_age_s=0)
+    url = f"/{TRACK}/master.m3u8?codec=aac"
+    first = await (await client.get(url)).text()
+    assert first == await (await client.get(url)).text()
+    assert "BANDWIDTH=9876543," not in first
+    model = root / TRACK / "presentation.json"
+    data = json.loads(model.read_text(encoding="utf-8"))
+    (rung,) = [r for r in data["renditions"] if r["id"] == "aac-128k"]
+    rung["bitrate_bps"]["peak"] = 9_876_543
+    model.write_text(json.dumps(data), encoding="utf-8")
+    second = await (await client.get(url)).text()
+    assert "BANDWIDTH=9876543," in second
 
 
 async def test_filter_matching_nothing_is_404_with_reason(make_client: MakeClient) -> None:

@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from manifests.jsonio import presentation_from_json
+from manifests.model import PRESENTATION_NAME
 from origin.errors import (
     ForbiddenPathError,
     ObjectNotFoundError,
@@ -17,7 +19,9 @@ from origin.errors import (
 from origin.paths import safe_key
 from origin.ranges import ByteSpan, parse_range
 from origin.settings import load_settings
+from origin.steering import segment_duration_ms
 from origin.storage import LocalStorage
+from tests.origin.conftest import TRACK
 
 
 @pytest.mark.parametrize(
@@ -173,3 +177,16 @@ async def test_open_describes_the_inode_it_will_read(tmp_path: Path) -> None:
 async def test_open_of_a_missing_file_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(ObjectNotFoundError):
         await LocalStorage(tmp_path).open("t/none.m4s")
+
+
+def test_segment_durations_are_found_by_number(packaged_root: Path) -> None:
+    """CMSD-Static's duration comes from the model, by the file's number."""
+    presentation = presentation_from_json((packaged_root / TRACK / PRESENTATION_NAME).read_bytes())
+    rendition = presentation.renditions[0]
+    assert len(rendition.segments) >= 3
+    for segment in rendition.segments:
+        expected = segment.duration_ticks * 1000 // rendition.timescale
+        assert segment_duration_ms(rendition, f"seg-{segment.number:05d}.m4s") == expected
+    last = rendition.segments[-1].number
+    assert segment_duration_ms(rendition, f"seg-{last + 1:05d}.m4s") is None
+    assert segment_duration_ms(rendition, "init.mp4") is None
