@@ -198,6 +198,29 @@ def cadenza_server(root: Path, workers: int, work_dir: Path) -> Iterator[str]:
         _stop(process, "cadenza")
 
 
+@contextmanager
+def bare_aiohttp_server(file: Path, work_dir: Path) -> Iterator[str]:
+    """``bench.bare_aiohttp`` serving ``file`` at every path; yields its base URL."""
+    port = free_port()
+    log_file = work_dir / "bare-aiohttp.log"
+    argv = [sys.executable, "-m", "bench.bare_aiohttp", str(file), HOST, str(port)]
+    with open(log_file, "wb") as sink:
+        process = subprocess.Popen(
+            argv,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    try:
+        base = f"http://{HOST}:{port}"
+        _wait_ready(process, "bare aiohttp", f"{base}/ready", log_file, 1)
+        log(f"bare aiohttp at {base}")
+        yield base
+    finally:
+        _stop(process, "bare aiohttp")
+
+
 NGINX_CONF = """\
 {user}worker_processes {workers};
 pid {prefix}/nginx.pid;
@@ -435,14 +458,17 @@ def one_worker_phase(package: Package, work_dir: Path, runs: int, duration_s: fl
     with (
         cadenza_server(package.root, 1, work_dir) as origin,
         nginx_server(package.root, 1, work_dir) as nginx,
+        bare_aiohttp_server(package.aac_segment, work_dir) as bare,
     ):
         seg_url = origin + aac_path
         nginx_url = nginx + aac_path
+        bare_url = bare + aac_path
         cmcd_url = f"{seg_url}?{_cmcd_query(package.track)}"
         sid_url = f"{origin}{master_path}?sid={SESSION_SID}"
         static_url = origin + master_path
         expect_ok(seg_url, aac_size)
         expect_ok(nginx_url, aac_size)
+        expect_ok(bare_url, aac_size)
         # The sid's session must exist before its master playlist is steered.
         create = f"{origin}/{package.track}/aac-128k/seg-00001.m4s?CMCD=" + quote(
             f'sid="{SESSION_SID}",mtp=2000,br=128,ot=a,d=4000', safe=""
@@ -455,15 +481,16 @@ def one_worker_phase(package: Package, work_dir: Path, runs: int, duration_s: fl
         expect_ok(cmcd_url, aac_size)
         expect_ok(cmcd_url, aac_size, header="CMSD-Dynamic")
         log("warming up (1 worker)")
-        warm([seg_url, nginx_url])
+        warm([seg_url, nginx_url, bare_url])
         log("measuring (1 worker)")
-        seg, peer, cmcd, sid, static = measure(
+        seg, peer, cmcd, sid, static, framework = measure(
             [
                 ("cadenza 64 KB", seg_url),
                 ("nginx 64 KB", nginx_url),
                 ("cadenza 64 KB + CMCD", cmcd_url),
                 ("cadenza master ?sid=", sid_url),
                 ("cadenza static master", static_url),
+                ("bare aiohttp 64 KB", bare_url),
             ],
             runs,
             duration_s,
@@ -481,6 +508,29 @@ def one_worker_phase(package: Package, work_dir: Path, runs: int, duration_s: fl
             aac_size,
         )
     ]
+    framework_extra: dict[str, float | str] = {
+        "cadenza_p99_ms": round(seg.p99_ms, 3),
+        "peer_p99_ms": round(framework.p99_ms, 3),
+        "nginx_ratio": round(framework.rps / peer.rps, 3) if peer.rps else 0.0,
+    }
+    framework_extra.update({f"cadenza_{k}": v for k, v in seg.summary().items()})
+    framework_extra.update({f"peer_{k}": v for k, v in framework.summary().items()})
+    rows.append(
+        _report(
+            Row(
+                work="64 KB segment, hot cache, wrk -c64, 1 worker: the framework's share",
+                peer="bare aiohttp returning the same bytes (bench/bare_aiohttp.py)",
+                metric="req/s",
+                cadenza=round(seg.rps, 1),
+                peer_value=round(framework.rps, 1),
+                goal="none set (how much of the gap to nginx is aiohttp's own)",
+                met=None,
+                higher_is_better=True,
+                runs=runs,
+                extra=framework_extra,
+            )
+        )
+    )
     sid_extra: dict[str, float | str] = {
         "cadenza_p99_ms": round(sid.p99_ms, 3),
         "peer_p99_ms": round(static.p99_ms, 3),

@@ -270,7 +270,7 @@ def segmenting_only(work: Path, runs: int) -> list[Row]:
     ]  # fmt: skip
 
 
-def run(work: Path, runs: int = 5, long_duration_s: float = 600.0) -> list[Row]:
+def run(work: Path, runs: int = 5, long_duration_s: float = 360.0) -> list[Row]:
     rows = full_ladder(work, runs)
     rows += segmenting_only(work, runs)
     rss = next(r.cadenza for r in rows if r.metric == "peak RSS MiB")

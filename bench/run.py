@@ -2,7 +2,7 @@
 ``bench/results.json`` and ``bench/results.md`` (which the README embeds).
 
 Environment: ``BENCH_RUNS`` (default 5) repetitions per figure,
-``BENCH_LONG_S`` (default 600) seconds of the long-track row, ``BENCH_ONLY``
+``BENCH_LONG_S`` (default 360) seconds of the long-track row, ``BENCH_ONLY``
 (``package`` or ``http``) to run one half.
 """
 
@@ -90,7 +90,7 @@ def _previous(path: Path) -> dict[str, dict[str, Any]]:
 
 def main() -> int:
     runs = int(os.environ.get("BENCH_RUNS", "5"))
-    long_s = float(os.environ.get("BENCH_LONG_S", "600"))
+    long_s = float(os.environ.get("BENCH_LONG_S", "360"))
     only = os.environ.get("BENCH_ONLY")
     if only not in (None, *SUITES):
         print(f"BENCH_ONLY must be one of {', '.join(SUITES)}", file=sys.stderr)
@@ -109,7 +109,7 @@ def main() -> int:
             if name == "package":
                 rows = package_bench.run(work / name, runs=runs, long_duration_s=long_s)
             else:
-                rows = http_bench.run(work / name, runs=runs, duration_s=6.0)
+                rows = http_bench.run(work / name, runs=runs, duration_s=5.0)
             for row in rows:
                 print(f"{row.work} | {row.metric}: {row.ratio:.2f}x", file=sys.stderr)
             suites[name] = {

@@ -411,8 +411,10 @@ async def _load(request: web.Request, key: str) -> tuple[CachedObject, str]:
         return build_cached(key, stored, control)
 
     obj, how = await app[CACHE].get(key, load)
-    app[METRICS].cache_lookups.labels(how).inc()
-    app[METRICS].cache_bytes.set(app[CACHE].size_bytes)
+    metrics = app[METRICS]
+    metrics.cache_lookup(how)
+    if how != "hit":  # a hit changes nothing the gauge shows
+        metrics.cache_bytes.set(app[CACHE].size_bytes)
     return obj, how
 
 
@@ -709,6 +711,8 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     backend = RedisBackend(settings.redis_url, timeout_s=settings.redis_timeout_s)
     health = StoreHealth(backend.ping, retry_s=settings.redis_retry_s, metrics=app[METRICS])
     app[STORE_HEALTH] = health
+    # Redis awaits between reading a session and writing it back.
+    app[SESSION_LOCKS] = SessionLocks()
     app[SESSIONS] = FallbackSessionStore(
         backend.sessions(max_sessions=settings.sessions_max, ttl_s=settings.session_ttl_s),
         app[SESSIONS],
@@ -753,7 +757,6 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app[PRESENTATIONS] = {}
     app[RENDERED] = LRUCache(maxsize=RENDERED_MAX_BYTES, getsizeof=lambda o: max(1, o.size_bytes))
     app[SESSIONS] = MemorySessionStore(settings.sessions_max, settings.session_ttl_s)
-    app[SESSION_LOCKS] = SessionLocks()
     app[POPULATION] = MemoryPopulationStore()
     app[BEACON_LIMITER] = RateLimiter(settings.beacon_rate_per_s, settings.beacon_burst)
     if settings.ip_rate_per_s > 0:

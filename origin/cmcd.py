@@ -317,8 +317,12 @@ def parse_cmcd(text: str, *, fast: bool = True) -> Cmcd:
         return Cmcd({}, (Malformed("*", f"longer than {MAX_TEXT_CHARS} characters"),))
     if not text.strip():
         return Cmcd()
-    # Most payloads hold no quotes or lists: a plain split is then exact.
-    members = text.split(",") if '"' not in text and "(" not in text else _split_members(text)
+    # A plain split is exact unless a comma sits inside a string or a list.
+    # Without lists and escapes, quotes alternate open/close, so a string
+    # holding a comma would leave some piece with an odd number of quotes.
+    members = text.split(",")
+    if not fast or "(" in text or "\\" in text or any(m.count('"') % 2 for m in members):
+        members = _split_members(text)
     if len(members) > MAX_MEMBERS:
         return Cmcd({}, (Malformed("*", f"more than {MAX_MEMBERS} keys"),))
     for member in members:

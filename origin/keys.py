@@ -25,7 +25,7 @@ PRESENTATIONS: Final = web.AppKey("presentations", dict[str, tuple[str, Presenta
 # a per-session manifest is a lookup once its shape has been seen.
 RENDERED: Final = web.AppKey("rendered", LRUCache[tuple[object, ...], CachedObject])
 SESSIONS: Final = web.AppKey("sessions", SessionStore)
-# Serialises the read-change-write of one session within this process.
+# Only with Redis: serialises the read-change-write of one session in this process.
 SESSION_LOCKS: Final = web.AppKey("session_locks", SessionLocks)
 POPULATION: Final = web.AppKey("population", PopulationStore)
 BEACON_LIMITER: Final = web.AppKey("beacon_limiter", RateLimiter)

@@ -54,6 +54,21 @@ class Metrics:
     # Labelled children, looked up once: ``labels()`` takes a lock and builds a
     # tuple on every call, a measurable share of a hot-cache hit.
     _children: dict[tuple[str, ...], tuple[Any, Any, Any]] = field(default_factory=dict)
+    _labelled: dict[tuple[int, tuple[str, ...]], Any] = field(default_factory=dict)
+
+    def cache_lookup(self, how: str) -> None:
+        self._child(self.cache_lookups, (how,)).inc()
+
+    def beacon(self, kind: str, result: str) -> None:
+        self._child(self.beacons, (kind, result)).inc()
+
+    def _child(self, metric: Counter, values: tuple[str, ...]) -> Any:
+        """``metric.labels(*values)``, once per value set (closed sets only)."""
+        key = (id(metric), values)
+        child = self._labelled.get(key)
+        if child is None:
+            child = self._labelled[key] = metric.labels(*values)
+        return child
 
     def request_done(
         self, route: str, status: int, cache: str, length_bytes: int | None, seconds: float

@@ -96,18 +96,24 @@ async def ingest(
     # The memory store counts sessions it evicted for room; others (Redis) bound
     # themselves and have no such count.
     evictions_before: int = getattr(store, "evictions", 0)
-    async with app[SESSION_LOCKS].hold(sid):
-        state, changes = apply_cmcd(
-            await store.get(sid),
-            cmcd,
-            now_s,
-            sid=sid,
-            is_request=is_request,
-            track=track,
-            network_key=network_key,
-            delivery=delivery,
-        )
+    fold = functools.partial(
+        apply_cmcd,
+        cmcd=cmcd,
+        now_s=now_s,
+        sid=sid,
+        is_request=is_request,
+        track=track,
+        network_key=network_key,
+        delivery=delivery,
+    )
+    locks = app.get(SESSION_LOCKS)
+    if locks is None:  # the memory store never awaits between get and put
+        state, changes = fold(await store.get(sid))
         await store.put(state)
+    else:
+        async with locks.hold(sid):
+            state, changes = fold(await store.get(sid))
+            await store.put(state)
     evicted = getattr(store, "evictions", 0) - evictions_before
     if evicted > 0:
         metrics.sessions_evicted.inc(evicted)
@@ -149,7 +155,7 @@ async def observe_request(request: web.Request, track: str) -> Observed | None:
         metrics.cmcd_malformed.inc(len(cmcd.malformed))
     sid = cmcd.string("sid") or request.query.get("sid")
     if sid is None or not valid_sid(sid):
-        metrics.beacons.labels("request", "no_session").inc()
+        metrics.beacon("request", "no_session")
         return None
     try:
         state = await ingest(
@@ -163,9 +169,9 @@ async def observe_request(request: web.Request, track: str) -> Observed | None:
         )
     except Exception:  # a session store must never fail a media request
         log.exception("session update failed for %s", sid)
-        metrics.beacons.labels("request", "store_error").inc()
+        metrics.beacon("request", "store_error")
         return Observed(sid, None, network_key, False)
-    metrics.beacons.labels("request", "malformed" if cmcd.malformed else "ok").inc()
+    metrics.beacon("request", "malformed" if cmcd.malformed else "ok")
     from_header = "CMCD-Session" in request.headers and request.query.get("sid") is None
     return Observed(sid, state, network_key, from_header)
 
@@ -252,23 +258,23 @@ async def handle_beacons(request: web.Request) -> web.Response:
     metrics = app[METRICS]
     limit = settings.beacon_max_bytes
     if request.content_length is not None and request.content_length > limit:
-        metrics.beacons.labels("post", "too_large").inc()
+        metrics.beacon("post", "too_large")
         raise PayloadTooLargeError(request.content_length, limit)
     try:
         body = await read_body(request, limit, settings.body_timeout_s)
     except PayloadTooLargeError:
-        metrics.beacons.labels("post", "too_large").inc()
+        metrics.beacon("post", "too_large")
         raise
     except RequestTimeoutError:
-        metrics.beacons.labels("post", "timeout").inc()
+        metrics.beacon("post", "timeout")
         raise
     try:
         entries = _entries(body, request.content_type, settings.beacon_max_entries)
     except (BadBeaconError, UnsupportedMediaTypeError):
-        metrics.beacons.labels("post", "invalid").inc()
+        metrics.beacon("post", "invalid")
         raise
     if not entries:
-        metrics.beacons.labels("post", "invalid").inc()
+        metrics.beacon("post", "invalid")
         raise BadBeaconError("the body holds no CMCD payload")
     default_sid = request.query.get("sid")
     network_key = network_key_for(request.remote, request.headers)
@@ -281,11 +287,11 @@ async def handle_beacons(request: web.Request) -> web.Response:
             reasons.extend(f"{m.key}: {m.reason}" for m in cmcd.malformed[:3])
         sid = cmcd.string("sid") or default_sid
         if sid is None or not valid_sid(sid):
-            metrics.beacons.labels("post", "no_session").inc()
+            metrics.beacon("post", "no_session")
             reasons.append("payload without a valid sid")
             continue
         if not app[BEACON_LIMITER].allow(sid, now_s):
-            metrics.beacons.labels("post", "rate_limited").inc()
+            metrics.beacon("post", "rate_limited")
             limited += 1
             continue
         await ingest(
@@ -298,7 +304,7 @@ async def handle_beacons(request: web.Request) -> web.Response:
             network_key=network_key,
             delivery=_delivery(app, cmcd),
         )
-        metrics.beacons.labels("post", "malformed" if cmcd.malformed else "ok").inc()
+        metrics.beacon("post", "malformed" if cmcd.malformed else "ok")
         used += 1
     if used:
         return web.Response(status=204)
