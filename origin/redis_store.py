@@ -200,6 +200,8 @@ class RedisSessionStore:
         self._timeout_s = timeout_s
         self._index = f"{prefix}sessions"
         self._key_prefix = f"{prefix}session:"
+        # Sessions this replica trimmed for room (cadenza_sessions_evicted_total).
+        self.evictions = 0
         self._clock = clock
 
     def key(self, sid: str) -> str:
@@ -240,7 +242,9 @@ class RedisSessionStore:
                 async with self._client.pipeline(transaction=True) as pipe:
                     pipe.zrem(self._index, *overflow)
                     pipe.delete(*(self.key(sid) for sid in overflow))
-                    await pipe.execute()
+                    removed, _ = await pipe.execute()
+                # ZREM's count: a sid another replica trimmed first is not counted twice.
+                self.evictions += int(removed)
 
     async def active(self) -> list[SessionState]:
         """The sessions seen within the TTL, newest first, at most ``max_sessions``."""
@@ -547,6 +551,12 @@ class FallbackSessionStore:
     async def put(self, state: SessionState) -> None:
         await self.local.put(state)
         await self.health.call("sessions", lambda: self.primary.put(state), _nothing)
+
+    @property
+    def evictions(self) -> int:
+        """The shared store's trims (the local copy's own evictions are a cache's)."""
+        count: int = getattr(self.primary, "evictions", 0)
+        return count
 
     async def active(self) -> list[SessionState]:
         return await self.health.call("sessions", self.primary.active, self.local.active)

@@ -305,6 +305,17 @@ async def test_concurrent_beacons_of_one_session_are_all_counted(
     assert (await _session(client, "busy1"))["beacons"] == 40
 
 
+async def test_sessions_trimmed_in_redis_are_counted_as_evicted(
+    origin: Any, redis_server: RedisServer
+) -> None:
+    client = await origin(redis_url=redis_server.url, sessions_max=3)
+    for index in range(8):
+        await _beacon(client, f"ev{index}", mtp=500)
+    assert await _metric(client, "cadenza_sessions_evicted_total") == 5.0
+    listing = await (await client.get("/v1/sessions")).json()
+    assert [s["sid"] for s in listing["sessions"]] == ["ev7", "ev6", "ev5"]
+
+
 async def test_redis_outage_serves_local_state_then_recovers(
     origin: Any, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
