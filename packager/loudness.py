@@ -4,6 +4,11 @@ EBU Tech 3342 loudness range.
 Audio arrives block by block from the single decode; filter and oversampler
 state is carried across blocks, so results do not depend on block sizes, and
 memory holds one energy value per channel per 100 ms hop, not the audio.
+Those values live in a few large float64 arrays, filled in place: a 3-hour
+stereo track needs 1.7 MB for them, where one small numpy array per hop cost
+~130 bytes of heap each and, allocated every 100 ms between the meter's large
+temporary buffers, fragmented its thread's malloc arena until that grew with
+the track (~6 MB per 150 s of audio).
 
 The K-weighting runs in FFmpeg's ``biquad`` filter at double precision (through
 PyAV, which the packager loads anyway) and the true-peak oversampler is a numpy
@@ -38,6 +43,7 @@ HOPS_PER_BLOCK: Final = 4  # 400 ms gating blocks with 75 % overlap (BS.1770-4 2
 HOPS_PER_SHORT_TERM: Final = 30  # 3 s short-term windows (EBU Tech 3342)
 TAPS_PER_PHASE: Final = 12  # true-peak interpolator: 48 taps at 4x
 KAISER_BETA: Final = 8.0
+HOPS_PER_CHUNK: Final = 4096  # hop energies are stored 4096 hops (~7 minutes) to an array
 
 # BS.1770-4 Table 4 channel weights; LFE is excluded from the measurement.
 _SURROUND: Final = frozenset({"BL", "BR", "SL", "SR", "BC", "SIDE_LEFT", "SIDE_RIGHT"})
@@ -163,14 +169,27 @@ def _loudness(mean_square: float) -> float:
     return -0.691 + 10 * math.log10(mean_square) if mean_square > 0 else -math.inf
 
 
+def _levels(mean_squares: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``-0.691 + 10 * log10(mean_squares)``, element by element, in one new array
+    (a 3-hour track has 108,000 of them); -inf for zeros."""
+    with np.errstate(divide="ignore"):
+        levels: npt.NDArray[np.float64] = np.log10(mean_squares)
+    levels *= 10
+    levels += -0.691
+    return levels
+
+
 class LoudnessMeter:
     def __init__(self, sample_rate_hz: int, channel_weights: Sequence[float]) -> None:
         self.sample_rate_hz = sample_rate_hz
         self.weights = np.asarray(channel_weights, dtype=np.float64)
         channels = len(self.weights)
         self._k_weighting = _KWeighting(k_weighting_sos(sample_rate_hz), sample_rate_hz, channels)
-        self._hop_energy: list[npt.NDArray[np.float64]] = []  # per hop: sum of squares per channel
+        # Per hop, the sum of squares per channel: rows of fixed-size (hop, channel)
+        # chunks, the last one filled up to ``_hop_count % HOPS_PER_CHUNK``.
+        self._hop_chunks: list[npt.NDArray[np.float64]] = []
         self._hop_count = 0
+        self._cumulative: npt.NDArray[np.float64] | None = None  # built from the chunks at the end
         self._pending = np.zeros((channels, 0))
         self._samples = 0
         self._factor = _oversampling(sample_rate_hz)
@@ -211,7 +230,10 @@ class LoudnessMeter:
             if end > self._samples:
                 break
             lo, hi = begin - start, end - start
-            self._hop_energy.append(squares[:, lo:hi].sum(axis=1))
+            row = self._hop_count % HOPS_PER_CHUNK
+            if row == 0:
+                self._hop_chunks.append(np.empty((HOPS_PER_CHUNK, squares.shape[0])))
+            np.sum(squares[:, lo:hi], axis=1, out=self._hop_chunks[-1][row])
             self._hop_count += 1
             cursor = hi
         self._pending = squares[:, cursor:]
@@ -236,46 +258,64 @@ class LoudnessMeter:
             self._peak = max(self._peak, float(np.max(np.abs(acc, out=acc))))
         self._history = extended[:, -TAPS_PER_PHASE:]
 
+    def _cumulative_energy(self) -> npt.NDArray[np.float64]:
+        """Running sums of the hop energies from a row of zeros, shape (hop + 1, channel).
+
+        Built once, when measuring ends, and kept in place of the chunks, which it
+        replaces: the two window lengths both read it.
+        """
+        self._flush()
+        if self._cumulative is None:
+            cumulative = np.zeros((self._hop_count + 1, len(self.weights)))
+            for index, chunk in enumerate(self._hop_chunks):
+                first = index * HOPS_PER_CHUNK
+                rows = min(HOPS_PER_CHUNK, self._hop_count - first)
+                cumulative[1 + first : 1 + first + rows] = chunk[:rows]
+            self._hop_chunks = []
+            np.cumsum(cumulative[1:], axis=0, out=cumulative[1:])
+            self._cumulative = cumulative
+        return self._cumulative
+
     def _windows(self, hops: int) -> npt.NDArray[np.float64]:
         """Weighted mean square of every window of ``hops`` consecutive hops."""
-        self._flush()
+        cumulative = self._cumulative_energy()
         if self._hop_count < hops:
             return np.zeros(0)
-        energy = np.array(self._hop_energy)  # (hop, channel)
-        cumulative = np.vstack([np.zeros(energy.shape[1]), np.cumsum(energy, axis=0)])
         sums = cumulative[hops:] - cumulative[:-hops]  # (window, channel)
-        lengths = np.array(
-            [
-                self._hop_bounds(i + hops) - self._hop_bounds(i)
-                for i in range(self._hop_count - hops + 1)
-            ],
-            dtype=np.float64,
-        )
-        result: npt.NDArray[np.float64] = (sums / lengths[:, None]) @ self.weights
+        rate = self.sample_rate_hz
+        if rate % 10 == 0:  # every window is hops * rate / 10 samples long
+            sums /= float(hops * rate // 10)
+        else:  # self._hop_bounds(i + hops) - self._hop_bounds(i) for window i
+            begins = np.arange(self._hop_count - hops + 1, dtype=np.int64) * rate
+            ends = begins + hops * rate
+            ends //= 10
+            begins //= 10
+            ends -= begins
+            sums /= ends.astype(np.float64)[:, None]
+        result: npt.NDArray[np.float64] = sums @ self.weights
         return result
 
     def integrated_lufs(self) -> float:
         blocks = self._windows(HOPS_PER_BLOCK)
-        with np.errstate(divide="ignore"):
-            levels = -0.691 + 10 * np.log10(blocks)
-        above = blocks[levels > ABSOLUTE_GATE_LUFS]
+        above = blocks[_levels(blocks) > ABSOLUTE_GATE_LUFS]
+        del blocks
         if above.size == 0:
             return ABSOLUTE_GATE_LUFS
         relative = _loudness(float(above.mean())) + RELATIVE_GATE_LU
-        gated = above[-0.691 + 10 * np.log10(above) > relative]
+        gated = above[_levels(above) > relative]
         return max(ABSOLUTE_GATE_LUFS, _loudness(float(gated.mean())))
 
     def loudness_range_lu(self) -> float:
         windows = self._windows(HOPS_PER_SHORT_TERM)
-        with np.errstate(divide="ignore"):
-            levels = -0.691 + 10 * np.log10(windows)
-        above = levels[levels > ABSOLUTE_GATE_LUFS]
-        if above.size == 0:
+        levels = _levels(windows)
+        loud = levels > ABSOLUTE_GATE_LUFS
+        if not loud.any():
             return 0.0
-        relative = _loudness(float(windows[levels > ABSOLUTE_GATE_LUFS].mean())) + (
-            LRA_RELATIVE_GATE_LU
-        )
+        relative = _loudness(float(windows[loud].mean())) + LRA_RELATIVE_GATE_LU
+        above = levels[loud]
+        del windows, levels
         gated = above[above > relative]
+        del above
         if gated.size == 0:
             return 0.0
         low, high = np.percentile(gated, [10, 95])

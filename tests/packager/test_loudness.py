@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from packager.loudness import (
     ABSOLUTE_GATE_LUFS,
+    HOPS_PER_CHUNK,
     TRUE_PEAK_FLOOR_DBTP,
     LoudnessMeter,
     channel_weights,
@@ -77,6 +78,21 @@ def test_loudness_range_of_two_levels(first: float, second: float, expected: flo
     """EBU Tech 3342 cases 1-3: 20 s at one level then 20 s at another: LRA = the step +-1."""
     audio = np.concatenate([sine(first, 20), sine(second, 20)], axis=1)
     assert measure(audio).loudness_range_lu() == pytest.approx(expected, abs=1.0)
+
+
+def test_long_programme_counts_every_hop() -> None:
+    """Hop energies are stored in chunks of HOPS_PER_CHUNK hops: a programme spanning
+    more than one chunk gates and ranges over all of it. Two halves 6 dB apart, both
+    above the relative gate: integrated loudness is their mean energy, LRA the step."""
+    rate_hz = 8000
+    half_s = HOPS_PER_CHUNK * 0.1 * 0.6
+    audio = np.concatenate(
+        [sine(-20, half_s, rate_hz=rate_hz), sine(-26, half_s, rate_hz=rate_hz)], axis=1
+    )
+    meter = measure(audio, rate_hz=rate_hz)
+    expected = 10 * math.log10((10 ** (-20 / 10) + 10 ** (-26 / 10)) / 2)
+    assert meter.integrated_lufs() == pytest.approx(expected, abs=0.1)
+    assert meter.loudness_range_lu() == pytest.approx(6.0, abs=1.0)
 
 
 def test_true_peak_finds_the_peak_between_samples() -> None:
