@@ -386,6 +386,9 @@ class TinyCdn:
 
 @pytest.fixture
 async def cdns() -> AsyncIterator[tuple[TinyCdn, TinyCdn]]:
+    """Tests ask for this before ``make_client``: fixtures end in reverse, so the
+    origin (and its probe loop) stops before the CDNs it probes, and no probe
+    can be accepted by a CDN that is shutting down (an unclosed socket)."""
     pair = (TinyCdn(), TinyCdn())
     for cdn in pair:
         await cdn.start()
@@ -425,7 +428,7 @@ async def _json(client: Any, url: str) -> tuple[int, dict[str, str], Any]:
 
 
 async def test_steering_manifest_shape_and_headers(
-    make_client: MakeClient, cdns: tuple[TinyCdn, TinyCdn]
+    cdns: tuple[TinyCdn, TinyCdn], make_client: MakeClient
 ) -> None:
     client = await make_client(**_steering_settings(*cdns))
     status, headers, body = await _json(client, f"/v1/steering/{TRACK}?protocol=hls")
@@ -442,7 +445,7 @@ async def test_steering_manifest_shape_and_headers(
 
 
 async def test_steering_honours_the_players_pathway_and_drops_its_args_from_reload(
-    make_client: MakeClient, cdns: tuple[TinyCdn, TinyCdn]
+    cdns: tuple[TinyCdn, TinyCdn], make_client: MakeClient
 ) -> None:
     client = await make_client(**_steering_settings(*cdns))
     _, _, hls = await _json(
@@ -463,7 +466,7 @@ async def test_steering_honours_the_players_pathway_and_drops_its_args_from_relo
 
 
 async def test_malformed_player_args_are_ignored_and_counted(
-    make_client: MakeClient, cdns: tuple[TinyCdn, TinyCdn]
+    cdns: tuple[TinyCdn, TinyCdn], make_client: MakeClient
 ) -> None:
     client = await make_client(**_steering_settings(*cdns))
     for query in (
@@ -481,7 +484,7 @@ async def test_malformed_player_args_are_ignored_and_counted(
 
 
 async def test_steering_refuses_bad_track_ids_and_is_404_without_pathways(
-    make_client: MakeClient, cdns: tuple[TinyCdn, TinyCdn]
+    cdns: tuple[TinyCdn, TinyCdn], make_client: MakeClient
 ) -> None:
     client = await make_client(**_steering_settings(*cdns))
     assert (await client.get("/v1/steering/..%2Fetc")).status in (400, 404)
@@ -494,7 +497,7 @@ async def test_steering_refuses_bad_track_ids_and_is_404_without_pathways(
 
 
 async def test_clones_are_listed_and_ranked(
-    make_client: MakeClient, cdns: tuple[TinyCdn, TinyCdn]
+    cdns: tuple[TinyCdn, TinyCdn], make_client: MakeClient
 ) -> None:
     clone = PathwayCloneSetting("cdn-c", "cdn-b", "localhost", (("token", "t"),), 5)
     client = await make_client(**_steering_settings(*cdns, pathway_clones=(clone,)))
@@ -514,7 +517,7 @@ async def test_clones_are_listed_and_ranked(
 
 
 async def test_manifests_name_the_pathways_and_the_steering_server(
-    make_client: MakeClient, cdns: tuple[TinyCdn, TinyCdn]
+    cdns: tuple[TinyCdn, TinyCdn], make_client: MakeClient
 ) -> None:
     a, b = cdns
     client = await make_client(**_steering_settings(a, b))
@@ -548,7 +551,7 @@ async def test_without_pathways_manifests_are_the_packaged_files(
 
 
 async def test_steering_server_defaults_to_the_requested_host(
-    make_client: MakeClient, cdns: tuple[TinyCdn, TinyCdn]
+    cdns: tuple[TinyCdn, TinyCdn], make_client: MakeClient
 ) -> None:
     client = await make_client(**_steering_settings(*cdns, content_steering_url=None))
     text = await (await client.get(f"/{TRACK}/master.m3u8")).text()
@@ -556,7 +559,7 @@ async def test_steering_server_defaults_to_the_requested_host(
 
 
 async def test_a_host_derived_steering_manifest_is_private(
-    make_client: MakeClient, cdns: tuple[TinyCdn, TinyCdn]
+    cdns: tuple[TinyCdn, TinyCdn], make_client: MakeClient
 ) -> None:
     """A shared cache keys on the path, not on Host: a manifest whose steering
     server was named after a (forgeable) Host header must not be cached for
@@ -569,7 +572,7 @@ async def test_a_host_derived_steering_manifest_is_private(
 
 
 async def test_a_configured_steering_url_keeps_manifests_public(
-    make_client: MakeClient, cdns: tuple[TinyCdn, TinyCdn]
+    cdns: tuple[TinyCdn, TinyCdn], make_client: MakeClient
 ) -> None:
     client = await make_client(**_steering_settings(*cdns))
     response = await client.get(f"/{TRACK}/master.m3u8", headers={"Host": "evil.example"})
@@ -578,7 +581,7 @@ async def test_a_configured_steering_url_keeps_manifests_public(
 
 
 async def test_a_cdn_that_stops_answering_goes_last_and_comes_back(
-    make_client: MakeClient, cdns: tuple[TinyCdn, TinyCdn]
+    cdns: tuple[TinyCdn, TinyCdn], make_client: MakeClient
 ) -> None:
     a, b = cdns
     client = await make_client(**_steering_settings(a, b))
@@ -615,7 +618,7 @@ async def test_a_cdn_that_stops_answering_goes_last_and_comes_back(
 
 
 async def test_server_errors_count_as_failed_probes(
-    make_client: MakeClient, cdns: tuple[TinyCdn, TinyCdn]
+    cdns: tuple[TinyCdn, TinyCdn], make_client: MakeClient
 ) -> None:
     a, b = cdns
     client = await make_client(**_steering_settings(a, b))
@@ -634,7 +637,7 @@ async def test_server_errors_count_as_failed_probes(
 
 
 async def test_a_signed_manifest_steers_to_signed_pathway_urls(
-    make_client: MakeClient, cdns: tuple[TinyCdn, TinyCdn]
+    cdns: tuple[TinyCdn, TinyCdn], make_client: MakeClient
 ) -> None:
     """With signed URLs, the pathway URIs carry the manifest's token (relative URIs
     would inherit it), and the manifest is private since it names one viewer's token."""
