@@ -408,6 +408,41 @@ def _report(row: Row) -> Row:
     return row
 
 
+def _req_row(
+    work: str,
+    peer: str,
+    goal: str,
+    ours: Series,
+    theirs: Series,
+    runs: int,
+    met: bool | None,
+    **extra: float | str,
+) -> Row:
+    """A req/s row: both sides' medians, p99s and per-run figures in ``extra``."""
+    details: dict[str, float | str] = {
+        "cadenza_p99_ms": round(ours.p99_ms, 3),
+        "peer_p99_ms": round(theirs.p99_ms, 3),
+        "url_path": "/" + ours.url.split("/", 3)[3],
+        **extra,
+    }
+    details.update({f"cadenza_{k}": v for k, v in ours.summary().items()})
+    details.update({f"peer_{k}": v for k, v in theirs.summary().items()})
+    return _report(
+        Row(
+            work=work,
+            peer=peer,
+            metric="req/s",
+            cadenza=round(ours.rps, 1),
+            peer_value=round(theirs.rps, 1),
+            goal=goal,
+            met=met,
+            higher_is_better=True,
+            runs=runs,
+            extra=details,
+        )
+    )
+
+
 def _vs_nginx(
     work: str,
     peer: str,
@@ -421,28 +456,8 @@ def _vs_nginx(
 ) -> Row:
     ratio_ok = ours.rps >= min_ratio * theirs.rps
     p99_ok = max_p99_ratio is None or ours.p99_ms <= max_p99_ratio * theirs.p99_ms
-    extra: dict[str, float | str] = {
-        "cadenza_p99_ms": round(ours.p99_ms, 3),
-        "peer_p99_ms": round(theirs.p99_ms, 3),
-        "segment_bytes": float(size),
-        "url_path": "/" + ours.url.split("/", 3)[3],
-    }
-    extra.update({f"cadenza_{k}": v for k, v in ours.summary().items()})
-    extra.update({f"peer_{k}": v for k, v in theirs.summary().items()})
-    return _report(
-        Row(
-            work=work,
-            peer=peer,
-            metric="req/s",
-            cadenza=round(ours.rps, 1),
-            peer_value=round(theirs.rps, 1),
-            goal=goal,
-            met=ratio_ok and p99_ok,
-            higher_is_better=True,
-            runs=runs,
-            extra=extra,
-        )
-    )
+    met = ratio_ok and p99_ok
+    return _req_row(work, peer, goal, ours, theirs, runs, met, segment_bytes=float(size))
 
 
 def _cmcd_query(track: str) -> str:
@@ -508,75 +523,40 @@ def one_worker_phase(package: Package, work_dir: Path, runs: int, duration_s: fl
             aac_size,
         )
     ]
-    framework_extra: dict[str, float | str] = {
-        "cadenza_p99_ms": round(seg.p99_ms, 3),
-        "peer_p99_ms": round(framework.p99_ms, 3),
-        "nginx_ratio": round(framework.rps / peer.rps, 3) if peer.rps else 0.0,
-    }
-    framework_extra.update({f"cadenza_{k}": v for k, v in seg.summary().items()})
-    framework_extra.update({f"peer_{k}": v for k, v in framework.summary().items()})
     rows.append(
-        _report(
-            Row(
-                work="64 KB segment, hot cache, wrk -c64, 1 worker: the framework's share",
-                peer="bare aiohttp returning the same bytes (bench/bare_aiohttp.py)",
-                metric="req/s",
-                cadenza=round(seg.rps, 1),
-                peer_value=round(framework.rps, 1),
-                goal="none set (how much of the gap to nginx is aiohttp's own)",
-                met=None,
-                higher_is_better=True,
-                runs=runs,
-                extra=framework_extra,
-            )
+        _req_row(
+            "64 KB segment, hot cache, wrk -c64, 1 worker: the framework's share",
+            "bare aiohttp returning the same bytes (bench/bare_aiohttp.py)",
+            "none set (how much of the gap to nginx is aiohttp's own)",
+            seg,
+            framework,
+            runs,
+            None,
+            nginx_ratio=round(framework.rps / peer.rps, 3) if peer.rps else 0.0,
         )
     )
-    sid_extra: dict[str, float | str] = {
-        "cadenza_p99_ms": round(sid.p99_ms, 3),
-        "peer_p99_ms": round(static.p99_ms, 3),
-        "url_path": f"{master_path}?sid={SESSION_SID}",
-    }
-    sid_extra.update({f"cadenza_{k}": v for k, v in sid.summary().items()})
-    sid_extra.update({f"peer_{k}": v for k, v in static.summary().items()})
     rows.append(
-        _report(
-            Row(
-                work="per-session master playlist (?sid=), wrk -c64",
-                peer="the same server returning static bytes (master.m3u8 without sid)",
-                metric="req/s",
-                cadenza=round(sid.rps, 1),
-                peer_value=round(static.rps, 1),
-                goal=">= 0.85x; p99 <= 20 ms",
-                met=sid.rps >= 0.85 * static.rps and sid.p99_ms <= 20.0,
-                higher_is_better=True,
-                runs=runs,
-                extra=sid_extra,
-            )
+        _req_row(
+            "per-session master playlist (?sid=), wrk -c64",
+            "the same server returning static bytes (master.m3u8 without sid)",
+            ">= 0.85x; p99 <= 20 ms",
+            sid,
+            static,
+            runs,
+            sid.rps >= 0.85 * static.rps and sid.p99_ms <= 20.0,
         )
     )
-    cmcd_extra: dict[str, float | str] = {
-        "cadenza_p99_ms": round(cmcd.p99_ms, 3),
-        "peer_p99_ms": round(seg.p99_ms, 3),
-        "overhead_pct": round(100.0 * (1.0 - cmcd.rps / seg.rps), 2) if seg.rps else 0.0,
-        "segment_bytes": float(aac_size),
-        "url_path": "/" + cmcd_url.split("/", 3)[3],
-    }
-    cmcd_extra.update({f"cadenza_{k}": v for k, v in cmcd.summary().items()})
-    cmcd_extra.update({f"peer_{k}": v for k, v in seg.summary().items()})
     rows.append(
-        _report(
-            Row(
-                work="CMCD parsing + session update per request",
-                peer="the same segment without CMCD",
-                metric="req/s",
-                cadenza=round(cmcd.rps, 1),
-                peer_value=round(seg.rps, 1),
-                goal="<= 10 % overhead",
-                met=cmcd.rps >= 0.9 * seg.rps,
-                higher_is_better=True,
-                runs=runs,
-                extra=cmcd_extra,
-            )
+        _req_row(
+            "CMCD parsing + session update per request",
+            "the same segment without CMCD",
+            "<= 10 % overhead",
+            cmcd,
+            seg,
+            runs,
+            cmcd.rps >= 0.9 * seg.rps,
+            overhead_pct=round(100.0 * (1.0 - cmcd.rps / seg.rps), 2) if seg.rps else 0.0,
+            segment_bytes=float(aac_size),
         )
     )
     return rows

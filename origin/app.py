@@ -29,6 +29,7 @@ from manifests.errors import NoMatchingRenditionsError as NoRenditionsInModel
 from manifests.filters import InvalidFilterError, RenditionFilter, parse_filter_query
 from manifests.hls import render_master
 from manifests.jsonio import presentation_from_json
+from manifests.media_types import cache_control_for, content_type_for
 from manifests.model import MASTER_NAME, MPD_NAME, PRESENTATION_NAME, Presentation
 from origin.auth import (
     ADMIN_PREFIXES,
@@ -38,14 +39,7 @@ from origin.auth import (
     split_token_path,
     verify,
 )
-from origin.cache import (
-    CONTENT_TYPES,
-    CachedObject,
-    HotCache,
-    build_cached,
-    cache_control_for,
-    suffix_of,
-)
+from origin.cache import CachedObject, HotCache, build_cached
 from origin.content_steering import (
     content_steering_ctx,
     handle_pathways,
@@ -485,7 +479,7 @@ async def _serve_large(request: web.Request, key: str) -> web.StreamResponse:
     try:
         etag = f'"{info.etag_hint}"'
         headers = {
-            "Content-Type": CONTENT_TYPES.get(suffix_of(key), "application/octet-stream"),
+            "Content-Type": content_type_for(key),
             "Cache-Control": control,
             "ETag": etag,
             "Last-Modified": info.last_modified,

@@ -21,11 +21,7 @@ from cachetools import LRUCache
 
 # One table with the packager's S3 uploads: the same headers whether a CDN reads
 # through the origin or straight from the bucket.
-from manifests.media_types import CONTENT_TYPES as CONTENT_TYPES
-from manifests.media_types import MANIFEST_SUFFIXES as MANIFEST_SUFFIXES
-from manifests.media_types import cache_control_for as cache_control_for
-from manifests.media_types import is_manifest as is_manifest
-from manifests.media_types import suffix_of as suffix_of
+from manifests.media_types import content_type_for, is_manifest
 from origin.errors import StorageUnavailableError
 from origin.storage import ObjectInfo, StoredObject
 
@@ -64,7 +60,7 @@ def build_cached(key: str, stored: StoredObject, cache_control: str) -> CachedOb
         gzip_etag=None if gz is None else strong_etag(stored.body)[:-1] + '-gz"',
         last_modified=stored.info.last_modified,
         mtime_s=stored.info.mtime_s,
-        content_type=CONTENT_TYPES.get(suffix_of(key), "application/octet-stream"),
+        content_type=content_type_for(key),
         cache_control=cache_control,
         loaded_at_s=time.monotonic(),
         manifest=manifest,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from manifests.steering import PATHWAY_ID_RE
@@ -97,6 +97,18 @@ def _check_host(value: object, where: str) -> str:
     return text
 
 
+def _table(
+    entry: object, where: str, required: tuple[str, ...], optional: tuple[str, ...]
+) -> Mapping[str, Any]:
+    """A TOML table with every ``required`` key and no key outside ``optional``."""
+    keys = f"{', '.join(required)} (optional: {', '.join(optional)})"
+    if not isinstance(entry, Mapping):
+        raise PathwayConfigError(f"{where}: expected a table with {keys}")
+    if set(entry) - set(required) - set(optional) or not set(required) <= set(entry):
+        raise PathwayConfigError(f"{where}: needs {keys}, and no other key")
+    return entry
+
+
 def parse_pathways(value: object) -> tuple[PathwaySetting, ...]:
     """From TOML (a list of tables), the environment (one string), or already parsed."""
     if isinstance(value, str):
@@ -119,11 +131,7 @@ def parse_pathways(value: object) -> tuple[PathwaySetting, ...]:
         if isinstance(entry, PathwaySetting):
             pathways.append(entry)
             continue
-        if not isinstance(entry, Mapping):
-            raise PathwayConfigError(f"{where}: expected a table with id and base_url")
-        unknown = set(entry) - {"id", "base_url", "weight"}
-        if unknown or "id" not in entry or "base_url" not in entry:
-            raise PathwayConfigError(f"{where}: needs id and base_url (and optional weight)")
+        entry = _table(entry, where, ("id", "base_url"), ("weight",))
         pathways.append(
             PathwaySetting(
                 id=_check_id(entry["id"], where),
@@ -146,11 +154,7 @@ def parse_clones(value: object) -> tuple[PathwayCloneSetting, ...]:
         if isinstance(entry, PathwayCloneSetting):
             clones.append(entry)
             continue
-        if not isinstance(entry, Mapping):
-            raise PathwayConfigError(f"{where}: expected a table")
-        unknown = set(entry) - {"id", "base_id", "host", "params", "weight"}
-        if unknown or not {"id", "base_id", "host"} <= set(entry):
-            raise PathwayConfigError(f"{where}: needs id, base_id and host (params, weight)")
+        entry = _table(entry, where, ("id", "base_id", "host"), ("params", "weight"))
         params = entry.get("params", {})
         if not isinstance(params, Mapping):
             raise PathwayConfigError(f"{where}: params must be a table of strings")

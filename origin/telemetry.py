@@ -11,6 +11,7 @@ request: a broken payload is counted and dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -96,24 +97,19 @@ async def ingest(
     # The memory store counts sessions it evicted for room; others (Redis) bound
     # themselves and have no such count.
     evictions_before: int = getattr(store, "evictions", 0)
-    fold = functools.partial(
-        apply_cmcd,
-        cmcd=cmcd,
-        now_s=now_s,
-        sid=sid,
-        is_request=is_request,
-        track=track,
-        network_key=network_key,
-        delivery=delivery,
-    )
-    locks = app.get(SESSION_LOCKS)
-    if locks is None:  # the memory store never awaits between get and put
-        state, changes = fold(await store.get(sid))
+    locks = app.get(SESSION_LOCKS)  # None: the memory store never awaits between get and put
+    async with contextlib.nullcontext() if locks is None else locks.hold(sid):
+        state, changes = apply_cmcd(
+            await store.get(sid),
+            cmcd,
+            now_s,
+            sid=sid,
+            is_request=is_request,
+            track=track,
+            network_key=network_key,
+            delivery=delivery,
+        )
         await store.put(state)
-    else:
-        async with locks.hold(sid):
-            state, changes = fold(await store.get(sid))
-            await store.put(state)
     evicted = getattr(store, "evictions", 0) - evictions_before
     if evicted > 0:
         metrics.sessions_evicted.inc(evicted)

@@ -295,10 +295,10 @@ class Uploader:
                     )
                     # DeleteObjects answers 200 even when some keys were not deleted.
                     if failed := answer.get("Errors"):
-                        first = failed[0]
-                        why = f"{first.get('Code', '?')} {first.get('Message', '')}".strip()
+                        error = failed[0]
+                        why = f"{error.get('Code', '?')} {error.get('Message', '')}".strip()
                         raise StorageError(
-                            f"s3://{bucket}/{first.get('Key', '?')}",
+                            f"s3://{bucket}/{error.get('Key', '?')}",
                             f"could not delete {len(failed)} manifest(s): {why}",
                         )
 

@@ -3,6 +3,7 @@ moto S3 server on loopback for the origin's and the packager's S3 tests."""
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +65,17 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+# Fake credentials for moto (server mode, loopback), set at import: the processes
+# the tests start (cadenza serve, a forkserver, Dask workers) inherit them.
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+for _name, _value in FAKE_AWS_ENV.items():
+    os.environ.setdefault(_name, _value)
 
 
 class Moto:

@@ -30,7 +30,7 @@ from origin.cli import build_parser
 from origin.metrics import create_metrics
 from origin.settings import Settings, load_settings
 from packager.catalogue import read_catalogue, select_shard
-from tests.origin.test_cdn import TEMPLATE as CDN_TEST_TEMPLATE
+from tests.nginx_edge import TEMPLATE as CDN_TEST_TEMPLATE
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -24,6 +23,7 @@ import pytest
 from packager.ladder import PRESETS
 from packager.track import PackageOptions, package_track
 from samples.make_sample import synthesize, write_audio
+from tests.origin.originproc import cadenza_serve
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE_DIR = Path(__file__).resolve().parent / "page"
@@ -68,26 +68,9 @@ def e2e_packages(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def origin_url(e2e_packages: Path) -> Iterator[str]:
-    port = free_port()
-    cadenza = Path(sys.executable).with_name("cadenza")
-    log = open(e2e_packages.parent / "origin.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [str(cadenza), "serve", str(e2e_packages), "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,  # the demo page's players come from ROOT/node_modules
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
+    # cwd: the demo page's players come from ROOT/node_modules
+    with cadenza_serve(str(e2e_packages), e2e_packages.parent, cwd=ROOT) as origin:
+        yield origin.url
 
 
 class _PageHandler(http.server.SimpleHTTPRequestHandler):

@@ -7,8 +7,6 @@ steering server (TTL 2 s) ranks B first."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -20,8 +18,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.conftest import ROOT, Drive, free_port, wait_http
+from tests.e2e.conftest import ROOT, Drive, free_port
 from tests.nginx_edge import NginxEdge
+from tests.origin.originproc import cadenza_serve
 
 pytestmark = pytest.mark.e2e
 TRACK = "e2e-track"
@@ -66,38 +65,20 @@ def stack(e2e_packages: Path, tmp_path: Path) -> Iterator[Stack]:
     origin_port, port_a, port_b = free_port(), free_port(), free_port()
     config = tmp_path / "cadenza.toml"
     config.write_text(_config(origin_port, port_a, port_b), encoding="utf-8")
-    cadenza = Path(sys.executable).with_name("cadenza")
-    log = open(tmp_path / "origin.log", "wb")  # noqa: SIM115
-    origin = subprocess.Popen(
-        [
-            *(str(cadenza), "serve", str(e2e_packages)),
-            *("--port", str(origin_port), "--config", str(config)),
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     origin_hostport = f"127.0.0.1:{origin_port}"
     edges = [
         NginxEdge(tmp_path / "edge-a", origin_hostport, port_a),
         NginxEdge(tmp_path / "edge-b", origin_hostport, port_b),
     ]
-    try:
-        wait_http(f"http://{origin_hostport}/healthz")
-        for edge in edges:
-            edge.start()
-        _wait_for(lambda: all(p["up"] and p["probes"] for p in _pathways(origin_hostport)), 10)
-        yield Stack(f"http://{origin_hostport}", edges[0], edges[1])
-    finally:
-        for edge in edges:
-            edge.stop()
-        origin.terminate()
+    with cadenza_serve(str(e2e_packages), tmp_path, port=origin_port, config=config, cwd=ROOT):
         try:
-            origin.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            origin.kill()
-            origin.wait(timeout=10)
-        log.close()
+            for edge in edges:
+                edge.start()
+            _wait_for(lambda: all(p["up"] and p["probes"] for p in _pathways(origin_hostport)), 10)
+            yield Stack(f"http://{origin_hostport}", edges[0], edges[1])
+        finally:
+            for edge in edges:
+                edge.stop()
 
 
 def _get_json(url: str) -> Any:

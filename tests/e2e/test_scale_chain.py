@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from manifests.model import PRESENTATION_NAME
-from tests.conftest import MakeInput, Moto, free_port
+from tests.conftest import FAKE_AWS_ENV, MakeInput, Moto, free_port
 from tests.e2e.conftest import Drive
 from tests.nginx_edge import NginxEdge
 from tests.origin.originproc import cadenza_serve
@@ -41,11 +41,6 @@ TRACK_S = 12.0
 PLAY_S = 4.0
 PACKAGE_TIMEOUT_S = 240.0
 READY_TIMEOUT_S = 20.0
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 LADDER = """
 name = "scale-chain"
 [[rung]]
@@ -73,7 +68,7 @@ def aws_env() -> Iterator[None]:
     """Dummy credentials in this process's environment for the module: boto3 here, and
     the Dask worker processes, which inherit them when the cluster starts them."""
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in AWS_ENV.items():
+        for name, value in FAKE_AWS_ENV.items():
             patch.setenv(name, value)
         yield
 
@@ -117,7 +112,7 @@ def packaged(moto: Moto, make_input: MakeInput, tmp_path_factory: pytest.TempPat
             text=True,
             timeout=PACKAGE_TIMEOUT_S,
             check=False,
-            env={**os.environ, **AWS_ENV, "AWS_ENDPOINT_URL": moto.url},
+            env={**os.environ, **FAKE_AWS_ENV, "AWS_ENDPOINT_URL": moto.url},
         )
         package_s = time.monotonic() - started
         assert done.returncode == 0, done.stderr[-3000:]
@@ -150,7 +145,7 @@ def chain(moto: Moto, packaged: float, tmp_path_factory: pytest.TempPathFactory)
     """``cadenza serve s3://BUCKET/PREFIX`` (ready: it reaches the bucket) and an nginx
     edge from the shipped template in front of it."""
     folder = tmp_path_factory.mktemp("scale-serve")
-    env = {**AWS_ENV, "AWS_ENDPOINT_URL": moto.url}
+    env = {**FAKE_AWS_ENV, "AWS_ENDPOINT_URL": moto.url}
     with cadenza_serve(f"s3://{BUCKET}/{PREFIX}", folder, env=env) as origin:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not _ready(origin.url):  # bounded: the deadline, or the process's exit

@@ -4,7 +4,6 @@ aiohttp test clients over either storage."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -43,12 +42,6 @@ def packaged_root(make_input: MakeInput, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture(scope="session")
 def moto(packaged_root: Path) -> Iterator[Moto]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        os.environ.setdefault(name, value)
     server = Moto()
     server.start()
     s3 = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1")

@@ -98,11 +98,19 @@ def _healthy(url: str) -> bool:
 
 @contextlib.contextmanager
 def cadenza_serve(
-    root: str, log_dir: Path, *, env: Mapping[str, str] | None = None, **settings: object
+    root: str,
+    log_dir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
+    config: Path | None = None,
+    cwd: Path | None = None,
+    **settings: object,
 ) -> Iterator[OriginProcess]:
-    """``cadenza serve ROOT`` (one worker) with ``CADENZA_*`` settings and extra
-    environment; yields once ``/healthz`` answers."""
-    port = free_port()
+    """``cadenza serve ROOT`` (one worker) with ``CADENZA_*`` settings, extra
+    environment and an optional ``--config`` TOML, on ``port`` (a free one by
+    default); yields once ``/healthz`` answers."""
+    port = free_port() if port is None else port
     environment = {
         **os.environ,
         **(env or {}),
@@ -110,8 +118,12 @@ def cadenza_serve(
     }
     log = log_dir / f"origin-{port}.log"
     with log.open("wb") as sink:
+        argv = [str(Path(sys.executable).with_name("cadenza")), "serve", root, "--port", str(port)]
+        if config is not None:
+            argv += ["--config", str(config)]
         process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("cadenza")), "serve", root, "--port", str(port)],
+            argv,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,

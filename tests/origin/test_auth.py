@@ -13,11 +13,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import re
 import string
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,9 +48,11 @@ from origin.errors import (
     WrongPathError,
 )
 from origin.settings import Settings, load_settings
+from tests.nginx_edge import NginxEdge
 from tests.origin.conftest import TRACK, MakeClient, free_port
+from tests.origin.originproc import cadenza_serve
 from tests.origin.rawhttp import ThreadedOrigin, get
-from tests.origin.test_cdn import NGINX, TEMPLATE, _get, _wait
+from tests.origin.test_cdn import _get
 
 KEY = "k3y-0f-the-s1gning-cadenza-7Qx9"  # secrets the tests look for everywhere
 OLD_KEY = "0ld-k3y-0f-the-s1gning-cadenza-Zp2"
@@ -657,52 +656,16 @@ def test_cadenza_sign_without_a_key_or_with_a_bad_track_fails(
 def signed_cdn(packaged_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The edge URL: ``cadenza serve`` with signing keys behind the shipped nginx edge."""
     prefix = tmp_path_factory.mktemp("nginx-auth")
-    origin_port, edge_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "CADENZA_MANIFEST_MAX_AGE_S": "1",
-        "CADENZA_SIGNING_KEYS": f"{KEY},{OLD_KEY}",
-        "CADENZA_ADMIN_TOKEN": ADMIN,
-    }
-    origin_log = open(prefix / "origin.log", "wb")  # noqa: SIM115
-    origin = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("cadenza")),
-            "serve",
-            str(packaged_root),
-            "--port",
-            str(origin_port),
-        ],
-        stdout=origin_log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    config = string.Template(TEMPLATE.read_text(encoding="utf-8")).safe_substitute(
-        USER_DIRECTIVE="user root;" if os.geteuid() == 0 else "",
-        PREFIX=str(prefix),
-        ORIGIN=f"127.0.0.1:{origin_port}",
-        LISTEN=f"127.0.0.1:{edge_port}",
-    )
-    (prefix / "nginx.conf").write_text(config, encoding="utf-8")
-    edge = subprocess.Popen(
-        [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait(f"http://127.0.0.1:{origin_port}/healthz")
-        _wait(f"http://127.0.0.1:{edge_port}/healthz")
-        yield f"http://127.0.0.1:{edge_port}"
-    finally:
-        for process in (edge, origin):
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        origin_log.close()
-        log = (prefix / "origin.log").read_bytes() + (prefix / "access.log").read_bytes()
-        assert KEY.encode() not in log and ADMIN.encode() not in log
+    secrets = {"CADENZA_SIGNING_KEYS": f"{KEY},{OLD_KEY}", "CADENZA_ADMIN_TOKEN": ADMIN}
+    with cadenza_serve(str(packaged_root), prefix, env=secrets, manifest_max_age_s=1) as origin:
+        edge = NginxEdge(prefix / "edge", f"127.0.0.1:{origin.port}", free_port())
+        edge.start()
+        try:
+            yield edge.url
+        finally:
+            edge.stop()
+    log = origin.log.read_bytes() + (edge.prefix / "access.log").read_bytes()
+    assert KEY.encode() not in log and ADMIN.encode() not in log
 
 
 def test_edge_serves_a_valid_token_and_shares_the_cache_across_tokens(signed_cdn: str) -> None:

@@ -3,11 +3,6 @@ by the template we ship in deploy/nginx/."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import string
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -15,21 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.nginx_edge import NginxEdge
 from tests.origin.conftest import TRACK, free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "deploy" / "nginx" / "edge.conf.template"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def _wait(url: str) -> None:
-    for _ in range(100):
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} never answered")
+from tests.origin.originproc import cadenza_serve
 
 
 def _get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
@@ -45,47 +28,13 @@ def _get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
 def cdn(packaged_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(edge URL, origin URL): cadenza serve with 1 s manifest TTL behind nginx."""
     prefix = tmp_path_factory.mktemp("nginx")
-    origin_port, edge_port = free_port(), free_port()
-    env = {**os.environ, "CADENZA_MANIFEST_MAX_AGE_S": "1"}
-    origin_log = open(prefix / "origin.log", "wb")  # noqa: SIM115
-    origin = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("cadenza")),
-            "serve",
-            str(packaged_root),
-            "--port",
-            str(origin_port),
-        ],
-        stdout=origin_log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    # safe_substitute: nginx's own $variables stay; ${PLACEHOLDERS} must all be filled.
-    config = string.Template(TEMPLATE.read_text(encoding="utf-8")).safe_substitute(
-        USER_DIRECTIVE="user root;" if os.geteuid() == 0 else "",
-        PREFIX=str(prefix),
-        ORIGIN=f"127.0.0.1:{origin_port}",
-        LISTEN=f"127.0.0.1:{edge_port}",
-    )
-    assert "${" not in config, "unfilled placeholder in the edge template"
-    (prefix / "nginx.conf").write_text(config, encoding="utf-8")
-    edge = subprocess.Popen(
-        [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait(f"http://127.0.0.1:{origin_port}/healthz")
-        _wait(f"http://127.0.0.1:{edge_port}/healthz")
-        yield f"http://127.0.0.1:{edge_port}", f"http://127.0.0.1:{origin_port}"
-    finally:
-        for process in (edge, origin):
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        origin_log.close()
+    with cadenza_serve(str(packaged_root), prefix, manifest_max_age_s=1) as origin:
+        edge = NginxEdge(prefix / "edge", f"127.0.0.1:{origin.port}", free_port())
+        edge.start()
+        try:
+            yield edge.url, origin.url
+        finally:
+            edge.stop()
 
 
 def test_second_pull_of_a_segment_is_a_cache_hit(cdn: tuple[str, str]) -> None:

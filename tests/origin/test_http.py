@@ -12,6 +12,7 @@ import m3u8
 import pytest
 from lxml import etree
 
+from manifests.media_types import cache_control_for, content_type_for
 from tests.origin.conftest import TRACK, MakeClient
 
 pytestmark = pytest.mark.asyncio
@@ -41,6 +42,22 @@ async def test_content_types(
     response = await _get(make_client, backend, path)
     assert response.status == 200
     assert response.headers["Content-Type"] == content_type
+
+
+async def test_every_packaged_file_is_served_with_the_upload_headers(
+    make_client: MakeClient, packaged_root: Path
+) -> None:
+    """The origin and ``cadenza package --out s3://`` must agree on every file's
+    Content-Type and Cache-Control: a CDN may read either."""
+    client = await make_client()
+    files = [p for p in sorted((packaged_root / TRACK).rglob("*")) if p.is_file()]
+    assert len(files) > 10
+    for path in files:
+        key = path.relative_to(packaged_root).as_posix()
+        response = await client.get(f"/{key}")
+        assert response.status == 200, key
+        assert response.headers["Content-Type"] == content_type_for(key), key
+        assert response.headers["Cache-Control"] == cache_control_for(key), key
 
 
 async def test_segments_are_immutable(make_client: MakeClient, backend: str) -> None:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,15 +24,6 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import Moto, free_port
-
-# Fake credentials for moto, set at import: processes the tests start (a forkserver,
-# Dask workers) inherit them whenever they are started.
-for _name, _value in {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}.items():
-    os.environ.setdefault(_name, _value)
 
 # Headers that belong to one hop, not to the request or answer being passed on.
 _HOP = frozenset(

@@ -15,8 +15,6 @@ import pytest
 
 from manifests.media_types import cache_control_for, content_type_for, is_manifest
 from manifests.model import MASTER_NAME, MPD_NAME, PLAYLIST_NAME, PRESENTATION_NAME
-from origin.cache import CONTENT_TYPES as ORIGIN_CONTENT_TYPES
-from origin.cache import cache_control_for as origin_cache_control_for
 from origin.cli import main
 from packager.errors import StorageError
 from packager.ladder import load_ladder
@@ -72,14 +70,6 @@ def assert_phases_in_order(puts: list[Logged]) -> None:
         for later in puts:
             if _phase(later.key) > _phase(earlier.key):
                 assert earlier.answered < later.arrived, (earlier, later)
-
-
-def test_the_origin_and_the_uploads_share_one_header_table() -> None:
-    assert ORIGIN_CONTENT_TYPES is not None
-    for key in ("t/master.m3u8", "t/manifest.mpd", "t/aac/init.mp4", "t/aac/seg-1.m4s", "x.json"):
-        assert ORIGIN_CONTENT_TYPES[key[key.rfind(".") :]] == content_type_for(key)
-        ages = {"manifest_max_age_s": 60, "segment_max_age_s": 31_536_000}
-        assert origin_cache_control_for(key, **ages) == cache_control_for(key)
 
 
 def test_upload_plan_puts_presentation_json_last(
