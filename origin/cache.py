@@ -86,6 +86,15 @@ class HotCache:
     def peek(self, key: str) -> CachedObject | None:
         return self._lru.get(key)
 
+    def hot(self, key: str) -> CachedObject | None:
+        """A cached object that never goes stale (not a manifest), counted as a
+        hit; None when it is not here.  For callers that cannot wait."""
+        cached = self._lru.get(key)
+        if cached is None or cached.manifest:
+            return None
+        self.hits += 1
+        return cached
+
     def _fresh(self, cached: CachedObject) -> bool:
         return not cached.manifest or time.monotonic() - cached.loaded_at_s < self.manifest_ttl_s
 

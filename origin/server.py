@@ -21,7 +21,8 @@ from aiohttp import web
 
 from origin.app import create_app
 from origin.errors import SettingsError
-from origin.keys import METRICS
+from origin.fastpath import FastPathProtocol, HotResponder
+from origin.keys import CACHE, METRICS, SETTINGS
 from origin.settings import Settings, load_settings
 
 log = logging.getLogger("cadenza.origin.server")
@@ -87,6 +88,10 @@ class GuardedSite(web.BaseSite):
     Slowloris senders are closed by aiohttp's keep-alive timer, which runs
     from the connection's start (and from each response's end) until a whole
     request head has arrived: ``keepalive_timeout_s``.
+
+    With ``fast_path`` (and no URL signing, whose tokens only the full path
+    checks), connections start on :class:`origin.fastpath.FastPathProtocol`,
+    which answers hot segments itself and hands anything else to aiohttp.
     """
 
     def __init__(
@@ -99,8 +104,12 @@ class GuardedSite(web.BaseSite):
         max_connections: int,
         send_timeout_s: float,
         on_refused: Callable[[], None],
+        fast_path: bool = False,
     ) -> None:
         super().__init__(runner, backlog=1024)
+        self._app = runner.app
+        self._fast_path = fast_path
+        self._fast_connections: set[FastPathProtocol] = set()
         self._host = host
         self._port = port
         self._reuse_port = reuse_port
@@ -126,11 +135,20 @@ class GuardedSite(web.BaseSite):
         server = self._runner.server
         assert server is not None
         limit = self._max_connections
+        fast = self._fast_connections
+        responder: HotResponder | None = None
+        keepalive_s = 0.0
+        if self._fast_path:
+            app = self._app
+            responder = HotResponder(app[CACHE], app[METRICS], app[SETTINGS])
+            keepalive_s = app[SETTINGS].keepalive_timeout_s
 
         def protocol() -> asyncio.BaseProtocol:
-            if limit and len(server.connections) >= limit:
+            if limit and len(server.connections) + len(fast) >= limit:
                 self._on_refused()
                 return _Refuse()
+            if responder is not None:
+                return FastPathProtocol(responder, server, fast, keepalive_s)
             return server()
 
         self._server = self._listener = await asyncio.get_running_loop().create_server(
@@ -147,6 +165,18 @@ class GuardedSite(web.BaseSite):
                 sock.setsockopt(
                     socket.IPPROTO_TCP, user_timeout, max(1, round(self._send_timeout_s * 1000))
                 )
+
+    def fast_peers(self) -> frozenset[object]:
+        """The peer addresses of the connections still on the fast path (not yet
+        handed to aiohttp).  Call it on the server's loop."""
+        return frozenset(c.peer for c in self._fast_connections)
+
+    async def stop(self) -> None:
+        """Stop listening; connections still on the fast path are idle between
+        answers by construction, so they close now (aiohttp's drain the rest)."""
+        await super().stop()
+        for connection in list(self._fast_connections):
+            connection.close()
 
 
 def _raise_open_files_limit(wanted: int) -> None:
@@ -190,6 +220,7 @@ def make_site(
         max_connections=settings.max_connections,
         send_timeout_s=settings.send_timeout_s,
         on_refused=runner.app[METRICS].connections_refused.inc,
+        fast_path=settings.fast_path and not settings.signing_keys,
     )
 
 

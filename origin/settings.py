@@ -36,6 +36,7 @@ order of precedence).
 | max_header_bytes | CADENZA_MAX_HEADER_BYTES | 8190 | longest request line, longest header |
 | max_headers | CADENZA_MAX_HEADERS | 64 | most header fields in a request |
 | shutdown_timeout_s | CADENZA_SHUTDOWN_TIMEOUT_S | 10.0 | SIGTERM: in-flight answers' grace |
+| fast_path | CADENZA_FAST_PATH | true | hot segments answered ahead of aiohttp (fastpath.py) |
 | signing_keys | CADENZA_SIGNING_KEYS | (none: off) | secret: URL-signing keys, current first |
 | admin_token | CADENZA_ADMIN_TOKEN | (none: open) | secret: bearer for /v1/sessions, /v1/ladder |
 | pathways | CADENZA_PATHWAYS | (none: off) | content steering: id, base_url, weight |
@@ -106,6 +107,7 @@ class Settings:
     max_header_bytes: int = 8190
     max_headers: int = 64
     shutdown_timeout_s: float = 10.0
+    fast_path: bool = True
     # Secrets: never in repr, logs, errors or metrics (see origin/auth.py).
     signing_keys: tuple[str, ...] = field(default=(), repr=False)
     admin_token: str | None = field(default=None, repr=False)

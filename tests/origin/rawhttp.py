@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from origin.app import create_app
-from origin.server import make_runner, make_site
+from origin.server import GuardedSite, make_runner, make_site
 from origin.settings import Settings
 
 T = TypeVar("T")
@@ -113,6 +113,7 @@ class ThreadedOrigin:
         self.settings = dataclasses.replace(settings, host="127.0.0.1", port=0)
         self.app = create_app(self.settings)
         self.port = 0
+        self.site: GuardedSite | None = None
         self._loop = asyncio.new_event_loop()
         # The same runner and site as ``cadenza serve``: header limits, timeouts.
         self._runner = make_runner(self.app, self.settings)
@@ -131,6 +132,7 @@ class ThreadedOrigin:
         await self._runner.setup()
         site = make_site(self._runner, self.settings)
         await site.start()
+        self.site = site
         self.port = site.port
 
     def start(self) -> ThreadedOrigin:

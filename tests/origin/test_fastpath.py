@@ -1,0 +1,377 @@
+"""The hot-segment fast path (origin/fastpath.py) against the aiohttp path it
+stands in front of: the same bytes for what it answers, aiohttp's answers for
+everything else on the same connection, in order (RFC 9112 9.3.2 pipelining)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from origin.settings import Settings
+from tests.origin.conftest import TRACK
+from tests.origin.rawhttp import ThreadedOrigin
+
+SEGMENT = f"/{TRACK}/aac-128k/seg-00001.m4s"
+OTHER_SEGMENT = f"/{TRACK}/aac-128k/seg-00002.m4s"
+INIT = f"/{TRACK}/aac-128k/init.mp4"
+MASTER = f"/{TRACK}/master.m3u8"
+
+
+class Connection:
+    """One keep-alive client connection that reads answers one by one."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self._buffer = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(262144)
+        self._buffer += chunk
+        return bool(chunk)
+
+    def answer(self, *, head_only: bool = False) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Status, header lines in order, body (by Content-Length; none for HEAD)."""
+        while b"\r\n\r\n" not in self._buffer:
+            if not self._fill():
+                raise ConnectionError(f"closed before a whole head: {self._buffer[:200]!r}")
+        head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = [(n.strip(), v.strip()) for n, _, v in (x.partition(":") for x in lines[1:])]
+        length = 0 if head_only else int(dict(headers).get("Content-Length", "0"))
+        while len(self._buffer) < length:
+            if not self._fill():
+                raise ConnectionError("closed inside a body")
+        body, self._buffer = self._buffer[:length], self._buffer[length:]
+        return status, headers, body
+
+    def closed_by_server(self, within_s: float) -> bool:
+        self.sock.settimeout(within_s)
+        try:
+            return self.sock.recv(1) == b""
+        except TimeoutError:
+            return False
+
+
+def _get(path: str, *extra: str, method: str = "GET", version: str = "1.1") -> bytes:
+    lines = [f"{method} {path} HTTP/{version}", "Host: 127.0.0.1", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _origin(root: Path, **overrides: object) -> ThreadedOrigin:
+    settings = Settings(root=str(root), **overrides)  # type: ignore[arg-type]
+    return ThreadedOrigin(settings).start()
+
+
+@pytest.fixture(scope="module")
+def fast(packaged_root: Path) -> Iterator[ThreadedOrigin]:
+    origin = _origin(packaged_root)
+    try:
+        yield origin
+    finally:
+        origin.stop()
+
+
+@pytest.fixture(scope="module")
+def plain(packaged_root: Path) -> Iterator[ThreadedOrigin]:
+    origin = _origin(packaged_root, fast_path=False)
+    try:
+        yield origin
+    finally:
+        origin.stop()
+
+
+@pytest.fixture
+def conn(fast: ThreadedOrigin) -> Iterator[Connection]:
+    connection = Connection(fast.port)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def on_fast_path(origin: ThreadedOrigin, conn: Connection) -> bool:
+    """Is ``conn`` still answered by the fast path (not handed to aiohttp)?"""
+    site = origin.site
+    assert site is not None
+
+    async def peers() -> frozenset[object]:
+        return site.fast_peers()
+
+    return conn.sock.getsockname() in origin.call(peers())
+
+
+def _warm(origin: ThreadedOrigin, path: str) -> None:
+    """The first request for an object is a miss, which aiohttp answers: on a
+    connection of its own, so the test's connection stays on the fast path."""
+    connection = Connection(origin.port)
+    try:
+        connection.send(_get(path, "Connection: close"))
+        assert connection.answer()[0] == 200
+    finally:
+        connection.close()
+
+
+def test_a_hot_segment_gets_the_head_and_body_the_aiohttp_path_sends(
+    fast: ThreadedOrigin, plain: ThreadedOrigin, conn: Connection
+) -> None:
+    """Header for header, in order, with the same values (Date aside)."""
+    _warm(fast, SEGMENT)
+    conn.send(_get(SEGMENT))
+    status, headers, body = conn.answer()
+    assert on_fast_path(fast, conn)  # answered without leaving the fast path
+    reference = Connection(plain.port)
+    reference.send(_get(SEGMENT))
+    reference.answer()  # its miss
+    reference.send(_get(SEGMENT))
+    ref_status, ref_headers, ref_body = reference.answer()
+    reference.close()
+    assert (status, body) == (ref_status, ref_body)
+    assert [n for n, _ in headers] == [n for n, _ in ref_headers]
+    without_date = [(n, v) for n, v in headers if n != "Date"]
+    assert without_date == [(n, v) for n, v in ref_headers if n != "Date"]
+    assert ("X-Cadenza-Cache", "hit") in headers
+
+
+def test_head_gets_the_get_headers_and_no_body(fast: ThreadedOrigin, conn: Connection) -> None:
+    _warm(fast, INIT)
+    conn.send(_get(INIT, method="HEAD") + _get(INIT))
+    head_status, head_headers, _ = conn.answer(head_only=True)
+    get_status, get_headers, body = conn.answer()  # starts right after HEAD's head
+    assert head_status == get_status == 200
+    assert dict(head_headers)["Content-Length"] == str(len(body))
+    assert dict(head_headers)["ETag"] == dict(get_headers)["ETag"]
+    assert on_fast_path(fast, conn)
+
+
+def test_pipelined_requests_are_answered_in_order_across_the_handover(
+    fast: ThreadedOrigin, conn: Connection
+) -> None:
+    """Fast answers, then a Range request aiohttp answers, then more on aiohttp."""
+    _warm(fast, SEGMENT)
+    conn.send(_get(SEGMENT) + _get(SEGMENT, "Range: bytes=0-9") + _get(MASTER) + _get(SEGMENT))
+    first = conn.answer()
+    ranged = conn.answer()
+    master = conn.answer()
+    last = conn.answer()
+    assert [first[0], ranged[0], master[0], last[0]] == [200, 206, 200, 200]
+    assert ranged[2] == first[2][:10]
+    assert master[2].startswith(b"#EXTM3U")
+    assert last[2] == first[2]
+
+
+def test_a_head_split_across_packets_is_answered(fast: ThreadedOrigin, conn: Connection) -> None:
+    _warm(fast, SEGMENT)
+    request = _get(SEGMENT)
+    for index in range(0, len(request), 7):
+        conn.send(request[index : index + 7])
+        time.sleep(0.002)
+    status, headers, body = conn.answer()
+    assert status == 200
+    assert len(body) == int(dict(headers)["Content-Length"]) > 0
+    assert on_fast_path(fast, conn)
+
+
+@pytest.mark.parametrize(
+    ("extra", "status"),
+    [
+        (("Range: bytes=0-99",), 206),
+        (('CMCD-Session: sid="fast-1"',), 200),
+        (("Connection: close",), 200),
+    ],
+    ids=["range", "cmcd-header", "connection-close"],
+)
+def test_requests_that_change_the_answer_go_to_aiohttp(
+    fast: ThreadedOrigin, extra: tuple[str, ...], status: int
+) -> None:
+    _warm(fast, SEGMENT)
+    connection = Connection(fast.port)
+    try:
+        connection.send(_get(SEGMENT, *extra))
+        got, headers, _ = connection.answer()
+        assert got == status
+        assert not on_fast_path(fast, connection)
+        names = {n for n, _ in headers}
+        if "CMCD" in extra[0]:
+            assert "CMSD-Static" in names  # the session's headers: aiohttp's path
+    finally:
+        connection.close()
+
+
+def test_a_conditional_request_gets_aiohttps_304(fast: ThreadedOrigin, conn: Connection) -> None:
+    _warm(fast, SEGMENT)
+    conn.send(_get(SEGMENT))
+    etag = dict(conn.answer()[1])["ETag"]
+    conn.send(_get(SEGMENT, f"If-None-Match: {etag}"))
+    assert conn.answer(head_only=True)[0] == 304
+
+
+def test_http_1_0_goes_to_aiohttp(fast: ThreadedOrigin, conn: Connection) -> None:
+    _warm(fast, SEGMENT)
+    conn.send(_get(SEGMENT, version="1.0"))
+    status, _, body = conn.answer()
+    assert status == 200
+    assert body
+    assert conn.closed_by_server(5.0)  # HTTP/1.0 without keep-alive: closed after
+
+
+def test_a_query_string_goes_to_aiohttp(fast: ThreadedOrigin, conn: Connection) -> None:
+    """A CMCD query makes the answer personal: CMSD headers, private."""
+    _warm(fast, SEGMENT)
+    conn.send(_get(SEGMENT + "?CMCD=sid%3D%22fast-2%22%2Cbr%3D128%2Cot%3Da"))
+    status, headers, _ = conn.answer()
+    assert status == 200
+    assert "private" in dict(headers)["Cache-Control"]
+
+
+def test_a_malformed_head_gets_aiohttps_400(fast: ThreadedOrigin, conn: Connection) -> None:
+    _warm(fast, SEGMENT)
+    conn.send(_get(SEGMENT) + b"GET " + SEGMENT.encode() + b" HTTP/1.1\r\nBad Header\r\n\r\n")
+    assert conn.answer()[0] == 200
+    assert conn.answer()[0] == 400
+
+
+def test_an_oversized_head_gets_the_same_verdict_as_without_the_fast_path(
+    fast: ThreadedOrigin, plain: ThreadedOrigin
+) -> None:
+    huge = "X-Filler: " + "a" * 20000
+    verdicts = []
+    for origin in (fast, plain):
+        connection = Connection(origin.port)
+        try:
+            connection.send(_get(SEGMENT, huge))
+            verdicts.append(connection.answer()[0])
+        finally:
+            connection.close()
+    assert verdicts[0] == verdicts[1]
+    assert verdicts[0] in (400, 431)
+
+
+def test_a_head_ending_in_bare_newlines_gets_the_verdict_it_gets_without_the_fast_path(
+    fast: ThreadedOrigin, plain: ThreadedOrigin
+) -> None:
+    """Not CRLF-framed: the fast path cannot see its end, so aiohttp decides."""
+    request = f"GET {SEGMENT} HTTP/1.1\nHost: 127.0.0.1\nConnection: close\n\n".encode()
+    verdicts = []
+    for origin in (fast, plain):
+        connection = Connection(origin.port)
+        try:
+            connection.send(request)
+            verdicts.append(connection.answer()[0])
+            assert not on_fast_path(origin, connection)
+        finally:
+            connection.close()
+    assert verdicts[0] == verdicts[1]
+
+
+def test_a_miss_and_a_manifest_are_answered_by_aiohttp(
+    fast: ThreadedOrigin, conn: Connection
+) -> None:
+    conn.send(_get(OTHER_SEGMENT.replace("seg-00002", "seg-00003")))
+    status, headers, _ = conn.answer()
+    assert status == 200
+    assert dict(headers)["X-Cadenza-Cache"] in ("miss", "hit")
+    conn.send(_get(MASTER))
+    assert conn.answer()[2].startswith(b"#EXTM3U")
+
+
+def test_fast_answers_are_counted_like_the_others(fast: ThreadedOrigin, conn: Connection) -> None:
+    def count() -> float:
+        metrics = Connection(fast.port)
+        try:
+            metrics.send(_get("/metrics"))
+            text = metrics.answer()[2].decode()
+        finally:
+            metrics.close()
+        for line in text.splitlines():
+            wanted = ('route="segment"', 'status="200"', 'cache="hit"')
+            if line.startswith("cadenza_requests_total{") and all(w in line for w in wanted):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    _warm(fast, SEGMENT)
+    before = count()
+    conn.send(_get(SEGMENT) * 5)
+    for _ in range(5):
+        assert conn.answer()[0] == 200
+    assert on_fast_path(fast, conn)
+    assert count() == before + 5
+
+
+def test_many_pipelined_requests_are_all_answered_without_reading_them_all_at_once(
+    fast: ThreadedOrigin, conn: Connection
+) -> None:
+    """Over a round's worth of answers (1 MiB): answered a round at a time as the
+    client reads, none lost, none out of order."""
+    _warm(fast, SEGMENT)
+    conn.send(_get(SEGMENT) * 60)  # ~60 x the segment: several rounds
+    bodies = [conn.answer()[2] for _ in range(60)]
+    assert len(set(bodies)) == 1
+    assert bodies[0]
+
+
+def test_an_idle_connection_is_closed_after_the_keepalive_timeout(packaged_root: Path) -> None:
+    origin = _origin(packaged_root, keepalive_timeout_s=0.3)
+    try:
+        _warm(origin, SEGMENT)
+        connection = Connection(origin.port)
+        connection.send(_get(SEGMENT))
+        assert connection.answer()[0] == 200
+        assert on_fast_path(origin, connection)
+        assert connection.closed_by_server(5.0)
+        connection.close()
+    finally:
+        origin.stop()
+
+
+def test_signing_turns_the_fast_path_off(packaged_root: Path) -> None:
+    """Tokens are checked only on the full path: nothing may bypass it."""
+    origin = _origin(packaged_root, signing_keys=("k" * 32,))
+    try:
+        connection = Connection(origin.port)
+        connection.send(_get(SEGMENT))
+        assert connection.answer()[0] == 403
+        connection.send(_get(SEGMENT))
+        assert connection.answer()[0] == 403
+        assert not on_fast_path(origin, connection)
+        connection.close()
+    finally:
+        origin.stop()
+
+
+def test_the_setting_turns_the_fast_path_off(plain: ThreadedOrigin) -> None:
+    connection = Connection(plain.port)
+    try:
+        connection.send(_get(SEGMENT) * 2)
+        assert [connection.answer()[0] for _ in range(2)] == [200, 200]
+        assert not on_fast_path(plain, connection)
+    finally:
+        connection.close()
+
+
+def test_shutdown_closes_connections_left_on_the_fast_path(packaged_root: Path) -> None:
+    origin = _origin(packaged_root)
+    stopped = False
+    try:
+        _warm(origin, SEGMENT)
+        connection = Connection(origin.port)
+        connection.send(_get(SEGMENT))
+        assert connection.answer()[0] == 200
+        assert on_fast_path(origin, connection)
+        origin.stop()
+        stopped = True
+        assert connection.closed_by_server(5.0)
+        connection.close()
+    finally:
+        if not stopped:
+            origin.stop()
