@@ -525,9 +525,9 @@ def one_worker_phase(package: Package, work_dir: Path, runs: int, duration_s: fl
     ]
     rows.append(
         _req_row(
-            "64 KB segment, hot cache, wrk -c64, 1 worker: the framework's share",
+            "64 KB segment, hot cache, wrk -c64, 1 worker: against the framework",
             "bare aiohttp returning the same bytes (bench/bare_aiohttp.py)",
-            "none set (how much of the gap to nginx is aiohttp's own)",
+            "none set (the aiohttp ceiling that origin/fastpath.py goes around)",
             seg,
             framework,
             runs,

@@ -6,6 +6,7 @@ With ``--workers N`` every process writes to ``PROMETHEUS_MULTIPROC_DIR`` and
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,23 +71,40 @@ class Metrics:
             child = self._labelled[key] = metric.labels(*values)
         return child
 
-    def request_done(
-        self, route: str, status: int, cache: str, length_bytes: int | None, seconds: float
-    ) -> None:
-        key = (route, str(status), cache)
+    def _request_children(self, route: str, status: str, cache: str) -> tuple[Any, Any, Any]:
+        key = (route, status, cache)
         children = self._children.get(key)
         if children is None:
             children = (
-                self.requests.labels(route, key[1], cache),
+                self.requests.labels(route, status, cache),
                 self.response_bytes.labels(route),
                 self.latency.labels(route),
             )
             self._children[key] = children
-        requests, response_bytes, latency = children
+        return children
+
+    def request_done(
+        self, route: str, status: int, cache: str, length_bytes: int | None, seconds: float
+    ) -> None:
+        requests, response_bytes, latency = self._request_children(route, str(status), cache)
         requests.inc()
         if length_bytes:
             response_bytes.inc(length_bytes)
         latency.observe(seconds)
+
+    def hits_done(
+        self, route: str, count: int, length_bytes: int, latencies_s: Sequence[float]
+    ) -> None:
+        """A batch of hot-cache hits answered 200 (the fast path's, once per loop
+        turn): the same series as ``cache_lookup("hit")`` and ``request_done(route,
+        200, "hit", ...)`` for each, with one increment per counter."""
+        self._child(self.cache_lookups, ("hit",)).inc(count)
+        requests, response_bytes, latency = self._request_children(route, "200", "hit")
+        requests.inc(count)
+        if length_bytes:
+            response_bytes.inc(length_bytes)
+        for seconds in latencies_s:
+            latency.observe(seconds)
 
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
