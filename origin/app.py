@@ -31,6 +31,7 @@ from manifests.hls import render_master
 from manifests.jsonio import presentation_from_json
 from manifests.media_types import cache_control_for, content_type_for
 from manifests.model import MASTER_NAME, MPD_NAME, PRESENTATION_NAME, Presentation
+from origin.abr.policy import Guidance
 from origin.auth import (
     ADMIN_PREFIXES,
     TOKEN_PREFIX,
@@ -541,18 +542,24 @@ async def _rendered_manifest(
     the session when one is known (``sid`` or CMCD ``sid``)."""
     track, _, name = key.partition("/")
     presentation, source = await _presentation(request, track)
-    try:
-        shaped = _selection(request).apply(presentation)
-    except NoRenditionsInModel as exc:
-        raise NoMatchingRenditionsError(str(exc)) from exc
+    query = request.query
+    # The selection (a function of these query values) and the guidance's start
+    # and cap decide which renditions are listed, in which order.
+    selected = tuple((k, query[k]) for k in sorted(FILTER_KEYS & query.keys()))
+    shaped = presentation
+    if selected:
+        try:
+            shaped = _selection(request).apply(presentation)
+        except NoRenditionsInModel as exc:
+            raise NoMatchingRenditionsError(str(exc)) from exc
     settings = request.app[SETTINGS]
     control = f"public, max-age={settings.manifest_max_age_s}"
     how = "rendered"
     vary_session = False
+    guidance: Guidance | None = None
     if observed is not None and settings.steering:
         guidance = await guidance_for(request.app, shaped, observed.state, observed.network_key)
-        shaped = steer_presentation(shaped, guidance)
-        request.app[METRICS].steered_manifests.labels(guidance.source.value).inc()
+        request.app[METRICS].steered(guidance.source.value)
         control = f"private, max-age={settings.manifest_max_age_s}"
         how = "steered"
         vary_session = observed.sid_from_header
@@ -565,10 +572,13 @@ async def _rendered_manifest(
         # shared cache, which keys on the path and would hand a forged Host
         # to every later viewer.
         control = f"private, max-age={settings.manifest_max_age_s}"
-    # The bytes depend only on these: render, hash and gzip once per shape.
-    shape = (key, source.etag, tuple(r.id for r in shaped.renditions), steering, control)
+    # The bytes depend only on these: steer, render, hash and gzip once per shape.
+    steer = None if guidance is None else (guidance.start_bitrate_bps, guidance.max_bitrate_bps)
+    shape = (key, source.etag, selected, steer, steering, control)
     rendered = request.app[RENDERED].get(shape)
     if rendered is None:
+        if guidance is not None:
+            shaped = steer_presentation(shaped, guidance)
         text = (
             render_master(shaped, steering) if name == MASTER_NAME else render_mpd(shaped, steering)
         )

@@ -60,6 +60,9 @@ class Metrics:
     def cache_lookup(self, how: str) -> None:
         self._child(self.cache_lookups, (how,)).inc()
 
+    def steered(self, source: str) -> None:
+        self._child(self.steered_manifests, (source,)).inc()
+
     def beacon(self, kind: str, result: str) -> None:
         self._child(self.beacons, (kind, result)).inc()
 

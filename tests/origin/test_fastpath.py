@@ -4,13 +4,16 @@ everything else on the same connection, in order (RFC 9112 9.3.2 pipelining)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
+from origin.fastpath import FastPathProtocol, HotResponder, _unsent
 from origin.settings import Settings
 from tests.origin.conftest import TRACK
 from tests.origin.rawhttp import ThreadedOrigin
@@ -24,8 +27,12 @@ MASTER = f"/{TRACK}/master.m3u8"
 class Connection:
     """One keep-alive client connection that reads answers one by one."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(self, port: int, receive_buffer_bytes: int | None = None) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if receive_buffer_bytes is not None:  # before connecting: it sets the window
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
+        self.sock.settimeout(10)
+        self.sock.connect(("127.0.0.1", port))
         self._buffer = b""
 
     def close(self) -> None:
@@ -308,16 +315,23 @@ def test_fast_answers_are_counted_like_the_others(fast: ThreadedOrigin, conn: Co
     assert count() == before + 5
 
 
-def test_many_pipelined_requests_are_all_answered_without_reading_them_all_at_once(
-    fast: ThreadedOrigin, conn: Connection
+def test_many_pipelined_requests_are_all_answered_to_a_slow_reader(
+    fast: ThreadedOrigin,
 ) -> None:
-    """Over a round's worth of answers (1 MiB): answered a round at a time as the
-    client reads, none lost, none out of order."""
+    """Several rounds' worth of answers (1 MiB each) to a client with a small
+    receive window: sent in part, queued, paused and resumed; none lost, none
+    out of order, no byte out of place."""
     _warm(fast, SEGMENT)
-    conn.send(_get(SEGMENT) * 60)  # ~60 x the segment: several rounds
-    bodies = [conn.answer()[2] for _ in range(60)]
-    assert len(set(bodies)) == 1
-    assert bodies[0]
+    _warm(fast, INIT)
+    slow = Connection(fast.port, receive_buffer_bytes=4096)
+    try:
+        slow.send((_get(SEGMENT) + _get(INIT)) * 30)
+        answers = [slow.answer()[2] for _ in range(60)]
+    finally:
+        slow.close()
+    segment, init = answers[0], answers[1]
+    assert init[4:8] == b"ftyp"
+    assert answers == [segment, init] * 30
 
 
 def test_an_idle_connection_is_closed_after_the_keepalive_timeout(packaged_root: Path) -> None:
@@ -357,6 +371,37 @@ def test_the_setting_turns_the_fast_path_off(plain: ThreadedOrigin) -> None:
         assert not on_fast_path(plain, connection)
     finally:
         connection.close()
+
+
+def test_unsent_keeps_what_the_socket_did_not_take() -> None:
+    pieces = [b"head", b"body-bytes", b"tail"]
+    assert [bytes(p) for p in _unsent(pieces, 0)] == pieces
+    assert [bytes(p) for p in _unsent(pieces, 3)] == [b"d", b"body-bytes", b"tail"]
+    assert [bytes(p) for p in _unsent(pieces, 4)] == [b"body-bytes", b"tail"]
+    assert [bytes(p) for p in _unsent(pieces, 9)] == [b"bytes", b"tail"]
+    assert _unsent(pieces, 18) == []
+
+
+async def test_what_one_writev_leaves_is_sent_after_it_in_order() -> None:
+    """A small send buffer makes the socket take part of an answer: the rest
+    goes through the transport, after it, byte for byte."""
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    theirs.setblocking(False)
+    loop = asyncio.get_running_loop()
+    protocol = FastPathProtocol(cast(HotResponder, None), asyncio.Protocol, set(), 60.0)
+    transport, _ = await loop.connect_accepted_socket(lambda: protocol, ours)
+    pieces = [b"H" * 100, bytes(range(256)) * 4096, b"T" * 10]
+    try:
+        protocol._send(transport, pieces)
+        assert transport.get_write_buffer_size() > 0  # the socket did not take it all
+        received = bytearray()
+        while len(received) < sum(map(len, pieces)):
+            received += await asyncio.wait_for(loop.sock_recv(theirs, 65536), 10)
+    finally:
+        transport.close()
+        theirs.close()
+    assert bytes(received) == b"".join(pieces)
 
 
 def test_shutdown_closes_connections_left_on_the_fast_path(packaged_root: Path) -> None:
