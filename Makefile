@@ -21,9 +21,11 @@ $(PY):
 
 venv: $(PY)
 
-# A plain, non-editable install: what users get from `pip install .`
+# Editable, like install-test: both share .venv, and a non-editable snapshot here
+# left `cadenza` in this venv running the code of the last `make bench` or `make
+# demo` (any edit since then unseen) until `make test` reinstalled it editable.
 install: $(PY)
-	$(PIP) install --quiet .
+	$(PIP) install --quiet -e .
 
 install-test: $(PY)
 	$(PIP) install --quiet -e '.[test]'

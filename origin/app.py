@@ -388,15 +388,18 @@ def respond_with_object(request: web.Request, obj: CachedObject, cache_result: s
 # -- handlers --------------------------------------------------------------
 
 
-async def _load(request: web.Request, key: str) -> tuple[CachedObject, str]:
-    app = request.app
+async def load_object(app: web.Application, key: str) -> tuple[CachedObject, str]:
+    """The object at ``key`` through the hot cache, and how it was found (``hit``,
+    ``miss``, ``collapsed``, ``stale``); counted in the metrics.  Raises the
+    storage's errors, and :class:`ObjectTooLargeError` for an object above the
+    cache limit (to be streamed instead)."""
     settings = app[SETTINGS]
     storage = app[STORAGE]
 
     async def load() -> CachedObject:
         info = await storage.head(key)
         if info.size_bytes > settings.cache_max_object_bytes:
-            raise _TooLargeError(info.size_bytes)
+            raise ObjectTooLargeError(info.size_bytes)
         stored = await storage.read(key)
         control = cache_control_for(
             key,
@@ -413,7 +416,11 @@ async def _load(request: web.Request, key: str) -> tuple[CachedObject, str]:
     return obj, how
 
 
-class _TooLargeError(Exception):
+async def _load(request: web.Request, key: str) -> tuple[CachedObject, str]:
+    return await load_object(request.app, key)
+
+
+class ObjectTooLargeError(Exception):
     def __init__(self, size_bytes: int) -> None:
         self.size_bytes = size_bytes
         super().__init__(size_bytes)
@@ -625,7 +632,7 @@ async def handle_file(request: web.Request) -> web.StreamResponse:
         return await _rendered_manifest(request, key, observed)
     try:
         obj, how = await _load(request, key)
-    except _TooLargeError:
+    except ObjectTooLargeError:
         return await _serve_large(request, key)
     response = respond_with_object(request, obj, how)
     if (

@@ -87,10 +87,11 @@ class HotCache:
         return self._lru.get(key)
 
     def hot(self, key: str) -> CachedObject | None:
-        """A cached object that never goes stale (not a manifest), counted as a
-        hit; None when it is not here.  For callers that cannot wait."""
+        """The cached object if it can be served as it is (a manifest within its
+        TTL, anything else while cached), counted as a hit; None otherwise.  For
+        callers that cannot wait: :meth:`get` loads and revalidates."""
         cached = self._lru.get(key)
-        if cached is None or cached.manifest:
+        if cached is None or not self._fresh(cached):
             return None
         self.hits += 1
         return cached

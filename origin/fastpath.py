@@ -1,31 +1,38 @@
-"""The hot path for segments, ahead of aiohttp on the same connections.
+"""The hot path for segments and manifests, ahead of aiohttp on the same connections.
 
-A segment (``.m4s``) or init segment (``.mp4``) already in the hot cache is
-answered by :class:`FastPathProtocol` straight from memory: one precomputed
-head with the same header lines, in the same order, that the aiohttp path
-sends for that request (a test compares them header for header), the
-``Date`` of this second, then the body.  Every other request is handed,
-together with every byte not yet answered, to an aiohttp ``RequestHandler``
-that takes the connection over for good: anything with a query (CMCD,
-``sid``, filters), a ``Range``, conditional, ``CMCD-*``, ``Connection`` (other
-than keep-alive), ``Expect``, ``Upgrade``, ``Content-Length`` or
-``Transfer-Encoding`` header, HTTP/1.0, a manifest, a miss, a token path, a
-head that is too large, has too many fields or does not parse.  So the fast
-path only ever answers what the full path would have answered identically,
-and never answers an error: aiohttp does, with its own parser's verdict.
+A plain request for a media file — a segment (``.m4s``), an init segment
+(``.mp4``), a playlist (``.m3u8``) or an MPD (``.mpd``) — is answered by
+:class:`FastPathProtocol` from the hot cache: one head with the same header
+lines, in the same order, that the aiohttp path sends for that request (tests
+compare them header for header, gzip included), the ``Date`` of this second,
+then the body.  A file not in the cache (or a manifest past its TTL) is
+loaded through the same cache, single-flight, as the aiohttp path loads it;
+the connection waits for it, then goes on.
+
+Every other request is handed, together with every byte not yet answered, to
+an aiohttp ``RequestHandler`` that takes the connection over for good:
+anything with a query (CMCD, ``sid``, filters), a ``Range``, conditional,
+``CMCD-*``, ``Connection`` (other than keep-alive), ``Expect``, ``Upgrade``,
+``Content-Length`` or ``Transfer-Encoding`` header, HTTP/1.0, a path that
+another route answers (``/v1/``, ``/player/``...) or that ``safe_key``
+refuses, a manifest when content steering is configured (those are always
+rendered), a load that fails (404, 503, too large: aiohttp answers or streams
+it, with its own error mapping), a head that is too large, has too many
+fields or does not parse.  So the fast path only ever answers what the full
+path would have answered identically, and never answers an error.
 
 Why: the aiohttp path costs ~240 µs of one core per hot 64 KB segment here
-(request and response objects, middleware, routing), several times the
-cost of sending the bytes; a bare aiohttp app is itself 0.21x nginx on this
+(request and response objects, middleware, routing), several times the cost
+of sending the bytes; a bare aiohttp app is itself 0.21x nginx on this
 machine.  Request heads are parsed by httptools (the llhttp parser that
 aiohttp's C parser also wraps), one complete head at a time, so the framing
 and the handover point are always exact.
 
 Keep-alive: a connection with nothing answered for ``keepalive_timeout_s``
 is closed, as aiohttp does.  Back-pressure: while the transport's write
-buffer is over its high-water mark, reading is paused, so a client that
-pipelines requests and does not read cannot make the origin buffer more
-than one round of answers.
+buffer is over its high-water mark, or a load is pending, reading is paused,
+so a client that pipelines requests and does not read cannot make the origin
+buffer more than one round of answers.
 """
 
 from __future__ import annotations
@@ -35,17 +42,20 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Final
 
 import httptools
+from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 from cachetools import LRUCache
 
-from origin.app import EXPOSED_HEADERS
-from origin.cache import CachedObject, HotCache
-from origin.metrics import Metrics
-from origin.settings import Settings
+from origin.app import EXPOSED_HEADERS, load_object
+from origin.cache import CachedObject
+from origin.errors import OriginError
+from origin.keys import CACHE, METRICS, SETTINGS
+from origin.paths import safe_key
 
 # Request headers that change the answer (or the framing): such a request goes
 # to aiohttp.  Lower case, as compared.
@@ -69,8 +79,9 @@ _HANDED_OVER_HEADERS: Final = frozenset(
 )
 _TOKEN_PATH: Final = b"/t/"  # a signed-URL prefix (origin/auth.py): aiohttp strips or checks it
 _SEGMENT_SUFFIXES: Final = (".m4s", ".mp4")
-# Rendered heads kept per key (an entry is ~400 bytes; rebuilt when the cached
-# object changes, e.g. after a repackage).
+_MANIFEST_SUFFIXES: Final = (".m3u8", ".mpd")
+# Rendered heads kept per (key, gzip) (an entry is ~400 bytes; rebuilt when
+# the cached object changes, e.g. after a repackage or a manifest refresh).
 _HEADS_KEPT: Final = 4096
 # Answers queued per round before the transport is asked to take them: a client
 # pipelining thousands of requests in one read costs at most this much at once.
@@ -90,19 +101,21 @@ def _unsent(pieces: list[bytes], sent_bytes: int) -> list[bytes | memoryview]:
 class _Head:
     """httptools callbacks for one request head."""
 
-    __slots__ = ("complete", "fields", "handed_over", "url")
+    __slots__ = ("accepts_gzip", "complete", "fields", "handed_over", "url")
 
     def __init__(self) -> None:
         self.url = b""
         self.fields = 0
         self.handed_over = False
         self.complete = False
+        self.accepts_gzip = False
 
     def on_message_begin(self) -> None:
         self.url = b""
         self.fields = 0
         self.handed_over = False
         self.complete = False
+        self.accepts_gzip = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -114,38 +127,65 @@ class _Head:
             lowered == b"connection" and value.strip().lower() != b"keep-alive"
         ):
             self.handed_over = True
+        elif lowered == b"accept-encoding":
+            # As origin.app.respond_with_object decides (one header; a repeated
+            # one is left to aiohttp, which folds them).
+            if self.accepts_gzip:
+                self.handed_over = True
+            self.accepts_gzip = b"gzip" in value.lower()
 
     def on_message_complete(self) -> None:
         self.complete = True
 
 
-class HotResponder:
-    """Answers one complete request head from the hot cache, or says it cannot.
+@dataclass(frozen=True, slots=True)
+class Load:
+    """A request to answer once ``key`` is loaded into the cache."""
 
-    No I/O: :meth:`answer` returns the bytes to send, or ``None`` for "hand
-    this request to aiohttp".
+    key: str
+    route: str
+    is_get: bool
+    accepts_gzip: bool
+    started_s: float
+
+
+Answer = tuple[bytes, bytes | None]  # head, body (None for HEAD)
+
+
+class HotResponder:
+    """Answers one complete request head from the hot cache, says what to load
+    first, or says it cannot (hand the request to aiohttp).
+
+    :meth:`answer` does no I/O; :meth:`load` awaits the cache (and storage).
     """
 
-    def __init__(self, cache: HotCache, metrics: Metrics, settings: Settings) -> None:
-        self._cache = cache
-        self._metrics = metrics
+    def __init__(self, app: web.Application) -> None:
+        settings = app[SETTINGS]
+        self._app = app
+        self._cache = app[CACHE]
+        self._metrics = app[METRICS]
         self.max_head_bytes: Final = settings.max_header_bytes
         self._max_fields = settings.max_headers
-        cors = (
-            f"Access-Control-Allow-Origin: {settings.cors_allow_origin}\r\n"
-            f"Access-Control-Expose-Headers: {EXPOSED_HEADERS}\r\n"
+        # Content steering puts pathways into every master playlist and MPD.
+        self._manifests = not settings.pathways
+        self._cors = f"Access-Control-Allow-Origin: {settings.cors_allow_origin}\r\n"
+        self._cors += f"Access-Control-Expose-Headers: {EXPOSED_HEADERS}\r\n"
+        self._vary_origin = settings.cors_allow_origin != "*"
+        # First path segments that routes other than the file catch-all answer.
+        self._routed = frozenset(
+            resource.canonical.lstrip("/").split("/", 1)[0]
+            for resource in app.router.resources()
+            if resource.canonical != r"/{path}"
         )
-        if settings.cors_allow_origin != "*":
-            cors += "Vary: Origin\r\n"
-        self._cors = cors
-        self._heads: LRUCache[str, tuple[CachedObject, bytes]] = LRUCache(maxsize=_HEADS_KEPT)
+        self._heads: LRUCache[tuple[str, bool], tuple[CachedObject, bytes]] = LRUCache(
+            maxsize=_HEADS_KEPT
+        )
         self._head = _Head()
         self._parser = httptools.HttpRequestParser(self._head)
         self._date_s = -1
         self._date_lines = b""
-        # Answers not yet in the metrics (counted at the end of the loop turn).
-        self._batch_latencies_s: list[float] = []
-        self._batch_bytes = 0
+        # Hits not yet in the metrics, per route (counted at the end of the loop turn).
+        self._batch: dict[str, tuple[list[float], list[int]]] = {}
 
     def _tail(self) -> bytes:
         """``Date`` (this second's) and ``Server``, as aiohttp writes them, and the blank line."""
@@ -178,65 +218,116 @@ class HotResponder:
             return None
         return state
 
-    def answer(self, head: bytes) -> tuple[bytes, bytes | None] | None:
-        """(head bytes, body or None for HEAD) for a request this path may answer."""
-        started = time.perf_counter()
+    def _key(self, url: bytes) -> tuple[str, str] | None:
+        """(storage key, metrics route) for a URL this path serves, else None."""
+        if url.startswith(_TOKEN_PATH):
+            return None
+        key = url[1:].decode("latin-1")
+        if key.endswith(_SEGMENT_SUFFIXES):
+            route = "segment"
+        elif key.endswith(_MANIFEST_SUFFIXES) and self._manifests:
+            route = "manifest"
+        else:
+            return None
+        if key.split("/", 1)[0] in self._routed or "/" not in key:
+            return None
+        return key, route
+
+    def answer(self, head: bytes) -> Answer | Load | None:
+        """The answer to a request head, a :class:`Load` to do first, or None."""
+        started_s = time.perf_counter()
         if len(head) > self.max_head_bytes or not head.startswith((b"GET /", b"HEAD /")):
             return None
         state = self._parse(head)
         if state is None:
             return None
-        url = state.url
-        if url.startswith(_TOKEN_PATH):
+        found = self._key(state.url)
+        if found is None:
             return None
-        # Query strings, percent-encoding and odd characters never match: cached
-        # keys are what origin.paths.safe_key returns, [A-Za-z0-9._-] and '/'.
-        key = url[1:].decode("latin-1")
-        if not key.endswith(_SEGMENT_SUFFIXES):
-            return None
+        key, route = found
+        is_get = self._parser.get_method() == b"GET"
+        gzip = state.accepts_gzip
         obj = self._cache.hot(key)
         if obj is None:
-            return None
-        entry = self._heads.get(key)
+            try:  # the check the full path makes; cached keys passed it already
+                valid = safe_key("/" + key) == key
+            except OriginError:
+                valid = False
+            return Load(key, route, is_get, gzip, started_s) if valid else None
+        entry = self._heads.get((key, gzip))
         if entry is None or entry[0] is not obj:
-            entry = (obj, self._render_head(obj))
-            self._heads[key] = entry
-        is_get = self._parser.get_method() == b"GET"
-        if not self._batch_latencies_s:
+            entry = (obj, self._render_head(obj, "hit", gzip))
+            self._heads[(key, gzip)] = entry
+        body = _body(obj, gzip) if is_get else None
+        if not self._batch:
             asyncio.get_running_loop().call_soon(self._count_batch)
-        if is_get:
-            self._batch_bytes += obj.size_bytes
-        self._batch_latencies_s.append(time.perf_counter() - started)
-        return entry[1] + self._tail(), obj.body if is_get else None
+        batch = self._batch.get(route)
+        if batch is None:
+            batch = self._batch[route] = ([], [0])
+        if body is not None:
+            batch[1][0] += len(body)
+        batch[0].append(time.perf_counter() - started_s)
+        return entry[1] + self._tail(), body
+
+    async def load(self, request: Load) -> Answer | None:
+        """Load the object into the cache, then answer; None when the load fails
+        (aiohttp then answers the request, with its own error mapping)."""
+        try:
+            obj, how = await load_object(self._app, request.key)
+        except Exception:  # not found, storage down, too large: aiohttp's to answer
+            return None
+        body = _body(obj, request.accepts_gzip) if request.is_get else None
+        self._metrics.request_done(
+            request.route,
+            200,
+            how,
+            None if body is None else len(body),
+            time.perf_counter() - request.started_s,
+        )
+        return self._render_head(obj, how, request.accepts_gzip) + self._tail(), body
 
     def _count_batch(self) -> None:
-        """The metrics of this loop turn's answers, in one go: per answer, each
+        """The metrics of this loop turn's hits, in one go: per answer, each
         counter increment costs as much as a tenth of the answer itself (a
         locked, and with ``--workers`` memory-mapped, write)."""
-        latencies_s = self._batch_latencies_s
-        self._batch_latencies_s = []
-        length_bytes, self._batch_bytes = self._batch_bytes, 0
-        self._metrics.hits_done("segment", len(latencies_s), length_bytes, latencies_s)
+        batch, self._batch = self._batch, {}
+        for route, (latencies_s, length_bytes) in batch.items():
+            self._metrics.hits_done(route, len(latencies_s), length_bytes[0], latencies_s)
 
-    def _render_head(self, obj: CachedObject) -> bytes:
+    def _render_head(self, obj: CachedObject, how: str, accepts_gzip: bool) -> bytes:
         # The order and spelling of origin.app.respond_with_object, then the
         # CORS lines of edge_middleware, then what aiohttp adds.
-        return (
-            "HTTP/1.1 200 OK\r\n"
-            f"Content-Type: {obj.content_type}\r\n"
-            f"Cache-Control: {obj.cache_control}\r\n"
-            f"ETag: {obj.etag}\r\n"
-            f"Last-Modified: {obj.last_modified}\r\n"
-            "Accept-Ranges: bytes\r\n"
-            "X-Cadenza-Cache: hit\r\n"
-            f"{self._cors}"
-            f"Content-Length: {obj.size_bytes}\r\n"
-        ).encode("latin-1")
+        gzip = accepts_gzip and obj.gzip_body is not None
+        etag = obj.gzip_etag if gzip and obj.gzip_etag else obj.etag
+        lines = [
+            "HTTP/1.1 200 OK\r\n",
+            f"Content-Type: {obj.content_type}\r\n",
+            f"Cache-Control: {obj.cache_control}\r\n",
+            f"ETag: {etag}\r\n",
+            f"Last-Modified: {obj.last_modified}\r\n",
+            "Accept-Ranges: bytes\r\n",
+            f"X-Cadenza-Cache: {how}\r\n",
+        ]
+        if obj.manifest:
+            vary = "Accept-Encoding, Origin" if self._vary_origin else "Accept-Encoding"
+            lines.append(f"Vary: {vary}\r\n")
+        if gzip:
+            lines.append("Content-Encoding: gzip\r\n")
+        lines.append(self._cors)
+        if self._vary_origin and not obj.manifest:
+            lines.append("Vary: Origin\r\n")
+        lines.append(f"Content-Length: {len(_body(obj, accepts_gzip))}\r\n")
+        return "".join(lines).encode("latin-1")
+
+
+def _body(obj: CachedObject, accepts_gzip: bool) -> bytes:
+    return obj.gzip_body if accepts_gzip and obj.gzip_body is not None else obj.body
 
 
 class FastPathProtocol(asyncio.Protocol):
-    """One connection: answered here while every request is a hot segment; at
-    the first that is not, handed (with its unanswered bytes) to ``fallback()``."""
+    """One connection: answered here while every request is one this path
+    serves; at the first that is not, handed (with its unanswered bytes) to
+    ``fallback()``, aiohttp's protocol factory."""
 
     def __init__(
         self,
@@ -257,6 +348,11 @@ class FastPathProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._write_paused = False
         self._eof = False
+        self._close_when_idle = False
+        # While a load is pending: the request's head (handed to aiohttp if the
+        # load fails) and the task (awaited by a graceful shutdown).
+        self._loading_head: bytes | None = None
+        self.loading: asyncio.Task[None] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -278,12 +374,41 @@ class FastPathProtocol(asyncio.Protocol):
         self._buffer = self._buffer + data if self._buffer else data
         self._answer_buffered()
 
+    def eof_received(self) -> bool | None:
+        if self._loading_head is not None or (self._write_paused and self._buffer):
+            self._eof = True  # answer what is asked first, then close
+            return True
+        return None  # every complete request is answered: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._forget()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+        self._answer_buffered()
+
+    # -- answering ----------------------------------------------------------
+    def _update_reading(self) -> None:
+        """Read only while answers can be written and no load is pending."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self._write_paused or self._loading_head is not None or self._eof:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
     def _answer_buffered(self) -> None:
         """Answer the complete heads buffered, a round of at most ``_ROUND_BYTES``
-        at a time, while the transport takes them; hand over at the first that
-        this path cannot answer."""
+        at a time, while the transport takes them; start a load, or hand over at
+        the first that this path cannot answer."""
         responder = self._responder
-        while self._transport is not None and not self._write_paused:
+        while self._transport is not None and not self._write_paused and self._loading_head is None:
             transport = self._transport
             buffer = self._buffer
             out: list[bytes] = []
@@ -297,6 +422,11 @@ class FastPathProtocol(asyncio.Protocol):
                 if answer is None:
                     self._hand_over(out, buffer[start:])
                     return
+                if isinstance(answer, Load):
+                    self._buffer = buffer[end + 4 :]
+                    self._send_round(transport, out)
+                    self._start_load(answer, buffer[start : end + 4])
+                    return
                 out.append(answer[0])
                 size += len(answer[0])
                 if answer[1] is not None:
@@ -308,41 +438,41 @@ class FastPathProtocol(asyncio.Protocol):
                 self._hand_over(out, rest)  # aiohttp gives its verdict (431, 400, ...)
                 return
             self._buffer = rest
-            if out:
-                self._last_s = asyncio.get_running_loop().time()
-                self._send(transport, out)  # may call pause_writing at once
+            self._send_round(transport, out)  # may call pause_writing at once
             if size < _ROUND_BYTES:
                 break  # every complete head is answered
-        if self._eof and self._transport is not None and not self._write_paused:
-            self._transport.close()
+        idle = not self._write_paused and self._loading_head is None
+        if self._transport is not None and idle and self._eof:
+            self._transport.close()  # the client had finished sending: all answered
 
-    def eof_received(self) -> bool | None:
-        if self._write_paused and self._buffer:
-            self._eof = True  # answer what is buffered first, then close
-            return True
-        return None  # every complete request is answered: close
+    def _send_round(self, transport: asyncio.Transport, out: list[bytes]) -> None:
+        if out:
+            self._last_s = asyncio.get_running_loop().time()
+            self._send(transport, out)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._forget()
+    def _start_load(self, request: Load, head: bytes) -> None:
+        self._loading_head = head
+        self._update_reading()
+        self.loading = asyncio.get_running_loop().create_task(self._load(request))
 
-    def pause_writing(self) -> None:
-        self._write_paused = True
-        if self._transport is not None:
-            self._transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._transport is not None:
-            if not self._eof:
-                self._transport.resume_reading()
-            self._answer_buffered()
-
-    # -- the rest -----------------------------------------------------------
-    def close(self) -> None:
-        """Graceful shutdown: everything asked was answered, so close at once
-        (the transport still sends what it buffered)."""
-        if self._transport is not None:
-            self._transport.close()
+    async def _load(self, request: Load) -> None:
+        try:
+            answer = await self._responder.load(request)
+        finally:
+            self.loading = None
+        head, self._loading_head = self._loading_head, None
+        transport = self._transport
+        if transport is None or head is None:
+            return  # the client went away meanwhile
+        if answer is None:
+            self._hand_over([], head + self._buffer)
+            return
+        self._send_round(transport, [answer[0]] if answer[1] is None else [answer[0], answer[1]])
+        if self._close_when_idle:
+            transport.close()  # shutting down: this answer was in flight, the rest is not
+            return
+        self._update_reading()
+        self._answer_buffered()
 
     def _send(self, transport: asyncio.Transport, pieces: list[bytes]) -> None:
         """``transport.writelines(pieces)`` without its copy: the transport's
@@ -368,22 +498,34 @@ class FastPathProtocol(asyncio.Protocol):
                 return
         transport.writelines(pieces)
 
+    # -- the rest -----------------------------------------------------------
+    def close(self) -> None:
+        """Graceful shutdown: close once nothing asked is left unanswered (the
+        transport still sends what it buffered)."""
+        if self._transport is None:
+            return
+        if self._loading_head is not None:
+            self._close_when_idle = True
+        else:
+            self._transport.close()
+
     def _hand_over(self, answered: list[bytes], pending: bytes) -> None:
         transport = self._transport
         assert transport is not None
         if answered:
             self._send(transport, answered)  # ahead of anything aiohttp writes
+        write_paused, eof = self._write_paused, self._eof
         self._forget()
         handler = self._fallback()
         transport.set_protocol(handler)
         handler.connection_made(transport)
-        if self._write_paused:
-            # aiohttp must know the buffer is full; it will see resume_writing.
-            transport.resume_reading()
-            handler.pause_writing()
+        if not transport.is_closing():
+            transport.resume_reading()  # aiohttp reads from here on
+        if write_paused:
+            handler.pause_writing()  # it will see resume_writing
         if pending:
             handler.data_received(pending)
-        if self._eof:
+        if eof:
             handler.eof_received()
 
     def _forget(self) -> None:
@@ -399,8 +541,8 @@ class FastPathProtocol(asyncio.Protocol):
             return
         loop = asyncio.get_running_loop()
         deadline = self._last_s + self._keepalive_timeout_s
-        if loop.time() >= deadline:
+        if self._loading_head is None and loop.time() >= deadline:
             self._transport.close()
             self._forget()
         else:
-            self._timer = loop.call_at(deadline, self._check_idle)
+            self._timer = loop.call_at(max(deadline, loop.time() + 0.1), self._check_idle)

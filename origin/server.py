@@ -22,7 +22,7 @@ from aiohttp import web
 from origin.app import create_app
 from origin.errors import SettingsError
 from origin.fastpath import FastPathProtocol, HotResponder
-from origin.keys import CACHE, METRICS, SETTINGS
+from origin.keys import METRICS, SETTINGS
 from origin.settings import Settings, load_settings
 
 log = logging.getLogger("cadenza.origin.server")
@@ -140,7 +140,7 @@ class GuardedSite(web.BaseSite):
         keepalive_s = 0.0
         if self._fast_path:
             app = self._app
-            responder = HotResponder(app[CACHE], app[METRICS], app[SETTINGS])
+            responder = HotResponder(app)
             keepalive_s = app[SETTINGS].keepalive_timeout_s
 
         def protocol() -> asyncio.BaseProtocol:
@@ -172,11 +172,16 @@ class GuardedSite(web.BaseSite):
         return frozenset(c.peer for c in self._fast_connections)
 
     async def stop(self) -> None:
-        """Stop listening; connections still on the fast path are idle between
-        answers by construction, so they close now (aiohttp's drain the rest)."""
+        """Stop listening; connections still on the fast path close once the
+        answer they are loading (if any) is sent, waited for up to
+        ``shutdown_timeout_s`` (aiohttp drains its own connections)."""
         await super().stop()
-        for connection in list(self._fast_connections):
+        connections = list(self._fast_connections)
+        for connection in connections:
             connection.close()
+        loading = [c.loading for c in connections if c.loading is not None]
+        if loading:
+            await asyncio.wait(loading, timeout=self._app[SETTINGS].shutdown_timeout_s)
 
 
 def _raise_open_files_limit(wanted: int) -> None:

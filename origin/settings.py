@@ -36,7 +36,7 @@ order of precedence).
 | max_header_bytes | CADENZA_MAX_HEADER_BYTES | 8190 | longest request line, longest header |
 | max_headers | CADENZA_MAX_HEADERS | 64 | most header fields in a request |
 | shutdown_timeout_s | CADENZA_SHUTDOWN_TIMEOUT_S | 10.0 | SIGTERM: in-flight answers' grace |
-| fast_path | CADENZA_FAST_PATH | true | hot segments answered ahead of aiohttp (fastpath.py) |
+| fast_path | CADENZA_FAST_PATH | true | media files answered ahead of aiohttp (fastpath.py) |
 | signing_keys | CADENZA_SIGNING_KEYS | (none: off) | secret: URL-signing keys, current first |
 | admin_token | CADENZA_ADMIN_TOKEN | (none: open) | secret: bearer for /v1/sessions, /v1/ladder |
 | pathways | CADENZA_PATHWAYS | (none: off) | content steering: id, base_url, weight |

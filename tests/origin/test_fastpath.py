@@ -5,6 +5,7 @@ everything else on the same connection, in order (RFC 9112 9.3.2 pipelining)."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import cast
 import pytest
 
 from origin.fastpath import FastPathProtocol, HotResponder, _unsent
+from origin.pathways import PathwaySetting
 from origin.settings import Settings
 from tests.origin.conftest import TRACK
 from tests.origin.rawhttp import ThreadedOrigin
@@ -164,12 +166,13 @@ def test_head_gets_the_get_headers_and_no_body(fast: ThreadedOrigin, conn: Conne
 def test_pipelined_requests_are_answered_in_order_across_the_handover(
     fast: ThreadedOrigin, conn: Connection
 ) -> None:
-    """Fast answers, then a Range request aiohttp answers, then more on aiohttp."""
+    """Fast answers (a hit, a manifest), then a Range request aiohttp answers,
+    then more on aiohttp."""
     _warm(fast, SEGMENT)
-    conn.send(_get(SEGMENT) + _get(SEGMENT, "Range: bytes=0-9") + _get(MASTER) + _get(SEGMENT))
+    conn.send(_get(SEGMENT) + _get(MASTER) + _get(SEGMENT, "Range: bytes=0-9") + _get(SEGMENT))
     first = conn.answer()
-    ranged = conn.answer()
     master = conn.answer()
+    ranged = conn.answer()
     last = conn.answer()
     assert [first[0], ranged[0], master[0], last[0]] == [200, 206, 200, 200]
     assert ranged[2] == first[2][:10]
@@ -281,15 +284,100 @@ def test_a_head_ending_in_bare_newlines_gets_the_verdict_it_gets_without_the_fas
     assert verdicts[0] == verdicts[1]
 
 
-def test_a_miss_and_a_manifest_are_answered_by_aiohttp(
-    fast: ThreadedOrigin, conn: Connection
+def _same_answers(
+    fast: ThreadedOrigin,
+    plain: ThreadedOrigin,
+    requests: list[bytes],
+    *,
+    stays_fast: bool,
+    warm: bool = False,
+) -> list[tuple[int, list[tuple[str, str]], bytes]]:
+    """Send ``requests`` on one connection to each origin; the answers must be the
+    same (``Date`` aside).  ``stays_fast``: the fast origin's connection must still
+    be on the fast path afterwards (or must not, when False).  ``warm``: first
+    send each once on a connection of its own to both, so both caches hold them."""
+    if warm:
+        for origin in (fast, plain):
+            for request in requests:
+                connection = Connection(origin.port)
+                connection.send(request)
+                connection.answer()
+                connection.close()
+    got = []
+    for origin in (fast, plain):
+        connection = Connection(origin.port)
+        try:
+            answers = []
+            for request in requests:
+                connection.send(request)
+                answers.append(connection.answer(head_only=request.startswith(b"HEAD")))
+            if origin is fast:
+                assert on_fast_path(fast, connection) is stays_fast
+        finally:
+            connection.close()
+        got.append([(st, [(n, v) for n, v in hs if n != "Date"], body) for st, hs, body in answers])
+    assert got[0] == got[1]
+    return got[0]
+
+
+def test_a_miss_is_loaded_and_answered_as_aiohttp_answers_it(
+    fast: ThreadedOrigin, plain: ThreadedOrigin
 ) -> None:
-    conn.send(_get(OTHER_SEGMENT.replace("seg-00002", "seg-00003")))
-    status, headers, _ = conn.answer()
-    assert status == 200
-    assert dict(headers)["X-Cadenza-Cache"] in ("miss", "hit")
-    conn.send(_get(MASTER))
-    assert conn.answer()[2].startswith(b"#EXTM3U")
+    """Never asked before on either origin: a storage read, ``X-Cadenza-Cache:
+    miss``, and the connection stays on the fast path for the next request."""
+    miss = f"/{TRACK}/aac-256k/seg-00002.m4s"
+    answers = _same_answers(fast, plain, [_get(miss), _get(miss)], stays_fast=True)
+    assert [dict(a[1])["X-Cadenza-Cache"] for a in answers] == ["miss", "hit"]
+
+
+def test_manifests_are_answered_as_aiohttp_answers_them(
+    fast: ThreadedOrigin, plain: ThreadedOrigin
+) -> None:
+    """Identity and gzip (RFC 9110 8.4, Vary), master, media playlist and MPD."""
+    requests = []
+    for path in (MASTER, f"/{TRACK}/aac-128k/playlist.m3u8", f"/{TRACK}/manifest.mpd"):
+        requests += [_get(path), _get(path, "Accept-Encoding: gzip, br"), _get(path)]
+    answers = _same_answers(fast, plain, requests, stays_fast=True, warm=True)
+    gzipped = answers[1]
+    assert dict(gzipped[1])["Content-Encoding"] == "gzip"
+    assert dict(gzipped[1])["Vary"] == "Accept-Encoding"
+    assert gzip.decompress(gzipped[2]) == answers[0][2]
+
+
+def test_a_missing_file_gets_aiohttps_404(fast: ThreadedOrigin, plain: ThreadedOrigin) -> None:
+    missing = f"/{TRACK}/aac-128k/seg-09999.m4s"
+    answers = _same_answers(fast, plain, [_get(missing)], stays_fast=False)
+    assert answers[0][0] == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/player/x.mp4", "/v1/sessions/abc.m4s", "/track.m4s", f"/{TRACK}/.hidden.m4s"],
+    ids=["player-route", "api-route", "no-folder", "hidden"],
+)
+def test_paths_other_routes_answer_or_safe_key_refuses_are_handed_over(
+    fast: ThreadedOrigin, plain: ThreadedOrigin, path: str
+) -> None:
+    _same_answers(fast, plain, [_get(path)], stays_fast=False)
+
+
+def test_content_steering_keeps_manifests_off_the_fast_path(packaged_root: Path) -> None:
+    """With pathways every master playlist and MPD is rendered with them."""
+    origin = _origin(
+        packaged_root,
+        pathways=(PathwaySetting("cdn-a", "http://127.0.0.1:9/a"),),
+        content_steering_url="http://127.0.0.1:9/steer",
+    )
+    try:
+        connection = Connection(origin.port)
+        connection.send(_get(MASTER))
+        status, _, body = connection.answer()
+        assert status == 200
+        assert b"#EXT-X-CONTENT-STEERING" in body
+        assert not on_fast_path(origin, connection)
+        connection.close()
+    finally:
+        origin.stop()
 
 
 def test_fast_answers_are_counted_like_the_others(fast: ThreadedOrigin, conn: Connection) -> None:
