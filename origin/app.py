@@ -343,14 +343,21 @@ def _not_modified_since(header: str, mtime_s: float) -> bool:
     return int(mtime_s) <= since
 
 
-def _preconditions_hold(request: web.Request, etag: str, mtime_s: float) -> bool:
+def preconditions_hold(
+    if_none_match: str | None, if_modified_since: str | None, etag: str, mtime_s: float
+) -> bool:
     """False when a conditional GET is answered ``304`` (RFC 9110 section 13.2.2:
     ``If-None-Match`` wins over ``If-Modified-Since``)."""
-    if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None:
         return not _etag_matches(if_none_match, etag)
-    ims = request.headers.get("If-Modified-Since")
-    return not (ims and _not_modified_since(ims, mtime_s))
+    return not (if_modified_since and _not_modified_since(if_modified_since, mtime_s))
+
+
+def _preconditions_hold(request: web.Request, etag: str, mtime_s: float) -> bool:
+    headers = request.headers
+    return preconditions_hold(
+        headers.get("If-None-Match"), headers.get("If-Modified-Since"), etag, mtime_s
+    )
 
 
 def respond_with_object(request: web.Request, obj: CachedObject, cache_result: str) -> web.Response:

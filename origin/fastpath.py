@@ -5,15 +5,17 @@ A plain request for a media file — a segment (``.m4s``), an init segment
 :class:`FastPathProtocol` from the hot cache: one head with the same header
 lines, in the same order, that the aiohttp path sends for that request (tests
 compare them header for header, gzip included), the ``Date`` of this second,
-then the body.  A file not in the cache (or a manifest past its TTL) is
-loaded through the same cache, single-flight, as the aiohttp path loads it;
-the connection waits for it, then goes on.
+then the body; or ``304`` for ``If-None-Match``/``If-Modified-Since`` that
+match, decided by the same function.  A file not in the cache (or a manifest
+past its TTL) is loaded through the same cache, single-flight, as the aiohttp
+path loads it; the connection waits for it, then goes on.
 
 Every other request is handed, together with every byte not yet answered, to
 an aiohttp ``RequestHandler`` that takes the connection over for good:
-anything with a query (CMCD, ``sid``, filters), a ``Range``, conditional,
-``CMCD-*``, ``Connection`` (other than keep-alive), ``Expect``, ``Upgrade``,
-``Content-Length`` or ``Transfer-Encoding`` header, HTTP/1.0, a path that
+anything with a query (CMCD, ``sid``, filters), a ``Range``, ``If-Range``,
+``If-Match``, ``If-Unmodified-Since``, ``CMCD-*``, ``Connection`` (other than
+keep-alive), ``Expect``, ``Upgrade``, ``Content-Length`` or
+``Transfer-Encoding`` header, HTTP/1.0, a path that
 another route answers (``/v1/``, ``/player/``...) or that ``safe_key``
 refuses, a manifest when content steering is configured (those are always
 rendered), a load that fails (404, 503, too large: aiohttp answers or streams
@@ -51,7 +53,7 @@ from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 from cachetools import LRUCache
 
-from origin.app import EXPOSED_HEADERS, load_object
+from origin.app import EXPOSED_HEADERS, load_object, preconditions_hold
 from origin.cache import CachedObject
 from origin.errors import OriginError
 from origin.keys import CACHE, METRICS, SETTINGS
@@ -64,8 +66,6 @@ _HANDED_OVER_HEADERS: Final = frozenset(
         b"range",
         b"if-range",
         b"if-match",
-        b"if-none-match",
-        b"if-modified-since",
         b"if-unmodified-since",
         b"cmcd-request",
         b"cmcd-object",
@@ -101,14 +101,18 @@ def _unsent(pieces: list[bytes], sent_bytes: int) -> list[bytes | memoryview]:
 class _Head:
     """httptools callbacks for one request head."""
 
-    __slots__ = ("accepts_gzip", "complete", "fields", "handed_over", "url")
+    __slots__ = (
+        "accepts_gzip",
+        "complete",
+        "fields",
+        "handed_over",
+        "if_modified_since",
+        "if_none_match",
+        "url",
+    )
 
     def __init__(self) -> None:
-        self.url = b""
-        self.fields = 0
-        self.handed_over = False
-        self.complete = False
-        self.accepts_gzip = False
+        self.on_message_begin()
 
     def on_message_begin(self) -> None:
         self.url = b""
@@ -116,6 +120,8 @@ class _Head:
         self.handed_over = False
         self.complete = False
         self.accepts_gzip = False
+        self.if_none_match: str | None = None
+        self.if_modified_since: str | None = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -133,6 +139,14 @@ class _Head:
             if self.accepts_gzip:
                 self.handed_over = True
             self.accepts_gzip = b"gzip" in value.lower()
+        elif lowered == b"if-none-match":
+            if self.if_none_match is not None:
+                self.handed_over = True
+            self.if_none_match = value.decode("latin-1")
+        elif lowered == b"if-modified-since":
+            if self.if_modified_since is not None:
+                self.handed_over = True
+            self.if_modified_since = value.decode("latin-1")
 
     def on_message_complete(self) -> None:
         self.complete = True
@@ -146,6 +160,8 @@ class Load:
     route: str
     is_get: bool
     accepts_gzip: bool
+    if_none_match: str | None
+    if_modified_since: str | None
     started_s: float
 
 
@@ -253,7 +269,19 @@ class HotResponder:
                 valid = safe_key("/" + key) == key
             except OriginError:
                 valid = False
-            return Load(key, route, is_get, gzip, started_s) if valid else None
+            if not valid:
+                return None
+            return Load(
+                key,
+                route,
+                is_get,
+                gzip,
+                state.if_none_match,
+                state.if_modified_since,
+                started_s,
+            )
+        if not _modified(obj, gzip, state.if_none_match, state.if_modified_since):
+            return self._not_modified(obj, "hit", gzip, route, started_s)
         entry = self._heads.get((key, gzip))
         if entry is None or entry[0] is not obj:
             entry = (obj, self._render_head(obj, "hit", gzip))
@@ -276,6 +304,9 @@ class HotResponder:
             obj, how = await load_object(self._app, request.key)
         except Exception:  # not found, storage down, too large: aiohttp's to answer
             return None
+        gzip = request.accepts_gzip
+        if not _modified(obj, gzip, request.if_none_match, request.if_modified_since):
+            return self._not_modified(obj, how, gzip, request.route, request.started_s)
         body = _body(obj, request.accepts_gzip) if request.is_get else None
         self._metrics.request_done(
             request.route,
@@ -294,13 +325,22 @@ class HotResponder:
         for route, (latencies_s, length_bytes) in batch.items():
             self._metrics.hits_done(route, len(latencies_s), length_bytes[0], latencies_s)
 
-    def _render_head(self, obj: CachedObject, how: str, accepts_gzip: bool) -> bytes:
+    def _not_modified(
+        self, obj: CachedObject, how: str, accepts_gzip: bool, route: str, started_s: float
+    ) -> Answer:
+        """``304`` (RFC 9110 15.4.5): the 200's header lines but Content-Length."""
+        self._metrics.request_done(route, 304, how, None, time.perf_counter() - started_s)
+        return self._render_head(obj, how, accepts_gzip, not_modified=True) + self._tail(), None
+
+    def _render_head(
+        self, obj: CachedObject, how: str, accepts_gzip: bool, *, not_modified: bool = False
+    ) -> bytes:
         # The order and spelling of origin.app.respond_with_object, then the
         # CORS lines of edge_middleware, then what aiohttp adds.
         gzip = accepts_gzip and obj.gzip_body is not None
         etag = obj.gzip_etag if gzip and obj.gzip_etag else obj.etag
         lines = [
-            "HTTP/1.1 200 OK\r\n",
+            "HTTP/1.1 304 Not Modified\r\n" if not_modified else "HTTP/1.1 200 OK\r\n",
             f"Content-Type: {obj.content_type}\r\n",
             f"Cache-Control: {obj.cache_control}\r\n",
             f"ETag: {etag}\r\n",
@@ -311,13 +351,26 @@ class HotResponder:
         if obj.manifest:
             vary = "Accept-Encoding, Origin" if self._vary_origin else "Accept-Encoding"
             lines.append(f"Vary: {vary}\r\n")
-        if gzip:
+        if gzip and not not_modified:
             lines.append("Content-Encoding: gzip\r\n")
         lines.append(self._cors)
         if self._vary_origin and not obj.manifest:
             lines.append("Vary: Origin\r\n")
-        lines.append(f"Content-Length: {len(_body(obj, accepts_gzip))}\r\n")
+        if not not_modified:  # aiohttp sends none with a 304 (RFC 9110 8.6)
+            lines.append(f"Content-Length: {len(_body(obj, accepts_gzip))}\r\n")
         return "".join(lines).encode("latin-1")
+
+
+def _modified(
+    obj: CachedObject, accepts_gzip: bool, if_none_match: str | None, if_modified_since: str | None
+) -> bool:
+    """True unless the request's validators match (then ``304``), as the aiohttp path decides."""
+    if if_none_match is None and if_modified_since is None:
+        return True
+    etag = (
+        obj.gzip_etag if accepts_gzip and obj.gzip_body is not None and obj.gzip_etag else obj.etag
+    )
+    return preconditions_hold(if_none_match, if_modified_since, etag, obj.mtime_s)
 
 
 def _body(obj: CachedObject, accepts_gzip: bool) -> bytes:

@@ -218,12 +218,35 @@ def test_requests_that_change_the_answer_go_to_aiohttp(
         connection.close()
 
 
-def test_a_conditional_request_gets_aiohttps_304(fast: ThreadedOrigin, conn: Connection) -> None:
-    _warm(fast, SEGMENT)
-    conn.send(_get(SEGMENT))
-    etag = dict(conn.answer()[1])["ETag"]
-    conn.send(_get(SEGMENT, f"If-None-Match: {etag}"))
-    assert conn.answer(head_only=True)[0] == 304
+def test_conditional_requests_get_the_answers_aiohttp_gives(
+    fast: ThreadedOrigin, plain: ThreadedOrigin
+) -> None:
+    """RFC 9110 13.1.2/13.1.3 and 13.2.2: a matching If-None-Match (weak
+    comparison, lists, ``*``) or an If-Modified-Since not before the file's time
+    is a 304 without Content-Length; If-None-Match wins; a gzip answer has its
+    own ETag.  The connection stays on the fast path for all of them."""
+    probe = Connection(plain.port)
+    probe.send(_get(SEGMENT) + _get(MASTER, "Accept-Encoding: gzip"))
+    segment = dict(probe.answer()[1])
+    master_gz = dict(probe.answer()[1])
+    probe.close()
+    etag, modified = segment["ETag"], segment["Last-Modified"]
+    requests = [
+        _get(SEGMENT, f"If-None-Match: {etag}"),
+        _get(SEGMENT, f'If-None-Match: "other", W/{etag}'),
+        _get(SEGMENT, "If-None-Match: *"),
+        _get(SEGMENT, 'If-None-Match: "other"'),
+        _get(SEGMENT, f"If-Modified-Since: {modified}"),
+        _get(SEGMENT, "If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT"),
+        _get(SEGMENT, 'If-None-Match: "other"', f"If-Modified-Since: {modified}"),
+        _get(SEGMENT, "If-Modified-Since: not a date"),
+        _get(SEGMENT, f"If-None-Match: {etag}", method="HEAD"),
+        _get(MASTER, "Accept-Encoding: gzip", f"If-None-Match: {master_gz['ETag']}"),
+        _get(MASTER, f"If-None-Match: {master_gz['ETag']}"),
+    ]
+    answers = _same_answers(fast, plain, requests, stays_fast=True, warm=True)
+    assert [a[0] for a in answers] == [304, 304, 304, 200, 304, 200, 200, 200, 304, 304, 200]
+    assert all("Content-Length" not in dict(a[1]) for a in answers if a[0] == 304)
 
 
 def test_http_1_0_goes_to_aiohttp(fast: ThreadedOrigin, conn: Connection) -> None:
@@ -301,7 +324,7 @@ def _same_answers(
             for request in requests:
                 connection = Connection(origin.port)
                 connection.send(request)
-                connection.answer()
+                connection.answer(head_only=request.startswith(b"HEAD"))
                 connection.close()
     got = []
     for origin in (fast, plain):
