@@ -6,13 +6,14 @@ A plain request for a media file — a segment (``.m4s``), an init segment
 lines, in the same order, that the aiohttp path sends for that request (tests
 compare them header for header, gzip included), the ``Date`` of this second,
 then the body; or ``304`` for ``If-None-Match``/``If-Modified-Since`` that
-match, decided by the same function.  A file not in the cache (or a manifest
+match, or ``206`` for a single satisfiable ``Range`` (``If-Range`` permitting),
+decided by the same functions.  A file not in the cache (or a manifest
 past its TTL) is loaded through the same cache, single-flight, as the aiohttp
 path loads it; the connection waits for it, then goes on.
 
 Every other request is handed, together with every byte not yet answered, to
 an aiohttp ``RequestHandler`` that takes the connection over for good:
-anything with a query (CMCD, ``sid``, filters), a ``Range``, ``If-Range``,
+anything with a query (CMCD, ``sid``, filters), an unsatisfiable range,
 ``If-Match``, ``If-Unmodified-Since``, ``CMCD-*``, ``Connection`` (other than
 keep-alive), ``Expect``, ``Upgrade``, ``Content-Length`` or
 ``Transfer-Encoding`` header, HTTP/1.0, a path that
@@ -43,7 +44,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Final
@@ -55,16 +56,15 @@ from cachetools import LRUCache
 
 from origin.app import EXPOSED_HEADERS, load_object, preconditions_hold
 from origin.cache import CachedObject
-from origin.errors import OriginError
+from origin.errors import OriginError, RangeNotSatisfiableError
 from origin.keys import CACHE, METRICS, SETTINGS
 from origin.paths import safe_key
+from origin.ranges import ByteSpan, parse_range
 
 # Request headers that change the answer (or the framing): such a request goes
 # to aiohttp.  Lower case, as compared.
 _HANDED_OVER_HEADERS: Final = frozenset(
     {
-        b"range",
-        b"if-range",
         b"if-match",
         b"if-unmodified-since",
         b"cmcd-request",
@@ -89,7 +89,7 @@ _ROUND_BYTES: Final = 1 << 20
 _IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
 
 
-def _unsent(pieces: list[bytes], sent_bytes: int) -> list[bytes | memoryview]:
+def _unsent(pieces: Sequence[bytes | memoryview], sent_bytes: int) -> list[bytes | memoryview]:
     """What is left of ``pieces`` after the first ``sent_bytes`` went out."""
     for index, piece in enumerate(pieces):
         if sent_bytes < len(piece):
@@ -108,6 +108,8 @@ class _Head:
         "handed_over",
         "if_modified_since",
         "if_none_match",
+        "if_range",
+        "range",
         "url",
     )
 
@@ -122,6 +124,8 @@ class _Head:
         self.accepts_gzip = False
         self.if_none_match: str | None = None
         self.if_modified_since: str | None = None
+        self.range: str | None = None
+        self.if_range: str | None = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -147,6 +151,14 @@ class _Head:
             if self.if_modified_since is not None:
                 self.handed_over = True
             self.if_modified_since = value.decode("latin-1")
+        elif lowered == b"range":
+            if self.range is not None:
+                self.handed_over = True
+            self.range = value.decode("latin-1")
+        elif lowered == b"if-range":
+            if self.if_range is not None:
+                self.handed_over = True
+            self.if_range = value.decode("latin-1")
 
     def on_message_complete(self) -> None:
         self.complete = True
@@ -154,18 +166,21 @@ class _Head:
 
 @dataclass(frozen=True, slots=True)
 class Load:
-    """A request to answer once ``key`` is loaded into the cache."""
+    """A request to answer once ``key`` is loaded into the cache; also what any
+    answer other than a plain hit is decided from."""
 
     key: str
     route: str
     is_get: bool
-    accepts_gzip: bool
+    gzip: bool  # accepted, and no Range (as origin.app.respond_with_object decides)
     if_none_match: str | None
     if_modified_since: str | None
+    range: str | None
+    if_range: str | None
     started_s: float
 
 
-Answer = tuple[bytes, bytes | None]  # head, body (None for HEAD)
+Answer = tuple[bytes, bytes | memoryview | None]  # head, body (None for HEAD)
 
 
 class HotResponder:
@@ -262,26 +277,36 @@ class HotResponder:
             return None
         key, route = found
         is_get = self._parser.get_method() == b"GET"
-        gzip = state.accepts_gzip
+        gzip = state.accepts_gzip and state.range is None
         obj = self._cache.hot(key)
-        if obj is None:
-            try:  # the check the full path makes; cached keys passed it already
-                valid = safe_key("/" + key) == key
-            except OriginError:
-                valid = False
-            if not valid:
-                return None
-            return Load(
-                key,
-                route,
-                is_get,
-                gzip,
-                state.if_none_match,
-                state.if_modified_since,
-                started_s,
-            )
-        if not _modified(obj, gzip, state.if_none_match, state.if_modified_since):
-            return self._not_modified(obj, "hit", gzip, route, started_s)
+        plain = (
+            state.if_none_match is None and state.if_modified_since is None and state.range is None
+        )
+        if obj is not None and plain:
+            return self._hit(obj, key, route, is_get, gzip, started_s)
+        asked = Load(
+            key,
+            route,
+            is_get,
+            gzip,
+            state.if_none_match,
+            state.if_modified_since,
+            state.range,
+            state.if_range,
+            started_s,
+        )
+        if obj is not None:
+            return self._respond(obj, "hit", asked)
+        try:  # the check the full path makes; cached keys passed it already
+            valid = safe_key("/" + key) == key
+        except OriginError:
+            valid = False
+        return asked if valid else None
+
+    def _hit(
+        self, obj: CachedObject, key: str, route: str, is_get: bool, gzip: bool, started_s: float
+    ) -> Answer:
+        """The common case: a head rendered once per object, metrics per loop turn."""
         entry = self._heads.get((key, gzip))
         if entry is None or entry[0] is not obj:
             entry = (obj, self._render_head(obj, "hit", gzip))
@@ -297,25 +322,44 @@ class HotResponder:
         batch[0].append(time.perf_counter() - started_s)
         return entry[1] + self._tail(), body
 
-    async def load(self, request: Load) -> Answer | None:
+    async def load(self, asked: Load) -> Answer | None:
         """Load the object into the cache, then answer; None when the load fails
         (aiohttp then answers the request, with its own error mapping)."""
         try:
-            obj, how = await load_object(self._app, request.key)
+            obj, how = await load_object(self._app, asked.key)
         except Exception:  # not found, storage down, too large: aiohttp's to answer
             return None
-        gzip = request.accepts_gzip
-        if not _modified(obj, gzip, request.if_none_match, request.if_modified_since):
-            return self._not_modified(obj, how, gzip, request.route, request.started_s)
-        body = _body(obj, request.accepts_gzip) if request.is_get else None
+        return self._respond(obj, how, asked)
+
+    def _respond(self, obj: CachedObject, how: str, asked: Load) -> Answer | None:
+        """As origin.app.respond_with_object answers: ``304`` when the validators
+        match, ``206`` for a single satisfiable range (``If-Range`` permitting),
+        else ``200``; None for an unsatisfiable range (aiohttp's ``416``)."""
+        gzip = asked.gzip and obj.gzip_body is not None
+        etag = obj.gzip_etag if gzip and obj.gzip_etag else obj.etag
+        status = 200
+        body: bytes | memoryview = _body(obj, gzip)
+        span = None
+        if not preconditions_hold(asked.if_none_match, asked.if_modified_since, etag, obj.mtime_s):
+            status = 304
+        elif not gzip and (asked.if_range is None or asked.if_range.strip() == obj.etag):
+            try:
+                span = parse_range(asked.range, len(obj.body))
+            except RangeNotSatisfiableError:
+                return None
+            if span is not None:
+                status = 206
+                body = memoryview(obj.body)[span.start : span.end + 1]
+        head = self._render_head(obj, how, gzip, status=status, span=span, length=len(body))
+        sent = body if asked.is_get and status != 304 else None
         self._metrics.request_done(
-            request.route,
-            200,
+            asked.route,
+            status,
             how,
-            None if body is None else len(body),
-            time.perf_counter() - request.started_s,
+            None if sent is None else len(sent),
+            time.perf_counter() - asked.started_s,
         )
-        return self._render_head(obj, how, request.accepts_gzip) + self._tail(), body
+        return head + self._tail(), sent
 
     def _count_batch(self) -> None:
         """The metrics of this loop turn's hits, in one go: per answer, each
@@ -325,22 +369,22 @@ class HotResponder:
         for route, (latencies_s, length_bytes) in batch.items():
             self._metrics.hits_done(route, len(latencies_s), length_bytes[0], latencies_s)
 
-    def _not_modified(
-        self, obj: CachedObject, how: str, accepts_gzip: bool, route: str, started_s: float
-    ) -> Answer:
-        """``304`` (RFC 9110 15.4.5): the 200's header lines but Content-Length."""
-        self._metrics.request_done(route, 304, how, None, time.perf_counter() - started_s)
-        return self._render_head(obj, how, accepts_gzip, not_modified=True) + self._tail(), None
-
     def _render_head(
-        self, obj: CachedObject, how: str, accepts_gzip: bool, *, not_modified: bool = False
+        self,
+        obj: CachedObject,
+        how: str,
+        gzip: bool,
+        *,
+        status: int = 200,
+        span: ByteSpan | None = None,
+        length: int | None = None,
     ) -> bytes:
         # The order and spelling of origin.app.respond_with_object, then the
         # CORS lines of edge_middleware, then what aiohttp adds.
-        gzip = accepts_gzip and obj.gzip_body is not None
+        gzip = gzip and obj.gzip_body is not None
         etag = obj.gzip_etag if gzip and obj.gzip_etag else obj.etag
         lines = [
-            "HTTP/1.1 304 Not Modified\r\n" if not_modified else "HTTP/1.1 200 OK\r\n",
+            _STATUS_LINES[status],
             f"Content-Type: {obj.content_type}\r\n",
             f"Cache-Control: {obj.cache_control}\r\n",
             f"ETag: {etag}\r\n",
@@ -351,26 +395,26 @@ class HotResponder:
         if obj.manifest:
             vary = "Accept-Encoding, Origin" if self._vary_origin else "Accept-Encoding"
             lines.append(f"Vary: {vary}\r\n")
-        if gzip and not not_modified:
+        if status == 304:
+            pass
+        elif gzip:
             lines.append("Content-Encoding: gzip\r\n")
+        elif span is not None:
+            lines.append(f"Content-Range: bytes {span.start}-{span.end}/{len(obj.body)}\r\n")
         lines.append(self._cors)
         if self._vary_origin and not obj.manifest:
             lines.append("Vary: Origin\r\n")
-        if not not_modified:  # aiohttp sends none with a 304 (RFC 9110 8.6)
-            lines.append(f"Content-Length: {len(_body(obj, accepts_gzip))}\r\n")
+        if status != 304:  # aiohttp sends none with a 304 (RFC 9110 8.6)
+            size = len(_body(obj, gzip)) if length is None else length
+            lines.append(f"Content-Length: {size}\r\n")
         return "".join(lines).encode("latin-1")
 
 
-def _modified(
-    obj: CachedObject, accepts_gzip: bool, if_none_match: str | None, if_modified_since: str | None
-) -> bool:
-    """True unless the request's validators match (then ``304``), as the aiohttp path decides."""
-    if if_none_match is None and if_modified_since is None:
-        return True
-    etag = (
-        obj.gzip_etag if accepts_gzip and obj.gzip_body is not None and obj.gzip_etag else obj.etag
-    )
-    return preconditions_hold(if_none_match, if_modified_since, etag, obj.mtime_s)
+_STATUS_LINES: Final = {
+    200: "HTTP/1.1 200 OK\r\n",
+    206: "HTTP/1.1 206 Partial Content\r\n",
+    304: "HTTP/1.1 304 Not Modified\r\n",
+}
 
 
 def _body(obj: CachedObject, accepts_gzip: bool) -> bytes:
@@ -464,7 +508,7 @@ class FastPathProtocol(asyncio.Protocol):
         while self._transport is not None and not self._write_paused and self._loading_head is None:
             transport = self._transport
             buffer = self._buffer
-            out: list[bytes] = []
+            out: list[bytes | memoryview] = []
             size = 0
             start = 0
             while size < _ROUND_BYTES:
@@ -498,7 +542,7 @@ class FastPathProtocol(asyncio.Protocol):
         if self._transport is not None and idle and self._eof:
             self._transport.close()  # the client had finished sending: all answered
 
-    def _send_round(self, transport: asyncio.Transport, out: list[bytes]) -> None:
+    def _send_round(self, transport: asyncio.Transport, out: list[bytes | memoryview]) -> None:
         if out:
             self._last_s = asyncio.get_running_loop().time()
             self._send(transport, out)
@@ -527,7 +571,7 @@ class FastPathProtocol(asyncio.Protocol):
         self._update_reading()
         self._answer_buffered()
 
-    def _send(self, transport: asyncio.Transport, pieces: list[bytes]) -> None:
+    def _send(self, transport: asyncio.Transport, pieces: Sequence[bytes | memoryview]) -> None:
         """``transport.writelines(pieces)`` without its copy: the transport's
         ``writelines`` joins head and body into a new 64 KB object before its
         ``send``.  While nothing is queued in the transport, one ``writev`` on
@@ -562,7 +606,7 @@ class FastPathProtocol(asyncio.Protocol):
         else:
             self._transport.close()
 
-    def _hand_over(self, answered: list[bytes], pending: bytes) -> None:
+    def _hand_over(self, answered: list[bytes | memoryview], pending: bytes) -> None:
         transport = self._transport
         assert transport is not None
         if answered:

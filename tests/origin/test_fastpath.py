@@ -166,18 +166,26 @@ def test_head_gets_the_get_headers_and_no_body(fast: ThreadedOrigin, conn: Conne
 def test_pipelined_requests_are_answered_in_order_across_the_handover(
     fast: ThreadedOrigin, conn: Connection
 ) -> None:
-    """Fast answers (a hit, a manifest), then a Range request aiohttp answers,
-    then more on aiohttp."""
+    """Fast answers (a hit, a manifest, a range), then an unsatisfiable range
+    that aiohttp answers (416), then more on aiohttp."""
     _warm(fast, SEGMENT)
-    conn.send(_get(SEGMENT) + _get(MASTER) + _get(SEGMENT, "Range: bytes=0-9") + _get(SEGMENT))
+    conn.send(
+        _get(SEGMENT)
+        + _get(MASTER)
+        + _get(SEGMENT, "Range: bytes=0-9")
+        + _get(SEGMENT, "Range: bytes=99999999-")
+        + _get(SEGMENT)
+    )
     first = conn.answer()
     master = conn.answer()
     ranged = conn.answer()
+    refused = conn.answer()
     last = conn.answer()
-    assert [first[0], ranged[0], master[0], last[0]] == [200, 206, 200, 200]
+    assert [first[0], master[0], ranged[0], refused[0], last[0]] == [200, 200, 206, 416, 200]
     assert ranged[2] == first[2][:10]
     assert master[2].startswith(b"#EXTM3U")
     assert last[2] == first[2]
+    assert not on_fast_path(fast, conn)
 
 
 def test_a_head_split_across_packets_is_answered(fast: ThreadedOrigin, conn: Connection) -> None:
@@ -195,11 +203,12 @@ def test_a_head_split_across_packets_is_answered(fast: ThreadedOrigin, conn: Con
 @pytest.mark.parametrize(
     ("extra", "status"),
     [
-        (("Range: bytes=0-99",), 206),
+        (("Range: bytes=99999999-",), 416),
         (('CMCD-Session: sid="fast-1"',), 200),
         (("Connection: close",), 200),
+        (('If-Match: "x"',), 200),
     ],
-    ids=["range", "cmcd-header", "connection-close"],
+    ids=["unsatisfiable-range", "cmcd-header", "connection-close", "if-match"],
 )
 def test_requests_that_change_the_answer_go_to_aiohttp(
     fast: ThreadedOrigin, extra: tuple[str, ...], status: int
@@ -247,6 +256,34 @@ def test_conditional_requests_get_the_answers_aiohttp_gives(
     answers = _same_answers(fast, plain, requests, stays_fast=True, warm=True)
     assert [a[0] for a in answers] == [304, 304, 304, 200, 304, 200, 200, 200, 304, 304, 200]
     assert all("Content-Length" not in dict(a[1]) for a in answers if a[0] == 304)
+
+
+def test_ranges_get_the_answers_aiohttp_gives(fast: ThreadedOrigin, plain: ThreadedOrigin) -> None:
+    """RFC 9110 14: one range is a 206 with Content-Range; a malformed, reversed
+    or multiple one is ignored (200); If-Range with another validator sends the
+    whole; a Range on a manifest turns gzip off."""
+    probe = Connection(plain.port)
+    probe.send(_get(SEGMENT))
+    etag = dict(probe.answer()[1])["ETag"]
+    probe.close()
+    requests = [
+        _get(SEGMENT, "Range: bytes=0-9"),
+        _get(SEGMENT, "Range: bytes=-5"),
+        _get(SEGMENT, "Range: bytes=100-"),
+        _get(SEGMENT, "Range: bytes=100-99999999"),
+        _get(SEGMENT, "Range: bytes=9-2"),
+        _get(SEGMENT, "Range: bytes=0-1,4-5"),
+        _get(SEGMENT, "Range: items=0-5"),
+        _get(SEGMENT, "Range: bytes=0-9", f"If-Range: {etag}"),
+        _get(SEGMENT, "Range: bytes=0-9", 'If-Range: "other"'),
+        _get(SEGMENT, "Range: bytes=0-9", f"If-None-Match: {etag}"),
+        _get(SEGMENT, "Range: bytes=0-9", method="HEAD"),
+        _get(MASTER, "Range: bytes=0-6", "Accept-Encoding: gzip"),
+    ]
+    answers = _same_answers(fast, plain, requests, stays_fast=True, warm=True)
+    statuses = [a[0] for a in answers]
+    assert statuses == [206, 206, 206, 206, 200, 200, 200, 206, 200, 304, 206, 206]
+    assert answers[-1][2] == b"#EXTM3U"
 
 
 def test_http_1_0_goes_to_aiohttp(fast: ThreadedOrigin, conn: Connection) -> None:
