@@ -14,7 +14,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -77,7 +78,7 @@ from origin.keys import (
 )
 from origin.metrics import Metrics, create_metrics
 from origin.paths import safe_key
-from origin.ranges import parse_range
+from origin.ranges import ByteSpan, parse_range
 from origin.redis_store import (
     FallbackPopulationStore,
     FallbackSessionStore,
@@ -360,36 +361,74 @@ def _preconditions_hold(request: web.Request, etag: str, mtime_s: float) -> bool
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ObjectAnswer:
+    """How a cached object is answered: what :func:`plan_object_answer` decides."""
+
+    status: int  # 200, 206 or 304
+    gzip: bool  # the gzip copy is sent (a manifest, accepted, no Range)
+    etag: str  # of the representation sent
+    span: ByteSpan | None  # 206 only
+
+
+def plan_object_answer(
+    obj: CachedObject,
+    *,
+    accepts_gzip: bool,
+    range_header: str | None,
+    if_range: str | None,
+    if_none_match: str | None,
+    if_modified_since: str | None,
+) -> ObjectAnswer:
+    """The semantics of a static file server, decided once for both the aiohttp
+    path and origin.fastpath: gzip for a manifest that accepts it (never with a
+    Range), ``304`` when the validators match (RFC 9110 13.2.2), else ``206`` for
+    one satisfiable range that ``If-Range`` permits (RFC 9110 14.2, 13.1.5), else
+    ``200``.  Raises :class:`RangeNotSatisfiableError` (416)."""
+    gzip = obj.gzip_body is not None and accepts_gzip and range_header is None
+    etag = obj.gzip_etag if gzip and obj.gzip_etag else obj.etag
+    if not preconditions_hold(if_none_match, if_modified_since, etag, obj.mtime_s):
+        return ObjectAnswer(304, gzip, etag, None)
+    if not gzip and (if_range is None or if_range.strip() == obj.etag):
+        span = parse_range(range_header, len(obj.body))
+        if span is not None:
+            return ObjectAnswer(206, gzip, etag, span)
+    return ObjectAnswer(200, gzip, etag, None)
+
+
 def respond_with_object(request: web.Request, obj: CachedObject, cache_result: str) -> web.Response:
     """Serve bytes from memory with the semantics of a static file server."""
-    accepts_gzip = "gzip" in request.headers.get("Accept-Encoding", "").lower()
-    use_gzip = obj.gzip_body is not None and accepts_gzip and "Range" not in request.headers
-    etag = obj.gzip_etag if use_gzip and obj.gzip_etag else obj.etag
+    asked = request.headers
+    answer = plan_object_answer(
+        obj,
+        accepts_gzip="gzip" in asked.get("Accept-Encoding", "").lower(),
+        range_header=asked.get("Range"),
+        if_range=asked.get("If-Range"),
+        if_none_match=asked.get("If-None-Match"),
+        if_modified_since=asked.get("If-Modified-Since"),
+    )
     headers = {
         "Content-Type": obj.content_type,
         "Cache-Control": obj.cache_control,
-        "ETag": etag,
+        "ETag": answer.etag,
         "Last-Modified": obj.last_modified,
         "Accept-Ranges": "bytes",
         "X-Cadenza-Cache": cache_result,
     }
     if obj.manifest:
         headers["Vary"] = "Accept-Encoding"
-    if not _preconditions_hold(request, etag, obj.mtime_s):
+    if answer.status == 304:
         return web.Response(status=304, headers=headers)
-    body = obj.gzip_body if use_gzip and obj.gzip_body is not None else obj.body
-    if use_gzip:
+    body = obj.body
+    if answer.gzip and obj.gzip_body is not None:
         headers["Content-Encoding"] = "gzip"
-    status = 200
-    if_range = request.headers.get("If-Range")
-    if not use_gzip and (if_range is None or if_range.strip() == obj.etag):
-        span = parse_range(request.headers.get("Range"), len(obj.body))
-        if span is not None:
-            status = 206
-            headers["Content-Range"] = f"bytes {span.start}-{span.end}/{len(obj.body)}"
-            body = obj.body[span.start : span.end + 1]
+        body = obj.gzip_body
+    span = answer.span
+    if span is not None:
+        headers["Content-Range"] = f"bytes {span.start}-{span.end}/{len(obj.body)}"
+        body = obj.body[span.start : span.end + 1]
     # aiohttp sends the headers (Content-Length included) but no body for HEAD.
-    return web.Response(status=status, body=body, headers=headers)
+    return web.Response(status=answer.status, body=body, headers=headers)
 
 
 # -- handlers --------------------------------------------------------------
@@ -421,10 +460,6 @@ async def load_object(app: web.Application, key: str) -> tuple[CachedObject, str
     if how != "hit":  # a hit changes nothing the gauge shows
         metrics.cache_bytes.set(app[CACHE].size_bytes)
     return obj, how
-
-
-async def _load(request: web.Request, key: str) -> tuple[CachedObject, str]:
-    return await load_object(request.app, key)
 
 
 class ObjectTooLargeError(Exception):
@@ -529,7 +564,7 @@ async def _serve_large(request: web.Request, key: str) -> web.StreamResponse:
 
 async def _presentation(request: web.Request, track: str) -> tuple[Presentation, CachedObject]:
     """The track's model, parsed once per version of its presentation.json."""
-    obj, _ = await _load(request, f"{track}/{PRESENTATION_NAME}")
+    obj, _ = await load_object(request.app, f"{track}/{PRESENTATION_NAME}")
     parsed = request.app[PRESENTATIONS].get(track)
     if parsed is not None and parsed[0] == obj.etag:
         return parsed[1], obj
@@ -541,8 +576,7 @@ async def _presentation(request: web.Request, track: str) -> tuple[Presentation,
     return presentation, obj
 
 
-def _selection(request: web.Request) -> RenditionFilter:
-    query = {k: v for k, v in request.query.items() if k in FILTER_KEYS}
+def _selection(query: Mapping[str, str]) -> RenditionFilter:
     try:
         return parse_filter_query(query)
     except InvalidFilterError as exc:
@@ -563,7 +597,7 @@ async def _rendered_manifest(
     shaped = presentation
     if selected:
         try:
-            shaped = _selection(request).apply(presentation)
+            shaped = _selection(dict(selected)).apply(presentation)
         except NoRenditionsInModel as exc:
             raise NoMatchingRenditionsError(str(exc)) from exc
     settings = request.app[SETTINGS]
@@ -638,7 +672,7 @@ async def handle_file(request: web.Request) -> web.StreamResponse:
     if is_manifest and (steered or pathways or FILTER_KEYS & request.query.keys()):
         return await _rendered_manifest(request, key, observed)
     try:
-        obj, how = await _load(request, key)
+        obj, how = await load_object(request.app, key)
     except ObjectTooLargeError:
         return await _serve_large(request, key)
     response = respond_with_object(request, obj, how)

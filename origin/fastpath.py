@@ -54,12 +54,13 @@ from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 from cachetools import LRUCache
 
-from origin.app import EXPOSED_HEADERS, load_object, preconditions_hold
+from origin.app import EXPOSED_HEADERS, ObjectAnswer, load_object, plan_object_answer
+from origin.auth import TOKEN_PREFIX
 from origin.cache import CachedObject
+from origin.cmcd import HEADER_NAMES as CMCD_HEADER_NAMES
 from origin.errors import OriginError, RangeNotSatisfiableError
 from origin.keys import CACHE, METRICS, SETTINGS
 from origin.paths import safe_key
-from origin.ranges import ByteSpan, parse_range
 
 # Request headers that change the answer (or the framing): such a request goes
 # to aiohttp.  Lower case, as compared.
@@ -67,17 +68,22 @@ _HANDED_OVER_HEADERS: Final = frozenset(
     {
         b"if-match",
         b"if-unmodified-since",
-        b"cmcd-request",
-        b"cmcd-object",
-        b"cmcd-status",
-        b"cmcd-session",
         b"content-length",
         b"transfer-encoding",
         b"expect",
         b"upgrade",
+        *(name.lower().encode() for name in CMCD_HEADER_NAMES),
     }
 )
-_TOKEN_PATH: Final = b"/t/"  # a signed-URL prefix (origin/auth.py): aiohttp strips or checks it
+# Headers the answer is decided from (origin.app.plan_object_answer), each read
+# once: a repeated one is left to aiohttp, which folds repeated fields.
+_READ_HEADERS: Final = {
+    b"if-none-match": "if_none_match",
+    b"if-modified-since": "if_modified_since",
+    b"range": "range",
+    b"if-range": "if_range",
+}
+_TOKEN_PATH: Final = TOKEN_PREFIX.encode()  # signed URLs: aiohttp strips or checks the token
 _SEGMENT_SUFFIXES: Final = (".m4s", ".mp4")
 _MANIFEST_SUFFIXES: Final = (".m3u8", ".mpd")
 # Rendered heads kept per (key, gzip) (an entry is ~400 bytes; rebuilt when
@@ -143,22 +149,10 @@ class _Head:
             if self.accepts_gzip:
                 self.handed_over = True
             self.accepts_gzip = b"gzip" in value.lower()
-        elif lowered == b"if-none-match":
-            if self.if_none_match is not None:
+        elif (field := _READ_HEADERS.get(lowered)) is not None:
+            if getattr(self, field) is not None:
                 self.handed_over = True
-            self.if_none_match = value.decode("latin-1")
-        elif lowered == b"if-modified-since":
-            if self.if_modified_since is not None:
-                self.handed_over = True
-            self.if_modified_since = value.decode("latin-1")
-        elif lowered == b"range":
-            if self.range is not None:
-                self.handed_over = True
-            self.range = value.decode("latin-1")
-        elif lowered == b"if-range":
-            if self.if_range is not None:
-                self.handed_over = True
-            self.if_range = value.decode("latin-1")
+            setattr(self, field, value.decode("latin-1"))
 
     def on_message_complete(self) -> None:
         self.complete = True
@@ -172,7 +166,7 @@ class Load:
     key: str
     route: str
     is_get: bool
-    gzip: bool  # accepted, and no Range (as origin.app.respond_with_object decides)
+    accepts_gzip: bool
     if_none_match: str | None
     if_modified_since: str | None
     range: str | None
@@ -208,7 +202,8 @@ class HotResponder:
             for resource in app.router.resources()
             if resource.canonical != r"/{path}"
         )
-        self._heads: LRUCache[tuple[str, bool], tuple[CachedObject, bytes]] = LRUCache(
+        # (key, accepts gzip) -> (object, head, gzip copy sent)
+        self._heads: LRUCache[tuple[str, bool], tuple[CachedObject, bytes, bool]] = LRUCache(
             maxsize=_HEADS_KEPT
         )
         self._head = _Head()
@@ -216,7 +211,8 @@ class HotResponder:
         self._date_s = -1
         self._date_lines = b""
         # Hits not yet in the metrics, per route (counted at the end of the loop turn).
-        self._batch: dict[str, tuple[list[float], list[int]]] = {}
+        self._batch_latencies_s: dict[str, list[float]] = {}
+        self._batch_bytes: dict[str, int] = {}
 
     def _tail(self) -> bytes:
         """``Date`` (this second's) and ``Server``, as aiohttp writes them, and the blank line."""
@@ -277,18 +273,17 @@ class HotResponder:
             return None
         key, route = found
         is_get = self._parser.get_method() == b"GET"
-        gzip = state.accepts_gzip and state.range is None
         obj = self._cache.hot(key)
         plain = (
             state.if_none_match is None and state.if_modified_since is None and state.range is None
         )
         if obj is not None and plain:
-            return self._hit(obj, key, route, is_get, gzip, started_s)
+            return self._hit(obj, key, route, is_get, state.accepts_gzip, started_s)
         asked = Load(
             key,
             route,
             is_get,
-            gzip,
+            state.accepts_gzip,
             state.if_none_match,
             state.if_modified_since,
             state.range,
@@ -304,22 +299,34 @@ class HotResponder:
         return asked if valid else None
 
     def _hit(
-        self, obj: CachedObject, key: str, route: str, is_get: bool, gzip: bool, started_s: float
+        self,
+        obj: CachedObject,
+        key: str,
+        route: str,
+        is_get: bool,
+        accepts_gzip: bool,
+        started_s: float,
     ) -> Answer:
-        """The common case: a head rendered once per object, metrics per loop turn."""
-        entry = self._heads.get((key, gzip))
+        """The common case (no validators, no Range): a head rendered once per
+        object and encoding, metrics counted per loop turn."""
+        entry = self._heads.get((key, accepts_gzip))
         if entry is None or entry[0] is not obj:
-            entry = (obj, self._render_head(obj, "hit", gzip))
-            self._heads[(key, gzip)] = entry
-        body = _body(obj, gzip) if is_get else None
-        if not self._batch:
+            answer = plan_object_answer(
+                obj,
+                accepts_gzip=accepts_gzip,
+                range_header=None,
+                if_range=None,
+                if_none_match=None,
+                if_modified_since=None,
+            )
+            entry = (obj, self._render_head(obj, "hit", answer), answer.gzip)
+            self._heads[(key, accepts_gzip)] = entry
+        body = _body(obj, entry[2]) if is_get else None
+        if not self._batch_latencies_s:
             asyncio.get_running_loop().call_soon(self._count_batch)
-        batch = self._batch.get(route)
-        if batch is None:
-            batch = self._batch[route] = ([], [0])
+        self._batch_latencies_s.setdefault(route, []).append(time.perf_counter() - started_s)
         if body is not None:
-            batch[1][0] += len(body)
-        batch[0].append(time.perf_counter() - started_s)
+            self._batch_bytes[route] = self._batch_bytes.get(route, 0) + len(body)
         return entry[1] + self._tail(), body
 
     async def load(self, asked: Load) -> Answer | None:
@@ -332,62 +339,51 @@ class HotResponder:
         return self._respond(obj, how, asked)
 
     def _respond(self, obj: CachedObject, how: str, asked: Load) -> Answer | None:
-        """As origin.app.respond_with_object answers: ``304`` when the validators
-        match, ``206`` for a single satisfiable range (``If-Range`` permitting),
-        else ``200``; None for an unsatisfiable range (aiohttp's ``416``)."""
-        gzip = asked.gzip and obj.gzip_body is not None
-        etag = obj.gzip_etag if gzip and obj.gzip_etag else obj.etag
-        status = 200
-        body: bytes | memoryview = _body(obj, gzip)
-        span = None
-        if not preconditions_hold(asked.if_none_match, asked.if_modified_since, etag, obj.mtime_s):
-            status = 304
-        elif not gzip and (asked.if_range is None or asked.if_range.strip() == obj.etag):
-            try:
-                span = parse_range(asked.range, len(obj.body))
-            except RangeNotSatisfiableError:
-                return None
-            if span is not None:
-                status = 206
-                body = memoryview(obj.body)[span.start : span.end + 1]
-        head = self._render_head(obj, how, gzip, status=status, span=span, length=len(body))
-        sent = body if asked.is_get and status != 304 else None
+        """Any answer but the plain hit, decided by origin.app.plan_object_answer
+        as on the aiohttp path; None for an unsatisfiable range (aiohttp's 416)."""
+        try:
+            answer = plan_object_answer(
+                obj,
+                accepts_gzip=asked.accepts_gzip,
+                range_header=asked.range,
+                if_range=asked.if_range,
+                if_none_match=asked.if_none_match,
+                if_modified_since=asked.if_modified_since,
+            )
+        except RangeNotSatisfiableError:
+            return None
+        body: bytes | memoryview = _body(obj, answer.gzip)
+        if answer.span is not None:  # sliced without a copy
+            body = memoryview(obj.body)[answer.span.start : answer.span.end + 1]
+        sent = body if asked.is_get and answer.status != 304 else None
         self._metrics.request_done(
             asked.route,
-            status,
+            answer.status,
             how,
             None if sent is None else len(sent),
             time.perf_counter() - asked.started_s,
         )
-        return head + self._tail(), sent
+        return self._render_head(obj, how, answer, len(body)) + self._tail(), sent
 
     def _count_batch(self) -> None:
         """The metrics of this loop turn's hits, in one go: per answer, each
         counter increment costs as much as a tenth of the answer itself (a
         locked, and with ``--workers`` memory-mapped, write)."""
-        batch, self._batch = self._batch, {}
-        for route, (latencies_s, length_bytes) in batch.items():
-            self._metrics.hits_done(route, len(latencies_s), length_bytes[0], latencies_s)
+        latencies, self._batch_latencies_s = self._batch_latencies_s, {}
+        sizes, self._batch_bytes = self._batch_bytes, {}
+        for route, latencies_s in latencies.items():
+            self._metrics.hits_done(route, len(latencies_s), sizes.get(route, 0), latencies_s)
 
     def _render_head(
-        self,
-        obj: CachedObject,
-        how: str,
-        gzip: bool,
-        *,
-        status: int = 200,
-        span: ByteSpan | None = None,
-        length: int | None = None,
+        self, obj: CachedObject, how: str, answer: ObjectAnswer, length: int | None = None
     ) -> bytes:
         # The order and spelling of origin.app.respond_with_object, then the
         # CORS lines of edge_middleware, then what aiohttp adds.
-        gzip = gzip and obj.gzip_body is not None
-        etag = obj.gzip_etag if gzip and obj.gzip_etag else obj.etag
         lines = [
-            _STATUS_LINES[status],
+            _STATUS_LINES[answer.status],
             f"Content-Type: {obj.content_type}\r\n",
             f"Cache-Control: {obj.cache_control}\r\n",
-            f"ETag: {etag}\r\n",
+            f"ETag: {answer.etag}\r\n",
             f"Last-Modified: {obj.last_modified}\r\n",
             "Accept-Ranges: bytes\r\n",
             f"X-Cadenza-Cache: {how}\r\n",
@@ -395,17 +391,18 @@ class HotResponder:
         if obj.manifest:
             vary = "Accept-Encoding, Origin" if self._vary_origin else "Accept-Encoding"
             lines.append(f"Vary: {vary}\r\n")
-        if status == 304:
+        span = answer.span
+        if answer.status == 304:
             pass
-        elif gzip:
+        elif answer.gzip:
             lines.append("Content-Encoding: gzip\r\n")
         elif span is not None:
             lines.append(f"Content-Range: bytes {span.start}-{span.end}/{len(obj.body)}\r\n")
         lines.append(self._cors)
         if self._vary_origin and not obj.manifest:
             lines.append("Vary: Origin\r\n")
-        if status != 304:  # aiohttp sends none with a 304 (RFC 9110 8.6)
-            size = len(_body(obj, gzip)) if length is None else length
+        if answer.status != 304:  # aiohttp sends none with a 304 (RFC 9110 8.6)
+            size = len(_body(obj, answer.gzip)) if length is None else length
             lines.append(f"Content-Length: {size}\r\n")
         return "".join(lines).encode("latin-1")
 
@@ -417,8 +414,8 @@ _STATUS_LINES: Final = {
 }
 
 
-def _body(obj: CachedObject, accepts_gzip: bool) -> bytes:
-    return obj.gzip_body if accepts_gzip and obj.gzip_body is not None else obj.body
+def _body(obj: CachedObject, gzip: bool) -> bytes:
+    return obj.gzip_body if gzip and obj.gzip_body is not None else obj.body
 
 
 class FastPathProtocol(asyncio.Protocol):

@@ -482,14 +482,20 @@ def test_many_pipelined_requests_are_all_answered_to_a_slow_reader(
     assert answers == [segment, init] * 30
 
 
+def _answered_on_the_fast_path(origin: ThreadedOrigin) -> Connection:
+    """A connection that has had a segment answered and is still on the fast path."""
+    _warm(origin, SEGMENT)
+    connection = Connection(origin.port)
+    connection.send(_get(SEGMENT))
+    assert connection.answer()[0] == 200
+    assert on_fast_path(origin, connection)
+    return connection
+
+
 def test_an_idle_connection_is_closed_after_the_keepalive_timeout(packaged_root: Path) -> None:
     origin = _origin(packaged_root, keepalive_timeout_s=0.3)
     try:
-        _warm(origin, SEGMENT)
-        connection = Connection(origin.port)
-        connection.send(_get(SEGMENT))
-        assert connection.answer()[0] == 200
-        assert on_fast_path(origin, connection)
+        connection = _answered_on_the_fast_path(origin)
         assert connection.closed_by_server(5.0)
         connection.close()
     finally:
@@ -556,11 +562,7 @@ def test_shutdown_closes_connections_left_on_the_fast_path(packaged_root: Path) 
     origin = _origin(packaged_root)
     stopped = False
     try:
-        _warm(origin, SEGMENT)
-        connection = Connection(origin.port)
-        connection.send(_get(SEGMENT))
-        assert connection.answer()[0] == 200
-        assert on_fast_path(origin, connection)
+        connection = _answered_on_the_fast_path(origin)
         origin.stop()
         stopped = True
         assert connection.closed_by_server(5.0)

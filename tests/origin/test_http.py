@@ -217,6 +217,20 @@ async def test_codec_filter_on_master(make_client: MakeClient, backend: str) -> 
     assert {p.stream_info.codecs for p in playlists} == {"opus", "fLaC"}
 
 
+async def test_a_repeated_filter_key_filters_by_the_value_it_is_cached_under(
+    make_client: MakeClient,
+) -> None:
+    """Rendered manifests are cached by their filter values: with ``codec`` given
+    twice, the filter and the cache key must read the same one (the first), or
+    the next plain ``?codec=opus`` would be served FLAC bytes."""
+    client = await make_client()
+    repeated = await client.get(f"/{TRACK}/master.m3u8?codec=opus&codec=flac")
+    single = await client.get(f"/{TRACK}/master.m3u8?codec=opus")
+    for response in (repeated, single):
+        playlists = m3u8.loads(await response.text()).playlists
+        assert {p.stream_info.codecs for p in playlists} == {"opus"}
+
+
 async def test_bitrate_filter_on_mpd_stays_schema_valid(make_client: MakeClient) -> None:
     response = await _get(
         make_client, "local", f"/{TRACK}/manifest.mpd?min_bitrate=100&max_bitrate=300"
