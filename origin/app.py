@@ -32,6 +32,7 @@ from manifests.hls import render_master
 from manifests.jsonio import presentation_from_json
 from manifests.media_types import cache_control_for, content_type_for
 from manifests.model import MASTER_NAME, MPD_NAME, PRESENTATION_NAME, Presentation
+from manifests.steering import SteeringConfig
 from origin.abr.policy import Guidance
 from origin.auth import (
     ADMIN_PREFIXES,
@@ -562,17 +563,17 @@ async def _serve_large(request: web.Request, key: str) -> web.StreamResponse:
             handle.close()
 
 
-async def _presentation(request: web.Request, track: str) -> tuple[Presentation, CachedObject]:
+async def presentation_of(app: web.Application, track: str) -> tuple[Presentation, CachedObject]:
     """The track's model, parsed once per version of its presentation.json."""
-    obj, _ = await load_object(request.app, f"{track}/{PRESENTATION_NAME}")
-    parsed = request.app[PRESENTATIONS].get(track)
+    obj, _ = await load_object(app, f"{track}/{PRESENTATION_NAME}")
+    parsed = app[PRESENTATIONS].get(track)
     if parsed is not None and parsed[0] == obj.etag:
         return parsed[1], obj
     try:
         presentation = presentation_from_json(obj.body)
     except InvalidPresentationError as exc:
         raise StorageUnavailableError(f"{track}: damaged presentation.json: {exc}", "data") from exc
-    request.app[PRESENTATIONS][track] = (obj.etag, presentation)
+    app[PRESENTATIONS][track] = (obj.etag, presentation)
     return presentation, obj
 
 
@@ -583,38 +584,57 @@ def _selection(query: Mapping[str, str]) -> RenditionFilter:
         raise BadRequestError(str(exc)) from exc
 
 
-async def _rendered_manifest(
-    request: web.Request, key: str, observed: Observed | None
-) -> web.Response:
-    """A manifest rendered from the model: filtered by the query, and steered for
-    the session when one is known (``sid`` or CMCD ``sid``)."""
+def filter_values(query: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The rendition-filter arguments of a query, in key order (one reading of
+    each: the shape a rendered manifest is cached under is also its filter)."""
+    return tuple((k, query[k]) for k in sorted(FILTER_KEYS & query.keys()))
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedManifest:
+    """A master playlist or MPD rendered for one request (:func:`render_manifest`)."""
+
+    obj: CachedObject
+    how: str  # the X-Cadenza-Cache value: "rendered" or "steered"
+    vary_session: bool  # the session came from the CMCD-Session header
+
+
+async def render_manifest(
+    app: web.Application,
+    key: str,
+    selected: tuple[tuple[str, str], ...],
+    observed: Observed | None,
+    steering: SteeringConfig | None,
+    *,
+    personal_pathways: bool,
+) -> RenderedManifest:
+    """A manifest rendered from the model: filtered by ``selected`` (see
+    :func:`filter_values`), and steered for the session when one is known
+    (``sid`` or CMCD ``sid``).  ``personal_pathways``: the steering block is
+    this viewer's (signed, or named after the Host header).  No request
+    object: origin.fastpath renders with it too."""
     track, _, name = key.partition("/")
-    presentation, source = await _presentation(request, track)
-    query = request.query
-    # The selection (a function of these query values) and the guidance's start
-    # and cap decide which renditions are listed, in which order.
-    selected = tuple((k, query[k]) for k in sorted(FILTER_KEYS & query.keys()))
+    presentation, source = await presentation_of(app, track)
+    # The selection and the guidance's start and cap decide which renditions
+    # are listed, in which order.
     shaped = presentation
     if selected:
         try:
             shaped = _selection(dict(selected)).apply(presentation)
         except NoRenditionsInModel as exc:
             raise NoMatchingRenditionsError(str(exc)) from exc
-    settings = request.app[SETTINGS]
+    settings = app[SETTINGS]
     control = f"public, max-age={settings.manifest_max_age_s}"
     how = "rendered"
     vary_session = False
     guidance: Guidance | None = None
     if observed is not None and settings.steering:
-        guidance = await guidance_for(request.app, shaped, observed.state, observed.network_key)
-        request.app[METRICS].steered(guidance.source.value)
+        guidance = await guidance_for(app, shaped, observed.state, observed.network_key)
+        app[METRICS].steered(guidance.source.value)
         control = f"private, max-age={settings.manifest_max_age_s}"
         how = "steered"
         vary_session = observed.sid_from_header
-    steering = steering_for(request, track, "hls" if name == MASTER_NAME else "dash")
-    if steering is not None and (
-        split_token_path(request.raw_path, strict=False)[0] or not settings.content_steering_url
-    ):
+    if steering is not None and personal_pathways:
         # Its pathway URIs carry this viewer's token, or its steering server
         # was named after the request's Host header: either way not for a
         # shared cache, which keys on the path and would hand a forged Host
@@ -623,7 +643,7 @@ async def _rendered_manifest(
     # The bytes depend only on these: steer, render, hash and gzip once per shape.
     steer = None if guidance is None else (guidance.start_bitrate_bps, guidance.max_bitrate_bps)
     shape = (key, source.etag, selected, steer, steering, control)
-    rendered = request.app[RENDERED].get(shape)
+    rendered = app[RENDERED].get(shape)
     if rendered is None:
         if guidance is not None:
             shaped = steer_presentation(shaped, guidance)
@@ -633,29 +653,68 @@ async def _rendered_manifest(
         body = text.encode("utf-8")
         info = ObjectInfo(len(body), source.mtime_s, "")
         rendered = build_cached(key, StoredObject(info, body), control)
-        request.app[RENDERED][shape] = rendered
-    response = respond_with_object(request, rendered, how)
-    if vary_session:
+        app[RENDERED][shape] = rendered
+    return RenderedManifest(rendered, how, vary_session)
+
+
+async def _rendered_manifest(
+    request: web.Request, key: str, observed: Observed | None
+) -> web.Response:
+    track, _, name = key.partition("/")
+    steering = steering_for(request, track, "hls" if name == MASTER_NAME else "dash")
+    personal = steering is not None and bool(
+        split_token_path(request.raw_path, strict=False)[0]
+        or not request.app[SETTINGS].content_steering_url
+    )
+    rendered = await render_manifest(
+        request.app,
+        key,
+        filter_values(request.query),
+        observed,
+        steering,
+        personal_pathways=personal,
+    )
+    response = respond_with_object(request, rendered.obj, rendered.how)
+    if rendered.vary_session:
         response.headers["Vary"] = "Accept-Encoding, CMCD-Session"
     return response
+
+
+def steered_segment(key: str) -> bool:
+    """A media segment of a rendition (``<track>/<rendition>/<name>.m4s``): the
+    requests that get CMSD when their session is known."""
+    return key.count("/") == 2 and key.endswith(".m4s")
+
+
+async def cmsd_for(app: web.Application, key: str, observed: Observed) -> tuple[str, str] | None:
+    """The CMSD-Static and CMSD-Dynamic values for a media segment of a known
+    session (CTA-5006); None when the rendition is not in the model."""
+    track, rendition_id, name = key.split("/", 2)
+    presentation, _ = await presentation_of(app, track)
+    try:
+        rendition = presentation.rendition(rendition_id)
+    except KeyError:
+        return None
+    guidance = await guidance_for(app, presentation, observed.state, observed.network_key)
+    return (
+        cmsd_static(rendition, segment_duration_ms(rendition, name)),
+        cmsd_dynamic(guidance.estimate_bps, guidance.max_bitrate_bps),
+    )
+
+
+def private_control(control: str) -> str:
+    """Personalised (CMSD): shared caches must not hand this session's answer to others."""
+    return control.replace("public", "private")
 
 
 async def _add_cmsd(
     request: web.Request, response: web.StreamResponse, key: str, observed: Observed
 ) -> None:
-    """CMSD-Static and CMSD-Dynamic on a media segment for a known session."""
-    track, rendition_id, name = key.split("/", 2)
-    presentation, _ = await _presentation(request, track)
-    try:
-        rendition = presentation.rendition(rendition_id)
-    except KeyError:
+    values = await cmsd_for(request.app, key, observed)
+    if values is None:
         return
-    guidance = await guidance_for(request.app, presentation, observed.state, observed.network_key)
-    response.headers["CMSD-Static"] = cmsd_static(rendition, segment_duration_ms(rendition, name))
-    response.headers["CMSD-Dynamic"] = cmsd_dynamic(guidance.estimate_bps, guidance.max_bitrate_bps)
-    # Personalised: shared caches must not hand this session's CMSD to others.
-    control = response.headers.get("Cache-Control", "")
-    response.headers["Cache-Control"] = control.replace("public", "private")
+    response.headers["CMSD-Static"], response.headers["CMSD-Dynamic"] = values
+    response.headers["Cache-Control"] = private_control(response.headers.get("Cache-Control", ""))
 
 
 async def handle_file(request: web.Request) -> web.StreamResponse:
@@ -679,8 +738,7 @@ async def handle_file(request: web.Request) -> web.StreamResponse:
     if (
         observed is not None
         and request.app[SETTINGS].steering
-        and key.count("/") == 2
-        and name.endswith(".m4s")
+        and steered_segment(key)
         and response.status in (200, 206)
     ):
         await _add_cmsd(request, response, key, observed)

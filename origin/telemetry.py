@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -134,22 +135,46 @@ async def observe_request(request: web.Request, track: str) -> Observed | None:
     # The hot path: most requests name no session; decide that without parsing.
     query_string = request.query_string
     headers = request.headers
-    has_headers = "CMCD-Session" in headers or any(name in headers for name in HEADER_NAMES)
-    if not has_headers and "CMCD" not in query_string and "sid" not in query_string:
+    if (
+        "CMCD" not in query_string
+        and "sid" not in query_string
+        and not any(name in headers for name in HEADER_NAMES)
+    ):
         return None
-    app = request.app
+    query = request.query
+    return await observe(
+        request.app,
+        track,
+        cmcd_query=query.get("CMCD"),
+        sid_query=query.get("sid"),
+        headers=headers,
+        remote=request.remote,
+    )
+
+
+async def observe(
+    app: web.Application,
+    track: str,
+    *,
+    cmcd_query: str | None,
+    sid_query: str | None,
+    headers: Mapping[str, str],
+    remote: str | None,
+) -> Observed | None:
+    """:func:`observe_request` without the request object (origin.fastpath
+    calls it too): the ``CMCD`` and ``sid`` query arguments, the request's
+    headers (``CMCD-*``, ``ECT``) and the peer address."""
     metrics = app[METRICS]
-    query_value = request.query.get("CMCD")
-    network_key = network_key_for(request.remote, headers)
-    if query_value is None and not has_headers:
-        sid = request.query.get("sid")
-        if sid is None or not valid_sid(sid):
+    has_headers = any(name in headers for name in HEADER_NAMES)
+    network_key = network_key_for(remote, headers)
+    if cmcd_query is None and not has_headers:
+        if sid_query is None or not valid_sid(sid_query):
             return None
-        return Observed(sid, await app[SESSIONS].get(sid), network_key, False)
-    cmcd = parse_request_cmcd(query_value, request.headers)
+        return Observed(sid_query, await app[SESSIONS].get(sid_query), network_key, False)
+    cmcd = parse_request_cmcd(cmcd_query, headers)
     if cmcd.malformed:
         metrics.cmcd_malformed.inc(len(cmcd.malformed))
-    sid = cmcd.string("sid") or request.query.get("sid")
+    sid = cmcd.string("sid") or sid_query
     if sid is None or not valid_sid(sid):
         metrics.beacon("request", "no_session")
         return None
@@ -168,7 +193,7 @@ async def observe_request(request: web.Request, track: str) -> Observed | None:
         metrics.beacon("request", "store_error")
         return Observed(sid, None, network_key, False)
     metrics.beacon("request", "malformed" if cmcd.malformed else "ok")
-    from_header = "CMCD-Session" in request.headers and request.query.get("sid") is None
+    from_header = "CMCD-Session" in headers and sid_query is None
     return Observed(sid, state, network_key, from_header)
 
 
