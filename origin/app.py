@@ -607,14 +607,16 @@ async def render_manifest(
     steering: SteeringConfig | None,
     *,
     personal_pathways: bool,
+    model: tuple[Presentation, CachedObject] | None = None,
 ) -> RenderedManifest:
     """A manifest rendered from the model: filtered by ``selected`` (see
     :func:`filter_values`), and steered for the session when one is known
     (``sid`` or CMCD ``sid``).  ``personal_pathways``: the steering block is
-    this viewer's (signed, or named after the Host header).  No request
-    object: origin.fastpath renders with it too."""
+    this viewer's (signed, or named after the Host header); ``model``: the
+    track's :func:`presentation_of`, when the caller has it already.  No
+    request object: origin.fastpath renders with it too."""
     track, _, name = key.partition("/")
-    presentation, source = await presentation_of(app, track)
+    presentation, source = model or await presentation_of(app, track)
     # The selection and the guidance's start and cap decide which renditions
     # are listed, in which order.
     shaped = presentation
@@ -686,11 +688,17 @@ def steered_segment(key: str) -> bool:
     return key.count("/") == 2 and key.endswith(".m4s")
 
 
-async def cmsd_for(app: web.Application, key: str, observed: Observed) -> tuple[str, str] | None:
+async def cmsd_for(
+    app: web.Application,
+    key: str,
+    observed: Observed,
+    model: tuple[Presentation, CachedObject] | None = None,
+) -> tuple[str, str] | None:
     """The CMSD-Static and CMSD-Dynamic values for a media segment of a known
-    session (CTA-5006); None when the rendition is not in the model."""
+    session (CTA-5006); None when the rendition is not in the model.
+    ``model``: as for :func:`render_manifest`."""
     track, rendition_id, name = key.split("/", 2)
-    presentation, _ = await presentation_of(app, track)
+    presentation, _ = model or await presentation_of(app, track)
     try:
         rendition = presentation.rendition(rendition_id)
     except KeyError:

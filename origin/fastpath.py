@@ -11,9 +11,18 @@ decided by the same functions.  A file not in the cache (or a manifest
 past its TTL) is loaded through the same cache, single-flight, as the aiohttp
 path loads it; the connection waits for it, then goes on.
 
+A request whose query names a session (only ``CMCD`` and ``sid`` arguments,
+as hls.js and dash.js send CMCD in query mode, CTA-5004) is answered here too,
+by the functions ``origin.app.handle_file`` uses: its CMCD folded into the
+session (``origin.telemetry.observe``), then a steered master playlist or MPD
+(``render_manifest``) or the file with CMSD (``cmsd_for``), private.  Every
+load such an answer needs is done before the session is touched, so one
+handed over after a failed load is never folded in twice.
+
 Every other request is handed, together with every byte not yet answered, to
 an aiohttp ``RequestHandler`` that takes the connection over for good:
-anything with a query (CMCD, ``sid``, filters), an unsatisfiable range,
+a query with any other argument (rendition filters...) or a ``Range`` with
+a session's query, an unsatisfiable range,
 ``If-Match``, ``If-Unmodified-Since``, ``CMCD-*``, ``Connection`` (other than
 keep-alive), ``Expect``, ``Upgrade``, ``Content-Length`` or
 ``Transfer-Encoding`` header, HTTP/1.0, a path that
@@ -33,9 +42,9 @@ and the handover point are always exact.
 
 Keep-alive: a connection with nothing answered for ``keepalive_timeout_s``
 is closed, as aiohttp does.  Back-pressure: while the transport's write
-buffer is over its high-water mark, or a load is pending, reading is paused,
-so a client that pipelines requests and does not read cannot make the origin
-buffer more than one round of answers.
+buffer is over its high-water mark, or a load is pending and 64 KiB are read
+ahead, reading is paused, so a client that pipelines requests and does not
+read cannot make the origin buffer more than one round of answers.
 """
 
 from __future__ import annotations
@@ -48,19 +57,32 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Final
+from urllib.parse import unquote_to_bytes
 
 import httptools
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 from cachetools import LRUCache
 
-from origin.app import EXPOSED_HEADERS, ObjectAnswer, load_object, plan_object_answer
+from manifests.model import MASTER_NAME, MPD_NAME
+from origin.app import (
+    EXPOSED_HEADERS,
+    ObjectAnswer,
+    cmsd_for,
+    load_object,
+    plan_object_answer,
+    presentation_of,
+    private_control,
+    render_manifest,
+    steered_segment,
+)
 from origin.auth import TOKEN_PREFIX
 from origin.cache import CachedObject
 from origin.cmcd import HEADER_NAMES as CMCD_HEADER_NAMES
 from origin.errors import OriginError, RangeNotSatisfiableError
 from origin.keys import CACHE, METRICS, SETTINGS
 from origin.paths import safe_key
+from origin.telemetry import observe
 
 # Request headers that change the answer (or the framing): such a request goes
 # to aiohttp.  Lower case, as compared.
@@ -82,7 +104,10 @@ _READ_HEADERS: Final = {
     b"if-modified-since": "if_modified_since",
     b"range": "range",
     b"if-range": "if_range",
+    b"ect": "ect",  # the session's network key (origin.sessions.network_key_for)
 }
+# The query arguments this path reads (a session's): any other is handed over.
+_SESSION_ARGUMENTS: Final = frozenset({"CMCD", "sid"})
 _TOKEN_PATH: Final = TOKEN_PREFIX.encode()  # signed URLs: aiohttp strips or checks the token
 _SEGMENT_SUFFIXES: Final = (".m4s", ".mp4")
 _MANIFEST_SUFFIXES: Final = (".m3u8", ".mpd")
@@ -92,6 +117,8 @@ _HEADS_KEPT: Final = 4096
 # Answers queued per round before the transport is asked to take them: a client
 # pipelining thousands of requests in one read costs at most this much at once.
 _ROUND_BYTES: Final = 1 << 20
+# Bytes read ahead while a request waits for a load (pipelined requests).
+_READ_AHEAD_BYTES: Final = 64 * 1024
 _IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
 
 
@@ -110,6 +137,7 @@ class _Head:
     __slots__ = (
         "accepts_gzip",
         "complete",
+        "ect",
         "fields",
         "handed_over",
         "if_modified_since",
@@ -132,6 +160,7 @@ class _Head:
         self.if_modified_since: str | None = None
         self.range: str | None = None
         self.if_range: str | None = None
+        self.ect: str | None = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -158,10 +187,32 @@ class _Head:
         self.complete = True
 
 
+def session_arguments(query: bytes) -> dict[str, str] | None:
+    """The ``CMCD`` and ``sid`` arguments of a query string, decoded as aiohttp
+    (yarl) decodes them; None for any query that has another argument, a
+    repeated or valueless one, or a spelling whose decoding could differ
+    (``+``, ``;``, percent-escapes that are not UTF-8): those are handed over."""
+    if not query or b"+" in query or b";" in query:
+        return None
+    arguments: dict[str, str] = {}
+    for part in query.split(b"&"):
+        raw_name, equals, raw_value = part.partition(b"=")
+        name = raw_name.decode("latin-1")
+        if not equals or name not in _SESSION_ARGUMENTS or name in arguments:
+            return None
+        try:
+            arguments[name] = unquote_to_bytes(raw_value).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return arguments
+
+
 @dataclass(frozen=True, slots=True)
 class Load:
     """A request to answer once ``key`` is loaded into the cache; also what any
-    answer other than a plain hit is decided from."""
+    answer other than a plain hit is decided from.  With ``session``, the
+    request names a session (``CMCD``, ``sid``): it is folded into it and
+    answered as ``origin.app.handle_file`` answers it."""
 
     key: str
     route: str
@@ -172,6 +223,9 @@ class Load:
     range: str | None
     if_range: str | None
     started_s: float
+    session: dict[str, str] | None = None  # the CMCD and sid query arguments
+    ect: str | None = None
+    remote: str | None = None
 
 
 Answer = tuple[bytes, bytes | memoryview | None]  # head, body (None for HEAD)
@@ -205,6 +259,10 @@ class HotResponder:
         # (key, accepts gzip) -> (object, head, gzip copy sent)
         self._heads: LRUCache[tuple[str, bool], tuple[CachedObject, bytes, bool]] = LRUCache(
             maxsize=_HEADS_KEPT
+        )
+        # (id(object), gzip, cache result) -> (object, head): answers other than hits
+        self._answered_heads: LRUCache[tuple[int, bool, str], tuple[CachedObject, bytes]] = (
+            LRUCache(maxsize=_HEADS_KEPT)
         )
         self._head = _Head()
         self._parser = httptools.HttpRequestParser(self._head)
@@ -260,24 +318,31 @@ class HotResponder:
             return None
         return key, route
 
-    def answer(self, head: bytes) -> Answer | Load | None:
-        """The answer to a request head, a :class:`Load` to do first, or None."""
+    def answer(self, head: bytes, remote: str | None = None) -> Answer | Load | None:
+        """The answer to a request head, a :class:`Load` to do first, or None.
+        ``remote``: the peer's address, a session's network key."""
         started_s = time.perf_counter()
         if len(head) > self.max_head_bytes or not head.startswith((b"GET /", b"HEAD /")):
             return None
         state = self._parse(head)
         if state is None:
             return None
-        found = self._key(state.url)
+        path, question, query = state.url.partition(b"?")
+        found = self._key(path)
         if found is None:
             return None
         key, route = found
+        session = None
+        if question:
+            session = session_arguments(query)
+            if session is None or state.range is not None:
+                return None
         is_get = self._parser.get_method() == b"GET"
         obj = self._cache.hot(key)
         plain = (
             state.if_none_match is None and state.if_modified_since is None and state.range is None
         )
-        if obj is not None and plain:
+        if obj is not None and plain and session is None:
             return self._hit(obj, key, route, is_get, state.accepts_gzip, started_s)
         asked = Load(
             key,
@@ -289,9 +354,12 @@ class HotResponder:
             state.range,
             state.if_range,
             started_s,
+            session,
+            state.ect,
+            remote,
         )
         if obj is not None:
-            return self._respond(obj, "hit", asked)
+            return self._respond(obj, "hit", asked) if session is None else asked
         try:  # the check the full path makes; cached keys passed it already
             valid = safe_key("/" + key) == key
         except OriginError:
@@ -332,15 +400,82 @@ class HotResponder:
     async def load(self, asked: Load) -> Answer | None:
         """Load the object into the cache, then answer; None when the load fails
         (aiohttp then answers the request, with its own error mapping)."""
+        if asked.session is not None:
+            return await self._answer_session(asked, asked.session)
         try:
             obj, how = await load_object(self._app, asked.key)
         except Exception:  # not found, storage down, too large: aiohttp's to answer
             return None
         return self._respond(obj, how, asked)
 
-    def _respond(self, obj: CachedObject, how: str, asked: Load) -> Answer | None:
+    async def _answer_session(self, asked: Load, session: dict[str, str]) -> Answer | None:
+        """A request that names a session, answered as origin.app.handle_file
+        answers it: folded into the session, then a steered manifest, or the
+        file with CMSD when steering is on.  Whatever can fail (the loads) is
+        done before the session is touched, so a request handed over from
+        here is never folded in twice."""
+        app = self._app
+        key = asked.key
+        track, _, name = key.partition("/")
+        manifest = name in (MASTER_NAME, MPD_NAME)
+        model = None
+        loaded = None
+        try:
+            if app[SETTINGS].steering and (manifest or steered_segment(key)):
+                model = await presentation_of(app, track)
+            # A steered manifest is rendered instead of the file: load the file
+            # later, if at all, unless a CMCD argument is folded in first.
+            if not manifest or model is None or "CMCD" in session:
+                loaded = await load_object(app, key)
+        except Exception:  # missing, damaged, storage down: aiohttp's to answer
+            return None
+        observed = await observe(
+            app,
+            track,
+            cmcd_query=session.get("CMCD"),
+            sid_query=session.get("sid"),
+            headers={} if asked.ect is None else {"ECT": asked.ect},
+            remote=asked.remote,
+        )
+        if observed is not None and model is not None and manifest:
+            rendered = await render_manifest(
+                app, key, (), observed, None, personal_pathways=False, model=model
+            )
+            vary = "Accept-Encoding, CMCD-Session" if rendered.vary_session else None
+            return self._respond(rendered.obj, rendered.how, asked, vary=vary)
+        if loaded is None:  # only a sid, that names no session: nothing folded in
+            try:
+                loaded = await load_object(app, key)
+            except Exception:
+                return None
+        obj, how = loaded
+        if observed is None or model is None or manifest:
+            return self._respond(obj, how, asked)
+        cmsd = await cmsd_for(app, key, observed, model)
+        if cmsd is None:
+            return self._respond(obj, how, asked)
+        return self._respond(
+            obj,
+            how,
+            asked,
+            control=private_control(obj.cache_control),
+            extra=f"CMSD-Static: {cmsd[0]}\r\nCMSD-Dynamic: {cmsd[1]}\r\n",
+        )
+
+    def _respond(
+        self,
+        obj: CachedObject,
+        how: str,
+        asked: Load,
+        *,
+        control: str | None = None,
+        extra: str = "",
+        vary: str | None = None,
+    ) -> Answer | None:
         """Any answer but the plain hit, decided by origin.app.plan_object_answer
-        as on the aiohttp path; None for an unsatisfiable range (aiohttp's 416)."""
+        as on the aiohttp path; None for an unsatisfiable range (aiohttp's 416).
+        ``control``, ``extra`` and ``vary``: a session's answer (see
+        :meth:`_render_head`)."""
         try:
             answer = plan_object_answer(
                 obj,
@@ -352,6 +487,8 @@ class HotResponder:
             )
         except RangeNotSatisfiableError:
             return None
+        if answer.status == 304:  # handle_file adds CMSD to 200 and 206 only
+            control, extra = None, ""
         body: bytes | memoryview = _body(obj, answer.gzip)
         if answer.span is not None:  # sliced without a copy
             body = memoryview(obj.body)[answer.span.start : answer.span.end + 1]
@@ -363,7 +500,19 @@ class HotResponder:
             None if sent is None else len(sent),
             time.perf_counter() - asked.started_s,
         )
-        return self._render_head(obj, how, answer, len(body)) + self._tail(), sent
+        if answer.status == 200 and control is None and not extra and vary is None:
+            # Rendered once per object, encoding and cache result (a steered
+            # manifest is one object per guidance shape).
+            entry = self._answered_heads.get((id(obj), answer.gzip, how))
+            if entry is None or entry[0] is not obj:
+                entry = (obj, self._render_head(obj, how, answer, len(body)))
+                self._answered_heads[(id(obj), answer.gzip, how)] = entry
+            head = entry[1]
+        else:
+            head = self._render_head(
+                obj, how, answer, len(body), control=control, extra=extra, vary=vary
+            )
+        return head + self._tail(), sent
 
     def _count_batch(self) -> None:
         """The metrics of this loop turn's hits, in one go: per answer, each
@@ -375,22 +524,33 @@ class HotResponder:
             self._metrics.hits_done(route, len(latencies_s), sizes.get(route, 0), latencies_s)
 
     def _render_head(
-        self, obj: CachedObject, how: str, answer: ObjectAnswer, length: int | None = None
+        self,
+        obj: CachedObject,
+        how: str,
+        answer: ObjectAnswer,
+        length: int | None = None,
+        *,
+        control: str | None = None,
+        extra: str = "",
+        vary: str | None = None,
     ) -> bytes:
-        # The order and spelling of origin.app.respond_with_object, then the
-        # CORS lines of edge_middleware, then what aiohttp adds.
+        """The order and spelling of origin.app.respond_with_object, with a
+        session's changes as origin.app.handle_file makes them (``control``
+        replaces Cache-Control in place, ``extra`` lines are added after the
+        object's, ``vary`` replaces a manifest's Vary), then the CORS lines of
+        edge_middleware, then what aiohttp adds."""
         lines = [
             _STATUS_LINES[answer.status],
             f"Content-Type: {obj.content_type}\r\n",
-            f"Cache-Control: {obj.cache_control}\r\n",
+            f"Cache-Control: {obj.cache_control if control is None else control}\r\n",
             f"ETag: {answer.etag}\r\n",
             f"Last-Modified: {obj.last_modified}\r\n",
             "Accept-Ranges: bytes\r\n",
             f"X-Cadenza-Cache: {how}\r\n",
         ]
         if obj.manifest:
-            vary = "Accept-Encoding, Origin" if self._vary_origin else "Accept-Encoding"
-            lines.append(f"Vary: {vary}\r\n")
+            vary = vary or "Accept-Encoding"
+            lines.append(f"Vary: {vary}, Origin\r\n" if self._vary_origin else f"Vary: {vary}\r\n")
         span = answer.span
         if answer.status == 304:
             pass
@@ -398,6 +558,7 @@ class HotResponder:
             lines.append("Content-Encoding: gzip\r\n")
         elif span is not None:
             lines.append(f"Content-Range: bytes {span.start}-{span.end}/{len(obj.body)}\r\n")
+        lines.append(extra)
         lines.append(self._cors)
         if self._vary_origin and not obj.manifest:
             lines.append("Vary: Origin\r\n")
@@ -436,6 +597,7 @@ class FastPathProtocol(asyncio.Protocol):
         self._keepalive_timeout_s = keepalive_timeout_s
         self._transport: asyncio.Transport | None = None
         self.peer: object = None
+        self._remote: str | None = None  # as aiohttp's request.remote
         self._fd = -1
         self._buffer = b""
         self._last_s = 0.0
@@ -453,6 +615,10 @@ class FastPathProtocol(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self.peer = transport.get_extra_info("peername")
+        if isinstance(self.peer, (list, tuple)):
+            self._remote = str(self.peer[0])
+        elif self.peer is not None:
+            self._remote = str(self.peer)
         sock = transport.get_extra_info("socket")
         self._fd = sock.fileno() if sock is not None else -1
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -466,7 +632,10 @@ class FastPathProtocol(asyncio.Protocol):
         if self._transport is None:
             return
         self._buffer = self._buffer + data if self._buffer else data
-        self._answer_buffered()
+        if self._loading_head is not None:
+            self._update_reading()  # kept until the load is answered
+        else:
+            self._answer_buffered()
 
     def eof_received(self) -> bool | None:
         if self._loading_head is not None or (self._write_paused and self._buffer):
@@ -488,11 +657,14 @@ class FastPathProtocol(asyncio.Protocol):
 
     # -- answering ----------------------------------------------------------
     def _update_reading(self) -> None:
-        """Read only while answers can be written and no load is pending."""
+        """Read only while answers can be written, and while a load is pending
+        only up to ``_READ_AHEAD_BYTES`` (pausing and resuming cost two
+        syscalls: not worth it for the next request or two)."""
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        if self._write_paused or self._loading_head is not None or self._eof:
+        read_ahead = self._loading_head is not None and len(self._buffer) > _READ_AHEAD_BYTES
+        if self._write_paused or read_ahead or self._eof:
             transport.pause_reading()
         else:
             transport.resume_reading()
@@ -512,7 +684,7 @@ class FastPathProtocol(asyncio.Protocol):
                 end = buffer.find(b"\r\n\r\n", start)
                 if end < 0:
                     break
-                answer = responder.answer(buffer[start : end + 4])
+                answer = responder.answer(buffer[start : end + 4], self._remote)
                 if answer is None:
                     self._hand_over(out, buffer[start:])
                     return

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
+from urllib.parse import quote
 
 import pytest
+from yarl import URL
 
-from origin.fastpath import FastPathProtocol, HotResponder, _unsent
+from origin.fastpath import FastPathProtocol, HotResponder, _unsent, session_arguments
 from origin.pathways import PathwaySetting
 from origin.settings import Settings
 from tests.origin.conftest import TRACK
@@ -295,13 +298,26 @@ def test_http_1_0_goes_to_aiohttp(fast: ThreadedOrigin, conn: Connection) -> Non
     assert conn.closed_by_server(5.0)  # HTTP/1.0 without keep-alive: closed after
 
 
-def test_a_query_string_goes_to_aiohttp(fast: ThreadedOrigin, conn: Connection) -> None:
-    """A CMCD query makes the answer personal: CMSD headers, private."""
-    _warm(fast, SEGMENT)
-    conn.send(_get(SEGMENT + "?CMCD=sid%3D%22fast-2%22%2Cbr%3D128%2Cot%3Da"))
-    status, headers, _ = conn.answer()
+def test_a_query_other_than_a_sessions_goes_to_aiohttp(
+    fast: ThreadedOrigin, conn: Connection
+) -> None:
+    """Rendition filters (and any other argument) are the aiohttp path's."""
+    _warm(fast, MASTER)
+    conn.send(_get(MASTER + "?codec=opus"))
+    status, _, body = conn.answer()
     assert status == 200
-    assert "private" in dict(headers)["Cache-Control"]
+    assert b"aac" not in body.lower()
+    assert not on_fast_path(fast, conn)
+
+
+def test_a_session_request_with_a_range_goes_to_aiohttp(
+    fast: ThreadedOrigin, conn: Connection
+) -> None:
+    conn.send(_get(SEGMENT + "?CMCD=" + _cmcd("fast-range", br=128), "Range: bytes=0-99"))
+    status, headers, body = conn.answer()
+    assert (status, len(body)) == (206, 100)
+    assert "CMSD-Static" in dict(headers)
+    assert not on_fast_path(fast, conn)
 
 
 def test_a_malformed_head_gets_aiohttps_400(fast: ThreadedOrigin, conn: Connection) -> None:
@@ -570,3 +586,128 @@ def test_shutdown_closes_connections_left_on_the_fast_path(packaged_root: Path) 
     finally:
         if not stopped:
             origin.stop()
+
+
+def _cmcd(sid: str, **keys: object) -> str:
+    """A CMCD query value (percent-encoded, as hls.js sends it) for ``sid``."""
+    members = [f'sid="{sid}"', *(f"{k}={v}" for k, v in keys.items())]
+    return quote(",".join(sorted(members)), safe="")
+
+
+def _session_requests(sid: str, *warmed: ThreadedOrigin) -> list[bytes]:
+    """A player's session, as hls.js and dash.js send it in query mode (CTA-5004),
+    its files first cached in each of ``warmed`` (so both say ``hit``)."""
+    mpd = f"/{TRACK}/manifest.mpd"
+    for origin in warmed:
+        for path in (MASTER, mpd, SEGMENT, OTHER_SEGMENT, INIT):
+            _warm(origin, path)
+    return [
+        _get(MASTER + "?CMCD=" + _cmcd(sid, ot="m", sf="h", st="v", v=1)),
+        _get(f"{SEGMENT}?CMCD=" + _cmcd(sid, br=128, d=4000, mtp=2000, ot="a", bl=4000)),
+        _get(f"{MASTER}?sid={sid}"),
+        _get(f"{MASTER}?sid={sid}", "Accept-Encoding: gzip"),
+        _get(f"{mpd}?sid={sid}"),
+        _get(f"{OTHER_SEGMENT}?CMCD=" + _cmcd(sid, br=128, d=4000, mtp=2400, ot="a", bl=8000)),
+        _get(f"{OTHER_SEGMENT}?sid={sid}", method="HEAD"),
+        _get(f"{INIT}?CMCD=" + _cmcd(sid, ot="i")),
+    ]
+
+
+def test_session_requests_are_answered_as_aiohttp_answers_them(
+    fast: ThreadedOrigin, plain: ThreadedOrigin
+) -> None:
+    """Steered manifests (private, the session's start rung first) and segments
+    with CMSD (CTA-5006), header for header and byte for byte, on a
+    connection that stays on the fast path."""
+    answers = _same_answers(
+        fast, plain, _session_requests("fast-same", fast, plain), stays_fast=True
+    )
+    steered = dict(answers[2][1])
+    assert steered["X-Cadenza-Cache"] == "steered"
+    assert steered["Cache-Control"].startswith("private")
+    segment = dict(answers[1][1])
+    assert segment["CMSD-Static"]
+    assert segment["Cache-Control"].startswith("private")
+    assert "CMSD-Static" not in dict(answers[7][1])  # an init segment gets none
+
+
+def _session_report(origin: ThreadedOrigin, sid: str) -> dict[str, object]:
+    connection = Connection(origin.port)
+    try:
+        connection.send(_get(f"/v1/sessions/{sid}"))
+        status, _, body = connection.answer()
+        assert status == 200
+        report: dict[str, object] = json.loads(body)
+        return report
+    finally:
+        connection.close()
+
+
+def test_session_requests_are_folded_into_the_session_once_each(
+    fast: ThreadedOrigin, plain: ThreadedOrigin
+) -> None:
+    sid = "fast-folded"
+    _same_answers(fast, plain, _session_requests(sid, fast, plain), stays_fast=True)
+    reports = [_session_report(origin, sid) for origin in (fast, plain)]
+    assert reports[0]["requests"] == reports[1]["requests"] == 4  # the CMCD ones
+
+
+def test_a_session_request_that_fails_is_folded_in_once(
+    fast: ThreadedOrigin, plain: ThreadedOrigin
+) -> None:
+    """A missing file: aiohttp answers its 404, and the CMCD it carried counts
+    once (the fast path touches the session only after its loads succeed)."""
+    sid = "fast-missing"
+    missing = f"/{TRACK}/aac-128k/seg-09999.m4s?CMCD=" + _cmcd(sid, br=128, ot="a")
+    answers = _same_answers(fast, plain, [_get(missing)], stays_fast=False)
+    assert answers[0][0] == 404
+    assert [_session_report(o, sid)["requests"] for o in (fast, plain)] == [1, 1]
+
+
+def test_without_steering_a_session_request_gets_the_shared_answer(packaged_root: Path) -> None:
+    origin = _origin(packaged_root, steering=False)
+    try:
+        connection = Connection(origin.port)
+        connection.send(_get(f"{SEGMENT}?CMCD=" + _cmcd("fast-off", br=128, ot="a")))
+        _, headers, _ = connection.answer()
+        assert dict(headers)["Cache-Control"].startswith("public")
+        assert "CMSD-Static" not in dict(headers)
+        assert on_fast_path(origin, connection)
+        connection.close()
+    finally:
+        origin.stop()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "sid=abc",
+        "CMCD=" + quote('br=128,ot=a,sid="x y"', safe=""),
+        "CMCD=br%3D128&sid=s1",
+        "sid=%E2%82%AC",  # UTF-8
+        "sid=%zz",  # not an escape: kept as it is
+        "sid=",
+    ],
+)
+def test_session_arguments_decode_as_aiohttp_decodes_them(query: str) -> None:
+    arguments = session_arguments(query.encode())
+    assert arguments == dict(URL("/x?" + query).query)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "codec=opus",
+        "sid=a&codec=opus",
+        "sid=a&sid=b",
+        "sid",
+        "sid=a+b",
+        "sid=a;CMCD=b",
+        "sid=%FF",
+        "sid=a&",
+        "%73id=a",
+    ],
+)
+def test_other_queries_are_not_read_as_session_arguments(query: str) -> None:
+    assert session_arguments(query.encode()) is None
