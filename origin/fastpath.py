@@ -50,6 +50,7 @@ read cannot make the origin buffer more than one round of answers.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -83,6 +84,8 @@ from origin.errors import OriginError, RangeNotSatisfiableError
 from origin.keys import CACHE, METRICS, SETTINGS
 from origin.paths import safe_key
 from origin.telemetry import observe
+
+log = logging.getLogger("cadenza.origin.fastpath")
 
 # Request headers that change the answer (or the framing): such a request goes
 # to aiohttp.  Lower case, as compared.
@@ -724,6 +727,12 @@ class FastPathProtocol(asyncio.Protocol):
     async def _load(self, request: Load) -> None:
         try:
             answer = await self._responder.load(request)
+        except Exception:
+            # A bug, or a session store failing past its fallback: aiohttp
+            # answers it (its 500 or 503), so the connection never hangs; a
+            # session's CMCD may then be folded in a second time.
+            log.exception("fast path could not answer /%s; handed to aiohttp", request.key)
+            answer = None
         finally:
             self.loading = None
         head, self._loading_head = self._loading_head, None

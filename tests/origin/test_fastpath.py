@@ -610,6 +610,8 @@ def _session_requests(sid: str, *warmed: ThreadedOrigin) -> list[bytes]:
         _get(f"{OTHER_SEGMENT}?CMCD=" + _cmcd(sid, br=128, d=4000, mtp=2400, ot="a", bl=8000)),
         _get(f"{OTHER_SEGMENT}?sid={sid}", method="HEAD"),
         _get(f"{INIT}?CMCD=" + _cmcd(sid, ot="i")),
+        _get(f"{MASTER}?sid={sid}", "If-None-Match: *"),  # 304 (RFC 9110 13.1.2)
+        _get(f"{SEGMENT}?CMCD=" + _cmcd(sid, br=128, ot="a"), "If-None-Match: *"),  # no CMSD
     ]
 
 
@@ -629,6 +631,7 @@ def test_session_requests_are_answered_as_aiohttp_answers_them(
     assert segment["CMSD-Static"]
     assert segment["Cache-Control"].startswith("private")
     assert "CMSD-Static" not in dict(answers[7][1])  # an init segment gets none
+    assert [answers[8][0], answers[9][0]] == [304, 304]
 
 
 def _session_report(origin: ThreadedOrigin, sid: str) -> dict[str, object]:
@@ -649,7 +652,7 @@ def test_session_requests_are_folded_into_the_session_once_each(
     sid = "fast-folded"
     _same_answers(fast, plain, _session_requests(sid, fast, plain), stays_fast=True)
     reports = [_session_report(origin, sid) for origin in (fast, plain)]
-    assert reports[0]["requests"] == reports[1]["requests"] == 4  # the CMCD ones
+    assert reports[0]["requests"] == reports[1]["requests"] == 5  # the CMCD ones
 
 
 def test_a_session_request_that_fails_is_folded_in_once(
@@ -711,3 +714,24 @@ def test_session_arguments_decode_as_aiohttp_decodes_them(query: str) -> None:
 )
 def test_other_queries_are_not_read_as_session_arguments(query: str) -> None:
     assert session_arguments(query.encode()) is None
+
+
+def test_a_session_answer_that_raises_is_handed_to_aiohttp(
+    fast: ThreadedOrigin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug (or a store failing past its fallback) must not leave the request
+    unanswered: aiohttp answers it, with its own error mapping."""
+
+    async def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug in CMSD")
+
+    monkeypatch.setattr("origin.fastpath.cmsd_for", broken)
+    connection = Connection(fast.port)
+    try:
+        connection.send(_get(f"{SEGMENT}?CMCD=" + _cmcd("fast-bug", br=128, ot="a")))
+        status, headers, _ = connection.answer()
+        assert status == 200
+        assert "CMSD-Static" in dict(headers)  # origin.app's own, unpatched
+        assert not on_fast_path(fast, connection)
+    finally:
+        connection.close()
