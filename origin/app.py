@@ -57,6 +57,7 @@ from origin.errors import (
     NoMatchingRenditionsError,
     ObjectNotFoundError,
     OriginError,
+    PreconditionFailedError,
     RangeNotSatisfiableError,
     RateLimitedError,
     StorageUnavailableError,
@@ -337,12 +338,44 @@ def _etag_matches(header: str, etag: str) -> bool:
     return any(candidate.strip().removeprefix("W/") == bare for candidate in header.split(","))
 
 
-def _not_modified_since(header: str, mtime_s: float) -> bool:
+def _etag_matches_strongly(header: str, etag: str) -> bool:
+    """Strong comparison, as RFC 9110 13.1.1 requires for If-Match: a weak ETag
+    never matches; ``*`` matches any current representation."""
+    if header.strip() == "*":
+        return True
+    return not etag.startswith("W/") and any(c.strip() == etag for c in header.split(","))
+
+
+def _http_date_s(header: str) -> float | None:
+    """An HTTP-date's seconds, or None for a value that is not one (such a
+    field is ignored, RFC 9110 13.1.3 and 13.1.4)."""
     try:
-        since = parsedate_to_datetime(header).timestamp()
+        return parsedate_to_datetime(header).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
-        return False
-    return int(mtime_s) <= since
+        return None
+
+
+def _not_modified_since(header: str, mtime_s: float) -> bool:
+    since_s = _http_date_s(header)
+    return since_s is not None and int(mtime_s) <= since_s
+
+
+def check_preconditions(
+    if_match: str | None, if_unmodified_since: str | None, etag: str, mtime_s: float
+) -> None:
+    """Raise :class:`PreconditionFailedError` (412) when ``If-Match`` does not
+    match, or, without ``If-Match``, the object was modified after
+    ``If-Unmodified-Since`` (RFC 9110 13.2.2, steps 1 and 2)."""
+    if if_match is not None:
+        if not _etag_matches_strongly(if_match, etag):
+            raise PreconditionFailedError(f"If-Match: {if_match[:200]!r} does not match {etag}")
+        return
+    if if_unmodified_since is not None:
+        since_s = _http_date_s(if_unmodified_since)
+        if since_s is not None and int(mtime_s) > since_s:
+            raise PreconditionFailedError(
+                f"modified after If-Unmodified-Since: {if_unmodified_since[:64]!r}"
+            )
 
 
 def preconditions_hold(
@@ -357,6 +390,7 @@ def preconditions_hold(
 
 def _preconditions_hold(request: web.Request, etag: str, mtime_s: float) -> bool:
     headers = request.headers
+    check_preconditions(headers.get("If-Match"), headers.get("If-Unmodified-Since"), etag, mtime_s)
     return preconditions_hold(
         headers.get("If-None-Match"), headers.get("If-Modified-Since"), etag, mtime_s
     )
@@ -380,14 +414,18 @@ def plan_object_answer(
     if_range: str | None,
     if_none_match: str | None,
     if_modified_since: str | None,
+    if_match: str | None = None,
+    if_unmodified_since: str | None = None,
 ) -> ObjectAnswer:
     """The semantics of a static file server, decided once for both the aiohttp
     path and origin.fastpath: gzip for a manifest that accepts it (never with a
     Range), ``304`` when the validators match (RFC 9110 13.2.2), else ``206`` for
     one satisfiable range that ``If-Range`` permits (RFC 9110 14.2, 13.1.5), else
-    ``200``.  Raises :class:`RangeNotSatisfiableError` (416)."""
+    ``200``.  Raises :class:`PreconditionFailedError` (412, checked first) and
+    :class:`RangeNotSatisfiableError` (416)."""
     gzip = obj.gzip_body is not None and accepts_gzip and range_header is None
     etag = obj.gzip_etag if gzip and obj.gzip_etag else obj.etag
+    check_preconditions(if_match, if_unmodified_since, etag, obj.mtime_s)
     if not preconditions_hold(if_none_match, if_modified_since, etag, obj.mtime_s):
         return ObjectAnswer(304, gzip, etag, None)
     if not gzip and (if_range is None or if_range.strip() == obj.etag):
@@ -407,6 +445,8 @@ def respond_with_object(request: web.Request, obj: CachedObject, cache_result: s
         if_range=asked.get("If-Range"),
         if_none_match=asked.get("If-None-Match"),
         if_modified_since=asked.get("If-Modified-Since"),
+        if_match=asked.get("If-Match"),
+        if_unmodified_since=asked.get("If-Unmodified-Since"),
     )
     headers = {
         "Content-Type": obj.content_type,

@@ -47,6 +47,14 @@ class RangeNotSatisfiableError(OriginError):
         super().__init__(detail)
 
 
+class PreconditionFailedError(OriginError):
+    """``If-Match`` or ``If-Unmodified-Since`` does not hold (RFC 9110 13.1.1,
+    13.1.4): the object changed since the client last saw it."""
+
+    status = 412
+    code = "precondition_failed"
+
+
 class StorageUnavailableError(OriginError):
     """Storage could not be reached or answered with a server error: retry later."""
 

@@ -23,7 +23,8 @@ Every other request is handed, together with every byte not yet answered, to
 an aiohttp ``RequestHandler`` that takes the connection over for good:
 a query with any other argument (rendition filters...) or a ``Range`` with
 a session's query, an unsatisfiable range,
-``If-Match``, ``If-Unmodified-Since``, ``CMCD-*``, ``Connection`` (other than
+``If-Match``, ``If-Unmodified-Since`` (rare on GET; aiohttp answers a failed
+one 412), ``CMCD-*``, ``Connection`` (other than
 keep-alive), ``Expect``, ``Upgrade``, ``Content-Length`` or
 ``Transfer-Encoding`` header, HTTP/1.0, a path that
 another route answers (``/v1/``, ``/player/``...) or that ``safe_key``

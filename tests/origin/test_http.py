@@ -99,6 +99,70 @@ async def test_if_modified_since_gives_304(make_client: MakeClient, backend: str
     assert second.status == 304
 
 
+@pytest.mark.parametrize(
+    ("if_match", "status"),
+    [("{etag}", 200), ('"other", {etag}', 200), ("*", 200), ('"other"', 412), ("W/{etag}", 412)],
+    ids=["same", "listed", "any", "other", "weak"],
+)
+async def test_if_match_is_compared_strongly(
+    make_client: MakeClient, backend: str, if_match: str, status: int
+) -> None:
+    """RFC 9110 13.1.1: a strong comparison; a weak tag never matches."""
+    client = await make_client(backend)
+    etag = (await client.get(SEGMENT)).headers["ETag"]
+    response = await client.get(SEGMENT, headers={"If-Match": if_match.format(etag=etag)})
+    assert response.status == status
+    if status == 412:
+        assert (await response.json())["error"] == "precondition_failed"
+
+
+@pytest.mark.parametrize(
+    ("since", "status"),
+    [
+        ("{last_modified}", 200),
+        ("Thu, 01 Jan 1970 00:00:00 GMT", 412),
+        ("not a date", 200),  # ignored (RFC 9110 13.1.4)
+    ],
+    ids=["unchanged", "changed-since", "invalid"],
+)
+async def test_if_unmodified_since(
+    make_client: MakeClient, backend: str, since: str, status: int
+) -> None:
+    """RFC 9110 13.1.4."""
+    client = await make_client(backend)
+    last_modified = (await client.get(SEGMENT)).headers["Last-Modified"]
+    response = await client.get(
+        SEGMENT, headers={"If-Unmodified-Since": since.format(last_modified=last_modified)}
+    )
+    assert response.status == status
+
+
+async def test_if_match_wins_over_if_unmodified_since(make_client: MakeClient) -> None:
+    """RFC 9110 13.2.2: If-Unmodified-Since is evaluated only without If-Match."""
+    client = await make_client()
+    etag = (await client.get(SEGMENT)).headers["ETag"]
+    response = await client.get(
+        SEGMENT,
+        headers={"If-Match": etag, "If-Unmodified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"},
+    )
+    assert response.status == 200
+
+
+async def test_a_failed_if_match_wins_over_if_none_match(make_client: MakeClient) -> None:
+    """RFC 9110 13.2.2: step 1 (412) before step 3 (304)."""
+    client = await make_client()
+    etag = (await client.get(SEGMENT)).headers["ETag"]
+    response = await client.get(SEGMENT, headers={"If-Match": '"other"', "If-None-Match": etag})
+    assert response.status == 412
+
+
+async def test_if_match_applies_to_objects_too_large_to_cache(make_client: MakeClient) -> None:
+    """The streamed path (objects over the cache's limit) checks it too."""
+    client = await make_client("local", cache_max_object_bytes=16)
+    response = await client.get(SEGMENT, headers={"If-Match": '"other"'})
+    assert response.status == 412
+
+
 async def test_single_range_gives_206(make_client: MakeClient, backend: str) -> None:
     """RFC 9110 14.4: Content-Range on a 206."""
     client = await make_client(backend)
