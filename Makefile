@@ -84,7 +84,7 @@ test: install-test node-deps
 # Benchmarks against ffmpeg and nginx (peers installed here: the bench extra, Debian's wrk and
 # nginx). Writes bench/results.json and bench/results.md; never run by `make test`.
 bench-deps: install
-	$(PIP) install --quiet '.[bench]'
+	$(PIP) install --quiet -e '.[bench]'
 	@missing=""; \
 	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
