@@ -51,6 +51,7 @@ read cannot make the origin buffer more than one round of answers.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import socket
@@ -124,6 +125,23 @@ _ROUND_BYTES: Final = 1 << 20
 # Bytes read ahead while a request waits for a load (pipelined requests).
 _READ_AHEAD_BYTES: Final = 64 * 1024
 _IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
+
+
+class Handover(enum.StrEnum):
+    """Why a connection left the fast path: the first request it could not
+    answer (``cadenza_fast_path_handovers_total{reason}``)."""
+
+    MALFORMED = "malformed"  # does not parse, or not CRLF-framed
+    OVERSIZED = "oversized"  # over max_header_bytes or max_headers
+    VERSION = "version"  # not HTTP/1.1
+    METHOD = "method"  # not GET or HEAD
+    HEADER = "header"  # a header that changes the answer or the framing
+    BODY = "body"  # announces a body
+    PATH = "path"  # not a media file, another route's, signed, or refused
+    QUERY = "query"  # arguments other than a session's, or Range with them
+    RANGE = "range"  # unsatisfiable (aiohttp's 416)
+    LOAD_FAILED = "load_failed"  # not found, storage down, too large
+    ERROR = "error"  # an exception while answering
 
 
 def _unsent(pieces: Sequence[bytes | memoryview], sent_bytes: int) -> list[bytes | memoryview]:
@@ -268,6 +286,7 @@ class HotResponder:
         self._answered_heads: LRUCache[tuple[int, bool, str], tuple[CachedObject, bytes]] = (
             LRUCache(maxsize=_HEADS_KEPT)
         )
+        self.refusal = Handover.ERROR  # why the last request was not answered
         self._head = _Head()
         self._parser = httptools.HttpRequestParser(self._head)
         self._date_s = -1
@@ -296,16 +315,24 @@ class HotResponder:
             self._parser.feed_data(head)
         except httptools.HttpParserError:
             self._parser = httptools.HttpRequestParser(state)
+            self.refusal = Handover.MALFORMED
             return None
-        if (
-            not state.complete  # it announced a body: the parser waits for it
-            or state.handed_over
-            or state.fields > self._max_fields
-            or self._parser.get_http_version() != "1.1"
-        ):
-            self._parser = httptools.HttpRequestParser(state)
-            return None
-        return state
+        if not state.complete:  # it announced a body: the parser waits for it
+            reason = Handover.BODY
+        elif state.handed_over:
+            reason = Handover.HEADER
+        elif state.fields > self._max_fields:
+            reason = Handover.OVERSIZED
+        elif self._parser.get_http_version() != "1.1":
+            reason = Handover.VERSION
+        else:
+            return state
+        self._parser = httptools.HttpRequestParser(state)
+        self.refusal = reason
+        return None
+
+    def count_handover(self, reason: Handover) -> None:
+        self._metrics.fast_path_handovers.labels(reason.value).inc()
 
     def _key(self, url: bytes) -> tuple[str, str] | None:
         """(storage key, metrics route) for a URL this path serves, else None."""
@@ -326,7 +353,11 @@ class HotResponder:
         """The answer to a request head, a :class:`Load` to do first, or None.
         ``remote``: the peer's address, a session's network key."""
         started_s = time.perf_counter()
-        if len(head) > self.max_head_bytes or not head.startswith((b"GET /", b"HEAD /")):
+        if len(head) > self.max_head_bytes:
+            self.refusal = Handover.OVERSIZED
+            return None
+        if not head.startswith((b"GET /", b"HEAD /")):
+            self.refusal = Handover.METHOD
             return None
         state = self._parse(head)
         if state is None:
@@ -334,12 +365,14 @@ class HotResponder:
         path, question, query = state.url.partition(b"?")
         found = self._key(path)
         if found is None:
+            self.refusal = Handover.PATH
             return None
         key, route = found
         session = None
         if question:
             session = session_arguments(query)
             if session is None or state.range is not None:
+                self.refusal = Handover.QUERY
                 return None
         is_get = self._parser.get_method() == b"GET"
         obj = self._cache.hot(key)
@@ -368,7 +401,10 @@ class HotResponder:
             valid = safe_key("/" + key) == key
         except OriginError:
             valid = False
-        return asked if valid else None
+        if valid:
+            return asked
+        self.refusal = Handover.PATH
+        return None
 
     def _hit(
         self,
@@ -405,10 +441,14 @@ class HotResponder:
         """Load the object into the cache, then answer; None when the load fails
         (aiohttp then answers the request, with its own error mapping)."""
         if asked.session is not None:
-            return await self._answer_session(asked, asked.session)
+            answer = await self._answer_session(asked, asked.session)
+            if answer is None:
+                self.refusal = Handover.LOAD_FAILED
+            return answer
         try:
             obj, how = await load_object(self._app, asked.key)
         except Exception:  # not found, storage down, too large: aiohttp's to answer
+            self.refusal = Handover.LOAD_FAILED
             return None
         return self._respond(obj, how, asked)
 
@@ -490,6 +530,7 @@ class HotResponder:
                 if_modified_since=asked.if_modified_since,
             )
         except RangeNotSatisfiableError:
+            self.refusal = Handover.RANGE
             return None
         if answer.status == 304:  # handle_file adds CMSD to 200 and 206 only
             control, extra = None, ""
@@ -690,7 +731,7 @@ class FastPathProtocol(asyncio.Protocol):
                     break
                 answer = responder.answer(buffer[start : end + 4], self._remote)
                 if answer is None:
-                    self._hand_over(out, buffer[start:])
+                    self._hand_over(out, buffer[start:], responder.refusal)
                     return
                 if isinstance(answer, Load):
                     self._buffer = buffer[end + 4 :]
@@ -704,8 +745,11 @@ class FastPathProtocol(asyncio.Protocol):
                     size += len(answer[1])
                 start = end + 4
             rest = buffer[start:] if start else buffer
-            if size < _ROUND_BYTES and (len(rest) > responder.max_head_bytes or b"\n\n" in rest):
-                self._hand_over(out, rest)  # aiohttp gives its verdict (431, 400, ...)
+            if size < _ROUND_BYTES and len(rest) > responder.max_head_bytes:
+                self._hand_over(out, rest, Handover.OVERSIZED)  # aiohttp's verdict: 431 or 400
+                return
+            if size < _ROUND_BYTES and b"\n\n" in rest:
+                self._hand_over(out, rest, Handover.MALFORMED)  # not CRLF-framed
                 return
             self._buffer = rest
             self._send_round(transport, out)  # may call pause_writing at once
@@ -726,13 +770,15 @@ class FastPathProtocol(asyncio.Protocol):
         self.loading = asyncio.get_running_loop().create_task(self._load(request))
 
     async def _load(self, request: Load) -> None:
+        responder = self._responder
         try:
-            answer = await self._responder.load(request)
+            answer = await responder.load(request)
         except Exception:
             # A bug, or a session store failing past its fallback: aiohttp
             # answers it (its 500 or 503), so the connection never hangs; a
             # session's CMCD may then be folded in a second time.
             log.exception("fast path could not answer /%s; handed to aiohttp", request.key)
+            responder.refusal = Handover.ERROR
             answer = None
         finally:
             self.loading = None
@@ -741,7 +787,7 @@ class FastPathProtocol(asyncio.Protocol):
         if transport is None or head is None:
             return  # the client went away meanwhile
         if answer is None:
-            self._hand_over([], head + self._buffer)
+            self._hand_over([], head + self._buffer, responder.refusal)
             return
         self._send_round(transport, [answer[0]] if answer[1] is None else [answer[0], answer[1]])
         if self._close_when_idle:
@@ -785,9 +831,12 @@ class FastPathProtocol(asyncio.Protocol):
         else:
             self._transport.close()
 
-    def _hand_over(self, answered: list[bytes | memoryview], pending: bytes) -> None:
+    def _hand_over(
+        self, answered: list[bytes | memoryview], pending: bytes, reason: Handover
+    ) -> None:
         transport = self._transport
         assert transport is not None
+        self._responder.count_handover(reason)
         if answered:
             self._send(transport, answered)  # ahead of anything aiohttp writes
         write_paused, eof = self._write_paused, self._eof

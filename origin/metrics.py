@@ -52,6 +52,7 @@ class Metrics:
     pathway_up: Gauge
     steering_responses: Counter
     steering_malformed: Counter
+    fast_path_handovers: Counter
     # Labelled children, looked up once: ``labels()`` takes a lock and builds a
     # tuple on every call, a measurable share of a hot-cache hit.
     _children: dict[tuple[str, ...], tuple[Any, Any, Any]] = field(default_factory=dict)
@@ -262,6 +263,13 @@ def create_metrics(*, shared_sessions: bool = False) -> Metrics:
             "cadenza_steering_malformed_args",
             "_HLS_/_DASH_ pathway and throughput query arguments ignored as malformed or unknown",
             ["arg"],
+            registry=registry,
+        ),
+        fast_path_handovers=Counter(
+            "cadenza_fast_path_handovers",
+            "Connections handed from the fast path (origin/fastpath.py) to aiohttp, by the "
+            "reason of the first request it could not answer",
+            ["reason"],
             registry=registry,
         ),
     )

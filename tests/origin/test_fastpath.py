@@ -735,3 +735,49 @@ def test_a_session_answer_that_raises_is_handed_to_aiohttp(
         assert not on_fast_path(fast, connection)
     finally:
         connection.close()
+
+
+def _handovers(origin: ThreadedOrigin, reason: str) -> float:
+    """``cadenza_fast_path_handovers_total{reason}`` as /metrics reports it."""
+    connection = Connection(origin.port)
+    try:
+        connection.send(_get("/metrics"))
+        status, _, body = connection.answer()
+        assert status == 200
+    finally:
+        connection.close()
+    prefix = f'cadenza_fast_path_handovers_total{{reason="{reason}"}} '
+    for line in body.decode().splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix) :])
+    return 0.0
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "reason"),
+    [
+        (_get(MASTER + "?codec=opus"), "query"),
+        (_get(SEGMENT, version="1.0"), "version"),
+        (_get(SEGMENT, method="OPTIONS"), "method"),
+        (_get(SEGMENT, "Connection: close"), "header"),
+        (_get(f"/{TRACK}/aac-128k/seg-09999.m4s"), "load_failed"),
+        (_get(SEGMENT, "Range: bytes=99999999-"), "range"),
+        (_get(f"/{TRACK}/presentation.json"), "path"),
+        (f"GET {SEGMENT} HTTP/1.1\nHost: x\n\n".encode(), "malformed"),
+    ],
+    ids=["query", "version", "method", "header", "load-failed", "range", "path", "bare-lf"],
+)
+def test_each_handover_is_counted_with_its_reason(
+    fast: ThreadedOrigin, request_bytes: bytes, reason: str
+) -> None:
+    """Operators see why connections leave the fast path."""
+    _warm(fast, SEGMENT)
+    before = _handovers(fast, reason)
+    connection = Connection(fast.port)
+    try:
+        connection.send(request_bytes)
+        connection.answer()
+    finally:
+        connection.close()
+    # The /metrics request is itself handed over ("path"), counted before it renders.
+    assert _handovers(fast, reason) == before + 1 + (reason == "path")
