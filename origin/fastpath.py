@@ -11,18 +11,19 @@ decided by the same functions.  A file not in the cache (or a manifest
 past its TTL) is loaded through the same cache, single-flight, as the aiohttp
 path loads it; the connection waits for it, then goes on.
 
-A request whose query names a session (only ``CMCD`` and ``sid`` arguments,
-as hls.js and dash.js send CMCD in query mode, CTA-5004) is answered here too,
-by the functions ``origin.app.handle_file`` uses: its CMCD folded into the
-session (``origin.telemetry.observe``), then a steered master playlist or MPD
-(``render_manifest``) or the file with CMSD (``cmsd_for``), private.  Every
-load such an answer needs is done before the session is touched, so one
-handed over after a failed load is never folded in twice.
+A request whose query names a session (``CMCD`` and ``sid`` arguments, as
+hls.js and dash.js send CMCD in query mode, CTA-5004) or filters renditions
+(``codec``, ``min_bitrate``, ``max_bitrate``) is answered here too, by the
+functions ``origin.app.handle_file`` uses: its CMCD folded into the session
+(``origin.telemetry.observe``), then a filtered and steered master playlist
+or MPD (``render_manifest``) or the file with CMSD (``cmsd_for``), private.
+Everything such an answer needs that can fail (loads, the filter) is done
+before the session is touched, so one handed over is never folded in twice.
 
 Every other request is handed, together with every byte not yet answered, to
 an aiohttp ``RequestHandler`` that takes the connection over for good:
-a query with any other argument (rendition filters...) or a ``Range`` with
-a session's query, an unsatisfiable range,
+a query with any other argument, or a ``Range`` with a query, an
+unsatisfiable range,
 ``If-Match``, ``If-Unmodified-Since`` (rare on GET; aiohttp answers a failed
 one 412), ``CMCD-*``, ``Connection`` (other than
 keep-alive), ``Expect``, ``Upgrade``, ``Content-Length`` or
@@ -70,8 +71,10 @@ from cachetools import LRUCache
 from manifests.model import MASTER_NAME, MPD_NAME
 from origin.app import (
     EXPOSED_HEADERS,
+    FILTER_KEYS,
     ObjectAnswer,
     cmsd_for,
+    filter_values,
     load_object,
     plan_object_answer,
     presentation_of,
@@ -111,8 +114,9 @@ _READ_HEADERS: Final = {
     b"if-range": "if_range",
     b"ect": "ect",  # the session's network key (origin.sessions.network_key_for)
 }
-# The query arguments this path reads (a session's): any other is handed over.
-_SESSION_ARGUMENTS: Final = frozenset({"CMCD", "sid"})
+# The query arguments this path reads (a session's, rendition filters): any
+# other is handed over.
+_QUERY_ARGUMENTS: Final = frozenset({"CMCD", "sid", *FILTER_KEYS})
 _TOKEN_PATH: Final = TOKEN_PREFIX.encode()  # signed URLs: aiohttp strips or checks the token
 _SEGMENT_SUFFIXES: Final = (".m4s", ".mp4")
 _MANIFEST_SUFFIXES: Final = (".m3u8", ".mpd")
@@ -209,18 +213,19 @@ class _Head:
         self.complete = True
 
 
-def session_arguments(query: bytes) -> dict[str, str] | None:
-    """The ``CMCD`` and ``sid`` arguments of a query string, decoded as aiohttp
-    (yarl) decodes them; None for any query that has another argument, a
-    repeated or valueless one, or a spelling whose decoding could differ
-    (``+``, ``;``, percent-escapes that are not UTF-8): those are handed over."""
+def query_arguments(query: bytes) -> dict[str, str] | None:
+    """The ``CMCD``, ``sid`` and rendition-filter arguments of a query string,
+    decoded as aiohttp (yarl) decodes them; None for any query that has another
+    argument, a repeated or valueless one, or a spelling whose decoding could
+    differ (``+``, ``;``, percent-escapes that are not UTF-8): those are
+    handed over."""
     if not query or b"+" in query or b";" in query:
         return None
     arguments: dict[str, str] = {}
     for part in query.split(b"&"):
         raw_name, equals, raw_value = part.partition(b"=")
         name = raw_name.decode("latin-1")
-        if not equals or name not in _SESSION_ARGUMENTS or name in arguments:
+        if not equals or name not in _QUERY_ARGUMENTS or name in arguments:
             return None
         try:
             arguments[name] = unquote_to_bytes(raw_value).decode("utf-8")
@@ -232,9 +237,9 @@ def session_arguments(query: bytes) -> dict[str, str] | None:
 @dataclass(frozen=True, slots=True)
 class Load:
     """A request to answer once ``key`` is loaded into the cache; also what any
-    answer other than a plain hit is decided from.  With ``session``, the
-    request names a session (``CMCD``, ``sid``): it is folded into it and
-    answered as ``origin.app.handle_file`` answers it."""
+    answer other than a plain hit is decided from.  With ``query``, it is
+    answered as ``origin.app.handle_file`` answers it: a session's CMCD folded
+    in, a manifest filtered and steered."""
 
     key: str
     route: str
@@ -245,7 +250,7 @@ class Load:
     range: str | None
     if_range: str | None
     started_s: float
-    session: dict[str, str] | None = None  # the CMCD and sid query arguments
+    query: dict[str, str] | None = None  # its arguments (query_arguments)
     ect: str | None = None
     remote: str | None = None
 
@@ -368,10 +373,10 @@ class HotResponder:
             self.refusal = Handover.PATH
             return None
         key, route = found
-        session = None
+        arguments = None
         if question:
-            session = session_arguments(query)
-            if session is None or state.range is not None:
+            arguments = query_arguments(query)
+            if arguments is None or state.range is not None:
                 self.refusal = Handover.QUERY
                 return None
         is_get = self._parser.get_method() == b"GET"
@@ -379,7 +384,7 @@ class HotResponder:
         plain = (
             state.if_none_match is None and state.if_modified_since is None and state.range is None
         )
-        if obj is not None and plain and session is None:
+        if obj is not None and plain and arguments is None:
             return self._hit(obj, key, route, is_get, state.accepts_gzip, started_s)
         asked = Load(
             key,
@@ -391,12 +396,12 @@ class HotResponder:
             state.range,
             state.if_range,
             started_s,
-            session,
+            arguments,
             state.ect,
             remote,
         )
         if obj is not None:
-            return self._respond(obj, "hit", asked) if session is None else asked
+            return self._respond(obj, "hit", asked) if arguments is None else asked
         try:  # the check the full path makes; cached keys passed it already
             valid = safe_key("/" + key) == key
         except OriginError:
@@ -440,8 +445,8 @@ class HotResponder:
     async def load(self, asked: Load) -> Answer | None:
         """Load the object into the cache, then answer; None when the load fails
         (aiohttp then answers the request, with its own error mapping)."""
-        if asked.session is not None:
-            answer = await self._answer_session(asked, asked.session)
+        if asked.query is not None:
+            answer = await self._answer_query(asked, asked.query)
             if answer is None:
                 self.refusal = Handover.LOAD_FAILED
             return answer
@@ -452,41 +457,52 @@ class HotResponder:
             return None
         return self._respond(obj, how, asked)
 
-    async def _answer_session(self, asked: Load, session: dict[str, str]) -> Answer | None:
-        """A request that names a session, answered as origin.app.handle_file
-        answers it: folded into the session, then a steered manifest, or the
-        file with CMSD when steering is on.  Whatever can fail (the loads) is
-        done before the session is touched, so a request handed over from
-        here is never folded in twice."""
+    async def _answer_query(self, asked: Load, arguments: dict[str, str]) -> Answer | None:
+        """A request with a query, answered as origin.app.handle_file answers
+        it: a session's CMCD folded in, then a manifest filtered and steered,
+        or the file with CMSD when steering is on.  Whatever can fail (the
+        loads, a filter that is invalid or matches nothing) is done before the
+        session is touched, so a request handed over from here is never
+        folded in twice."""
         app = self._app
         key = asked.key
         track, _, name = key.partition("/")
         manifest = name in (MASTER_NAME, MPD_NAME)
+        selected = filter_values(arguments) if manifest else ()
+        session = "CMCD" in arguments or "sid" in arguments
         model = None
         loaded = None
+        filtered = None
         try:
-            if app[SETTINGS].steering and (manifest or steered_segment(key)):
+            if selected:  # rendered whether or not a session steers it: checks the filter
+                filtered = await render_manifest(
+                    app, key, selected, None, None, personal_pathways=False
+                )
+            if session and app[SETTINGS].steering and (manifest or steered_segment(key)):
                 model = await presentation_of(app, track)
-            # A steered manifest is rendered instead of the file: load the file
-            # later, if at all, unless a CMCD argument is folded in first.
-            if not manifest or model is None or "CMCD" in session:
+            # A steered or filtered manifest is rendered instead of the file:
+            # load the file later, if at all, unless CMCD is folded in first.
+            if filtered is None and (not manifest or model is None or "CMCD" in arguments):
                 loaded = await load_object(app, key)
-        except Exception:  # missing, damaged, storage down: aiohttp's to answer
+        except Exception:  # missing, damaged, a bad filter: aiohttp's to answer
             return None
-        observed = await observe(
-            app,
-            track,
-            cmcd_query=session.get("CMCD"),
-            sid_query=session.get("sid"),
-            headers={} if asked.ect is None else {"ECT": asked.ect},
-            remote=asked.remote,
-        )
-        if observed is not None and model is not None and manifest:
-            rendered = await render_manifest(
-                app, key, (), observed, None, personal_pathways=False, model=model
+        observed = None
+        if session:
+            observed = await observe(
+                app,
+                track,
+                cmcd_query=arguments.get("CMCD"),
+                sid_query=arguments.get("sid"),
+                headers={} if asked.ect is None else {"ECT": asked.ect},
+                remote=asked.remote,
             )
-            vary = "Accept-Encoding, CMCD-Session" if rendered.vary_session else None
-            return self._respond(rendered.obj, rendered.how, asked, vary=vary)
+        if observed is not None and model is not None and manifest:
+            filtered = await render_manifest(
+                app, key, selected, observed, None, personal_pathways=False, model=model
+            )
+        if filtered is not None:
+            vary = "Accept-Encoding, CMCD-Session" if filtered.vary_session else None
+            return self._respond(filtered.obj, filtered.how, asked, vary=vary)
         if loaded is None:  # only a sid, that names no session: nothing folded in
             try:
                 loaded = await load_object(app, key)

@@ -144,6 +144,10 @@ def test_cmcd_sessions_show_up_at_the_origin(drive: Drive, origin_url: str, play
     assert report["cid"] == TRACK
     listed = json.loads(urllib.request.urlopen(f"{origin_url}/v1/sessions", timeout=10).read())
     assert sid in {s["sid"] for s in listed["sessions"]}
+    # Filtered manifests and CMCD queries are the fast path's (origin/fastpath.py):
+    # no connection of a real player was handed to aiohttp for its query.
+    metrics = urllib.request.urlopen(f"{origin_url}/metrics", timeout=10).read().decode()
+    assert 'cadenza_fast_path_handovers_total{reason="query"}' not in metrics
 
 
 def test_dashjs_with_cmsd_receives_cmsd_dynamic(drive: Drive, origin_url: str) -> None:

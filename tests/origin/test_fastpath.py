@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 from yarl import URL
 
-from origin.fastpath import FastPathProtocol, HotResponder, _unsent, session_arguments
+from origin.fastpath import FastPathProtocol, HotResponder, _unsent, query_arguments
 from origin.pathways import PathwaySetting
 from origin.settings import Settings
 from tests.origin.conftest import TRACK
@@ -298,16 +298,49 @@ def test_http_1_0_goes_to_aiohttp(fast: ThreadedOrigin, conn: Connection) -> Non
     assert conn.closed_by_server(5.0)  # HTTP/1.0 without keep-alive: closed after
 
 
-def test_a_query_other_than_a_sessions_goes_to_aiohttp(
+def test_a_query_with_another_argument_goes_to_aiohttp(
     fast: ThreadedOrigin, conn: Connection
 ) -> None:
-    """Rendition filters (and any other argument) are the aiohttp path's."""
     _warm(fast, MASTER)
-    conn.send(_get(MASTER + "?codec=opus"))
+    conn.send(_get(MASTER + "?codec=opus&utm_source=x"))
     status, _, body = conn.answer()
     assert status == 200
     assert b"aac" not in body.lower()
     assert not on_fast_path(fast, conn)
+
+
+def test_filtered_manifests_are_answered_as_aiohttp_answers_them(
+    fast: ThreadedOrigin, plain: ThreadedOrigin
+) -> None:
+    """Rendition filters (``codec``, ``min_bitrate``, ``max_bitrate``) with and
+    without a session, gzip included."""
+    sid = "fast-filtered"
+    mpd = f"/{TRACK}/manifest.mpd"
+    requests = [
+        _get(MASTER + "?codec=opus"),
+        _get(MASTER + "?codec=aac&max_bitrate=128", "Accept-Encoding: gzip"),
+        _get(mpd + "?min_bitrate=200"),
+        _get(f"{SEGMENT}?CMCD=" + _cmcd(sid, br=128, d=4000, mtp=3000, ot="a")),
+        _get(f"{MASTER}?codec=aac&sid={sid}"),
+        _get(f"{mpd}?CMCD=" + _cmcd(sid, ot="m") + "&codec=aac"),
+        _get(SEGMENT + "?codec=opus"),  # a filter on a segment changes nothing
+    ]
+    answers = _same_answers(fast, plain, _with_warm(requests, fast, plain), stays_fast=True)
+    assert b"opus" in answers[0][2].lower()
+    assert b"aac" not in answers[0][2].lower()
+    assert dict(answers[4][1])["X-Cadenza-Cache"] == "steered"
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [("codec=mp3", 400), ("min_bitrate=abc", 400), ("codec=opus&min_bitrate=99999", 404)],
+    ids=["unknown-codec", "not-a-number", "matches-nothing"],
+)
+def test_a_bad_filter_gets_aiohttps_error(
+    fast: ThreadedOrigin, plain: ThreadedOrigin, query: str, status: int
+) -> None:
+    answers = _same_answers(fast, plain, [_get(f"{MASTER}?{query}")], stays_fast=False)
+    assert answers[0][0] == status
 
 
 def test_a_session_request_with_a_range_goes_to_aiohttp(
@@ -594,25 +627,33 @@ def _cmcd(sid: str, **keys: object) -> str:
     return quote(",".join(sorted(members)), safe="")
 
 
+def _with_warm(requests: list[bytes], *origins: ThreadedOrigin) -> list[bytes]:
+    """``requests``, after the files they name are cached in each of ``origins``."""
+    for origin in origins:
+        for path in (MASTER, f"/{TRACK}/manifest.mpd", SEGMENT, OTHER_SEGMENT, INIT):
+            _warm(origin, path)
+    return requests
+
+
 def _session_requests(sid: str, *warmed: ThreadedOrigin) -> list[bytes]:
     """A player's session, as hls.js and dash.js send it in query mode (CTA-5004),
     its files first cached in each of ``warmed`` (so both say ``hit``)."""
     mpd = f"/{TRACK}/manifest.mpd"
-    for origin in warmed:
-        for path in (MASTER, mpd, SEGMENT, OTHER_SEGMENT, INIT):
-            _warm(origin, path)
-    return [
-        _get(MASTER + "?CMCD=" + _cmcd(sid, ot="m", sf="h", st="v", v=1)),
-        _get(f"{SEGMENT}?CMCD=" + _cmcd(sid, br=128, d=4000, mtp=2000, ot="a", bl=4000)),
-        _get(f"{MASTER}?sid={sid}"),
-        _get(f"{MASTER}?sid={sid}", "Accept-Encoding: gzip"),
-        _get(f"{mpd}?sid={sid}"),
-        _get(f"{OTHER_SEGMENT}?CMCD=" + _cmcd(sid, br=128, d=4000, mtp=2400, ot="a", bl=8000)),
-        _get(f"{OTHER_SEGMENT}?sid={sid}", method="HEAD"),
-        _get(f"{INIT}?CMCD=" + _cmcd(sid, ot="i")),
-        _get(f"{MASTER}?sid={sid}", "If-None-Match: *"),  # 304 (RFC 9110 13.1.2)
-        _get(f"{SEGMENT}?CMCD=" + _cmcd(sid, br=128, ot="a"), "If-None-Match: *"),  # no CMSD
-    ]
+    return _with_warm(
+        [
+            _get(MASTER + "?CMCD=" + _cmcd(sid, ot="m", sf="h", st="v", v=1)),
+            _get(f"{SEGMENT}?CMCD=" + _cmcd(sid, br=128, d=4000, mtp=2000, ot="a", bl=4000)),
+            _get(f"{MASTER}?sid={sid}"),
+            _get(f"{MASTER}?sid={sid}", "Accept-Encoding: gzip"),
+            _get(f"{mpd}?sid={sid}"),
+            _get(f"{OTHER_SEGMENT}?CMCD=" + _cmcd(sid, br=128, d=4000, mtp=2400, ot="a", bl=8000)),
+            _get(f"{OTHER_SEGMENT}?sid={sid}", method="HEAD"),
+            _get(f"{INIT}?CMCD=" + _cmcd(sid, ot="i")),
+            _get(f"{MASTER}?sid={sid}", "If-None-Match: *"),  # 304 (RFC 9110 13.1.2)
+            _get(f"{SEGMENT}?CMCD=" + _cmcd(sid, br=128, ot="a"), "If-None-Match: *"),  # no CMSD
+        ],
+        *warmed,
+    )
 
 
 def test_session_requests_are_answered_as_aiohttp_answers_them(
@@ -690,10 +731,11 @@ def test_without_steering_a_session_request_gets_the_shared_answer(packaged_root
         "sid=%E2%82%AC",  # UTF-8
         "sid=%zz",  # not an escape: kept as it is
         "sid=",
+        "codec=aac&max_bitrate=128&sid=s2",
     ],
 )
-def test_session_arguments_decode_as_aiohttp_decodes_them(query: str) -> None:
-    arguments = session_arguments(query.encode())
+def test_query_arguments_decode_as_aiohttp_decodes_them(query: str) -> None:
+    arguments = query_arguments(query.encode())
     assert arguments == dict(URL("/x?" + query).query)
 
 
@@ -701,8 +743,8 @@ def test_session_arguments_decode_as_aiohttp_decodes_them(query: str) -> None:
     "query",
     [
         "",
-        "codec=opus",
-        "sid=a&codec=opus",
+        "feature=opus",
+        "sid=a&utm_source=x",
         "sid=a&sid=b",
         "sid",
         "sid=a+b",
@@ -712,8 +754,8 @@ def test_session_arguments_decode_as_aiohttp_decodes_them(query: str) -> None:
         "%73id=a",
     ],
 )
-def test_other_queries_are_not_read_as_session_arguments(query: str) -> None:
-    assert session_arguments(query.encode()) is None
+def test_other_queries_are_not_read_as_query_arguments(query: str) -> None:
+    assert query_arguments(query.encode()) is None
 
 
 def test_a_session_answer_that_raises_is_handed_to_aiohttp(
@@ -756,7 +798,7 @@ def _handovers(origin: ThreadedOrigin, reason: str) -> float:
 @pytest.mark.parametrize(
     ("request_bytes", "reason"),
     [
-        (_get(MASTER + "?codec=opus"), "query"),
+        (_get(MASTER + "?utm_source=x"), "query"),
         (_get(SEGMENT, version="1.0"), "version"),
         (_get(SEGMENT, method="OPTIONS"), "method"),
         (_get(SEGMENT, "Connection: close"), "header"),
