@@ -120,8 +120,9 @@ _QUERY_ARGUMENTS: Final = frozenset({"CMCD", "sid", *FILTER_KEYS})
 _TOKEN_PATH: Final = TOKEN_PREFIX.encode()  # signed URLs: aiohttp strips or checks the token
 _SEGMENT_SUFFIXES: Final = (".m4s", ".mp4")
 _MANIFEST_SUFFIXES: Final = (".m3u8", ".mpd")
-# Rendered heads kept per (key, gzip) (an entry is ~400 bytes; rebuilt when
-# the cached object changes, e.g. after a repackage or a manifest refresh).
+# Rendered 200 heads kept per (object, gzip, cache result) (an entry is ~400
+# bytes; rebuilt when the cached object changes, e.g. after a repackage or a
+# manifest refresh).
 _HEADS_KEPT: Final = 4096
 # Answers queued per round before the transport is asked to take them: a client
 # pipelining thousands of requests in one read costs at most this much at once.
@@ -283,13 +284,12 @@ class HotResponder:
             for resource in app.router.resources()
             if resource.canonical != r"/{path}"
         )
-        # (key, accepts gzip) -> (object, head, gzip copy sent)
-        self._heads: LRUCache[tuple[str, bool], tuple[CachedObject, bytes, bool]] = LRUCache(
+        # (id(object), gzip flag, cache result) -> (object, head, gzip copy sent).
+        # The flag is the request's Accept-Encoding in _hit and the decided
+        # encoding in _respond: the same head either way (without a gzip copy
+        # both are the identity head).  The object in the entry keeps its id.
+        self._heads: LRUCache[tuple[int, bool, str], tuple[CachedObject, bytes, bool]] = LRUCache(
             maxsize=_HEADS_KEPT
-        )
-        # (id(object), gzip, cache result) -> (object, head): answers other than hits
-        self._answered_heads: LRUCache[tuple[int, bool, str], tuple[CachedObject, bytes]] = (
-            LRUCache(maxsize=_HEADS_KEPT)
         )
         self.refusal = Handover.ERROR  # why the last request was not answered
         self._head = _Head()
@@ -380,12 +380,13 @@ class HotResponder:
                 self.refusal = Handover.QUERY
                 return None
         is_get = self._parser.get_method() == b"GET"
-        obj = self._cache.hot(key)
+        # A query's answer is loaded (and counted) by load_object.
+        obj = self._cache.hot(key) if arguments is None else None
         plain = (
             state.if_none_match is None and state.if_modified_since is None and state.range is None
         )
-        if obj is not None and plain and arguments is None:
-            return self._hit(obj, key, route, is_get, state.accepts_gzip, started_s)
+        if obj is not None and plain:
+            return self._hit(obj, route, is_get, state.accepts_gzip, started_s)
         asked = Load(
             key,
             route,
@@ -401,8 +402,10 @@ class HotResponder:
             remote,
         )
         if obj is not None:
-            return self._respond(obj, "hit", asked) if arguments is None else asked
-        try:  # the check the full path makes; cached keys passed it already
+            return self._respond(obj, "hit", asked)
+        if self._cache.peek(key) is not None:  # cached keys passed safe_key already
+            return asked
+        try:  # the check the full path makes
             valid = safe_key("/" + key) == key
         except OriginError:
             valid = False
@@ -414,7 +417,6 @@ class HotResponder:
     def _hit(
         self,
         obj: CachedObject,
-        key: str,
         route: str,
         is_get: bool,
         accepts_gzip: bool,
@@ -422,7 +424,7 @@ class HotResponder:
     ) -> Answer:
         """The common case (no validators, no Range): a head rendered once per
         object and encoding, metrics counted per loop turn."""
-        entry = self._heads.get((key, accepts_gzip))
+        entry = self._heads.get((id(obj), accepts_gzip, "hit"))
         if entry is None or entry[0] is not obj:
             answer = plan_object_answer(
                 obj,
@@ -433,7 +435,7 @@ class HotResponder:
                 if_modified_since=None,
             )
             entry = (obj, self._render_head(obj, "hit", answer), answer.gzip)
-            self._heads[(key, accepts_gzip)] = entry
+            self._heads[(id(obj), accepts_gzip, "hit")] = entry
         body = _body(obj, entry[2]) if is_get else None
         if not self._batch_latencies_s:
             asyncio.get_running_loop().call_soon(self._count_batch)
@@ -470,19 +472,21 @@ class HotResponder:
         manifest = name in (MASTER_NAME, MPD_NAME)
         selected = filter_values(arguments) if manifest else ()
         session = "CMCD" in arguments or "sid" in arguments
+        # A known session gets a steered manifest or CMSD on a media segment.
+        steers = session and app[SETTINGS].steering and (manifest or steered_segment(key))
         model = None
         loaded = None
         filtered = None
         try:
+            if selected or steers:
+                model = await presentation_of(app, track)
             if selected:  # rendered whether or not a session steers it: checks the filter
                 filtered = await render_manifest(
-                    app, key, selected, None, None, personal_pathways=False
+                    app, key, selected, None, None, personal_pathways=False, model=model
                 )
-            if session and app[SETTINGS].steering and (manifest or steered_segment(key)):
-                model = await presentation_of(app, track)
             # A steered or filtered manifest is rendered instead of the file:
             # load the file later, if at all, unless CMCD is folded in first.
-            if filtered is None and (not manifest or model is None or "CMCD" in arguments):
+            if filtered is None and (not manifest or not steers or "CMCD" in arguments):
                 loaded = await load_object(app, key)
         except Exception:  # missing, damaged, a bad filter: aiohttp's to answer
             return None
@@ -496,7 +500,7 @@ class HotResponder:
                 headers={} if asked.ect is None else {"ECT": asked.ect},
                 remote=asked.remote,
             )
-        if observed is not None and model is not None and manifest:
+        if observed is not None and steers and manifest:
             filtered = await render_manifest(
                 app, key, selected, observed, None, personal_pathways=False, model=model
             )
@@ -509,7 +513,7 @@ class HotResponder:
             except Exception:
                 return None
         obj, how = loaded
-        if observed is None or model is None or manifest:
+        if observed is None or not steers or manifest:
             return self._respond(obj, how, asked)
         cmsd = await cmsd_for(app, key, observed, model)
         if cmsd is None:
@@ -564,10 +568,10 @@ class HotResponder:
         if answer.status == 200 and control is None and not extra and vary is None:
             # Rendered once per object, encoding and cache result (a steered
             # manifest is one object per guidance shape).
-            entry = self._answered_heads.get((id(obj), answer.gzip, how))
+            entry = self._heads.get((id(obj), answer.gzip, how))
             if entry is None or entry[0] is not obj:
-                entry = (obj, self._render_head(obj, how, answer, len(body)))
-                self._answered_heads[(id(obj), answer.gzip, how)] = entry
+                entry = (obj, self._render_head(obj, how, answer, len(body)), answer.gzip)
+                self._heads[(id(obj), answer.gzip, how)] = entry
             head = entry[1]
         else:
             head = self._render_head(
