@@ -8,7 +8,7 @@
   pointing at the ``sidx`` (5.3.9.2, 8.3).
 - Loudness: ``SupplementalProperty`` with scheme ``urn:cadenza:loudness:2026``
   and value ``I=<LUFS> TP=<dBTP>[ LRA=<LU>]`` on each AdaptationSet.
-- Content steering (optional, ``manifests.steering``): one MPD-level ``BaseURL``
+- Content steering (optional, ``cadenza.manifests.steering``): one MPD-level ``BaseURL``
   per pathway with its ``serviceLocation``, and ``ContentSteering``.
 
 Element order follows the schema's sequences, and every MPD rendered here
@@ -22,8 +22,8 @@ from fractions import Fraction
 
 from lxml import etree
 
-from manifests.errors import ManifestParseError
-from manifests.model import (
+from cadenza.manifests.errors import ManifestParseError
+from cadenza.manifests.model import (
     INIT_NAME,
     MEDIA_TEMPLATE,
     Codec,
@@ -31,7 +31,7 @@ from manifests.model import (
     Rendition,
     SegmentLayout,
 )
-from manifests.steering import SteeringConfig
+from cadenza.manifests.steering import SteeringConfig
 
 NS = "urn:mpeg:dash:schema:mpd:2011"
 PROFILE_LIVE = "urn:mpeg:dash:profile:isoff-live:2011"

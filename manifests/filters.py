@@ -8,8 +8,8 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from manifests.errors import ManifestError, NoMatchingRenditionsError
-from manifests.model import Codec, Presentation, Rendition
+from cadenza.manifests.errors import ManifestError, NoMatchingRenditionsError
+from cadenza.manifests.model import Codec, Presentation, Rendition
 
 MAX_KBPS = 10_000_000
 

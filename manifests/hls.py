@@ -4,7 +4,7 @@ Audio-only presentations get one ``EXT-X-STREAM-INF`` per rendition: hls.js
 adapts only across variants, not across ``EXT-X-MEDIA`` renditions.  Tags are
 written in the order the RFC lists them (playlist tags, then per-segment tags).
 Durations are computed from integer ticks and formatted only at the end.
-With content steering (``manifests.steering``) the multivariant playlist lists
+With content steering (``cadenza.manifests.steering``) the multivariant playlist lists
 every variant once per pathway, after ``EXT-X-CONTENT-STEERING``.
 """
 
@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-from manifests.errors import ManifestParseError
-from manifests.model import Presentation, Rendition, SegmentLayout
-from manifests.steering import SteeringConfig
+from cadenza.manifests.errors import ManifestParseError
+from cadenza.manifests.model import Presentation, Rendition, SegmentLayout
+from cadenza.manifests.steering import SteeringConfig
 
 VERSION = 7
 LOUDNESS_DATA_IDS = {

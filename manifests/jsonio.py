@@ -13,8 +13,8 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 
-from manifests.errors import InvalidPresentationError
-from manifests.model import (
+from cadenza.manifests.errors import InvalidPresentationError
+from cadenza.manifests.model import (
     ByteRange,
     Codec,
     Loudness,
@@ -114,7 +114,7 @@ _ITEM_INDENT: Final = "\n    "  # a rendition's lines sit two levels deep
 
 def presentation_json_pieces(presentation: Presentation) -> Iterator[str]:
     """``presentation.json`` in pieces, byte for byte as
-    :func:`manifests.jsonio.presentation_to_json` renders it, one rendition at a time.
+    :func:`cadenza.manifests.jsonio.presentation_to_json` renders it, one rendition at a time.
 
     Rendering the whole document at once holds a dict per segment of every rendition
     and, because an indented ``json.dumps`` collects its output as a list of small

@@ -8,7 +8,7 @@ File layout of one packaged track (``<track_id>/``)::
 
     master.m3u8            HLS multivariant playlist
     manifest.mpd           DASH MPD
-    presentation.json      this model, serialised by ``manifests.jsonio``
+    presentation.json      this model, serialised by ``cadenza.manifests.jsonio``
     <rendition.id>/init.mp4, seg-00001.m4s, ...   (segmented mode)
     <rendition.id>/media.mp4                      (single-file mode)
     <rendition.id>/playlist.m3u8                  HLS media playlist

@@ -24,17 +24,17 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from cachetools import LRUCache
 
-from manifests.dash import render_mpd
-from manifests.errors import InvalidPresentationError
-from manifests.errors import NoMatchingRenditionsError as NoRenditionsInModel
-from manifests.filters import InvalidFilterError, RenditionFilter, parse_filter_query
-from manifests.hls import render_master
-from manifests.jsonio import presentation_from_json
-from manifests.media_types import cache_control_for, content_type_for
-from manifests.model import MASTER_NAME, MPD_NAME, PRESENTATION_NAME, Presentation
-from manifests.steering import SteeringConfig
-from origin.abr.policy import Guidance
-from origin.auth import (
+from cadenza.abr.policy import Guidance
+from cadenza.manifests.dash import render_mpd
+from cadenza.manifests.errors import InvalidPresentationError
+from cadenza.manifests.errors import NoMatchingRenditionsError as NoRenditionsInModel
+from cadenza.manifests.filters import InvalidFilterError, RenditionFilter, parse_filter_query
+from cadenza.manifests.hls import render_master
+from cadenza.manifests.jsonio import presentation_from_json
+from cadenza.manifests.media_types import cache_control_for, content_type_for
+from cadenza.manifests.model import MASTER_NAME, MPD_NAME, PRESENTATION_NAME, Presentation
+from cadenza.manifests.steering import SteeringConfig
+from cadenza.origin.auth import (
     ADMIN_PREFIXES,
     TOKEN_PREFIX,
     check_bearer,
@@ -42,14 +42,14 @@ from origin.auth import (
     split_token_path,
     verify,
 )
-from origin.cache import CachedObject, HotCache, build_cached
-from origin.content_steering import (
+from cadenza.origin.cache import CachedObject, HotCache, build_cached
+from cadenza.origin.content_steering import (
     content_steering_ctx,
     handle_pathways,
     handle_steering,
     steering_for,
 )
-from origin.errors import (
+from cadenza.origin.errors import (
     AccessDeniedError,
     AdminTokenInvalidError,
     AdminTokenMissingError,
@@ -63,7 +63,7 @@ from origin.errors import (
     StorageUnavailableError,
     TokenMissingError,
 )
-from origin.keys import (
+from cadenza.origin.keys import (
     BEACON_LIMITER,
     CACHE,
     IP_LIMITER,
@@ -78,25 +78,30 @@ from origin.keys import (
     STORAGE,
     STORE_HEALTH,
 )
-from origin.metrics import Metrics, create_metrics
-from origin.paths import safe_key
-from origin.ranges import ByteSpan, parse_range
-from origin.redis_store import (
+from cadenza.origin.metrics import Metrics, create_metrics
+from cadenza.origin.paths import safe_key
+from cadenza.origin.ranges import ByteSpan, parse_range
+from cadenza.origin.redis_store import (
     FallbackPopulationStore,
     FallbackSessionStore,
     RedisBackend,
     StoreHealth,
 )
-from origin.sessions import (
+from cadenza.origin.sessions import (
     MemoryPopulationStore,
     MemorySessionStore,
     RateLimiter,
     SessionLocks,
 )
-from origin.settings import Settings
-from origin.steering import cmsd_dynamic, cmsd_static, segment_duration_ms, steer_presentation
-from origin.storage import LocalStorage, ObjectInfo, S3Storage, Storage, StoredObject
-from origin.telemetry import (
+from cadenza.origin.settings import Settings
+from cadenza.origin.steering import (
+    cmsd_dynamic,
+    cmsd_static,
+    segment_duration_ms,
+    steer_presentation,
+)
+from cadenza.origin.storage import LocalStorage, ObjectInfo, S3Storage, Storage, StoredObject
+from cadenza.origin.telemetry import (
     Observed,
     guidance_for,
     handle_beacons,

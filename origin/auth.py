@@ -46,7 +46,7 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-from origin.errors import (
+from cadenza.origin.errors import (
     AdminTokenInvalidError,
     AdminTokenMissingError,
     BadSignatureError,

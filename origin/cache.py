@@ -21,9 +21,9 @@ from cachetools import LRUCache
 
 # One table with the packager's S3 uploads: the same headers whether a CDN reads
 # through the origin or straight from the bucket.
-from manifests.media_types import content_type_for, is_manifest
-from origin.errors import StorageUnavailableError
-from origin.storage import ObjectInfo, StoredObject
+from cadenza.manifests.media_types import content_type_for, is_manifest
+from cadenza.origin.errors import StorageUnavailableError
+from cadenza.origin.storage import ObjectInfo, StoredObject
 
 
 def strong_etag(body: bytes) -> str:

@@ -1,7 +1,7 @@
 """Content steering: the standard way to spread players over several CDNs.
 
-With pathways configured (``origin.pathways``), the manifests name every
-pathway and a steering server (``manifests.steering``), and this module is
+With pathways configured (``cadenza.origin.pathways``), the manifests name every
+pathway and a steering server (``cadenza.manifests.steering``), and this module is
 that server:
 
 - ``GET /v1/steering/{track}`` answers the steering manifest hls.js and
@@ -35,13 +35,13 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from manifests.steering import InvalidSteeringError, Pathway, SteeringConfig
-from origin.auth import TOKEN_PREFIX, split_token_path
-from origin.errors import BadRequestError, ObjectNotFoundError
-from origin.keys import METRICS, SETTINGS
-from origin.metrics import Metrics
-from origin.pathways import clone_base_url
-from origin.settings import Settings
+from cadenza.manifests.steering import InvalidSteeringError, Pathway, SteeringConfig
+from cadenza.origin.auth import TOKEN_PREFIX, split_token_path
+from cadenza.origin.errors import BadRequestError, ObjectNotFoundError
+from cadenza.origin.keys import METRICS, SETTINGS
+from cadenza.origin.metrics import Metrics
+from cadenza.origin.pathways import clone_base_url
+from cadenza.origin.settings import Settings
 
 log = logging.getLogger("cadenza.origin.content_steering")
 

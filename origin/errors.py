@@ -1,6 +1,6 @@
 """Origin errors, each with the HTTP status it maps to at the edge.
 
-Handlers raise these; ``origin.app``'s error middleware turns them into a JSON
+Handlers raise these; ``cadenza.origin.app``'s error middleware turns them into a JSON
 body ``{"error": code, "detail": text}``.  Storage backends map botocore and
 OS errors to :class:`StorageUnavailableError` or :class:`ObjectNotFoundError`
 at their boundary, so no third-party exception reaches a handler."""
@@ -149,7 +149,7 @@ class NotEnoughDataError(OriginError):
 
 
 class AccessDeniedError(OriginError):
-    """A media request without a valid signed-URL token (``origin.auth``): ``403``.
+    """A media request without a valid signed-URL token (``cadenza.origin.auth``): ``403``.
 
     The code says which check failed; no detail names a key or the signature
     that was expected."""

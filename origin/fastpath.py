@@ -14,8 +14,8 @@ path loads it; the connection waits for it, then goes on.
 A request whose query names a session (``CMCD`` and ``sid`` arguments, as
 hls.js and dash.js send CMCD in query mode, CTA-5004) or filters renditions
 (``codec``, ``min_bitrate``, ``max_bitrate``) is answered here too, by the
-functions ``origin.app.handle_file`` uses: its CMCD folded into the session
-(``origin.telemetry.observe``), then a filtered and steered master playlist
+functions ``cadenza.origin.app.handle_file`` uses: its CMCD folded into the session
+(``cadenza.origin.telemetry.observe``), then a filtered and steered master playlist
 or MPD (``render_manifest``) or the file with CMSD (``cmsd_for``), private.
 Everything such an answer needs that can fail (loads, the filter) is done
 before the session is touched, so one handed over is never folded in twice.
@@ -68,8 +68,8 @@ from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 from cachetools import LRUCache
 
-from manifests.model import MASTER_NAME, MPD_NAME
-from origin.app import (
+from cadenza.manifests.model import MASTER_NAME, MPD_NAME
+from cadenza.origin.app import (
     EXPOSED_HEADERS,
     FILTER_KEYS,
     ObjectAnswer,
@@ -82,13 +82,13 @@ from origin.app import (
     render_manifest,
     steered_segment,
 )
-from origin.auth import TOKEN_PREFIX
-from origin.cache import CachedObject
-from origin.cmcd import HEADER_NAMES as CMCD_HEADER_NAMES
-from origin.errors import OriginError, RangeNotSatisfiableError
-from origin.keys import CACHE, METRICS, SETTINGS
-from origin.paths import safe_key
-from origin.telemetry import observe
+from cadenza.origin.auth import TOKEN_PREFIX
+from cadenza.origin.cache import CachedObject
+from cadenza.origin.cmcd import HEADER_NAMES as CMCD_HEADER_NAMES
+from cadenza.origin.errors import OriginError, RangeNotSatisfiableError
+from cadenza.origin.keys import CACHE, METRICS, SETTINGS
+from cadenza.origin.paths import safe_key
+from cadenza.origin.telemetry import observe
 
 log = logging.getLogger("cadenza.origin.fastpath")
 
@@ -239,7 +239,7 @@ def query_arguments(query: bytes) -> dict[str, str] | None:
 class Load:
     """A request to answer once ``key`` is loaded into the cache; also what any
     answer other than a plain hit is decided from.  With ``query``, it is
-    answered as ``origin.app.handle_file`` answers it: a session's CMCD folded
+    answered as ``cadenza.origin.app.handle_file`` answers it: a session's CMCD folded
     in, a manifest filtered and steered."""
 
     key: str

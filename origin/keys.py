@@ -7,13 +7,13 @@ from typing import Final
 from aiohttp import web
 from cachetools import LRUCache
 
-from manifests.model import Presentation
-from origin.cache import CachedObject, HotCache
-from origin.metrics import Metrics
-from origin.redis_store import StoreHealth
-from origin.sessions import PopulationStore, RateLimiter, SessionLocks, SessionStore
-from origin.settings import Settings
-from origin.storage import Storage
+from cadenza.manifests.model import Presentation
+from cadenza.origin.cache import CachedObject, HotCache
+from cadenza.origin.metrics import Metrics
+from cadenza.origin.redis_store import StoreHealth
+from cadenza.origin.sessions import PopulationStore, RateLimiter, SessionLocks, SessionStore
+from cadenza.origin.settings import Settings
+from cadenza.origin.storage import Storage
 
 SETTINGS: Final = web.AppKey("settings", Settings)
 STORAGE: Final = web.AppKey("storage", Storage)

@@ -6,7 +6,7 @@ import re
 from typing import Final
 from urllib.parse import unquote
 
-from origin.errors import ForbiddenPathError
+from cadenza.origin.errors import ForbiddenPathError
 
 MAX_PATH_CHARS: Final = 1024
 _SEGMENT: Final = re.compile(r"\A[A-Za-z0-9._-]+\Z")

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
-from manifests.steering import PATHWAY_ID_RE
+from cadenza.manifests.steering import PATHWAY_ID_RE
 
 MAX_PATHWAYS: Final = 16
 MAX_WEIGHT: Final = 1000

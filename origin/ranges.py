@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from origin.errors import RangeNotSatisfiableError
+from cadenza.origin.errors import RangeNotSatisfiableError
 
 MAX_HEADER_CHARS = 200
 

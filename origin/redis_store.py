@@ -1,7 +1,7 @@
 """Sessions and population priors in Redis, shared by every origin replica.
 
-``CADENZA_REDIS_URL`` switches :class:`~origin.sessions.SessionStore` and
-:class:`~origin.sessions.PopulationStore` to the stores here, so a beacon sent
+``CADENZA_REDIS_URL`` switches :class:`~cadenza.origin.sessions.SessionStore` and
+:class:`~cadenza.origin.sessions.PopulationStore` to the stores here, so a beacon sent
 to one replica shows in ``GET /v1/sessions/{sid}`` on another and priors agree
 everywhere.  Keys (all under ``cadenza:``):
 
@@ -16,7 +16,7 @@ everywhere.  Keys (all under ``cadenza:``):
 - ``population:keys``: the network keys, scored by their last sample.
 
 This module is the Redis boundary: every redis-py error (and a timeout) leaves
-it as :class:`~origin.errors.StoreUnavailableError`; nothing else in
+it as :class:`~cadenza.origin.errors.StoreUnavailableError`; nothing else in
 ``origin`` imports redis.  :class:`FallbackSessionStore` and
 :class:`FallbackPopulationStore` keep the origin serving from local memory
 while Redis is unreachable: one warning per outage, every operation served
@@ -42,11 +42,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from origin.abr.estimator import DualEwma, Ewma
-from origin.abr.policy import Population
-from origin.errors import StoreUnavailableError
-from origin.metrics import Metrics
-from origin.sessions import PopulationStore, SessionState, SessionStore, population_of
+from cadenza.abr.estimator import DualEwma, Ewma
+from cadenza.abr.policy import Population
+from cadenza.origin.errors import StoreUnavailableError
+from cadenza.origin.metrics import Metrics
+from cadenza.origin.sessions import PopulationStore, SessionState, SessionStore, population_of
 
 log = logging.getLogger("cadenza.origin.redis")
 
@@ -180,7 +180,7 @@ def _batches(items: Sequence[str], size: int = BATCH) -> list[Sequence[str]]:
 
 
 class RedisSessionStore:
-    """:class:`~origin.sessions.SessionStore` in Redis: one key per session plus
+    """:class:`~cadenza.origin.sessions.SessionStore` in Redis: one key per session plus
     an index of sids by last-seen time, both bounded in age and number."""
 
     def __init__(
@@ -289,7 +289,7 @@ class RedisSessionStore:
 
 
 class RedisPopulationStore:
-    """:class:`~origin.sessions.PopulationStore` in Redis: per network key the
+    """:class:`~cadenza.origin.sessions.PopulationStore` in Redis: per network key the
     latest estimate of at most ``per_key`` recent sessions, so every replica
     computes the same prior from the same samples.
 

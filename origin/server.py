@@ -19,11 +19,11 @@ from typing import Final
 
 from aiohttp import web
 
-from origin.app import create_app
-from origin.errors import SettingsError
-from origin.fastpath import FastPathProtocol, HotResponder
-from origin.keys import METRICS, SETTINGS
-from origin.settings import Settings, load_settings
+from cadenza.origin.app import create_app
+from cadenza.origin.errors import SettingsError
+from cadenza.origin.fastpath import FastPathProtocol, HotResponder
+from cadenza.origin.keys import METRICS, SETTINGS
+from cadenza.origin.settings import Settings, load_settings
 
 log = logging.getLogger("cadenza.origin.server")
 
@@ -90,7 +90,7 @@ class GuardedSite(web.BaseSite):
     request head has arrived: ``keepalive_timeout_s``.
 
     With ``fast_path`` (and no URL signing, whose tokens only the full path
-    checks), connections start on :class:`origin.fastpath.FastPathProtocol`,
+    checks), connections start on :class:`cadenza.origin.fastpath.FastPathProtocol`,
     which answers hot segments itself and hands anything else to aiohttp.
     """
 

@@ -3,7 +3,7 @@
 :func:`apply_cmcd` is pure: it takes a session's state (or None), one parsed
 CMCD payload and the time, and returns the new state and what changed (for
 metrics).  The stores only keep states: :class:`MemorySessionStore` in a
-bounded TTL cache (cachetools) in this process; :mod:`origin.redis_store`
+bounded TTL cache (cachetools) in this process; :mod:`cadenza.origin.redis_store`
 implements the same protocols in Redis for replicas that share sessions.
 """
 
@@ -20,9 +20,9 @@ from typing import Final, Protocol
 
 from cachetools import TTLCache
 
-from origin.abr.estimator import DualEwma
-from origin.abr.policy import Population, SessionView
-from origin.cmcd import Cmcd
+from cadenza.abr.estimator import DualEwma
+from cadenza.abr.policy import Population, SessionView
+from cadenza.origin.cmcd import Cmcd
 
 # Weight of one ``mtp`` sample when the beacon gives no object duration.
 DEFAULT_SAMPLE_WEIGHT_S: Final = 1.0

@@ -62,8 +62,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from origin.errors import SettingsError
-from origin.pathways import (
+from cadenza.origin.errors import SettingsError
+from cadenza.origin.pathways import (
     PathwayCloneSetting,
     PathwayConfigError,
     PathwaySetting,

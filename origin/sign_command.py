@@ -1,4 +1,4 @@
-"""``cadenza sign TRACK``: print a signed URL (see ``origin.auth``).
+"""``cadenza sign TRACK``: print a signed URL (see ``cadenza.origin.auth``).
 
 The key is the first of ``signing_keys``, read like ``cadenza serve`` reads it
 (``CADENZA_SIGNING_KEYS`` or the TOML file of ``--config``), never from the
@@ -13,9 +13,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from origin.auth import check_scope, signed_url
-from origin.errors import SettingsError
-from origin.settings import load_settings
+from cadenza.origin.auth import check_scope, signed_url
+from cadenza.origin.errors import SettingsError
+from cadenza.origin.settings import load_settings
 
 DEFAULT_TTL_S = 3600
 

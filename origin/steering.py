@@ -19,8 +19,8 @@ import dataclasses
 import re
 from typing import Final
 
-from manifests.model import Codec, Presentation, Rendition
-from origin.abr.policy import Guidance
+from cadenza.abr.policy import Guidance
+from cadenza.manifests.model import Codec, Presentation, Rendition
 
 SERVER_ID: Final = "cadenza"
 _NUMBER_RE: Final = re.compile(r"(\d+)")

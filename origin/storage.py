@@ -17,7 +17,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from origin.errors import ObjectNotFoundError, StorageTimeoutError, StorageUnavailableError
+from cadenza.origin.errors import ObjectNotFoundError, StorageTimeoutError, StorageUnavailableError
 
 log = logging.getLogger("cadenza.origin.storage")
 

@@ -22,21 +22,21 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from manifests.model import Codec, Presentation
-from origin.abr.ladder import (
+from cadenza.abr.ladder import (
     recommend_ladder,
     render_ladder_toml,
     traces_from_estimates,
 )
-from origin.abr.policy import Guidance, decide
-from origin.cmcd import (
+from cadenza.abr.policy import Guidance, decide
+from cadenza.manifests.model import Codec, Presentation
+from cadenza.origin.cmcd import (
     HEADER_NAMES,
     Cmcd,
     from_json_object,
     parse_cmcd_lines,
     parse_request_cmcd,
 )
-from origin.errors import (
+from cadenza.origin.errors import (
     BadBeaconError,
     ForbiddenPathError,
     NotEnoughDataError,
@@ -46,7 +46,7 @@ from origin.errors import (
     SessionNotFoundError,
     UnsupportedMediaTypeError,
 )
-from origin.keys import (
+from cadenza.origin.keys import (
     BEACON_LIMITER,
     CACHE,
     METRICS,
@@ -56,15 +56,15 @@ from origin.keys import (
     SESSIONS,
     SETTINGS,
 )
-from origin.paths import safe_key
-from origin.sessions import (
+from cadenza.origin.paths import safe_key
+from cadenza.origin.sessions import (
     Delivery,
     SessionState,
     apply_cmcd,
     network_key_for,
     valid_sid,
 )
-from origin.steering import ladder_bps
+from cadenza.origin.steering import ladder_bps
 
 log = logging.getLogger("cadenza.origin.telemetry")
 

@@ -5,7 +5,7 @@ accurate account.
 
 Each track is one :class:`TrackWork` call: fetch an ``s3://`` source into a
 scratch folder, package it, and for an S3 destination upload the finished
-track folder from local staging (:mod:`packager.s3`), then clear the scratch.
+track folder from local staging (:mod:`cadenza.packager.s3`), then clear the scratch.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import ClassVar, Final, Protocol, TextIO
 
-from packager.catalogue import TrackInput, as_inputs
-from packager.errors import OutputError, PackagerError
-from packager.output import (
+from cadenza.packager.catalogue import TrackInput, as_inputs
+from cadenza.packager.errors import OutputError, PackagerError
+from cadenza.packager.output import (
     TMP_PREFIX,
     is_complete,
     new_temp_dir,
@@ -37,8 +37,8 @@ from packager.output import (
     remove_stale_temp_dirs,
     write_json_atomic,
 )
-from packager.s3 import S3Settings, fetch, is_s3_url
-from packager.track import PackageOptions, TrackResult, package_track
+from cadenza.packager.s3 import S3Settings, fetch, is_s3_url
+from cadenza.packager.track import PackageOptions, TrackResult, package_track
 
 REPORT_NAME: Final = "batch-report.json"
 WAIT_STEP_S: Final = 1.0  # longest wait between looks at the running children
@@ -364,7 +364,7 @@ def _run_processes(
         settle_gc()
     else:
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["packager.track"])
+        context.set_forkserver_preload(["cadenza.packager.track"])
     queue = list(reversed(todo))
     running: list[_Running] = []
     try:
@@ -453,7 +453,7 @@ def run_batch(
             todo.append(item)
     _report(report, started, results, done=False)
     if cluster is not None and todo:
-        from packager.cluster import run_on_cluster  # Dask is optional and slow to import
+        from cadenza.packager.cluster import run_on_cluster  # Dask is optional and slow to import
 
         run_on_cluster(cluster, todo, work, done)
     elif timeout_s is None and (jobs <= 1 or len(todo) <= 1):

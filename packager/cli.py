@@ -1,10 +1,10 @@
 """``cadenza package INPUT... --out DIR|s3://BUCKET/PREFIX``: the batch packaging command.
 
 Inputs come from the command line (files, folders, ``s3://`` objects) and from
-``--catalogue`` files (:mod:`packager.catalogue`); ``--shard I/N`` keeps this
+``--catalogue`` files (:mod:`cadenza.packager.catalogue`); ``--shard I/N`` keeps this
 run's share of them. Tracks go to a local folder, or to S3 through a local
-staging folder (:mod:`packager.s3`); ``--cluster`` runs them on Dask
-(:mod:`packager.cluster`).
+staging folder (:mod:`cadenza.packager.s3`); ``--cluster`` runs them on Dask
+(:mod:`cadenza.packager.cluster`).
 
 Exit status: 0 when every track is packaged or already complete, 1 when any
 track fails (the others still complete) or S3 or the cluster fails mid-batch,
@@ -20,20 +20,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-from packager.args import segment_duration
-from packager.batch import REPORT_NAME, default_jobs, expand_inputs, run_batch
-from packager.catalogue import (
+from cadenza.packager.args import segment_duration
+from cadenza.packager.batch import REPORT_NAME, default_jobs, expand_inputs, run_batch
+from cadenza.packager.catalogue import (
     TrackInput,
     parse_shard,
     read_catalogue,
     select_shard,
     source_input,
 )
-from packager.errors import CatalogueError, LadderError, PackagerError
-from packager.ladder import PRESETS, load_ladder
-from packager.output import prepare_output_root
-from packager.s3 import S3Destination, S3Settings, is_s3_url, parse_s3_url
-from packager.track import DEFAULT_SEGMENT_DURATION, PackageOptions
+from cadenza.packager.errors import CatalogueError, LadderError, PackagerError
+from cadenza.packager.ladder import PRESETS, load_ladder
+from cadenza.packager.output import prepare_output_root
+from cadenza.packager.s3 import S3Destination, S3Settings, is_s3_url, parse_s3_url
+from cadenza.packager.track import DEFAULT_SEGMENT_DURATION, PackageOptions
 
 USAGE_ERROR = 2
 DEFAULT_TRACK_TIMEOUT_S = 3600.0

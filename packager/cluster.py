@@ -1,6 +1,6 @@
 """``cadenza package --cluster tcp://SCHEDULER:8786``: the batch on a Dask cluster.
 
-One task per track, each the same :class:`~packager.batch.TrackWork` call that a
+One task per track, each the same :class:`~cadenza.packager.batch.TrackWork` call that a
 local batch runs in a child process: fetch the source, package it into the
 worker's own staging folder, upload it (for ``s3://`` output), clean up.  The
 client gathers results as tasks finish (``as_completed``) and hands each to the
@@ -22,9 +22,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from packager.catalogue import TrackInput
-from packager.errors import ClusterError
-from packager.track import TrackResult
+from cadenza.packager.catalogue import TrackInput
+from cadenza.packager.errors import ClusterError
+from cadenza.packager.track import TrackResult
 
 CONNECT_TIMEOUT_S: Final = 30.0
 

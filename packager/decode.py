@@ -24,8 +24,8 @@ from av.audio.resampler import AudioResampler
 from av.audio.stream import AudioStream
 from av.container import InputContainer
 
-from packager.errors import InputError
-from packager.ladder import MAX_SOURCE_RATE_HZ, MIN_SOURCE_RATE_HZ
+from cadenza.packager.errors import InputError
+from cadenza.packager.ladder import MAX_SOURCE_RATE_HZ, MIN_SOURCE_RATE_HZ
 
 Block = npt.NDArray[np.float32]  # planar decoded samples, shape (channels, n)
 

@@ -24,9 +24,9 @@ from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
 from av.packet import Packet
 
-from manifests.model import Codec, Rendition
-from packager.errors import EncodeError
-from packager.segmenter import CODECS_STRING, RungPlan, Segmenter
+from cadenza.manifests.model import Codec, Rendition
+from cadenza.packager.errors import EncodeError
+from cadenza.packager.segmenter import CODECS_STRING, RungPlan, Segmenter
 
 __all__ = ["CODECS_STRING", "RungEncoder", "RungPlan"]
 

@@ -1,6 +1,6 @@
 """Errors raised by the packager.  Every error names the file (where there is
 one) and a reason the operator can act on.  FFmpeg errors from PyAV are mapped
-to these at the boundary (``packager.decode``); nothing above it sees ``av.error``."""
+to these at the boundary (``cadenza.packager.decode``); nothing above it sees ``av.error``."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ class Mp4Error(PackagerError):
 class StorageError(PackagerError):
     """An S3 location that cannot be read or written: unreachable, denied, or still
     failing (throttled, 5xx) after the retries.  botocore's errors are mapped to this
-    at the boundary (``packager.s3``)."""
+    at the boundary (``cadenza.packager.s3``)."""
 
     def __init__(self, url: str, reason: str) -> None:
         self.url = url

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from manifests.model import Codec
-from packager.errors import LadderError
+from cadenza.manifests.model import Codec
+from cadenza.packager.errors import LadderError
 
 AAC_SAMPLE_RATES_HZ: Final = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 OPUS_SAMPLE_RATE_HZ: Final = 48000

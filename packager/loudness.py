@@ -33,7 +33,7 @@ import numpy.typing as npt
 from av.audio.frame import AudioFrame
 from av.filter import Graph
 
-from manifests.model import Loudness
+from cadenza.manifests.model import Loudness
 
 ABSOLUTE_GATE_LUFS: Final = -70.0
 RELATIVE_GATE_LU: Final = -10.0

@@ -17,8 +17,8 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from manifests.model import ByteRange, Codec
-from packager.errors import Mp4Error
+from cadenza.manifests.model import ByteRange, Codec
+from cadenza.packager.errors import Mp4Error
 
 _MATRIX = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
 # sample_depends_on = 2: every audio sample is independently decodable (14496-12 8.8.3.1).

@@ -10,7 +10,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from packager.errors import Mp4Error
+from cadenza.packager.errors import Mp4Error
 
 CONTAINERS = frozenset(
     {"moov", "trak", "mdia", "minf", "stbl", "edts", "mvex", "moof", "traf", "dinf"}

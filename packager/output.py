@@ -20,10 +20,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-from manifests.errors import ManifestError
-from manifests.jsonio import presentation_from_json
-from manifests.model import PRESENTATION_NAME
-from packager.errors import OutputError
+from cadenza.manifests.errors import ManifestError
+from cadenza.manifests.jsonio import presentation_from_json
+from cadenza.manifests.model import PRESENTATION_NAME
+from cadenza.packager.errors import OutputError
 
 TMP_PREFIX: Final = ".cadenza-tmp-"
 TRASH_PREFIX: Final = ".cadenza-old-"

@@ -1,19 +1,25 @@
 """Write a packaged track's manifests into its working folder, in the order
 that keeps an interrupted track recognisably incomplete.
 
-Shared by ``cadenza package`` (:mod:`packager.track`) and ``cadenza segment``
-(:mod:`packager.remux`); it imports no codec library.
+Shared by ``cadenza package`` (:mod:`cadenza.packager.track`) and ``cadenza segment``
+(:mod:`cadenza.packager.remux`); it imports no codec library.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from manifests.dash import render_mpd
-from manifests.hls import render_master, render_media_playlist
-from manifests.jsonio import presentation_json_pieces
-from manifests.model import MASTER_NAME, MPD_NAME, PLAYLIST_NAME, PRESENTATION_NAME, Presentation
-from packager.output import write_text_atomic
+from cadenza.manifests.dash import render_mpd
+from cadenza.manifests.hls import render_master, render_media_playlist
+from cadenza.manifests.jsonio import presentation_json_pieces
+from cadenza.manifests.model import (
+    MASTER_NAME,
+    MPD_NAME,
+    PLAYLIST_NAME,
+    PRESENTATION_NAME,
+    Presentation,
+)
+from cadenza.packager.output import write_text_atomic
 
 
 def write_manifests(work_dir: Path, presentation: Presentation) -> None:

@@ -16,7 +16,7 @@ demuxer and hands them, byte for byte, to the same :class:`Segmenter` that
   timelines are compared and a rung that does not line up is refused.
 
 The output folder is built and committed exactly like ``cadenza package``'s
-(:mod:`packager.output`, :mod:`packager.publish`).  This module imports neither
+(:mod:`cadenza.packager.output`, :mod:`cadenza.packager.publish`).  This module imports neither
 numpy nor the encoders, so the command stays small and quick to start.
 """
 
@@ -40,12 +40,12 @@ from av.audio.stream import AudioStream
 from av.container import InputContainer
 from av.packet import Packet
 
-from manifests.model import Codec, Presentation, Rendition, SegmentLayout
-from packager.errors import InputError, Mp4Error, OutputError
-from packager.mp4read import Box, find_boxes, parse_elst
-from packager.output import commit_track, is_complete, new_temp_dir, oserror_reason
-from packager.publish import write_manifests
-from packager.segmenter import DEFAULT_SEGMENT_DURATION, RungPlan, Segmenter
+from cadenza.manifests.model import Codec, Presentation, Rendition, SegmentLayout
+from cadenza.packager.errors import InputError, Mp4Error, OutputError
+from cadenza.packager.mp4read import Box, find_boxes, parse_elst
+from cadenza.packager.output import commit_track, is_complete, new_temp_dir, oserror_reason
+from cadenza.packager.publish import write_manifests
+from cadenza.packager.segmenter import DEFAULT_SEGMENT_DURATION, RungPlan, Segmenter
 
 # FFmpeg codec names (descriptor names, not decoder names) -> cadenza codecs.
 _CODECS: Final = {"aac": Codec.AAC, "opus": Codec.OPUS, "flac": Codec.FLAC}
@@ -630,7 +630,7 @@ def remux_track(
 ) -> RemuxResult:
     """Segment ``inputs`` (one file per rung, in ladder order) into ``out_root/<track_id>/``.
 
-    Raises :class:`~packager.errors.PackagerError` (an :class:`InputError` naming the
+    Raises :class:`~cadenza.packager.errors.PackagerError` (an :class:`InputError` naming the
     file, or an :class:`OutputError`); nothing is left behind on failure.
     """
     started = time.perf_counter()

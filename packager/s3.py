@@ -15,7 +15,7 @@ If any step fails, the manifests this attempt uploaded are deleted again
 overwritten by the next attempt.
 
 Each object gets the ``Content-Type`` and ``Cache-Control`` the origin serves
-it with (:mod:`manifests.media_types`).  Files of ``multipart_threshold_bytes``
+it with (:mod:`cadenza.manifests.media_types`).  Files of ``multipart_threshold_bytes``
 or more go up as explicit multipart uploads (create, parts in parallel,
 complete; aborted on failure) rather than aioboto3's managed transfer, which
 reads ahead without bound.  Throttling, 5xx answers and connection errors are
@@ -39,18 +39,18 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar, Final, TypeVar
 
-from manifests.errors import ManifestError
-from manifests.jsonio import presentation_from_json
-from manifests.media_types import (
+from cadenza.manifests.errors import ManifestError
+from cadenza.manifests.jsonio import presentation_from_json
+from cadenza.manifests.media_types import (
     DEFAULT_MANIFEST_MAX_AGE_S,
     DEFAULT_SEGMENT_MAX_AGE_S,
     cache_control_for,
     content_type_for,
     is_manifest,
 )
-from manifests.model import MASTER_NAME, MPD_NAME, PRESENTATION_NAME
-from packager.errors import InputError, OutputError, StorageError
-from packager.output import oserror_reason
+from cadenza.manifests.model import MASTER_NAME, MPD_NAME, PRESENTATION_NAME
+from cadenza.packager.errors import InputError, OutputError, StorageError
+from cadenza.packager.output import oserror_reason
 
 T = TypeVar("T")
 MIB: Final = 1024 * 1024

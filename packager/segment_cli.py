@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from packager.args import segment_duration
-from packager.catalogue import track_id_problem
-from packager.errors import OutputError, PackagerError
-from packager.output import prepare_output_root
-from packager.remux import RemuxOptions, remux_track
-from packager.segmenter import DEFAULT_SEGMENT_DURATION
+from cadenza.packager.args import segment_duration
+from cadenza.packager.catalogue import track_id_problem
+from cadenza.packager.errors import OutputError, PackagerError
+from cadenza.packager.output import prepare_output_root
+from cadenza.packager.remux import RemuxOptions, remux_track
+from cadenza.packager.segmenter import DEFAULT_SEGMENT_DURATION
 
 USAGE_ERROR: Final = 2
 

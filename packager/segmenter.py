@@ -1,8 +1,8 @@
 """Cut one rendition's coded packets into CMAF segments as they arrive.
 
 A :class:`Segmenter` takes coded audio packets, from an encoder
-(:class:`packager.encode.RungEncoder`) or straight from a demuxer
-(:mod:`packager.remux`), and writes each segment as soon as it holds its
+(:class:`cadenza.packager.encode.RungEncoder`) or straight from a demuxer
+(:mod:`cadenza.packager.remux`), and writes each segment as soon as it holds its
 frames, so memory does not grow with the track.  The init segment is written
 by :meth:`Segmenter.finish`, once the codec configuration (FLAC's STREAMINFO
 carries the total sample count and MD5 only after the encoder flushes), the
@@ -20,7 +20,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from manifests.model import (
+from cadenza.manifests.model import (
     INIT_NAME,
     SINGLE_FILE_NAME,
     ByteRange,
@@ -30,9 +30,9 @@ from manifests.model import (
     SegmentLayout,
     expand_template,
 )
-from manifests.model import MEDIA_TEMPLATE as _MEDIA_TEMPLATE
-from packager import mp4
-from packager.errors import EncodeError
+from cadenza.manifests.model import MEDIA_TEMPLATE as _MEDIA_TEMPLATE
+from cadenza.packager import mp4
+from cadenza.packager.errors import EncodeError
 
 CODECS_STRING: Final = {Codec.AAC: "mp4a.40.2", Codec.OPUS: "opus", Codec.FLAC: "fLaC"}
 DEFAULT_SEGMENT_DURATION: Final = Fraction(4)  # seconds

@@ -20,32 +20,32 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Final
 
-from manifests.model import (
+from cadenza.manifests.model import (
     Codec,
     Presentation,
     Rendition,
     SegmentLayout,
     SourceInfo,
 )
-from packager.decode import Block, Decoder, SourceProbe, coalesce
-from packager.encode import RungEncoder, RungPlan
-from packager.errors import LadderError, OutputError, PackagerError
-from packager.ladder import (
+from cadenza.packager.decode import Block, Decoder, SourceProbe, coalesce
+from cadenza.packager.encode import RungEncoder, RungPlan
+from cadenza.packager.errors import LadderError, OutputError, PackagerError
+from cadenza.packager.ladder import (
     Ladder,
     check_bitrate_fits,
     resolve_channels,
     resolve_sample_rate,
 )
-from packager.loudness import LoudnessMeter, channel_weights
-from packager.output import (
+from cadenza.packager.loudness import LoudnessMeter, channel_weights
+from cadenza.packager.output import (
     commit_track,
     is_complete,
     new_temp_dir,
     oserror_reason,
     track_id_for,
 )
-from packager.publish import write_manifests
-from packager.segmenter import DEFAULT_SEGMENT_DURATION as DEFAULT_SEGMENT_DURATION
+from cadenza.packager.publish import write_manifests
+from cadenza.packager.segmenter import DEFAULT_SEGMENT_DURATION as DEFAULT_SEGMENT_DURATION
 
 QUEUE_BLOCKS: Final = 16  # per consumer: bounds memory while keeping both cores fed
 # Samples per block handed to the consumers: 16384 is 0.37 s at 44.1 kHz; 5.1 float32

@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python samples/traces/make_synthetic.py`` (from the repository root).
 Writes ``samples/traces/synthetic/<scenario>/<scenario>_<i>`` (``i`` = 1..5), each
 600 s of ``time_s throughput_Mbps`` lines, and a ``scenario.toml`` per scenario
-with its mean, RTT, loss and seeds; :func:`origin.abr.traces.load_trace` reads
+with its mean, RTT, loss and seeds; :func:`cadenza.abr.traces.load_trace` reads
 the RTT from that file.  Deterministic: same bytes each run.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from origin.abr.traces import format_trace, synthesize_trace
+from cadenza.abr.traces import format_trace, synthesize_trace
 
 TRACES_PER_SCENARIO: Final = 5
 DURATION_S: Final = 600.0

@@ -1,7 +1,7 @@
 """Write docs/abr-results.md: every policy over every scenario set.
 
 Run with ``make abr-report`` (or ``.venv/bin/python samples/traces/report.py``).
-The numbers come from ``origin.abr.simulate.evaluate`` over the traces in this
+The numbers come from ``cadenza.abr.simulate.evaluate`` over the traces in this
 folder; nothing here is timed, so the results are deterministic.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from origin.abr.ladder import recommend_ladder
-from origin.abr.simulate import evaluate
-from origin.abr.traces import Trace, load_traces, scale_trace
+from cadenza.abr.ladder import recommend_ladder
+from cadenza.abr.simulate import evaluate
+from cadenza.abr.traces import Trace, load_traces, scale_trace
 
 HERE = Path(__file__).resolve().parent
 SETS: list[tuple[str, str, float]] = [

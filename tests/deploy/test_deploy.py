@@ -26,10 +26,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from origin.cli import build_parser
-from origin.metrics import create_metrics
-from origin.settings import Settings, load_settings
-from packager.catalogue import read_catalogue, select_shard
+from cadenza.cli import build_parser
+from cadenza.origin.metrics import create_metrics
+from cadenza.origin.settings import Settings, load_settings
+from cadenza.packager.catalogue import read_catalogue, select_shard
 from tests.nginx_edge import TEMPLATE as CDN_TEST_TEMPLATE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -646,15 +646,19 @@ def test_dockerignore_sends_what_pip_install_reads_and_nothing_else() -> None:
         if line.strip() and not line.startswith("#")
     ]
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    packages = [
-        p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    ]
+    assert pyproject["tool"]["setuptools"]["packages"]["find"]["include"][0] == "cadenza"
+    # cadenza/ and the top-level folders its symlinks name (cadenza/origin -> ../origin ...)
+    packages = ["cadenza"] + sorted(
+        (ROOT / "cadenza" / link.readlink()).resolve().relative_to(ROOT).as_posix()
+        for link in (ROOT / "cadenza").iterdir()
+        if link.is_symlink()
+    )
     needed = ["pyproject.toml", pyproject["project"]["readme"], "origin/static/player.html"]
     for package in packages:
         needed += [
             p.relative_to(ROOT).as_posix()
             for p in (ROOT / package).rglob("*")
-            if p.is_file() and "__pycache__" not in p.parts
+            if p.is_file() and not p.is_symlink() and "__pycache__" not in p.parts
         ]
     for path in needed:
         assert not _dockerignored(patterns, path), f"{path} would not reach the build"

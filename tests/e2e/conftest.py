@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from packager.ladder import PRESETS
-from packager.track import PackageOptions, package_track
+from cadenza.packager.ladder import PRESETS
+from cadenza.packager.track import PackageOptions, package_track
 from samples.make_sample import synthesize, write_audio
 from tests.origin.originproc import cadenza_serve
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from manifests.model import PRESENTATION_NAME
+from cadenza.manifests.model import PRESENTATION_NAME
 from tests.conftest import FAKE_AWS_ENV, MakeInput, Moto, free_port
 from tests.e2e.conftest import Drive
 from tests.nginx_edge import NginxEdge

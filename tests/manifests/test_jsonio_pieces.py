@@ -1,6 +1,6 @@
 """``presentation.json`` in pieces, one rendition at a time (what the packager
 writes, so a 3-hour track's document is never whole in memory), is byte for
-byte what :func:`manifests.jsonio.presentation_to_json` renders."""
+byte what :func:`cadenza.manifests.jsonio.presentation_to_json` renders."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import dataclasses
 
 import pytest
 
-from manifests.jsonio import presentation_json_pieces, presentation_to_json
-from manifests.model import Presentation, SegmentLayout
+from cadenza.manifests.jsonio import presentation_json_pieces, presentation_to_json
+from cadenza.manifests.model import Presentation, SegmentLayout
 from tests.manifests.test_rendering import make_presentation
 
 

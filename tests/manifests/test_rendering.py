@@ -18,12 +18,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from manifests.dash import parse_mpd, render_mpd, xs_duration
-from manifests.errors import InvalidPresentationError, NoMatchingRenditionsError
-from manifests.filters import InvalidFilterError, parse_filter_query
-from manifests.hls import parse_master, parse_media_playlist, render_master, render_media_playlist
-from manifests.jsonio import presentation_from_dict, presentation_from_json, presentation_to_json
-from manifests.model import (
+from cadenza.manifests.dash import parse_mpd, render_mpd, xs_duration
+from cadenza.manifests.errors import InvalidPresentationError, NoMatchingRenditionsError
+from cadenza.manifests.filters import InvalidFilterError, parse_filter_query
+from cadenza.manifests.hls import (
+    parse_master,
+    parse_media_playlist,
+    render_master,
+    render_media_playlist,
+)
+from cadenza.manifests.jsonio import (
+    presentation_from_dict,
+    presentation_from_json,
+    presentation_to_json,
+)
+from cadenza.manifests.model import (
     ByteRange,
     Codec,
     Loudness,

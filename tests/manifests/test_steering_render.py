@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from manifests.dash import NS, parse_mpd, render_mpd
-from manifests.hls import parse_attributes, parse_master, render_master
-from manifests.model import SegmentLayout
-from manifests.steering import InvalidSteeringError, Pathway, SteeringConfig
+from cadenza.manifests.dash import NS, parse_mpd, render_mpd
+from cadenza.manifests.hls import parse_attributes, parse_master, render_master
+from cadenza.manifests.model import SegmentLayout
+from cadenza.manifests.steering import InvalidSteeringError, Pathway, SteeringConfig
 from tests.manifests.test_rendering import GOLDEN, SCHEMA, make_presentation
 
 SERVER = "https://steer.example.com/v1/steering/golden-track?protocol=hls"

@@ -16,10 +16,10 @@ import pytest
 import redis
 from aiohttp.test_utils import TestClient, TestServer
 
-from origin.app import create_app
-from origin.settings import Settings
-from packager.ladder import PRESETS
-from packager.track import PackageOptions, package_track
+from cadenza.origin.app import create_app
+from cadenza.origin.settings import Settings
+from cadenza.packager.ladder import PRESETS
+from cadenza.packager.track import PackageOptions, package_track
 from tests.conftest import MakeInput, Moto, free_port
 
 __all__ = ["Moto", "free_port"]  # imported from here by the origin tests

@@ -18,9 +18,9 @@ from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from origin.app import create_app
-from origin.server import GuardedSite, make_runner, make_site
-from origin.settings import Settings
+from cadenza.origin.app import create_app
+from cadenza.origin.server import GuardedSite, make_runner, make_site
+from cadenza.origin.settings import Settings
 
 T = TypeVar("T")
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from manifests.model import Codec
-from origin.abr.ladder import recommend_ladder, render_ladder_toml, traces_from_estimates
-from origin.abr.traces import format_trace
-from origin.cli import main
-from packager.ladder import load_ladder
+from cadenza.abr.ladder import recommend_ladder, render_ladder_toml, traces_from_estimates
+from cadenza.abr.traces import format_trace
+from cadenza.cli import main
+from cadenza.manifests.model import Codec
+from cadenza.packager.ladder import load_ladder
 from tests.origin.conftest import MakeClient
 
 TRACES = Path(__file__).resolve().parents[2] / "samples" / "traces"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from origin.abr.estimator import DualEwma, Ewma
-from origin.abr.policy import GuidanceSource, Population, SessionView, decide, highest_at_or_below
+from cadenza.abr.estimator import DualEwma, Ewma
+from cadenza.abr.policy import GuidanceSource, Population, SessionView, decide, highest_at_or_below
 
 LADDER = [64_000, 128_000, 256_000, 320_000]
 

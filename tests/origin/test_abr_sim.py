@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from origin.abr.policy import Guidance, GuidanceSource
-from origin.abr.simulate import (
+from cadenza.abr.policy import Guidance, GuidanceSource
+from cadenza.abr.simulate import (
     DEFAULT_AUDIO_LADDER_BPS,
     QOE_TOLERANCE,
     Bba,
@@ -49,7 +49,7 @@ from origin.abr.simulate import (
     simulate,
     switches_per_min,
 )
-from origin.abr.traces import (
+from cadenza.abr.traces import (
     DEFAULT_RTT_S,
     Trace,
     TraceError,

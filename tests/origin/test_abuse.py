@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from origin.errors import SettingsError
-from origin.keys import SESSIONS
-from origin.settings import load_settings
+from cadenza.origin.errors import SettingsError
+from cadenza.origin.keys import SESSIONS
+from cadenza.origin.settings import load_settings
 from tests.origin.conftest import TRACK, MakeClient
 
 SEGMENT = f"/{TRACK}/aac-128k/seg-00001.m4s"

@@ -26,7 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from origin.auth import (
+from cadenza.cli import main as cadenza_main
+from cadenza.origin.auth import (
     check_bearer,
     check_scope,
     covers,
@@ -36,8 +37,7 @@ from origin.auth import (
     split_token_path,
     verify,
 )
-from origin.cli import main as cadenza_main
-from origin.errors import (
+from cadenza.origin.errors import (
     AccessDeniedError,
     AdminTokenInvalidError,
     AdminTokenMissingError,
@@ -47,7 +47,7 @@ from origin.errors import (
     TokenMalformedError,
     WrongPathError,
 )
-from origin.settings import Settings, load_settings
+from cadenza.origin.settings import Settings, load_settings
 from tests.nginx_edge import NginxEdge
 from tests.origin.conftest import TRACK, MakeClient, free_port
 from tests.origin.originproc import cadenza_serve
@@ -264,7 +264,7 @@ def test_settings_read_secrets_from_the_environment_and_toml(tmp_path: Path) -> 
     )
     assert loaded.signing_keys == (KEY, OLD_KEY)
     assert loaded.admin_token == ADMIN
-    config = tmp_path / "origin.toml"
+    config = tmp_path / "cadenza.origin.toml"
     config.write_text(f'[origin]\nsigning_keys = ["{KEY}"]\n', encoding="utf-8")
     assert load_settings({"root": "/srv"}, env={}, config_file=config).signing_keys == (KEY,)
     off = load_settings({"root": "/srv"}, env={})
@@ -310,7 +310,7 @@ def test_bad_secret_settings_are_errors_that_do_not_echo_them(
 
 
 def test_a_misspelt_secret_in_toml_is_not_echoed(tmp_path: Path) -> None:
-    config = tmp_path / "origin.toml"
+    config = tmp_path / "cadenza.origin.toml"
     config.write_text(f'signing_key = "{KEY}"\n', encoding="utf-8")
     with pytest.raises(SettingsError, match="unknown setting") as caught:
         load_settings({"root": "/srv"}, env={}, config_file=config)

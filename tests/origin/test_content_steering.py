@@ -15,19 +15,19 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from manifests.hls import parse_attributes, parse_master
-from origin.auth import signed_url
-from origin.content_steering import (
+from cadenza.manifests.hls import parse_attributes, parse_master
+from cadenza.origin.auth import signed_url
+from cadenza.origin.content_steering import (
     Health,
     PathwayMonitor,
     Target,
     parse_steering_query,
     rank_pathways,
 )
-from origin.errors import SettingsError
-from origin.metrics import Metrics, create_metrics
-from origin.pathways import PathwayCloneSetting, PathwaySetting, clone_base_url
-from origin.settings import load_settings
+from cadenza.origin.errors import SettingsError
+from cadenza.origin.metrics import Metrics, create_metrics
+from cadenza.origin.pathways import PathwayCloneSetting, PathwaySetting, clone_base_url
+from cadenza.origin.settings import load_settings
 from tests.origin.conftest import TRACK, MakeClient, free_port
 
 UP, DOWN = Health(True), Health(False)

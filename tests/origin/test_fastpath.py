@@ -17,9 +17,9 @@ from urllib.parse import quote
 import pytest
 from yarl import URL
 
-from origin.fastpath import FastPathProtocol, HotResponder, _unsent, query_arguments
-from origin.pathways import PathwaySetting
-from origin.settings import Settings
+from cadenza.origin.fastpath import FastPathProtocol, HotResponder, _unsent, query_arguments
+from cadenza.origin.pathways import PathwaySetting
+from cadenza.origin.settings import Settings
 from tests.origin.conftest import TRACK
 from tests.origin.rawhttp import ThreadedOrigin
 
@@ -767,7 +767,7 @@ def test_a_session_answer_that_raises_is_handed_to_aiohttp(
     async def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("a bug in CMSD")
 
-    monkeypatch.setattr("origin.fastpath.cmsd_for", broken)
+    monkeypatch.setattr("cadenza.origin.fastpath.cmsd_for", broken)
     connection = Connection(fast.port)
     try:
         connection.send(_get(f"{SEGMENT}?CMCD=" + _cmcd("fast-bug", br=128, ot="a")))

@@ -46,11 +46,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import origin
-from origin.cmcd import KEYS, from_json_object
-from origin.keys import SESSIONS
-from origin.ranges import parse_range
-from origin.settings import Settings
+import cadenza.origin as origin
+from cadenza.origin.cmcd import KEYS, from_json_object
+from cadenza.origin.keys import SESSIONS
+from cadenza.origin.ranges import parse_range
+from cadenza.origin.settings import Settings
 from tests.origin.conftest import TRACK
 from tests.origin.rawhttp import Answer, ThreadedOrigin, get, parse_answer, request
 

@@ -12,7 +12,7 @@ import m3u8
 import pytest
 from lxml import etree
 
-from manifests.media_types import cache_control_for, content_type_for
+from cadenza.manifests.media_types import cache_control_for, content_type_for
 from tests.origin.conftest import TRACK, MakeClient
 
 pytestmark = pytest.mark.asyncio

@@ -43,8 +43,8 @@ from urllib.parse import quote
 
 import pytest
 
-from packager.ladder import PRESETS
-from packager.track import PackageOptions, package_track
+from cadenza.packager.ladder import PRESETS
+from cadenza.packager.track import PackageOptions, package_track
 from tests.conftest import MakeInput
 from tests.origin.originproc import OriginProcess, cadenza_serve, raise_open_files_limit
 

@@ -28,13 +28,13 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from origin.app import create_app
-from origin.cmcd import from_json_object
-from origin.errors import SettingsError, StoreUnavailableError
-from origin.metrics import create_metrics
-from origin.redis_store import RedisBackend, StoreHealth, decode_session, encode_session
-from origin.sessions import MemoryPopulationStore, SessionState, apply_cmcd, population_of
-from origin.settings import Settings, load_settings
+from cadenza.origin.app import create_app
+from cadenza.origin.cmcd import from_json_object
+from cadenza.origin.errors import SettingsError, StoreUnavailableError
+from cadenza.origin.metrics import create_metrics
+from cadenza.origin.redis_store import RedisBackend, StoreHealth, decode_session, encode_session
+from cadenza.origin.sessions import MemoryPopulationStore, SessionState, apply_cmcd, population_of
+from cadenza.origin.settings import Settings, load_settings
 from tests.origin.conftest import RedisServer, free_port
 
 REDIS_LOGGER = "cadenza.origin.redis"
@@ -405,7 +405,7 @@ def _serve(root: Path, port: int, redis_url: str) -> Iterator[subprocess.Popen[b
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CADENZA_", "PROMETHEUS_"))}
     env["CADENZA_REDIS_URL"] = redis_url
     process = subprocess.Popen(
-        [sys.executable, "-m", "origin", "serve", str(root), "--port", str(port)],
+        [sys.executable, "-m", "cadenza", "serve", str(root), "--port", str(port)],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

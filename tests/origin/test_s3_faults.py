@@ -37,11 +37,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from origin.app import create_app
-from origin.cache import CachedObject, HotCache, build_cached
-from origin.errors import StorageUnavailableError
-from origin.settings import Settings
-from origin.storage import ObjectInfo, StoredObject
+from cadenza.origin.app import create_app
+from cadenza.origin.cache import CachedObject, HotCache, build_cached
+from cadenza.origin.errors import StorageUnavailableError
+from cadenza.origin.settings import Settings
+from cadenza.origin.storage import ObjectInfo, StoredObject
 from tests.origin.conftest import BUCKET, PREFIX, TRACK, Moto
 from tests.origin.faultproxy import FaultProxy, Mode
 from tests.origin.originproc import cadenza_serve

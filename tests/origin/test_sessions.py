@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from origin.cmcd import parse_cmcd
-from origin.sessions import (
+from cadenza.origin.cmcd import parse_cmcd
+from cadenza.origin.sessions import (
     Bucket,
     Delivery,
     MemoryPopulationStore,

@@ -8,19 +8,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from manifests.jsonio import presentation_from_json
-from manifests.model import PRESENTATION_NAME
-from origin.errors import (
+from cadenza.manifests.jsonio import presentation_from_json
+from cadenza.manifests.model import PRESENTATION_NAME
+from cadenza.origin.errors import (
     ForbiddenPathError,
     ObjectNotFoundError,
     RangeNotSatisfiableError,
     SettingsError,
 )
-from origin.paths import safe_key
-from origin.ranges import ByteSpan, parse_range
-from origin.settings import load_settings
-from origin.steering import segment_duration_ms
-from origin.storage import LocalStorage
+from cadenza.origin.paths import safe_key
+from cadenza.origin.ranges import ByteSpan, parse_range
+from cadenza.origin.settings import load_settings
+from cadenza.origin.steering import segment_duration_ms
+from cadenza.origin.storage import LocalStorage
 from tests.origin.conftest import TRACK
 
 
@@ -118,7 +118,7 @@ def test_any_accepted_key_stays_inside_root(text: str) -> None:
 
 
 def test_cli_beats_env_beats_file(tmp_path: Path) -> None:
-    config = tmp_path / "origin.toml"
+    config = tmp_path / "cadenza.origin.toml"
     config.write_text("port = 7000\nmanifest_max_age_s = 9\nworkers = 3\n", encoding="utf-8")
     settings = load_settings(
         {"root": "/srv", "port": 9000},
@@ -129,7 +129,7 @@ def test_cli_beats_env_beats_file(tmp_path: Path) -> None:
 
 
 def test_unknown_toml_setting_is_an_error(tmp_path: Path) -> None:
-    config = tmp_path / "origin.toml"
+    config = tmp_path / "cadenza.origin.toml"
     config.write_text("prot = 1\n", encoding="utf-8")
     with pytest.raises(SettingsError, match="unknown setting"):
         load_settings({"root": "/srv"}, env={}, config_file=config)

@@ -10,9 +10,9 @@ import av
 import numpy as np
 import pytest
 
-from packager.ladder import PRESETS
-from packager.output import TMP_PREFIX
-from packager.track import PackageOptions, TrackResult, package_track
+from cadenza.packager.ladder import PRESETS
+from cadenza.packager.output import TMP_PREFIX
+from cadenza.packager.track import PackageOptions, TrackResult, package_track
 from samples.make_sample import synthesize, write_audio
 from tests.conftest import MakeInput
 
@@ -133,8 +133,8 @@ def test_encoder_failure_leaves_no_partial_track(
     make_input: MakeInput, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failure after some segments were written removes the working folder."""
-    from packager import encode
-    from packager.errors import EncodeError
+    from cadenza.packager import encode
+    from cadenza.packager.errors import EncodeError
 
     def broken_finish(self: encode.RungEncoder) -> object:
         raise EncodeError(self.plan.rendition_id, "simulated failure")

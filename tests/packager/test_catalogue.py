@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from origin.cli import main
-from packager.catalogue import (
+from cadenza.cli import main
+from cadenza.packager.catalogue import (
     TRACK_ID_MAX,
     TrackInput,
     parse_shard,
@@ -18,7 +18,7 @@ from packager.catalogue import (
     shard_of,
     source_input,
 )
-from packager.errors import CatalogueError
+from cadenza.packager.errors import CatalogueError
 from tests.conftest import MakeInput
 
 BASE = Path("/cat")

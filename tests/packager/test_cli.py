@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from origin.cli import main
+from cadenza.cli import main
 from tests.conftest import MakeInput
 
 

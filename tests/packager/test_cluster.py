@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from manifests.media_types import cache_control_for, content_type_for
-from manifests.model import PRESENTATION_NAME
-from origin.cli import main
+from cadenza.cli import main
+from cadenza.manifests.media_types import cache_control_for, content_type_for
+from cadenza.manifests.model import PRESENTATION_NAME
 from tests.conftest import MakeInput, Moto, free_port
 from tests.packager.conftest import (
     list_keys,
@@ -116,7 +116,7 @@ def test_an_unreachable_scheduler_is_reported(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr("packager.cluster.CONNECT_TIMEOUT_S", 2.0)
+    monkeypatch.setattr("cadenza.packager.cluster.CONNECT_TIMEOUT_S", 2.0)
     address = f"tcp://127.0.0.1:{free_port()}"
     argv = ["package", str(make_input()), "--out", str(tmp_path / "out"), "--cluster", address]
     assert main(argv) == 1

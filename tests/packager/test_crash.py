@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from manifests.jsonio import presentation_from_json
-from manifests.model import MASTER_NAME, MPD_NAME, PLAYLIST_NAME, PRESENTATION_NAME
-from packager.batch import run_batch
-from packager.ladder import load_ladder
-from packager.output import TMP_PREFIX, TRASH_PREFIX, is_complete, remove_stale_temp_dirs
-from packager.track import PackageOptions, TrackResult, package_track
+from cadenza.manifests.jsonio import presentation_from_json
+from cadenza.manifests.model import MASTER_NAME, MPD_NAME, PLAYLIST_NAME, PRESENTATION_NAME
+from cadenza.packager.batch import run_batch
+from cadenza.packager.ladder import load_ladder
+from cadenza.packager.output import TMP_PREFIX, TRASH_PREFIX, is_complete, remove_stale_temp_dirs
+from cadenza.packager.track import PackageOptions, TrackResult, package_track
 from tests.conftest import MakeInput
 from tests.packager.verify import decoded_ticks_after_edit_list
 
@@ -46,7 +46,7 @@ codec = "flac"
 
 
 def _cadenza(*args: str | Path) -> list[str]:
-    return [sys.executable, "-m", "origin", *(str(a) for a in args)]
+    return [sys.executable, "-m", "cadenza", *(str(a) for a in args)]
 
 
 def _visible_tracks(out: Path) -> list[Path]:

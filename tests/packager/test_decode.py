@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from packager.decode import Decoder, coalesce
+from cadenza.packager.decode import Decoder, coalesce
 from tests.conftest import MakeInput
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from packager.output import TMP_PREFIX, is_complete
+from cadenza.packager.output import TMP_PREFIX, is_complete
 from tests.conftest import MakeInput
 from tests.packager.test_crash import _assert_whole
 
@@ -40,7 +40,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def _package(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "origin", "package", *(str(a) for a in args)]
+    argv = [sys.executable, "-m", "cadenza", "package", *(str(a) for a in args)]
     return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
 
 

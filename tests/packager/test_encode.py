@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from manifests.model import Codec, SegmentLayout
-from packager.decode import Decoder, coalesce
-from packager.encode import RungEncoder, RungPlan
+from cadenza.manifests.model import Codec, SegmentLayout
+from cadenza.packager.decode import Decoder, coalesce
+from cadenza.packager.encode import RungEncoder, RungPlan
 from tests.conftest import MakeInput
 from tests.packager.verify import decoded_ticks, read_edit_list, rendition_bytes
 

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from manifests.model import Codec
-from packager.batch import run_batch
-from packager.ladder import Ladder, Rung
-from packager.output import TMP_PREFIX, is_complete
-from packager.track import PackageOptions
+from cadenza.manifests.model import Codec
+from cadenza.packager.batch import run_batch
+from cadenza.packager.ladder import Ladder, Rung
+from cadenza.packager.output import TMP_PREFIX, is_complete
+from cadenza.packager.track import PackageOptions
 from tests.conftest import FORMATS, MakeInput
 from tests.packager.test_crash import _assert_whole
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from manifests.model import Codec
-from packager.errors import LadderError
-from packager.ladder import (
+from cadenza.manifests.model import Codec
+from cadenza.packager.errors import LadderError
+from cadenza.packager.ladder import (
     PRESETS,
     AacProfile,
     Ladder,

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from packager.loudness import (
+from cadenza.packager.loudness import (
     ABSOLUTE_GATE_LUFS,
     HOPS_PER_CHUNK,
     TRUE_PEAK_FLOOR_DBTP,

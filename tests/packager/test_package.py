@@ -9,11 +9,11 @@ import m3u8
 import pytest
 from lxml import etree
 
-from manifests.jsonio import presentation_from_json
-from manifests.model import Codec, Presentation, SegmentLayout
-from packager.ladder import PRESETS
-from packager.mp4read import find_boxes, iter_boxes
-from packager.track import PackageOptions, package_track
+from cadenza.manifests.jsonio import presentation_from_json
+from cadenza.manifests.model import Codec, Presentation, SegmentLayout
+from cadenza.packager.ladder import PRESETS
+from cadenza.packager.mp4read import find_boxes, iter_boxes
+from cadenza.packager.track import PackageOptions, package_track
 from tests.conftest import MakeInput
 from tests.packager.verify import decoded_ticks_after_edit_list, read_edit_list
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from manifests.jsonio import presentation_to_json
-from manifests.model import PRESENTATION_NAME, SegmentLayout
-from packager.publish import write_manifests
+from cadenza.manifests.jsonio import presentation_to_json
+from cadenza.manifests.model import PRESENTATION_NAME, SegmentLayout
+from cadenza.packager.publish import write_manifests
 from tests.manifests.test_rendering import make_presentation
 
 

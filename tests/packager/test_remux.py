@@ -15,14 +15,14 @@ import pytest
 from av.audio.stream import AudioStream
 from lxml import etree
 
-from manifests.jsonio import presentation_from_json
-from manifests.model import Codec, Presentation, Rendition, SegmentLayout
-from origin.cli import main
-from packager import mp4
-from packager.errors import InputError
-from packager.mp4read import find_boxes, iter_boxes
-from packager.output import TMP_PREFIX
-from packager.remux import (
+from cadenza.cli import main
+from cadenza.manifests.jsonio import presentation_from_json
+from cadenza.manifests.model import Codec, Presentation, Rendition, SegmentLayout
+from cadenza.packager import mp4
+from cadenza.packager.errors import InputError
+from cadenza.packager.mp4read import find_boxes, iter_boxes
+from cadenza.packager.output import TMP_PREFIX
+from cadenza.packager.remux import (
     RemuxOptions,
     nominal_bitrates,
     opus_packet_ticks,

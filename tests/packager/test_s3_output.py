@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from manifests.media_types import cache_control_for, content_type_for, is_manifest
-from manifests.model import MASTER_NAME, MPD_NAME, PLAYLIST_NAME, PRESENTATION_NAME
-from origin.cli import main
-from packager.errors import StorageError
-from packager.ladder import load_ladder
-from packager.output import TMP_PREFIX
-from packager.s3 import S3Destination, S3Settings, S3Url, upload_plan
-from packager.track import PackageOptions, package_track
+from cadenza.cli import main
+from cadenza.manifests.media_types import cache_control_for, content_type_for, is_manifest
+from cadenza.manifests.model import MASTER_NAME, MPD_NAME, PLAYLIST_NAME, PRESENTATION_NAME
+from cadenza.packager.errors import StorageError
+from cadenza.packager.ladder import load_ladder
+from cadenza.packager.output import TMP_PREFIX
+from cadenza.packager.s3 import S3Destination, S3Settings, S3Url, upload_plan
+from cadenza.packager.track import PackageOptions, package_track
 from tests.conftest import MakeInput, Moto, free_port
 from tests.packager.conftest import Logged, S3Proxy, list_keys, s3_client
 
@@ -294,7 +294,7 @@ def test_cadenza_package_to_s3_downloads_uploads_reports_and_resumes(
     argv = [
         sys.executable,
         "-m",
-        "origin",
+        "cadenza",
         "package",
         "--catalogue",
         str(catalogue),

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import av
 
-from manifests.model import Rendition, SegmentLayout
-from packager.mp4read import find_boxes, parse_elst
+from cadenza.manifests.model import Rendition, SegmentLayout
+from cadenza.packager.mp4read import find_boxes, parse_elst
 
 
 def rendition_bytes(folder: Path, rendition: Rendition) -> bytes:

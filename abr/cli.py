@@ -15,13 +15,13 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
-from manifests.model import Codec
-from origin.abr.estimator import DualEwma
-from origin.abr.ladder import recommend_ladder, render_ladder_toml, traces_from_estimates
-from origin.abr.simulate import DEFAULT_AUDIO_LADDER_BPS, evaluate
-from origin.abr.traces import Trace, TraceError, load_traces, scale_trace
-from origin.cmcd import from_json_object, parse_cmcd
-from origin.sessions import apply_cmcd
+from cadenza.abr.estimator import DualEwma
+from cadenza.abr.ladder import recommend_ladder, render_ladder_toml, traces_from_estimates
+from cadenza.abr.simulate import DEFAULT_AUDIO_LADDER_BPS, evaluate
+from cadenza.abr.traces import Trace, TraceError, load_traces, scale_trace
+from cadenza.manifests.model import Codec
+from cadenza.origin.cmcd import from_json_object, parse_cmcd
+from cadenza.origin.sessions import apply_cmcd
 
 USAGE_ERROR = 2
 
@@ -153,7 +153,7 @@ def add_ladder_arguments(parser: argparse.ArgumentParser) -> None:
 
 def session_estimates_from_beacons(lines: Sequence[str]) -> list[float]:
     """Each session's final throughput estimate (bit/s) from its beacons, in order."""
-    from origin.sessions import SessionState
+    from cadenza.origin.sessions import SessionState
 
     sessions: dict[str, SessionState] = {}
     for number, line in enumerate(lines, start=1):

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from origin.abr.estimator import DEFAULT_ESTIMATE_BPS, DualEwma
+from cadenza.abr.estimator import DEFAULT_ESTIMATE_BPS, DualEwma
 
 
 class GuidanceSource(enum.StrEnum):

@@ -21,9 +21,9 @@ from typing import Any, Final
 
 import numpy as np
 
-from manifests.model import Codec
-from origin.abr.simulate import DashJsDynamic, HlsJs, Policy, qoe_perceptual, simulate
-from origin.abr.traces import Trace, synthesize_trace
+from cadenza.abr.simulate import DashJsDynamic, HlsJs, Policy, qoe_perceptual, simulate
+from cadenza.abr.traces import Trace, synthesize_trace
+from cadenza.manifests.model import Codec
 
 CANDIDATES_KBPS: Final = {
     Codec.AAC: (32, 48, 64, 96, 128, 160, 192, 256, 320),
@@ -141,7 +141,7 @@ def traces_from_estimates(estimates_bps: Sequence[float], *, seed: int = 7) -> l
 
     Beacons give each session's throughput, not its variation over time, so
     each becomes a seeded trace with the synthetic model's fading and dips
-    (see :func:`origin.abr.traces.synthesize_trace`), 80 ms RTT, 0.1 % loss.
+    (see :func:`cadenza.abr.traces.synthesize_trace`), 80 ms RTT, 0.1 % loss.
     """
     positive = sorted(e for e in estimates_bps if e > 0)
     if len(positive) > MAX_TRACES:

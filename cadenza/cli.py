@@ -17,12 +17,18 @@ from types import ModuleType
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "package": ("packager.cli", "package tracks into an AAC/Opus/FLAC ladder with HLS and DASH"),
-    "segment": ("packager.segment_cli", "segment pre-encoded rungs into CMAF, HLS and DASH"),
-    "serve": ("origin.server", "serve packaged tracks over HTTP to CDNs and players"),
-    "abr": ("origin.abr.abr_command", "simulate ABR policies over throughput traces"),
-    "ladder": ("origin.abr.ladder_command", "recommend a bitrate ladder for an audience"),
-    "sign": ("origin.sign_command", "print a signed URL for a track (signing_keys)"),
+    "package": (
+        "cadenza.packager.cli",
+        "package tracks into an AAC/Opus/FLAC ladder with HLS and DASH",
+    ),
+    "segment": (
+        "cadenza.packager.segment_cli",
+        "segment pre-encoded rungs into CMAF, HLS and DASH",
+    ),
+    "serve": ("cadenza.origin.server", "serve packaged tracks over HTTP to CDNs and players"),
+    "abr": ("cadenza.abr.abr_command", "simulate ABR policies over throughput traces"),
+    "ladder": ("cadenza.abr.ladder_command", "recommend a bitrate ladder for an audience"),
+    "sign": ("cadenza.origin.sign_command", "print a signed URL for a track (signing_keys)"),
 }
 
 

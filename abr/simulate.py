@@ -40,8 +40,8 @@ from typing import Any, Final, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from origin.abr.estimator import DEFAULT_ESTIMATE_BPS, DualEwma
-from origin.abr.policy import (
+from cadenza.abr.estimator import DEFAULT_ESTIMATE_BPS, DualEwma
+from cadenza.abr.policy import (
     DEFAULT_POLICY,
     Guidance,
     PolicyConfig,
@@ -50,7 +50,7 @@ from origin.abr.policy import (
     decide,
     highest_at_or_below,
 )
-from origin.abr.traces import Trace
+from cadenza.abr.traces import Trace
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -663,7 +663,7 @@ class DashJsDynamic:
     the throughput estimate is blended 50/50 (``etpWeightRatio`` 0.5) with
     the origin's ``etp``: the player's own throughput as its CMCD ``mtp``
     reports it, moved towards the population prior as far as
-    :func:`origin.abr.policy.blend_etp` allows (the origin's DualEwma of the
+    :func:`cadenza.abr.policy.blend_etp` allows (the origin's DualEwma of the
     session's measurements gives the session's confidence).
     """
 

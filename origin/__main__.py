@@ -1,3 +1,0 @@
-from origin.cli import main
-
-raise SystemExit(main())
