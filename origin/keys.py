@@ -10,10 +10,10 @@ from cachetools import LRUCache
 from cadenza.manifests.model import Presentation
 from cadenza.origin.cache import CachedObject, HotCache
 from cadenza.origin.metrics import Metrics
-from cadenza.origin.redis_store import StoreHealth
 from cadenza.origin.sessions import PopulationStore, RateLimiter, SessionLocks, SessionStore
 from cadenza.origin.settings import Settings
 from cadenza.origin.storage import Storage
+from cadenza.origin.store_fallback import StoreHealth
 
 SETTINGS: Final = web.AppKey("settings", Settings)
 STORAGE: Final = web.AppKey("storage", Storage)

@@ -17,17 +17,13 @@ from aiohttp import web
 
 from cadenza.manifests.hls import parse_attributes, parse_master
 from cadenza.origin.auth import signed_url
-from cadenza.origin.content_steering import (
-    Health,
-    PathwayMonitor,
-    Target,
-    parse_steering_query,
-    rank_pathways,
-)
+from cadenza.origin.content_steering import steering_config
 from cadenza.origin.errors import SettingsError
 from cadenza.origin.metrics import Metrics, create_metrics
+from cadenza.origin.pathway_health import PathwayMonitor, Target
 from cadenza.origin.pathways import PathwayCloneSetting, PathwaySetting, clone_base_url
 from cadenza.origin.settings import load_settings
+from cadenza.origin.steering_policy import Health, parse_steering_query, rank_pathways
 from tests.origin.conftest import TRACK, MakeClient, free_port
 
 UP, DOWN = Health(True), Health(False)
@@ -76,7 +72,7 @@ RANKING = [
     (
         "recovering pathway waits out the hold",
         [_p("a", 2), _p("b")],
-        {"a": Health(True, recovered_at=95.0)},
+        {"a": Health(True, recovered_at_s=95.0)},
         "b",
         {},
         ["b", "a"],
@@ -84,7 +80,7 @@ RANKING = [
     (
         "recovered pathway preferred again after the hold",
         [_p("a", 2), _p("b")],
-        {"a": Health(True, recovered_at=80.0)},
+        {"a": Health(True, recovered_at_s=80.0)},
         "b",
         {},
         ["a", "b"],
@@ -92,7 +88,7 @@ RANKING = [
     (
         "recovering pathway is the player's own: no hold",
         [_p("a", 2), _p("b")],
-        {"a": Health(True, recovered_at=99.0)},
+        {"a": Health(True, recovered_at_s=99.0)},
         "a",
         {},
         ["a", "b"],
@@ -100,7 +96,7 @@ RANKING = [
     (
         "recovering beats down",
         [_p("a"), _p("b", 2)],
-        {"a": Health(True, recovered_at=99.0), "b": DOWN},
+        {"a": Health(True, recovered_at_s=99.0), "b": DOWN},
         None,
         {},
         ["a", "b"],
@@ -265,7 +261,7 @@ def test_monitor_needs_n_failures_in_a_row_and_one_success() -> None:
     assert _gauge(metrics, "b") == 1
     clock.now = 1005.0
     monitor.record("a", True)
-    assert monitor.health()["a"] == Health(True, recovered_at=1005.0)
+    assert monitor.health()["a"] == Health(True, recovered_at_s=1005.0)
     assert _gauge(metrics, "a") == 1
     (row,) = [r for r in monitor.report() if r["id"] == "a"]
     assert row["up"] and row["probes"] == 7 and row["failures_in_a_row"] == 0
@@ -352,6 +348,34 @@ def test_clone_base_url_replaces_the_host_and_keeps_port_and_path() -> None:
     assert clone_base_url("http://a.example.com:8081/cdn", "c.example.com") == (
         "http://c.example.com:8081/cdn"
     )
+
+
+# -- the manifests' steering block ----------------------------------------------------
+
+
+def test_steering_config_carries_the_token_it_is_given_and_parses_none() -> None:
+    settings = load_settings(
+        {"root": "/srv"},
+        env={"CADENZA_PATHWAYS": "cdn-a=https://a.example.com,cdn-b@2=https://b.example.com/x"},
+    )
+    signed = steering_config(
+        settings, None, "my track", "hls", origin_url="http://o:8080", token="1.AA.sig"
+    )
+    assert signed is not None
+    assert signed.server_uri == "http://o:8080/v1/steering/my%20track?protocol=hls"
+    assert [(p.id, p.base_url) for p in signed.pathways] == [
+        ("cdn-a", "https://a.example.com/t/1.AA.sig"),
+        ("cdn-b", "https://b.example.com/x/t/1.AA.sig"),
+    ]
+    assert signed.default == "cdn-b"  # the heavier pathway, for a newcomer
+    plain = steering_config(settings, None, "t", "dash", origin_url="http://o", token=None)
+    assert plain is not None
+    assert [p.base_url for p in plain.pathways] == [
+        "https://a.example.com",
+        "https://b.example.com/x",
+    ]
+    unsteered = load_settings({"root": "/srv"}, env={})
+    assert steering_config(unsteered, None, "t", "hls", origin_url="http://o", token="x") is None
 
 
 # -- through the app ----------------------------------------------------------------

@@ -28,13 +28,16 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from cadenza.abr.cmcd import from_json_object
+from cadenza.abr.session import SessionState, apply_cmcd, population_of
 from cadenza.origin.app import create_app
-from cadenza.origin.cmcd import from_json_object
 from cadenza.origin.errors import SettingsError, StoreUnavailableError
 from cadenza.origin.metrics import create_metrics
-from cadenza.origin.redis_store import RedisBackend, StoreHealth, decode_session, encode_session
-from cadenza.origin.sessions import MemoryPopulationStore, SessionState, apply_cmcd, population_of
+from cadenza.origin.redis_sessions import decode_session, encode_session
+from cadenza.origin.redis_store import RedisBackend
+from cadenza.origin.sessions import MemoryPopulationStore
 from cadenza.origin.settings import Settings, load_settings
+from cadenza.origin.store_fallback import StoreHealth
 from tests.origin.conftest import RedisServer, free_port
 
 REDIS_LOGGER = "cadenza.origin.redis"
@@ -78,6 +81,26 @@ async def other_backend(redis_server: RedisServer) -> AsyncIterator[RedisBackend
     opened = RedisBackend(redis_server.url, timeout_s=TIMEOUT_S)
     yield opened
     await opened.close()
+
+
+# -- the boundary -----------------------------------------------------------------
+
+
+def test_only_the_redis_modules_import_redis() -> None:
+    """The app keys, metrics, the request path and the fallback stores load without
+    redis-py: only the ``redis_*`` modules import it."""
+    code = (
+        "import sys\n"
+        "import cadenza.origin.keys, cadenza.origin.metrics, cadenza.origin.telemetry\n"
+        "import cadenza.origin.store_fallback, cadenza.origin.content_steering\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'redis'))\n"
+        "import cadenza.origin.redis_store\n"
+        "print('redis' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.splitlines() == ["[]", "True"]
 
 
 # -- the stores -------------------------------------------------------------------
