@@ -21,16 +21,17 @@ from typing import Any, Final
 
 import numpy as np
 
-from cadenza.abr.simulate import DashJsDynamic, HlsJs, Policy, qoe_perceptual, simulate
+from cadenza.abr.sim.players import DashJsDynamic, HlsJs
+from cadenza.abr.sim.qoe import qoe_perceptual
+from cadenza.abr.sim.session import Policy, simulate
 from cadenza.abr.traces import Trace, synthesize_trace
+from cadenza.manifests.ladder import DEFAULT_LADDER, MAX_RUNGS
 from cadenza.manifests.model import Codec
 
 CANDIDATES_KBPS: Final = {
     Codec.AAC: (32, 48, 64, 96, 128, 160, 192, 256, 320),
     Codec.OPUS: (24, 32, 48, 64, 96, 128, 160, 192, 256),
 }
-# The packager's default ladder, the baseline a recommendation is compared with.
-DEFAULT_LADDER_KBPS: Final = {Codec.AAC: (64, 128, 256, 320), Codec.OPUS: (64, 128)}
 MAX_TRACES: Final = 24
 CONTENT_DURATION_S: Final = 120.0
 
@@ -107,8 +108,8 @@ def recommend_ladder(
         raise ValueError("FLAC is lossless: it has no bitrate ladder to tune")
     if not traces:
         raise ValueError("no traces to tune the ladder on")
-    if not 1 <= max_rungs <= 8:
-        raise ValueError("max_rungs must be 1..8")
+    if not 1 <= max_rungs <= MAX_RUNGS:
+        raise ValueError(f"max_rungs must be 1..{MAX_RUNGS}")
     candidates = tuple(sorted(set(candidates_kbps or CANDIDATES_KBPS[codec])))
     sample = _subsample(traces, MAX_TRACES)
     policies: list[Policy[Any]] = [HlsJs(), DashJsDynamic()]
@@ -122,7 +123,8 @@ def recommend_ladder(
             if best is None or key > (best[0], -len(best[2]), tuple(-k for k in best[2])):
                 best = (round(score, 6), size, ladder)
     assert best is not None
-    baseline = DEFAULT_LADDER_KBPS[codec]
+    # The packager's default ladder, the baseline a recommendation is compared with.
+    baseline = tuple(bps // 1000 for bps in DEFAULT_LADDER.bitrates_bps(codec))
     return Recommendation(
         codec=codec,
         bitrates_kbps=best[2],

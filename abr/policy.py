@@ -1,4 +1,4 @@
-"""The steering policy: what the origin tells one session.
+"""The guidance policy: what the origin tells one session.
 
 ``decide`` is a pure function.  It is given the ladder, what is known of the
 session, what is known of sessions like it (the population prior) and the

@@ -1,4 +1,4 @@
-"""Network throughput traces for the ABR simulator: loading, scaling, synthesis.
+"""Network throughput traces for the ABR simulator: parsing, scaling, synthesis.
 
 A trace is a piecewise-constant throughput: sample ``i`` holds from ``times_s[i]``
 until ``times_s[i + 1]``; the last sample holds for as long as the step before it
@@ -7,28 +7,25 @@ sample starts at zero.  A simulator that runs past the end loops the trace.
 
 The text format is the one the Pensieve / "real-world bandwidth traces"
 collections use: one ``time_s throughput_Mbps`` pair per line, whitespace
-separated.  The round-trip time of a trace is not in that format; a file
-``scenario.toml`` beside the traces may give it (``rtt_ms = 50``), otherwise
-:data:`DEFAULT_RTT_S` applies.
+separated (:func:`parse_trace`).  The round-trip time of a trace is not in that
+format; a scenario's TOML may give it (``rtt_ms = 50``,
+:func:`parse_scenario_rtt_s`), otherwise :data:`DEFAULT_RTT_S` applies.  Which
+files hold traces, and reading them, is the command line's business.
 """
 
 from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Final
 
 import numpy as np
 
+from cadenza.abr.errors import TraceError
+
 # Real traces carry no RTT; this is a typical mobile/broadband one.
 DEFAULT_RTT_S: Final = 0.08
-SCENARIO_FILE: Final = "scenario.toml"
-# Files that live beside traces but are not traces.
-_NOT_TRACE_PREFIXES: Final = (".", "LICENSE", "README")
-_NOT_TRACE_SUFFIXES: Final = (".toml", ".py", ".md", ".json", ".txt")
 
 # Synthetic model constants (see synthesize_trace).
 _SYNTH_STEP_S: Final = 1.0
@@ -40,16 +37,6 @@ _DIP_FACTOR_RANGE: Final = (0.1, 0.35)
 _MSS_BYTES: Final = 1460
 _MATHIS_C: Final = math.sqrt(1.5)
 _FLOOR_FRACTION: Final = 0.02
-
-
-class TraceError(ValueError):
-    """A trace file that cannot be used; ``line_no`` is 1-based, 0 for the whole file."""
-
-    def __init__(self, path: Path | str, line_no: int, reason: str) -> None:
-        self.path = Path(path)
-        self.line_no = line_no
-        self.reason = reason
-        super().__init__(f"{self.path}:{line_no}: {reason}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,19 +83,16 @@ class Trace:
         return float(np.dot(lengths, np.asarray(self.throughput_bps)) / limit)
 
 
-def load_trace(path: Path | str, rtt_s: float | None = None) -> Trace:
-    """Parse one ``time_s throughput_Mbps`` file.
+def parse_trace(
+    text: str, name: str, *, rtt_s: float = DEFAULT_RTT_S, source: str | None = None
+) -> Trace:
+    """Parse the text of one ``time_s throughput_Mbps`` trace called ``name``.
 
-    ``rtt_s`` None takes the RTT from a ``scenario.toml`` beside the file, or
-    :data:`DEFAULT_RTT_S`.  Raises :class:`TraceError` on a malformed line, a
-    time that does not increase, a negative or non-finite value, or a file
-    without samples (or with no throughput at all).
+    Raises :class:`TraceError` naming ``source`` (``name`` if None) and the line
+    on a malformed line, a time that does not increase, a negative or non-finite
+    value, or a text without samples (or with no throughput at all).
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise TraceError(path, 0, f"not UTF-8 text: {error}") from None
+    where = name if source is None else source
     times: list[float] = []
     rates: list[float] = []
     for line_no, line in enumerate(text.splitlines(), start=1):
@@ -116,68 +100,42 @@ def load_trace(path: Path | str, rtt_s: float | None = None) -> Trace:
         if not fields:
             continue
         if len(fields) != 2:
-            raise TraceError(path, line_no, f"expected 'time_s throughput_Mbps', got {line!r}")
+            raise TraceError(where, line_no, f"expected 'time_s throughput_Mbps', got {line!r}")
         try:
             time_s, mbps = float(fields[0]), float(fields[1])
         except ValueError:
-            raise TraceError(path, line_no, f"not a number in {line!r}") from None
+            raise TraceError(where, line_no, f"not a number in {line!r}") from None
         if not (math.isfinite(time_s) and math.isfinite(mbps)):
-            raise TraceError(path, line_no, "values must be finite")
+            raise TraceError(where, line_no, "values must be finite")
         if mbps < 0:
-            raise TraceError(path, line_no, f"negative throughput {mbps}")
+            raise TraceError(where, line_no, f"negative throughput {mbps}")
         if times and time_s <= times[-1]:
-            raise TraceError(path, line_no, f"time {time_s} does not increase on {times[-1]}")
+            raise TraceError(where, line_no, f"time {time_s} does not increase on {times[-1]}")
         times.append(time_s)
         rates.append(mbps * 1e6)
     if not times:
-        raise TraceError(path, 0, "no samples")
+        raise TraceError(where, 0, "no samples")
     if not any(rate > 0 for rate in rates):
-        raise TraceError(path, 0, "throughput is zero throughout")
+        raise TraceError(where, 0, "throughput is zero throughout")
     start = times[0]
     return Trace(
-        name=path.name,
+        name=name,
         times_s=tuple(t - start for t in times),
         throughput_bps=tuple(rates),
-        rtt_s=scenario_rtt_s(path.parent) if rtt_s is None else rtt_s,
+        rtt_s=rtt_s,
     )
 
 
-def scenario_rtt_s(directory: Path) -> float:
-    """The ``rtt_ms`` of ``directory/scenario.toml`` in seconds, else the default."""
-    scenario = directory / SCENARIO_FILE
-    if not scenario.is_file():
-        return DEFAULT_RTT_S
+def parse_scenario_rtt_s(text: str, source: str) -> float:
+    """The ``rtt_ms`` a scenario's TOML text must give, in seconds."""
     try:
-        with scenario.open("rb") as handle:
-            data = tomllib.load(handle)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise TraceError(scenario, 0, f"not TOML: {error}") from None
+        raise TraceError(source, 0, f"not TOML: {error}") from None
     rtt_ms = data.get("rtt_ms")
     if not isinstance(rtt_ms, int | float) or isinstance(rtt_ms, bool) or rtt_ms < 0:
-        raise TraceError(scenario, 0, "rtt_ms must be a non-negative number")
+        raise TraceError(source, 0, "rtt_ms must be a non-negative number")
     return float(rtt_ms) / 1000.0
-
-
-def is_trace_file(path: Path) -> bool:
-    """Whether a file in a trace folder is a trace (not a dotfile, licence, readme, config)."""
-    name = path.name
-    return (
-        path.is_file()
-        and not name.startswith(_NOT_TRACE_PREFIXES)
-        and not name.endswith(_NOT_TRACE_SUFFIXES)
-    )
-
-
-def load_traces(directory: Path | str) -> list[Trace]:
-    """Every trace under ``directory`` (recursively), sorted by name then path."""
-    root = Path(directory)
-    if not root.is_dir():
-        raise FileNotFoundError(f"no trace folder {root}")
-    paths = sorted(
-        (path for path in root.rglob("*") if is_trace_file(path)),
-        key=lambda path: (path.name, str(path)),
-    )
-    return [load_trace(path) for path in paths]
 
 
 def scale_trace(trace: Trace, factor: float) -> Trace:
@@ -257,13 +215,8 @@ def synthesize_trace(
 
 
 def format_trace(trace: Trace) -> str:
-    """The text format :func:`load_trace` reads (throughput in Mb/s)."""
+    """The text :func:`parse_trace` reads (throughput in Mb/s)."""
     return "".join(
         f"{time_s:g}\t{rate / 1e6:.6f}\n"
         for time_s, rate in zip(trace.times_s, trace.throughput_bps, strict=True)
     )
-
-
-def time_weighted_means_bps(traces: Sequence[Trace], window_s: float) -> list[float]:
-    """Each trace's mean throughput over its first ``window_s``."""
-    return [trace.mean_bps(window_s) for trace in traces]

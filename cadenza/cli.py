@@ -26,8 +26,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "segment pre-encoded rungs into CMAF, HLS and DASH",
     ),
     "serve": ("cadenza.origin.server", "serve packaged tracks over HTTP to CDNs and players"),
-    "abr": ("cadenza.abr.abr_command", "simulate ABR policies over throughput traces"),
-    "ladder": ("cadenza.abr.ladder_command", "recommend a bitrate ladder for an audience"),
+    "abr": ("cadenza.abr_command", "simulate ABR policies over throughput traces"),
+    "ladder": ("cadenza.ladder_command", "recommend a bitrate ladder for an audience"),
     "sign": ("cadenza.origin.sign_command", "print a signed URL for a track (signing_keys)"),
 }
 

@@ -1,235 +1,24 @@
-"""Per-session playback state built from CMCD, and where it is kept.
+"""Where per-session playback state is kept, and the edge's rate limits.
 
-:func:`apply_cmcd` is pure: it takes a session's state (or None), one parsed
-CMCD payload and the time, and returns the new state and what changed (for
-metrics).  The stores only keep states: :class:`MemorySessionStore` in a
-bounded TTL cache (cachetools) in this process; :mod:`cadenza.origin.redis_store`
-implements the same protocols in Redis for replicas that share sessions.
+The state and its folding (:func:`cadenza.abr.session.apply_cmcd`) are pure
+and live in :mod:`cadenza.abr.session`.  The stores only keep states:
+:class:`MemorySessionStore` in a bounded TTL cache (cachetools) in this
+process; :mod:`cadenza.origin.redis_store` implements the same protocols in
+Redis for replicas that share sessions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import ipaddress
-import math
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Final, Protocol
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
 
 from cachetools import TTLCache
 
-from cadenza.abr.estimator import DualEwma
-from cadenza.abr.policy import Population, SessionView
-from cadenza.origin.cmcd import Cmcd
-
-# Weight of one ``mtp`` sample when the beacon gives no object duration.
-DEFAULT_SAMPLE_WEIGHT_S: Final = 1.0
-# CMCD object types that carry media (audio, video, muxed, or unspecified).
-MEDIA_OBJECT_TYPES: Final = frozenset({"a", "v", "av", ""})
-SID_MAX_CHARS: Final = 128
-
-
-@dataclass(frozen=True, slots=True)
-class SessionState:
-    sid: str
-    first_seen_s: float
-    last_seen_s: float
-    requests: int = 0
-    beacons: int = 0
-    cid: str | None = None
-    track: str | None = None
-    network_key: str | None = None
-    estimator: DualEwma = field(default_factory=DualEwma.create)
-    throughput_samples: int = 0
-    last_mtp_kbps: int | None = None
-    last_bl_ms: int | None = None
-    last_br_kbps: int | None = None
-    bitrate_time_kbps_s: float = 0.0  # integral of br over reported object durations
-    bitrate_time_s: float = 0.0
-    switches: int = 0
-    stalls: int = 0
-    started: bool = False
-    malformed: int = 0
-
-    @property
-    def estimate_kbps(self) -> float | None:
-        if not self.estimator.can_estimate:
-            return None
-        return self.estimator.estimate_bps() / 1000.0
-
-    @property
-    def mean_bitrate_kbps(self) -> float | None:
-        if self.bitrate_time_s <= 0:
-            return float(self.last_br_kbps) if self.last_br_kbps is not None else None
-        return self.bitrate_time_kbps_s / self.bitrate_time_s
-
-    def view(self) -> SessionView:
-        return SessionView(
-            self.estimator,
-            self.last_seen_s,
-            self.stalls,
-            self.last_bl_ms,
-            self.last_mtp_kbps * 1000.0 if self.last_mtp_kbps else None,
-        )
-
-    def qoe(self) -> float:
-        """A per-session score in [0, 1]: quality held, minus stalls and switches.
-
-        Mean bitrate against a 256 kb/s reference (audio quality saturates
-        near it), then a multiplicative penalty per stall and per switch, so
-        dashboards compare sessions on one number.
-        """
-        mean = self.mean_bitrate_kbps
-        if mean is None:
-            return 0.0
-        quality = 1.0 - math.exp(-mean / 64.0)
-        return quality * (0.8**self.stalls) * (0.97 ** min(self.switches, 100))
-
-    def to_dict(self) -> dict[str, object]:
-        estimate = self.estimate_kbps
-        return {
-            "sid": self.sid,
-            "cid": self.cid,
-            "track": self.track,
-            "first_seen_s": round(self.first_seen_s, 3),
-            "last_seen_s": round(self.last_seen_s, 3),
-            "requests": self.requests,
-            "beacons": self.beacons,
-            "throughput_estimate_kbps": round(estimate, 1) if estimate is not None else None,
-            "throughput_samples": self.throughput_samples,
-            "last_mtp_kbps": self.last_mtp_kbps,
-            "last_bl_ms": self.last_bl_ms,
-            "last_br_kbps": self.last_br_kbps,
-            "mean_bitrate_kbps": (
-                round(self.mean_bitrate_kbps, 1) if self.mean_bitrate_kbps is not None else None
-            ),
-            "switches": self.switches,
-            "stalls": self.stalls,
-            "started": self.started,
-            "qoe": round(self.qoe(), 4),
-            "network_key": self.network_key,
-            "malformed_values": self.malformed,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Changes:
-    """What one payload changed, for the metrics at the edge."""
-
-    new_session: bool = False
-    switched: bool = False
-    stalled: bool = False
-    throughput_kbps: float | None = None
-    bitrate_kbps: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """An object's size and how long it took to arrive, when somebody measured it."""
-
-    size_bytes: int
-    duration_s: float
-
-
-def apply_cmcd(
-    state: SessionState | None,
-    cmcd: Cmcd,
-    now_s: float,
-    *,
-    sid: str,
-    is_request: bool,
-    track: str | None = None,
-    network_key: str | None = None,
-    delivery: Delivery | None = None,
-) -> tuple[SessionState, Changes]:
-    """Fold one CMCD payload into a session (CTA-5004 keys ``mtp``, ``bl``,
-    ``br``, ``bs``, ``su``, ``cid``, ``d``, ``ot``; v2 ``sta`` play states)."""
-    new_session = state is None
-    if state is None:
-        state = SessionState(sid=sid, first_seen_s=now_s, last_seen_s=now_s)
-    estimator = state.estimator
-    throughput_kbps: float | None = None
-    samples = state.throughput_samples
-    duration_ms = cmcd.integer("d")
-    weight_s = duration_ms / 1000.0 if duration_ms else DEFAULT_SAMPLE_WEIGHT_S
-    mtp = cmcd.integer("mtp")
-    if mtp is not None and mtp > 0:
-        estimator = estimator.sample_rate(mtp * 1000.0, weight_s)
-        throughput_kbps = float(mtp)
-        samples += 1
-    if delivery is not None and delivery.size_bytes > 0 and delivery.duration_s > 0:
-        estimator = estimator.sample_download(delivery.duration_s, delivery.size_bytes)
-        throughput_kbps = 8.0 * delivery.size_bytes / max(delivery.duration_s, 0.05) / 1000.0
-        samples += 1
-    object_type = str(cmcd.values.get("ot", ""))
-    br = cmcd.integer("br")
-    switched = False
-    bitrate_time_kbps_s = state.bitrate_time_kbps_s
-    bitrate_time_s = state.bitrate_time_s
-    last_br = state.last_br_kbps
-    if br is not None and br > 0 and object_type in MEDIA_OBJECT_TYPES:
-        switched = last_br is not None and br != last_br
-        last_br = br
-        if duration_ms:
-            bitrate_time_kbps_s += br * duration_ms / 1000.0
-            bitrate_time_s += duration_ms / 1000.0
-    stalled = cmcd.flag("bs") or str(cmcd.values.get("sta", "")) == "r"
-    bl = cmcd.integer("bl")
-    updated = replace(
-        state,
-        last_seen_s=max(state.last_seen_s, now_s),
-        requests=state.requests + (1 if is_request else 0),
-        beacons=state.beacons + (0 if is_request else 1),
-        cid=cmcd.string("cid") or state.cid,
-        track=track or state.track,
-        network_key=network_key or state.network_key,
-        estimator=estimator,
-        throughput_samples=samples,
-        last_mtp_kbps=mtp if mtp is not None else state.last_mtp_kbps,
-        last_bl_ms=bl if bl is not None else state.last_bl_ms,
-        last_br_kbps=last_br,
-        bitrate_time_kbps_s=bitrate_time_kbps_s,
-        bitrate_time_s=bitrate_time_s,
-        switches=state.switches + (1 if switched else 0),
-        stalls=state.stalls + (1 if stalled else 0),
-        started=state.started or not cmcd.flag("su"),
-        malformed=state.malformed + len(cmcd.malformed),
-    )
-    changes = Changes(
-        new_session=new_session,
-        switched=switched,
-        stalled=stalled,
-        throughput_kbps=throughput_kbps,
-        bitrate_kbps=br if br is not None and object_type in MEDIA_OBJECT_TYPES else None,
-    )
-    return updated, changes
-
-
-def valid_sid(sid: str) -> bool:
-    return 0 < len(sid) <= SID_MAX_CHARS and sid.isprintable()
-
-
-def network_key_for(remote: str | None, headers: Mapping[str, str]) -> str | None:
-    """A coarse population key: the ``ECT`` client hint, else the /24 or /48 prefix."""
-    ect = headers.get("ECT", "").strip().lower()
-    if ect in ("slow-2g", "2g", "3g", "4g"):
-        return f"ect:{ect}"
-    if not remote:
-        return None
-    return _prefix_key(remote)
-
-
-@functools.lru_cache(maxsize=65_536)
-def _prefix_key(remote: str) -> str | None:
-    try:
-        address = ipaddress.ip_address(remote)
-    except ValueError:
-        return None
-    prefix = 24 if address.version == 4 else 48
-    network = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
-    return f"net:{network}"
+from cadenza.abr.policy import Population
+from cadenza.abr.session import SessionState, population_of
 
 
 class SessionStore(Protocol):
@@ -399,17 +188,3 @@ class MemoryPopulationStore:
     async def samples(self) -> list[float]:
         self._groups.expire()
         return [value for group in self._groups.values() for value in group.values()]
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default method)."""
-    position = (len(ordered) - 1) * q / 100.0
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def population_of(key: str, estimates_bps: list[float]) -> Population:
-    ordered = sorted(estimates_bps)
-    p10, p25, p50, p90 = (percentile(ordered, q) for q in (10, 25, 50, 90))
-    return Population(key, len(ordered), p10, p25, p50, p90)

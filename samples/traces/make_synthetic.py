@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python samples/traces/make_synthetic.py`` (from the repository root).
 Writes ``samples/traces/synthetic/<scenario>/<scenario>_<i>`` (``i`` = 1..5), each
 600 s of ``time_s throughput_Mbps`` lines, and a ``scenario.toml`` per scenario
-with its mean, RTT, loss and seeds; :func:`cadenza.abr.traces.load_trace` reads
+with its mean, RTT, loss and seeds; :func:`cadenza.abr_io.read_trace` reads
 the RTT from that file.  Deterministic: same bytes each run.
 """
 
@@ -41,7 +41,7 @@ SCENARIOS: Final = (
 def scenario_toml(scenario: Scenario, seeds: list[int]) -> str:
     """The ``scenario.toml`` that sits beside a scenario's traces."""
     return (
-        "# Written by samples/traces/make_synthetic.py; read by origin.abr.traces.\n"
+        "# Written by samples/traces/make_synthetic.py; read by cadenza.abr_io.\n"
         f'name = "{scenario.name}"\n'
         f"mean_kbps = {scenario.mean_kbps:g}\n"
         f"rtt_ms = {scenario.rtt_ms:g}\n"

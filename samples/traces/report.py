@@ -1,7 +1,7 @@
 """Write docs/abr-results.md: every policy over every scenario set.
 
 Run with ``make abr-report`` (or ``.venv/bin/python samples/traces/report.py``).
-The numbers come from ``cadenza.abr.simulate.evaluate`` over the traces in this
+The numbers come from ``cadenza.abr.sim.evaluation.evaluate`` over the traces in this
 folder; nothing here is timed, so the results are deterministic.
 """
 
@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 from cadenza.abr.ladder import recommend_ladder
-from cadenza.abr.simulate import evaluate
-from cadenza.abr.traces import Trace, load_traces, scale_trace
+from cadenza.abr.sim.evaluation import evaluate
+from cadenza.abr.traces import Trace, scale_trace
+from cadenza.abr_io import read_trace_folder
 
 HERE = Path(__file__).resolve().parent
 SETS: list[tuple[str, str, float]] = [
@@ -29,7 +30,7 @@ CONTENT_S = 180.0
 
 
 def _traces(folder: str, scale: float) -> list[Trace]:
-    traces = load_traces(HERE / folder)
+    traces = read_trace_folder(HERE / folder)
     return [scale_trace(t, scale) for t in traces] if scale != 1.0 else traces
 
 

@@ -7,20 +7,32 @@ from pathlib import Path
 
 import pytest
 
+from cadenza.manifests.ladder import (
+    DEFAULT_LADDER,
+    MAX_RUNGS,
+    PRESETS,
+    AacProfile,
+    InvalidLadderError,
+    Ladder,
+    LadderFormat,
+    LadderSyntaxError,
+    Rung,
+    parse_ladder,
+    validate_ladder,
+)
 from cadenza.manifests.model import Codec
 from cadenza.packager.errors import LadderError
 from cadenza.packager.ladder import (
-    PRESETS,
-    AacProfile,
-    Ladder,
-    Rung,
     check_bitrate_fits,
     load_ladder,
-    parse_ladder,
     resolve_channels,
     resolve_sample_rate,
-    validate_ladder,
 )
+
+
+def parse_document(data: object) -> Ladder:
+    """The strict parser, given a document as JSON text."""
+    return parse_ladder(json.dumps(data), fmt=LadderFormat.JSON)
 
 
 def test_music_preset_is_the_documented_default_ladder() -> None:
@@ -68,36 +80,36 @@ def test_malformed_toml_is_reported(tmp_path: Path) -> None:
 
 
 def test_unknown_codec_is_named() -> None:
-    with pytest.raises(LadderError, match="unknown codec 'mp3'"):
-        parse_ladder({"rung": [{"codec": "mp3", "bitrate_kbps": 128}]})
+    with pytest.raises(InvalidLadderError, match="unknown codec 'mp3'"):
+        parse_document({"rung": [{"codec": "mp3", "bitrate_kbps": 128}]})
 
 
 def test_unknown_rung_key_is_named() -> None:
-    with pytest.raises(LadderError, match=r"unknown key.*bitrate"):
-        parse_ladder({"rung": [{"codec": "aac", "bitrate": 128}]})
+    with pytest.raises(InvalidLadderError, match=r"unknown key.*bitrate"):
+        parse_document({"rung": [{"codec": "aac", "bitrate": 128}]})
 
 
 @pytest.mark.parametrize(("codec", "kbps"), [("aac", 8), ("aac", 1000), ("opus", 2), ("opus", 600)])
 def test_bitrate_outside_codec_range_is_refused(codec: str, kbps: int) -> None:
-    with pytest.raises(LadderError, match="outside"):
-        parse_ladder({"rung": [{"codec": codec, "bitrate_kbps": kbps}]})
+    with pytest.raises(InvalidLadderError, match="outside"):
+        parse_document({"rung": [{"codec": codec, "bitrate_kbps": kbps}]})
 
 
 def test_lossy_rung_needs_a_bitrate() -> None:
-    with pytest.raises(LadderError, match="needs bitrate_kbps"):
-        parse_ladder({"rung": [{"codec": "opus"}]})
+    with pytest.raises(InvalidLadderError, match="needs bitrate_kbps"):
+        parse_document({"rung": [{"codec": "opus"}]})
 
 
 def test_flac_with_a_bitrate_is_refused() -> None:
-    with pytest.raises(LadderError, match="lossless"):
-        parse_ladder({"rung": [{"codec": "flac", "bitrate_kbps": 900}]})
+    with pytest.raises(InvalidLadderError, match="lossless"):
+        parse_document({"rung": [{"codec": "flac", "bitrate_kbps": 900}]})
 
 
 @pytest.mark.parametrize("profile", ["he", "he-v2"])
 def test_he_aac_is_refused_rather_than_mislabelled(profile: str) -> None:
     """FFmpeg's aac encoder ignores HE profiles and writes LC: never mislabel."""
-    with pytest.raises(LadderError, match=r"HE-AAC.*not available"):
-        parse_ladder({"rung": [{"codec": "aac", "bitrate_kbps": 48, "profile": profile}]})
+    with pytest.raises(InvalidLadderError, match=r"HE-AAC.*not available"):
+        parse_document({"rung": [{"codec": "aac", "bitrate_kbps": 48, "profile": profile}]})
 
 
 def test_he_profile_enum_exists_so_the_refusal_is_explicit() -> None:
@@ -105,13 +117,13 @@ def test_he_profile_enum_exists_so_the_refusal_is_explicit() -> None:
 
 
 def test_duplicate_rungs_are_refused() -> None:
-    with pytest.raises(LadderError, match="duplicates rung 1"):
-        parse_ladder({"rung": [{"codec": "aac", "bitrate_kbps": 128}] * 2})
+    with pytest.raises(InvalidLadderError, match="duplicates rung 1"):
+        parse_document({"rung": [{"codec": "aac", "bitrate_kbps": 128}] * 2})
 
 
 def test_one_sample_rate_per_codec() -> None:
-    with pytest.raises(LadderError, match="share a sample rate"):
-        parse_ladder(
+    with pytest.raises(InvalidLadderError, match="share a sample rate"):
+        parse_document(
             {
                 "rung": [
                     {"codec": "aac", "bitrate_kbps": 64, "sample_rate_hz": 44100},
@@ -122,13 +134,13 @@ def test_one_sample_rate_per_codec() -> None:
 
 
 def test_opus_must_run_at_48k() -> None:
-    with pytest.raises(LadderError, match="48000"):
-        parse_ladder({"rung": [{"codec": "opus", "bitrate_kbps": 64, "sample_rate_hz": 44100}]})
+    with pytest.raises(InvalidLadderError, match="48000"):
+        parse_document({"rung": [{"codec": "opus", "bitrate_kbps": 64, "sample_rate_hz": 44100}]})
 
 
 def test_unsupported_channel_count_is_refused() -> None:
-    with pytest.raises(LadderError, match="channels must be 1, 2 or 6"):
-        parse_ladder({"rung": [{"codec": "aac", "bitrate_kbps": 64, "channels": 4}]})
+    with pytest.raises(InvalidLadderError, match="channels must be 1, 2 or 6"):
+        parse_document({"rung": [{"codec": "aac", "bitrate_kbps": 64, "channels": 4}]})
 
 
 @pytest.mark.parametrize(
@@ -152,3 +164,45 @@ def test_aac_bitrate_above_the_frame_ceiling_is_refused() -> None:
     """ISO/IEC 14496-3: at most 6144 bits per channel per 1024-sample frame."""
     with pytest.raises(LadderError, match="ceiling"):
         check_bitrate_fits(Rung(Codec.AAC, 320_000), 22050, 1)
+
+
+def test_the_default_ladder_is_the_music_preset() -> None:
+    """One default: what ``cadenza package`` encodes and the ABR tools play."""
+    assert DEFAULT_LADDER is PRESETS["music"]
+    assert DEFAULT_LADDER.bitrates_bps(Codec.AAC) == (64_000, 128_000, 256_000, 320_000)
+    assert DEFAULT_LADDER.bitrates_bps(Codec.OPUS) == (64_000, 128_000)
+    assert DEFAULT_LADDER.bitrates_bps(Codec.FLAC) == ()
+
+
+def test_toml_and_json_texts_spell_the_same_ladder() -> None:
+    toml = 'name = "x"\n[[rung]]\ncodec = "aac"\nbitrate_kbps = 96\n'
+    json_text = '{"name": "x", "rung": [{"codec": "aac", "bitrate_kbps": 96}]}'
+    expected = Ladder("x", (Rung(Codec.AAC, 96_000),))
+    assert parse_ladder(toml, fmt=LadderFormat.TOML) == expected
+    assert parse_ladder(json_text, fmt=LadderFormat.JSON) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt"), [("[[rung]\ncodec=", LadderFormat.TOML), ("{rung: []", LadderFormat.JSON)]
+)
+def test_text_that_does_not_parse_is_a_syntax_error(text: str, fmt: LadderFormat) -> None:
+    with pytest.raises(LadderSyntaxError, match=f"not valid {fmt.value.upper()}") as caught:
+        parse_ladder(text, fmt=fmt)
+    assert caught.value.fmt is fmt
+
+
+def test_more_than_max_rungs_of_one_codec_is_refused() -> None:
+    rungs = [{"codec": "aac", "bitrate_kbps": 32 + 16 * i} for i in range(MAX_RUNGS + 1)]
+    with pytest.raises(InvalidLadderError, match=f"at most {MAX_RUNGS} per codec") as caught:
+        parse_document({"rung": rungs})
+    assert caught.value.where == "aac"
+    parse_document({"rung": rungs[:MAX_RUNGS]})
+
+
+def test_a_validation_error_in_a_file_keeps_the_packager_message(tmp_path: Path) -> None:
+    """``load_ladder`` reports the model's error as a LadderError naming the rung."""
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"rung": [{"codec": "mp3", "bitrate_kbps": 128}]}), encoding="utf-8")
+    with pytest.raises(LadderError, match=r"^ladder rung 1: unknown codec 'mp3'") as caught:
+        load_ladder(str(path))
+    assert caught.value.where == "rung 1"

@@ -7,7 +7,7 @@ from urllib.parse import unquote
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cadenza.origin.cmcd import (
+from cadenza.abr.cmcd import (
     MAX_TEXT_CHARS,
     Token,
     from_json_object,

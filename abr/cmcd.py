@@ -4,101 +4,54 @@ CMCD is a Structured Field Dictionary (RFC 8941) sent three ways: the ``CMCD``
 query argument, the four ``CMCD-Request``/``-Object``/``-Status``/``-Session``
 headers, and (v2 event and response reporting) a POST body of one
 dictionary per line.  Parsing never raises on a player's data: a member that
-does not parse, or whose value has the wrong type for a key the spec defines,
-is dropped and reported in :attr:`Cmcd.malformed` so the caller can count it.
-Keys the spec does not define are kept as they came.
-
-Values are Python ``int``, ``float`` (decimals), ``str`` (quoted strings),
-:class:`Token`, ``bool`` and ``tuple`` (v2 inner lists).
+does not parse, or whose value has the wrong type for a key the spec defines
+(:data:`~cadenza.abr.cmcd_keys.KEYS`), is dropped and reported in
+:attr:`Cmcd.malformed` so the caller can count it.  Keys the spec does not
+define are kept as they came.  The HTTP edge hands the query value and the
+headers in; nothing here reads a request.
 """
 
 from __future__ import annotations
 
-import enum
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Final, TypeAlias
+from typing import Final
 
+from cadenza.abr.cmcd_keys import (
+    HEADER_NAMES,
+    KEYS,
+    BareItem,
+    Cmcd,
+    CmcdValue,
+    KeySpec,
+    Kind,
+    Malformed,
+    Token,
+)
 
-class Token(str):
-    """An RFC 8941 token (``ot=v``, ``sf=d``): a ``str`` that remembers it was bare."""
+__all__ = [
+    "HEADER_NAMES",
+    "KEYS",
+    "MAX_DECIMAL",
+    "MAX_INTEGER",
+    "MAX_LIST_ITEMS",
+    "MAX_MEMBERS",
+    "MAX_TEXT_CHARS",
+    "BareItem",
+    "Cmcd",
+    "CmcdValue",
+    "KeySpec",
+    "Kind",
+    "Malformed",
+    "Token",
+    "from_json_object",
+    "merge",
+    "parse_cmcd",
+    "parse_cmcd_lines",
+    "parse_request_cmcd",
+]
 
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return f"Token({str(self)!r})"
-
-
-BareItem: TypeAlias = int | float | str | bool
-CmcdValue: TypeAlias = BareItem | tuple[BareItem, ...]
-
-
-class Kind(enum.Enum):
-    INTEGER = "integer"
-    DECIMAL = "decimal"  # an integer is accepted too
-    STRING = "string"
-    TOKEN = "token"
-    BOOLEAN = "boolean"
-
-
-@dataclass(frozen=True, slots=True)
-class KeySpec:
-    kind: Kind
-    # CMCD v2 lets these carry an inner list (one value per object in a request).
-    list_ok: bool = False
-
-
-# The keys CTA-5004 (v1, and the v2 additions players send) defines, with
-# their types; integers are kb/s or ms as the spec says.
-KEYS: Final[Mapping[str, KeySpec]] = {
-    # request / object / status / session (v1)
-    "br": KeySpec(Kind.INTEGER, list_ok=True),
-    "bl": KeySpec(Kind.INTEGER, list_ok=True),
-    "bs": KeySpec(Kind.BOOLEAN),
-    "cid": KeySpec(Kind.STRING),
-    "d": KeySpec(Kind.INTEGER),
-    "dl": KeySpec(Kind.INTEGER),
-    "mtp": KeySpec(Kind.INTEGER, list_ok=True),
-    "nor": KeySpec(Kind.STRING, list_ok=True),
-    "nrr": KeySpec(Kind.STRING),
-    "ot": KeySpec(Kind.TOKEN),
-    "pr": KeySpec(Kind.DECIMAL),
-    "rtp": KeySpec(Kind.INTEGER),
-    "sf": KeySpec(Kind.TOKEN),
-    "sid": KeySpec(Kind.STRING),
-    "st": KeySpec(Kind.TOKEN),
-    "su": KeySpec(Kind.BOOLEAN),
-    "tb": KeySpec(Kind.INTEGER, list_ok=True),
-    "v": KeySpec(Kind.INTEGER),
-    # v2
-    "ab": KeySpec(Kind.INTEGER, list_ok=True),
-    "bsd": KeySpec(Kind.INTEGER),
-    "cdn": KeySpec(Kind.STRING),
-    "cs": KeySpec(Kind.TOKEN),
-    "df": KeySpec(Kind.INTEGER),
-    "e": KeySpec(Kind.TOKEN),
-    "lab": KeySpec(Kind.INTEGER, list_ok=True),
-    "lb": KeySpec(Kind.INTEGER, list_ok=True),
-    "ltc": KeySpec(Kind.INTEGER),
-    "msd": KeySpec(Kind.INTEGER),
-    "pb": KeySpec(Kind.INTEGER, list_ok=True),
-    "pt": KeySpec(Kind.INTEGER),
-    "rc": KeySpec(Kind.INTEGER),
-    "sn": KeySpec(Kind.INTEGER),
-    "sta": KeySpec(Kind.TOKEN),
-    "tab": KeySpec(Kind.INTEGER, list_ok=True),
-    "tbl": KeySpec(Kind.INTEGER, list_ok=True),
-    "tpb": KeySpec(Kind.INTEGER, list_ok=True),
-    "ts": KeySpec(Kind.INTEGER),
-    "ttfb": KeySpec(Kind.INTEGER),
-    "ttfbb": KeySpec(Kind.INTEGER),
-    "ttlb": KeySpec(Kind.INTEGER),
-    "url": KeySpec(Kind.STRING),
-}
-
-HEADER_NAMES: Final = ("CMCD-Request", "CMCD-Object", "CMCD-Status", "CMCD-Session")
 # Bounds that keep a hostile value from costing memory or CPU.
 MAX_TEXT_CHARS: Final = 8192
 MAX_MEMBERS: Final = 128
@@ -126,42 +79,6 @@ _PLAIN_MEMBER: Final = re.compile(
     r"|([A-Za-z*][A-Za-z0-9:/!#$%&'*+\-.^_`|~]*)"
     r"|\?([01])))?[ \t]*"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    key: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Cmcd:
-    """One parsed CMCD payload."""
-
-    values: Mapping[str, CmcdValue] = field(default_factory=dict)
-    malformed: tuple[Malformed, ...] = ()
-
-    @property
-    def empty(self) -> bool:
-        return not self.values and not self.malformed
-
-    def integer(self, key: str) -> int | None:
-        """The key as an int (the first item of a v2 list), or None."""
-        value = self.values.get(key)
-        if isinstance(value, tuple):
-            value = value[0] if value else None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None
-        return int(value)
-
-    def string(self, key: str) -> str | None:
-        value = self.values.get(key)
-        if isinstance(value, tuple):
-            value = value[0] if value else None
-        return value if isinstance(value, str) else None
-
-    def flag(self, key: str) -> bool:
-        return self.values.get(key) is True
 
 
 class _InvalidValueError(Exception):

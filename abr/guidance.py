@@ -1,4 +1,7 @@
-"""Guidance into the channels players honour: pure functions, no HTTP.
+"""ABR guidance into the channels players honour: pure functions, no HTTP.
+
+What :func:`cadenza.abr.policy.decide` recommends for a session reaches the
+player two ways:
 
 - A per-session presentation: renditions above the recommended cap removed,
   and the recommended start rendition listed first.  hls.js starts on the
@@ -33,7 +36,7 @@ def rendition_bitrate_bps(rendition: Rendition) -> int:
 
 
 def primary_codec(presentation: Presentation) -> Codec:
-    """The codec whose rungs steering works on: the first lossy one listed."""
+    """The codec whose rungs guidance works on: the first lossy one listed."""
     for rendition in presentation.renditions:
         if rendition.codec is not Codec.FLAC:
             return rendition.codec
@@ -46,7 +49,7 @@ def ladder_bps(presentation: Presentation, codec: Codec | None = None) -> list[i
     return sorted({rendition_bitrate_bps(r) for r in presentation.renditions if r.codec is codec})
 
 
-def steer_presentation(presentation: Presentation, guidance: Guidance) -> Presentation:
+def guide_presentation(presentation: Presentation, guidance: Guidance) -> Presentation:
     """Cap every codec at the guidance's max bitrate and list the start rung first.
 
     A codec with every rung above the cap (FLAC, usually) is dropped, unless

@@ -1,5 +1,5 @@
-"""Ladder tuning: ``recommend_ladder``, ``cadenza ladder recommend``, ``cadenza abr
-simulate`` and ``GET /v1/ladder/recommendation``."""
+"""Ladder tuning: ``recommend_ladder``, ``cadenza ladder recommend`` and ``cadenza abr
+simulate``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from cadenza.abr.ladder import recommend_ladder, render_ladder_toml, traces_from_estimates
 from cadenza.abr.traces import format_trace
 from cadenza.cli import main
+from cadenza.manifests.ladder import MAX_RUNGS
 from cadenza.manifests.model import Codec
 from cadenza.packager.ladder import load_ladder
-from tests.origin.conftest import MakeClient
 
 TRACES = Path(__file__).resolve().parents[2] / "samples" / "traces"
 SLOW_BPS = [60e3, 90e3, 100e3, 120e3, 150e3, 180e3]
@@ -120,27 +120,35 @@ def test_cli_simulate_accepts_a_ladder_list(tmp_path: Path) -> None:
     assert main(["abr", "simulate", "--traces", str(tmp_path), "--ladder", "32,96"]) == 0
 
 
-async def test_live_recommendation_needs_sessions(make_client: MakeClient) -> None:
-    response = await (await make_client()).get("/v1/ladder/recommendation")
-    assert response.status == 409
-    assert (await response.json())["error"] == "not_enough_data"
+def test_recommendation_baseline_is_the_default_ladder() -> None:
+    """The baseline is the packager's default ladder: the ``music`` preset's rungs."""
+    aac = recommend_ladder(traces_from_estimates(SLOW_BPS[:2]), max_rungs=1)
+    opus = recommend_ladder(traces_from_estimates(SLOW_BPS[:2]), codec=Codec.OPUS, max_rungs=1)
+    assert aac.baseline_kbps == (64, 128, 256, 320)
+    assert opus.baseline_kbps == (64, 128)
 
 
-async def test_live_recommendation_from_beacons(make_client: MakeClient) -> None:
-    client = await make_client()
-    body = "\n".join(f'sid="p{i}",mtp={int(b / 1000)},d=4000' for i, b in enumerate(SLOW_BPS))
-    posted = await client.post(
-        "/v1/beacons", data=body, headers={"Content-Type": "application/cmcd"}
-    )
-    assert posted.status == 204
-    response = await client.get("/v1/ladder/recommendation?max_rungs=2")
-    assert response.status == 200
-    data = await response.json()
-    assert data["sessions"] == len(SLOW_BPS)
-    assert 1 <= len(data["bitrates_kbps"]) <= 2
-    assert data["ladder_toml"].startswith('name = "recommended"')
+@pytest.mark.parametrize("max_rungs", [0, MAX_RUNGS + 1])
+def test_recommendation_refuses_rungs_outside_the_shared_bound(max_rungs: int) -> None:
+    with pytest.raises(ValueError, match=f"1..{MAX_RUNGS}"):
+        recommend_ladder(traces_from_estimates(SLOW_BPS), max_rungs=max_rungs)
 
 
-async def test_live_recommendation_rejects_a_bad_codec(make_client: MakeClient) -> None:
-    response = await (await make_client()).get("/v1/ladder/recommendation?codec=mp3")
-    assert response.status == 400
+def test_cli_recommend_refuses_rungs_outside_the_shared_bound(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["ladder", "recommend", "--traces", str(TRACES / "synthetic" / "satellite")]
+    assert main([*argv, "--max-rungs", str(MAX_RUNGS + 1)]) == 2
+    assert f"--max-rungs must be 1..{MAX_RUNGS}" in capsys.readouterr().err
+
+
+def test_cli_recommend_reports_a_ladder_it_cannot_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out`` under a file: exit 1 naming the path, and nothing half-written."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder\n", encoding="utf-8")
+    argv = ["ladder", "recommend", "--traces", str(TRACES / "synthetic" / "satellite")]
+    assert main([*argv, "--max-rungs", "1", "--out", str(blocker / "ladder.toml")]) == 1
+    assert str(blocker) in capsys.readouterr().err
+    assert blocker.read_text(encoding="utf-8") == "not a folder\n"

@@ -1,5 +1,5 @@
-"""The trace-driven ABR simulator: traces, the download model, QoE, the policies,
-and whether the origin's guidance helps the players that honour it."""
+"""The trace-driven ABR simulator: the download model, QoE, the policies, and
+whether the origin's guidance helps the players that honour it."""
 
 from __future__ import annotations
 
@@ -13,51 +13,46 @@ from typing import Any
 import pytest
 
 from cadenza.abr.policy import Guidance, GuidanceSource
-from cadenza.abr.simulate import (
-    DEFAULT_AUDIO_LADDER_BPS,
-    QOE_TOLERANCE,
+from cadenza.abr.sim.baselines import (
     Bba,
-    ChunkRecord,
-    DashJsDynamic,
     FixedPlan,
-    HlsJs,
-    Measurement,
     MpcState,
-    OfflineOptimal,
-    Policy,
-    PolicyInput,
     RobustMpc,
-    SessionResult,
-    average_bitrate_kbps,
     bba_choice,
-    bola_choice,
-    bola_params,
-    download_time_s,
-    evaluate,
     harmonic_mean_bps,
+    relative_error,
+    robust_throughput_bps,
+)
+from cadenza.abr.sim.evaluation import (
+    DEFAULT_AUDIO_LADDER_BPS,
+    evaluate,
     leave_one_out_guidance,
-    make_setup,
-    optimal_plan,
-    perceptual_quality,
     population_from_traces,
+    run_evaluation,
+)
+from cadenza.abr.sim.link import download_time_s
+from cadenza.abr.sim.optimum import OfflineOptimal, optimal_plan
+from cadenza.abr.sim.players import DashJsDynamic, HlsJs, bola_choice, bola_params
+from cadenza.abr.sim.qoe import (
+    QOE_TOLERANCE,
+    average_bitrate_kbps,
+    perceptual_quality,
     qoe_lin,
     qoe_perceptual,
     rebuffer_ratio,
-    relative_error,
-    robust_throughput_bps,
-    run_evaluation,
-    simulate,
     switches_per_min,
 )
-from cadenza.abr.traces import (
-    DEFAULT_RTT_S,
-    Trace,
-    TraceError,
-    load_trace,
-    load_traces,
-    scale_trace,
-    synthesize_trace,
+from cadenza.abr.sim.session import (
+    ChunkRecord,
+    Measurement,
+    Policy,
+    PolicyInput,
+    SessionResult,
+    make_setup,
+    simulate,
 )
+from cadenza.abr.traces import Trace, scale_trace
+from cadenza.abr_io import read_trace_folder
 
 TRACES = Path(__file__).resolve().parents[2] / "samples" / "traces"
 LADDER = DEFAULT_AUDIO_LADDER_BPS
@@ -81,7 +76,7 @@ def trace_set(name: str) -> tuple[Trace, ...]:
     folder = TRACES / "synthetic" / base
     if not folder.is_dir():
         folder = TRACES / base
-    traces = load_traces(folder)
+    traces = read_trace_folder(folder)
     if factor:
         traces = [scale_trace(trace, float(factor)) for trace in traces]
     return tuple(traces)
@@ -132,108 +127,6 @@ def policy_input(
     )
 
 
-# --- traces -------------------------------------------------------------------------------
-
-
-def test_load_trace_parses_mbps_and_skips_blank_lines(tmp_path: Path) -> None:
-    """Throughput is read in Mb/s, times are shifted to start at zero, blank lines ignored."""
-    path = tmp_path / "walk"
-    path.write_text("10.0 2.5\n\n  11.5\t0.5  \n\n", encoding="utf-8")
-    trace = load_trace(path)
-    assert trace == Trace("walk", (0.0, 1.5), (2.5e6, 0.5e6), DEFAULT_RTT_S)
-
-
-@pytest.mark.parametrize(
-    ("text", "line_no", "fragment"),
-    [
-        ("0 1\n1\n", 2, "expected"),
-        ("0 1\n1 2 3\n", 2, "expected"),
-        ("0 fast\n", 1, "not a number"),
-        ("0 1\n\n2 1\n2 1\n", 4, "does not increase"),
-        ("0 1\n1 0.5\n0.5 1\n", 3, "does not increase"),
-        ("0 1\n1 -0.1\n", 2, "negative"),
-        ("0 nan\n", 1, "finite"),
-        ("", 0, "no samples"),
-        ("\n  \n", 0, "no samples"),
-        ("0 0\n1 0\n", 0, "zero throughout"),
-    ],
-)
-def test_load_trace_rejects_bad_files(
-    tmp_path: Path, text: str, line_no: int, fragment: str
-) -> None:
-    """Malformed lines, non-increasing time, negative throughput and empty files are errors."""
-    path = tmp_path / "bad"
-    path.write_text(text, encoding="utf-8")
-    with pytest.raises(TraceError) as caught:
-        load_trace(path)
-    assert caught.value.line_no == line_no
-    assert caught.value.path == path
-    assert fragment in caught.value.reason
-    assert str(caught.value).startswith(f"{path}:{line_no}: ")
-
-
-def test_load_trace_takes_rtt_from_scenario_toml(tmp_path: Path) -> None:
-    """A ``scenario.toml`` beside a trace gives its RTT in milliseconds."""
-    (tmp_path / "scenario.toml").write_text("rtt_ms = 200\n", encoding="utf-8")
-    (tmp_path / "sat_1").write_text("0 0.1\n", encoding="utf-8")
-    assert load_trace(tmp_path / "sat_1").rtt_s == pytest.approx(0.2)
-
-
-def test_load_trace_rejects_a_broken_scenario_toml(tmp_path: Path) -> None:
-    """A ``scenario.toml`` that is not TOML is reported against that file."""
-    (tmp_path / "scenario.toml").write_text("rtt_ms 200\n", encoding="utf-8")
-    (tmp_path / "sat_1").write_text("0 0.1\n", encoding="utf-8")
-    with pytest.raises(TraceError) as caught:
-        load_trace(tmp_path / "sat_1")
-    assert caught.value.path == tmp_path / "scenario.toml"
-
-
-def test_load_traces_is_sorted_recursive_and_skips_non_traces(tmp_path: Path) -> None:
-    """Traces are found in subfolders and sorted by name; licences, readmes, dotfiles are not."""
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "zeta").write_text("0 1\n", encoding="utf-8")
-    (tmp_path / "alpha").write_text("0 1\n", encoding="utf-8")
-    for other in ("LICENSE-traces", "README.md", ".hidden"):
-        (tmp_path / other).write_text("not a trace\n", encoding="utf-8")
-    (tmp_path / "scenario.toml").write_text("rtt_ms = 20\n", encoding="utf-8")
-    assert [trace.name for trace in load_traces(tmp_path)] == ["alpha", "zeta"]
-
-
-def test_bundled_trace_sets_load() -> None:
-    """The sample sets hold 5 synthetic traces per scenario and 20 of each real set."""
-    sizes = {name: len(trace_set(name)) for name in ("3g", "satellite", "norway-3g", "fcc")}
-    assert sizes == {"3g": 5, "satellite": 5, "norway-3g": 20, "fcc": 20}
-    assert trace_set("satellite")[0].rtt_s == pytest.approx(0.2)
-    assert trace_set("fcc")[0].rtt_s == DEFAULT_RTT_S
-
-
-def test_scale_trace_multiplies_throughput_only() -> None:
-    """Scaling keeps times and RTT and multiplies every throughput."""
-    trace = Trace("t", (0.0, 1.0), (1e6, 2e6), 0.05)
-    scaled = scale_trace(trace, 0.2)
-    assert scaled.times_s == trace.times_s
-    assert scaled.rtt_s == trace.rtt_s
-    assert scaled.throughput_bps == pytest.approx((2e5, 4e5))
-
-
-def test_synthesize_trace_is_seeded() -> None:
-    """The same seed gives the same trace; another seed another."""
-    first = synthesize_trace("a", 200.0, 50.0, 0.01, 120.0, seed=3)
-    assert first == synthesize_trace("a", 200.0, 50.0, 0.01, 120.0, seed=3)
-    assert first != synthesize_trace("a", 200.0, 50.0, 0.01, 120.0, seed=4)
-
-
-def test_synthesize_trace_mean_is_capacity_less_loss() -> None:
-    """Mean goodput is the mean capacity times (1 − loss) when the Mathis bound is slack."""
-    trace = synthesize_trace("w", 1000.0, 20.0, 0.001, 600.0, seed=1)
-    assert trace.rtt_s == pytest.approx(0.02)
-    assert len(trace.times_s) == 600
-    assert trace.mean_bps() == pytest.approx(1000e3 * 0.999, rel=0.01)
-
-
-# --- the download model and the session ---------------------------------------------------
-
-
 def test_download_time_on_constant_trace_is_exact() -> None:
     """128 kb/s × 4 s = 64000 bytes at 1 Mb/s takes 0.512 s plus one RTT."""
     trace = constant_trace(1e6, rtt_s=0.08)
@@ -274,9 +167,6 @@ def test_startup_waits_for_the_threshold() -> None:
     assert result.rebuffer_s == 0.0
 
 
-# --- QoE ----------------------------------------------------------------------------------
-
-
 def test_qoe_lin_is_exact_on_a_hand_made_session() -> None:
     """Rungs 64/256/128 kb/s, 1 s startup, 0.5 s stall: 0.448 − 0.32·1.5 − 0.32 = −0.352."""
     assert qoe_lin(result_of((0, 2, 1), 1.0, 0.5)) == pytest.approx(-0.352, abs=1e-12)
@@ -296,9 +186,6 @@ def test_session_metrics() -> None:
     assert average_bitrate_kbps(result) == pytest.approx(448 / 3)
     assert rebuffer_ratio(result) == pytest.approx(0.6 / 12.0)
     assert switches_per_min(result) == pytest.approx(2 / 0.2)
-
-
-# --- policies -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -465,8 +352,6 @@ def test_evaluate_reports_means_per_policy() -> None:
         "startup_s",
     }
 
-
-# --- does the origin's guidance help? -----------------------------------------------------
 
 SCENARIO_SETS = [
     "3g",

@@ -1,4 +1,4 @@
-"""The throughput estimator (exact numbers) and the steering policy ``decide``."""
+"""The throughput estimator (exact numbers) and the guidance policy ``decide``."""
 
 from __future__ import annotations
 
