@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if next((a for a in args_list if not a.startswith("-")), None) == "package":
         # Packaging uses no BLAS (the loudness meter avoids it on purpose), and an
         # idle OpenBLAS pool thread would stop the batch from forking its track
-        # processes directly (packager.batch._single_threaded). Set before numpy loads.
+        # processes directly (packager.processes._single_threaded). Set before numpy loads.
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = build_parser(args_list)
     args = parser.parse_args(args_list)

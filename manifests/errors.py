@@ -32,3 +32,20 @@ class NoMatchingRenditionsError(ManifestError):
     def __init__(self, criteria: str) -> None:
         self.criteria = criteria
         super().__init__(f"no rendition matches {criteria}")
+
+
+class InvalidLadderError(ManifestError):
+    """A ladder that does not validate: ``where`` names the rung (or codec, or key)."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"ladder {where}: {reason}")
+
+
+class LadderSyntaxError(InvalidLadderError):
+    """Ladder text that is not valid TOML or JSON at all (``fmt``: ``toml`` or ``json``)."""
+
+    def __init__(self, fmt: str, reason: str) -> None:
+        self.fmt = fmt
+        super().__init__("document", f"not valid {fmt.upper()}: {reason}")

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from cadenza.manifests.errors import ManifestError
+from cadenza.manifests.errors import InvalidLadderError, LadderSyntaxError
 from cadenza.manifests.model import Codec
 
 AAC_SAMPLE_RATES_HZ: Final = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -44,23 +44,6 @@ BITRATE_RANGE_BPS: Final = {
     Codec.AAC: (16_000, 512_000),
     Codec.OPUS: (6_000, 510_000),
 }
-
-
-class InvalidLadderError(ManifestError):
-    """A ladder that does not validate: ``where`` names the rung (or codec, or key)."""
-
-    def __init__(self, where: str, reason: str) -> None:
-        self.where = where
-        self.reason = reason
-        super().__init__(f"ladder {where}: {reason}")
-
-
-class LadderSyntaxError(InvalidLadderError):
-    """Ladder text that is not valid TOML or JSON at all."""
-
-    def __init__(self, fmt: LadderFormat, reason: str) -> None:
-        self.fmt = fmt
-        super().__init__("document", f"not valid {fmt.value.upper()}: {reason}")
 
 
 class LadderFormat(enum.StrEnum):
@@ -133,7 +116,7 @@ def parse_ladder(text: str, *, fmt: LadderFormat, default_name: str = "custom") 
     try:
         data: object = tomllib.loads(text) if fmt is LadderFormat.TOML else json.loads(text)
     except ValueError as exc:  # TOMLDecodeError and JSONDecodeError both are
-        raise LadderSyntaxError(fmt, str(exc)) from exc
+        raise LadderSyntaxError(fmt.value, str(exc)) from exc
     return ladder_from_document(data, default_name=default_name)
 
 

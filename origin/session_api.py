@@ -11,6 +11,7 @@ from aiohttp import web
 
 from cadenza.abr.ladder import recommend_ladder, render_ladder_toml, traces_from_estimates
 from cadenza.abr.session import SessionState, valid_sid
+from cadenza.manifests.ladder import MAX_RUNGS
 from cadenza.manifests.model import Codec
 from cadenza.origin.errors import BadBeaconError, NotEnoughDataError, SessionNotFoundError
 from cadenza.origin.keys import POPULATION, PRESENTATIONS, SESSIONS
@@ -93,8 +94,8 @@ async def handle_ladder_recommendation(request: web.Request) -> web.Response:
     if codec_text not in ("aac", "opus"):
         raise BadBeaconError(f"codec={codec_text[:20]!r}: expected aac or opus")
     rungs_text = request.query.get("max_rungs", "4")
-    if not _small_number(rungs_text) or not 1 <= int(rungs_text) <= 5:
-        raise BadBeaconError(f"max_rungs={rungs_text[:20]!r}: expected 1..5")
+    if not _small_number(rungs_text) or not 1 <= int(rungs_text) <= MAX_RUNGS:
+        raise BadBeaconError(f"max_rungs={rungs_text[:20]!r}: expected 1..{MAX_RUNGS}")
     estimates = await request.app[POPULATION].samples()
     if len(estimates) < MIN_SESSIONS_FOR_LADDER:
         raise NotEnoughDataError(

@@ -27,7 +27,7 @@ from typing import Final
 
 from cadenza.packager.errors import CatalogueError
 from cadenza.packager.output import track_id_for
-from cadenza.packager.s3 import is_s3_url, parse_s3_url
+from cadenza.store.s3url import is_s3_url, parse_s3_url
 
 TRACK_ID_MAX: Final = 200
 _TRACK_ID: Final = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")

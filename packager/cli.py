@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cadenza.manifests.ladder import DEFAULT_PRESET, PRESETS
 from cadenza.packager.args import segment_duration
 from cadenza.packager.batch import REPORT_NAME, default_jobs, expand_inputs, run_batch
 from cadenza.packager.catalogue import (
@@ -30,10 +31,12 @@ from cadenza.packager.catalogue import (
     source_input,
 )
 from cadenza.packager.errors import CatalogueError, LadderError, PackagerError
-from cadenza.packager.ladder import PRESETS, load_ladder
+from cadenza.packager.ladder import load_ladder
 from cadenza.packager.output import prepare_output_root
-from cadenza.packager.s3 import S3Destination, S3Settings, is_s3_url, parse_s3_url
+from cadenza.packager.s3 import S3Destination
 from cadenza.packager.track import DEFAULT_SEGMENT_DURATION, PackageOptions
+from cadenza.store.s3client import S3Settings
+from cadenza.store.s3url import is_s3_url, parse_s3_url
 
 USAGE_ERROR = 2
 DEFAULT_TRACK_TIMEOUT_S = 3600.0
@@ -120,9 +123,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--ladder",
-        default="music",
+        default=DEFAULT_PRESET,
         metavar="FILE|PRESET",
-        help=f"ladder preset ({', '.join(PRESETS)}) or .toml/.json file (default: music)",
+        help=f"ladder preset ({', '.join(PRESETS)}) or .toml/.json file (default: {DEFAULT_PRESET})",
     )
     parser.add_argument(
         "--segment-duration",

@@ -7,7 +7,6 @@ this module sees PyAV's exceptions.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -22,10 +21,10 @@ import numpy.typing as npt
 from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
 from av.audio.stream import AudioStream
-from av.container import InputContainer
 
+from cadenza.manifests.ladder import MAX_SOURCE_RATE_HZ, MIN_SOURCE_RATE_HZ
 from cadenza.packager.errors import InputError
-from cadenza.packager.ladder import MAX_SOURCE_RATE_HZ, MIN_SOURCE_RATE_HZ
+from cadenza.packager.media_input import open_media
 
 Block = npt.NDArray[np.float32]  # planar decoded samples, shape (channels, n)
 
@@ -99,29 +98,9 @@ class Decoder:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.report = DecodeReport()
-        self._container = self._open(path)
+        self._container = open_media(path)
         self._stream = self._audio_stream()
         self.probe = self._probe()
-
-    def _open(self, path: Path) -> InputContainer:
-        if not path.exists():
-            raise InputError(path, "no such file")
-        if path.is_dir():
-            raise InputError(path, "is a directory, not a media file")
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise InputError(path, f"cannot stat: {exc.strerror}") from exc
-        if size == 0:
-            raise InputError(path, "file is empty (0 bytes)")
-        if not os.access(path, os.R_OK):
-            raise InputError(path, "permission denied")
-        try:
-            return av.open(str(path), mode="r", metadata_errors="replace")
-        except av.error.InvalidDataError as exc:
-            raise InputError(path, "not a media file FFmpeg can read (invalid data)") from exc
-        except av.error.FFmpegError as exc:
-            raise InputError(path, f"FFmpeg cannot open it: {exc.strerror}") from exc
 
     def _audio_stream(self) -> AudioStream:
         streams = self._container.streams

@@ -1,10 +1,16 @@
 """Errors raised by the packager.  Every error names the file (where there is
 one) and a reason the operator can act on.  FFmpeg errors from PyAV are mapped
-to these at the boundary (``cadenza.packager.decode``); nothing above it sees ``av.error``."""
+to these at the boundary (``cadenza.packager.decode``); nothing above it sees ``av.error``.
+The track store's errors are mapped by :func:`store_errors` where the packager calls the
+store (``cadenza.packager.output``, ``cadenza.packager.s3``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from cadenza.store.errors import BadS3UrlError, LocalFileError, RequestFailedError, StoreError
 
 
 class PackagerError(Exception):
@@ -58,8 +64,8 @@ class Mp4Error(PackagerError):
 
 class StorageError(PackagerError):
     """An S3 location that cannot be read or written: unreachable, denied, or still
-    failing (throttled, 5xx) after the retries.  botocore's errors are mapped to this
-    at the boundary (``cadenza.packager.s3``)."""
+    failing (throttled, 5xx) after the retries.  The store maps botocore's errors to
+    its own, and :func:`store_errors` maps those to this."""
 
     def __init__(self, url: str, reason: str) -> None:
         self.url = url
@@ -87,3 +93,24 @@ class ClusterError(PackagerError):
         self.address = address
         self.reason = reason
         super().__init__(f"cluster {address}: {reason}")
+
+
+def from_store(exc: StoreError) -> PackagerError:
+    """The packager's error for a store error: a local file is an :class:`OutputError`,
+    an S3 request a :class:`StorageError`, a bad ``s3://`` URL an :class:`InputError`."""
+    if isinstance(exc, LocalFileError):
+        return OutputError(exc.path, exc.reason)
+    if isinstance(exc, RequestFailedError):
+        return StorageError(exc.url, exc.reason)
+    if isinstance(exc, BadS3UrlError):
+        return InputError(exc.text, exc.reason)
+    return StorageError("storage", str(exc))
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Raise the store's errors inside the block as the packager's (:func:`from_store`)."""
+    try:
+        yield
+    except StoreError as exc:
+        raise from_store(exc) from exc

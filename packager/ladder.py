@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cadenza.manifests.errors import InvalidLadderError, LadderSyntaxError
 from cadenza.manifests.ladder import (
     OPUS_SAMPLE_RATE_HZ,
     PRESETS,
     SUPPORTED_CHANNELS,
-    InvalidLadderError,
     Ladder,
     LadderFormat,
-    LadderSyntaxError,
     Rung,
     parse_ladder,
 )

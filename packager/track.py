@@ -20,6 +20,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Final
 
+from cadenza.manifests.ladder import Ladder
 from cadenza.manifests.model import (
     Codec,
     Presentation,
@@ -31,7 +32,6 @@ from cadenza.packager.decode import Block, Decoder, SourceProbe, coalesce
 from cadenza.packager.encode import RungEncoder, RungPlan
 from cadenza.packager.errors import LadderError, OutputError, PackagerError
 from cadenza.packager.ladder import (
-    Ladder,
     check_bitrate_fits,
     resolve_channels,
     resolve_sample_rate,

@@ -10,9 +10,9 @@ import av
 import numpy as np
 import pytest
 
-from cadenza.packager.ladder import PRESETS
-from cadenza.packager.output import TMP_PREFIX
+from cadenza.manifests.ladder import PRESETS
 from cadenza.packager.track import PackageOptions, TrackResult, package_track
+from cadenza.store.atomic import TMP_PREFIX
 from samples.make_sample import synthesize, write_audio
 from tests.conftest import MakeInput
 

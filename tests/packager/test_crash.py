@@ -25,8 +25,9 @@ from cadenza.manifests.jsonio import presentation_from_json
 from cadenza.manifests.model import MASTER_NAME, MPD_NAME, PLAYLIST_NAME, PRESENTATION_NAME
 from cadenza.packager.batch import run_batch
 from cadenza.packager.ladder import load_ladder
-from cadenza.packager.output import TMP_PREFIX, TRASH_PREFIX, is_complete, remove_stale_temp_dirs
+from cadenza.packager.output import is_complete, remove_stale_temp_dirs
 from cadenza.packager.track import PackageOptions, TrackResult, package_track
+from cadenza.store.atomic import TMP_PREFIX, TRASH_PREFIX
 from tests.conftest import MakeInput
 from tests.packager.verify import decoded_ticks_after_edit_list
 

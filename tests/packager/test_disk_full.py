@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cadenza.packager.output import TMP_PREFIX, is_complete
+from cadenza.packager.output import is_complete
+from cadenza.store.atomic import TMP_PREFIX
 from tests.conftest import MakeInput
 from tests.packager.test_crash import _assert_whole
 

@@ -16,11 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cadenza.manifests.ladder import Ladder, Rung
 from cadenza.manifests.model import Codec
 from cadenza.packager.batch import run_batch
-from cadenza.packager.ladder import Ladder, Rung
-from cadenza.packager.output import TMP_PREFIX, is_complete
+from cadenza.packager.output import is_complete
 from cadenza.packager.track import PackageOptions
+from cadenza.store.atomic import TMP_PREFIX
 from tests.conftest import FORMATS, MakeInput
 from tests.packager.test_crash import _assert_whole
 

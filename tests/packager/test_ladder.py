@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from cadenza.manifests.errors import InvalidLadderError, LadderSyntaxError
 from cadenza.manifests.ladder import (
     DEFAULT_LADDER,
     MAX_RUNGS,
     PRESETS,
     AacProfile,
-    InvalidLadderError,
     Ladder,
     LadderFormat,
-    LadderSyntaxError,
     Rung,
     parse_ladder,
     validate_ladder,
@@ -188,7 +187,7 @@ def test_toml_and_json_texts_spell_the_same_ladder() -> None:
 def test_text_that_does_not_parse_is_a_syntax_error(text: str, fmt: LadderFormat) -> None:
     with pytest.raises(LadderSyntaxError, match=f"not valid {fmt.value.upper()}") as caught:
         parse_ladder(text, fmt=fmt)
-    assert caught.value.fmt is fmt
+    assert caught.value.fmt == fmt.value
 
 
 def test_more_than_max_rungs_of_one_codec_is_refused() -> None:

@@ -10,8 +10,8 @@ import pytest
 from lxml import etree
 
 from cadenza.manifests.jsonio import presentation_from_json
+from cadenza.manifests.ladder import PRESETS
 from cadenza.manifests.model import Codec, Presentation, SegmentLayout
-from cadenza.packager.ladder import PRESETS
 from cadenza.packager.mp4read import find_boxes, iter_boxes
 from cadenza.packager.track import PackageOptions, package_track
 from tests.conftest import MakeInput

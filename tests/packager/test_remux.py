@@ -21,14 +21,14 @@ from cadenza.manifests.model import Codec, Presentation, Rendition, SegmentLayou
 from cadenza.packager import mp4
 from cadenza.packager.errors import InputError
 from cadenza.packager.mp4read import find_boxes, iter_boxes
-from cadenza.packager.output import TMP_PREFIX
 from cadenza.packager.remux import (
     RemuxOptions,
     nominal_bitrates,
-    opus_packet_ticks,
     remux_track,
     rendition_ids,
 )
+from cadenza.packager.rung_headers import opus_packet_ticks
+from cadenza.store.atomic import TMP_PREFIX
 from samples.make_sample import LAYOUTS, synthesize, write_audio
 from tests.conftest import MakeInput
 from tests.packager.verify import (

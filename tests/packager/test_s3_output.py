@@ -18,9 +18,12 @@ from cadenza.manifests.media_types import cache_control_for, content_type_for, i
 from cadenza.manifests.model import MASTER_NAME, MPD_NAME, PLAYLIST_NAME, PRESENTATION_NAME
 from cadenza.packager.errors import StorageError
 from cadenza.packager.ladder import load_ladder
-from cadenza.packager.output import TMP_PREFIX
-from cadenza.packager.s3 import S3Destination, S3Settings, S3Url, upload_plan
+from cadenza.packager.s3 import S3Destination
 from cadenza.packager.track import PackageOptions, package_track
+from cadenza.store.atomic import TMP_PREFIX
+from cadenza.store.s3client import S3Settings
+from cadenza.store.s3upload import upload_plan
+from cadenza.store.s3url import S3Url
 from tests.conftest import MakeInput, Moto, free_port
 from tests.packager.conftest import Logged, S3Proxy, list_keys, s3_client
 
