@@ -125,7 +125,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ladder",
         default=DEFAULT_PRESET,
         metavar="FILE|PRESET",
-        help=f"ladder preset ({', '.join(PRESETS)}) or .toml/.json file (default: {DEFAULT_PRESET})",
+        help=f"ladder preset ({', '.join(PRESETS)}) or .toml/.json file "
+        f"(default: {DEFAULT_PRESET})",
     )
     parser.add_argument(
         "--segment-duration",
