@@ -10,6 +10,19 @@
   and value ``I=<LUFS> TP=<dBTP>[ LRA=<LU>]`` on each AdaptationSet.
 - Content steering (optional, ``cadenza.manifests.steering``): one MPD-level ``BaseURL``
   per pathway with its ``serviceLocation``, and ``ContentSteering``.
+- Per-session guidance (optional, a :class:`~cadenza.manifests.model.BitrateHint`): an
+  MPD-level ``ServiceDescription`` (ISO/IEC 23009-1 5th ed. K.4; DASH-IF IOP) holding
+  ``OperatingBandwidth mediaType="audio"`` with ``target`` (the start bitrate), ``max``
+  and ``min`` in bit/s; dash.js takes them as its audio ``initialBitrate``,
+  ``maxBitrate`` and ``minBitrate`` unless the page sets its own.
+- Origin-decided playback (:func:`render_group_mpd`, ``?abr=origin``): one
+  AdaptationSet per switching group of two rungs or more, holding one
+  Representation: ``id`` the group id, ``bandwidth`` the group's top peak (no
+  choice of the origin exceeds it), ``SegmentTemplate`` with ``initialization``
+  the group's shared init segment (``aac-320k/init.mp4``, a plain immutable file)
+  and ``media`` ``group-aac/seg-$Number%05d$.m4s``, each of which the origin
+  answers with the rung it picks; with a session id, ``media`` ends in
+  ``?sid=<id>`` (percent-encoded, so never a ``$``).
 
 Element order follows the schema's sequences, and every MPD rendered here
 validates against the official XSD (tests/data/schemas).
@@ -23,13 +36,16 @@ from fractions import Fraction
 from lxml import etree
 
 from cadenza.manifests.errors import ManifestParseError
+from cadenza.manifests.groups import with_session
 from cadenza.manifests.model import (
     INIT_NAME,
     MEDIA_TEMPLATE,
+    BitrateHint,
     Codec,
     Presentation,
     Rendition,
     SegmentLayout,
+    SwitchGroup,
 )
 from cadenza.manifests.steering import SteeringConfig
 
@@ -85,15 +101,31 @@ def _s(timeline: etree._Element, run: list[int]) -> None:
         element.set("r", str(run[2]))
 
 
-def _representation(adaptation: etree._Element, r: Rendition) -> None:
+def _representation_element(
+    adaptation: etree._Element, rep_id: str, bandwidth_bps: int, r: Rendition
+) -> etree._Element:
     rep = etree.SubElement(adaptation, _q("Representation"))
-    rep.set("id", r.id)
-    rep.set("bandwidth", str(r.peak_bitrate_bps))
+    rep.set("id", rep_id)
+    rep.set("bandwidth", str(bandwidth_bps))
     rep.set("codecs", r.codecs)
     rep.set("audioSamplingRate", str(r.sample_rate_hz))
     channels = etree.SubElement(rep, _q("AudioChannelConfiguration"))
     channels.set("schemeIdUri", CHANNEL_SCHEME)
     channels.set("value", str(r.channels))
+    return rep
+
+
+def _template(parent: etree._Element, r: Rendition, initialization: str, media: str) -> None:
+    template = etree.SubElement(parent, _q("SegmentTemplate"))
+    template.set("timescale", str(r.timescale))
+    template.set("initialization", initialization)
+    template.set("media", media)
+    template.set("startNumber", str(r.segments[0].number))
+    _timeline(template, r)
+
+
+def _representation(adaptation: etree._Element, r: Rendition) -> None:
+    rep = _representation_element(adaptation, r.id, r.peak_bitrate_bps, r)
     if r.layout is SegmentLayout.SINGLE:
         if r.init_range is None or r.index_range is None:
             raise ValueError(f"{r.id}: single-file layout needs init_range and index_range")
@@ -106,34 +138,16 @@ def _representation(adaptation: etree._Element, r: Rendition) -> None:
         init.set("range", f"{r.init_range.offset_bytes}-{r.init_range.last_byte}")
     else:
         etree.SubElement(rep, _q("BaseURL")).text = f"{r.id}/"
-        template = etree.SubElement(rep, _q("SegmentTemplate"))
-        template.set("timescale", str(r.timescale))
-        template.set("initialization", INIT_NAME)
-        template.set("media", MEDIA_TEMPLATE)
-        template.set("startNumber", str(r.segments[0].number))
-        _timeline(template, r)
+        _template(rep, r, INIT_NAME, MEDIA_TEMPLATE)
 
 
-def _steering(mpd: etree._Element, p: Presentation, steering: SteeringConfig) -> None:
-    """MPD-level ``BaseURL``s first, then ``ContentSteering``, before the Period
-    (the MPD sequence: ProgramInformation, BaseURL, Location, ..., ContentSteering,
-    Period; see tests/data/schemas)."""
-    for pathway in steering.pathways:
-        base = etree.SubElement(mpd, _q("BaseURL"))
-        base.set("serviceLocation", pathway.id)
-        base.text = pathway.track_url(p.track_id)
-    element = etree.SubElement(mpd, _q("ContentSteering"))
-    element.set("defaultServiceLocation", steering.default)
-    element.set("queryBeforeStart", "true" if steering.query_before_start else "false")
-    element.text = steering.server_uri
-
-
-def render_mpd(p: Presentation, steering: SteeringConfig | None = None) -> str:
-    """The MPD; with ``steering``, one MPD-level ``BaseURL`` per pathway (its
-    ``serviceLocation`` the pathway id) and a ``ContentSteering`` element, so
-    every Representation's relative ``BaseURL`` resolves on the chosen pathway."""
-    layouts = {r.layout for r in p.renditions}
-    single = layouts == {SegmentLayout.SINGLE}
+def _mpd_head(
+    p: Presentation, single: bool, steering: SteeringConfig | None, hint: BitrateHint | None
+) -> tuple[etree._Element, etree._Element]:
+    """The MPD and its Period.  Before the Period, in the order of the MPD's sequence
+    (ProgramInformation, BaseURL, Location, PatchLocation, ServiceDescription, ...,
+    ContentSteering, Period; see tests/data/schemas): one ``BaseURL`` per pathway,
+    the ``ServiceDescription``, then ``ContentSteering``."""
     duration = xs_duration(p.duration_ticks, p.timescale)
     mpd = etree.Element(_q("MPD"), nsmap={None: NS})  # type: ignore[dict-item]
     mpd.set("profiles", PROFILE_ON_DEMAND if single else PROFILE_LIVE)
@@ -141,28 +155,94 @@ def render_mpd(p: Presentation, steering: SteeringConfig | None = None) -> str:
     mpd.set("mediaPresentationDuration", duration)
     mpd.set("minBufferTime", MIN_BUFFER_TIME)
     if steering is not None:
-        _steering(mpd, p, steering)
+        for pathway in steering.pathways:
+            base = etree.SubElement(mpd, _q("BaseURL"))
+            base.set("serviceLocation", pathway.id)
+            base.text = pathway.track_url(p.track_id)
+    if hint is not None:
+        service = etree.SubElement(mpd, _q("ServiceDescription"))
+        service.set("id", "0")
+        bandwidth = etree.SubElement(service, _q("OperatingBandwidth"))
+        bandwidth.set("mediaType", "audio")
+        if hint.min_bitrate_bps is not None:
+            bandwidth.set("min", str(hint.min_bitrate_bps))
+        bandwidth.set("max", str(hint.max_bitrate_bps))
+        bandwidth.set("target", str(hint.start_bitrate_bps))
+    if steering is not None:
+        element = etree.SubElement(mpd, _q("ContentSteering"))
+        element.set("defaultServiceLocation", steering.default)
+        element.set("queryBeforeStart", "true" if steering.query_before_start else "false")
+        element.text = steering.server_uri
     period = etree.SubElement(mpd, _q("Period"))
     period.set("id", "0")
     period.set("start", "PT0S")
     period.set("duration", duration)
+    return mpd, period
+
+
+def _adaptation_set(period: etree._Element, index: int, loudness: str | None) -> etree._Element:
+    adaptation = etree.SubElement(period, _q("AdaptationSet"))
+    adaptation.set("id", str(index))
+    adaptation.set("contentType", "audio")
+    adaptation.set("mimeType", "audio/mp4")
+    adaptation.set("segmentAlignment", "true")
+    adaptation.set("startWithSAP", "1")
+    if loudness is not None:
+        prop = etree.SubElement(adaptation, _q("SupplementalProperty"))
+        prop.set("schemeIdUri", LOUDNESS_SCHEME)
+        prop.set("value", loudness)
+    return adaptation
+
+
+def _text(mpd: etree._Element) -> str:
+    body: bytes = etree.tostring(mpd, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    return body.decode("utf-8")
+
+
+def render_mpd(
+    p: Presentation, steering: SteeringConfig | None = None, *, hint: BitrateHint | None = None
+) -> str:
+    """The MPD; with ``steering``, one MPD-level ``BaseURL`` per pathway (its
+    ``serviceLocation`` the pathway id) and a ``ContentSteering`` element, so
+    every Representation's relative ``BaseURL`` resolves on the chosen pathway;
+    with ``hint``, a ``ServiceDescription`` carrying the session's guidance."""
+    single = {r.layout for r in p.renditions} == {SegmentLayout.SINGLE}
+    mpd, period = _mpd_head(p, single, steering, hint)
     loudness = _loudness_value(p)
     for index, codec in enumerate(c for c in Codec if any(r.codec is c for r in p.renditions)):
-        adaptation = etree.SubElement(period, _q("AdaptationSet"))
-        adaptation.set("id", str(index))
-        adaptation.set("contentType", "audio")
-        adaptation.set("mimeType", "audio/mp4")
-        adaptation.set("segmentAlignment", "true")
-        adaptation.set("startWithSAP", "1")
-        if loudness is not None:
-            prop = etree.SubElement(adaptation, _q("SupplementalProperty"))
-            prop.set("schemeIdUri", LOUDNESS_SCHEME)
-            prop.set("value", loudness)
+        adaptation = _adaptation_set(period, index, loudness)
         for rendition in p.renditions:
             if rendition.codec is codec:
                 _representation(adaptation, rendition)
-    body: bytes = etree.tostring(mpd, xml_declaration=True, encoding="UTF-8", pretty_print=True)
-    return body.decode("utf-8")
+    return _text(mpd)
+
+
+def group_media_template(group: SwitchGroup, session_id: str | None = None) -> str:
+    """``group-aac/seg-$Number%05d$.m4s``, with ``?sid=<id>`` for a session."""
+    return with_session(f"{group.folder}/{MEDIA_TEMPLATE}", session_id)
+
+
+def render_group_mpd(
+    p: Presentation, *, session_id: str | None = None, hint: BitrateHint | None = None
+) -> str:
+    """The MPD of origin-decided playback: one AdaptationSet per switching group of
+    two rungs or more, each with one Representation (see the module docstring).
+
+    Raises :class:`~cadenza.manifests.errors.NotSwitchableError` when there is none.
+    """
+    groups = p.switchable_groups()
+    mpd, period = _mpd_head(p, False, None, hint)
+    loudness = _loudness_value(p)
+    for index, group in enumerate(groups):
+        members = [p.rendition(i) for i in group.rendition_ids]
+        # Every rung of a group has the same timeline: the top one describes the group's.
+        top = members[-1]
+        adaptation = _adaptation_set(period, index, loudness)
+        rep = _representation_element(
+            adaptation, group.id, max(r.peak_bitrate_bps for r in members), top
+        )
+        _template(rep, top, group.init_uri, group_media_template(group, session_id))
+    return _text(mpd)
 
 
 # -- parsing ---------------------------------------------------------------

@@ -49,3 +49,28 @@ class LadderSyntaxError(InvalidLadderError):
     def __init__(self, fmt: str, reason: str) -> None:
         self.fmt = fmt
         super().__init__("document", f"not valid {fmt.upper()}: {reason}")
+
+
+class NotSwitchableError(ManifestError):
+    """A presentation that offers nothing for the origin to decide: no switching group
+    holds two renditions or more (``groups`` names the groups there are), or its layout
+    addresses segments by byte range rather than by file.  The origin answers 409."""
+
+    def __init__(self, track_id: str, reason: str, groups: tuple[str, ...]) -> None:
+        self.track_id = track_id
+        self.reason = reason
+        self.groups = groups
+        super().__init__(f"{track_id}: no origin-decided playback: {reason}")
+
+
+class InvalidBitrateHintError(ManifestError):
+    """Bitrate guidance out of order: it needs ``min <= start <= max`` (bit/s, min 0 if None)."""
+
+    def __init__(self, start_bitrate_bps: int, max_bitrate_bps: int, min_bitrate_bps: int) -> None:
+        self.start_bitrate_bps = start_bitrate_bps
+        self.max_bitrate_bps = max_bitrate_bps
+        self.min_bitrate_bps = min_bitrate_bps
+        super().__init__(
+            f"bitrate hint needs 0 <= min <= start <= max, got min {min_bitrate_bps}, "
+            f"start {start_bitrate_bps}, max {max_bitrate_bps}"
+        )

@@ -6,16 +6,41 @@ written in the order the RFC lists them (playlist tags, then per-segment tags).
 Durations are computed from integer ticks and formatted only at the end.
 With content steering (``cadenza.manifests.steering``) the multivariant playlist lists
 every variant once per pathway, after ``EXT-X-CONTENT-STEERING``.
+
+Per-session guidance (a :class:`~cadenza.manifests.model.BitrateHint`) travels as
+``EXT-X-SESSION-DATA`` (RFC 8216 4.3.4.4): ``com.cadenza.start-bitrate`` and
+``com.cadenza.max-bitrate``, VALUE in bit/s; hls.js hands them to the page in
+``MANIFEST_PARSED``'s ``sessionData``.
+
+Origin-decided playback (``?abr=origin``): :func:`render_group_master` lists one
+variant per switching group (``cadenza.manifests.groups``) of two rungs or more,
+whose media playlist is ``group-<id>/playlist.m3u8``; :func:`render_group_playlist`
+lists that group's segments as ``group-<id>/seg-00001.m4s``... and maps the group's
+shared init segment at its own, immutable URI (``../aac-320k/init.mp4``).  The
+origin answers each group segment with the rung it picks.  With a session id,
+every URI the origin decides or renders for the session (the group playlist and
+its segments) carries it as ``?sid=<id>``; the init segment does not, so caches
+share it.  A variant's ``BANDWIDTH`` and ``AVERAGE-BANDWIDTH`` are the group's
+highest (its top rung's), which no choice of the origin exceeds (4.3.4.2).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
-from cadenza.manifests.errors import ManifestParseError
-from cadenza.manifests.model import Presentation, Rendition, SegmentLayout
+from cadenza.manifests.errors import ManifestParseError, NotSwitchableError
+from cadenza.manifests.groups import with_session
+from cadenza.manifests.model import (
+    PLAYLIST_NAME,
+    BitrateHint,
+    Presentation,
+    Rendition,
+    Segment,
+    SegmentLayout,
+)
 from cadenza.manifests.steering import SteeringConfig
 
 VERSION = 7
@@ -24,6 +49,8 @@ LOUDNESS_DATA_IDS = {
     "true_peak": "com.cadenza.loudness.true-peak-dbtp",
     "range": "com.cadenza.loudness.range-lu",
 }
+START_BITRATE_DATA_ID = "com.cadenza.start-bitrate"
+MAX_BITRATE_DATA_ID = "com.cadenza.max-bitrate"
 
 
 def _seconds(ticks: int, timescale: int) -> str:
@@ -43,10 +70,11 @@ def target_duration_s(rendition: Rendition) -> int:
     )
 
 
-def render_master(p: Presentation, steering: SteeringConfig | None = None) -> str:
-    """The multivariant playlist; with ``steering``, the content steering tag and
-    every variant once per pathway (absolute URIs, ``PATHWAY-ID``,
-    ``STABLE-VARIANT-ID``), pathways in the order the configuration lists them."""
+def _head(
+    p: Presentation, hint: BitrateHint | None, steering: SteeringConfig | None = None
+) -> list[str]:
+    """The playlist tags (content steering among them) and the session data every
+    multivariant playlist starts with."""
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS"]
     if steering is not None:
         lines.append(
@@ -64,6 +92,23 @@ def render_master(p: Presentation, steering: SteeringConfig | None = None) -> st
                 lines.append(
                     f'#EXT-X-SESSION-DATA:DATA-ID="{LOUDNESS_DATA_IDS[key]}",VALUE="{value:.1f}"'
                 )
+    if hint is not None:
+        for data_id, bps in (
+            (START_BITRATE_DATA_ID, hint.start_bitrate_bps),
+            (MAX_BITRATE_DATA_ID, hint.max_bitrate_bps),
+        ):
+            lines.append(f'#EXT-X-SESSION-DATA:DATA-ID="{data_id}",VALUE="{bps}"')
+    return lines
+
+
+def render_master(
+    p: Presentation, steering: SteeringConfig | None = None, *, hint: BitrateHint | None = None
+) -> str:
+    """The multivariant playlist; with ``steering``, the content steering tag and
+    every variant once per pathway (absolute URIs, ``PATHWAY-ID``,
+    ``STABLE-VARIANT-ID``), pathways in the order the configuration lists them;
+    with ``hint``, the session's start and max bitrate as session data."""
+    lines = _head(p, hint, steering)
     if steering is None:
         for r in p.renditions:
             lines.append(_stream_inf(r))
@@ -77,6 +122,47 @@ def render_master(p: Presentation, steering: SteeringConfig | None = None) -> st
     return "\n".join(lines) + "\n"
 
 
+def render_group_master(
+    p: Presentation, *, session_id: str | None = None, hint: BitrateHint | None = None
+) -> str:
+    """The multivariant playlist of origin-decided playback: one variant per
+    switching group of two rungs or more (see the module docstring).
+
+    Raises :class:`~cadenza.manifests.errors.NotSwitchableError` when there is none.
+    """
+    lines = _head(p, hint)
+    for group in p.switchable_groups():
+        members = [p.rendition(i) for i in group.rendition_ids]
+        lines.append(
+            f"#EXT-X-STREAM-INF:BANDWIDTH={max(r.peak_bitrate_bps for r in members)},"
+            f"AVERAGE-BANDWIDTH={max(r.average_bitrate_bps for r in members)},"
+            f'CODECS="{group.codecs}"'
+        )
+        lines.append(with_session(f"{group.folder}/{PLAYLIST_NAME}", session_id))
+    return "\n".join(lines) + "\n"
+
+
+def render_group_playlist(p: Presentation, group_id: str, *, session_id: str | None = None) -> str:
+    """The media playlist of one switching group, served at ``group-<id>/playlist.m3u8``.
+
+    Raises ``KeyError`` for an unknown group and
+    :class:`~cadenza.manifests.errors.NotSwitchableError` for one the origin cannot
+    decide for (a single rung, or the single-file layout).
+    """
+    group = p.group(group_id)
+    if group not in p.switchable_groups():
+        raise NotSwitchableError(
+            p.track_id, f"group {group_id} has one rendition", tuple(g.id for g in p.groups)
+        )
+    # Every rung of a group has the same timeline: any one describes the group's.
+    rendition = p.rendition(group.rendition_ids[-1])
+    return _media_playlist(
+        rendition,
+        f'#EXT-X-MAP:URI="../{group.init_uri}"',
+        lambda segment: with_session(rendition.segment_name(segment), session_id),
+    )
+
+
 def _stream_inf(r: Rendition) -> str:
     return (
         f"#EXT-X-STREAM-INF:BANDWIDTH={r.peak_bitrate_bps},"
@@ -85,6 +171,19 @@ def _stream_inf(r: Rendition) -> str:
 
 
 def render_media_playlist(r: Rendition) -> str:
+    if r.layout is SegmentLayout.SINGLE:
+        if r.init_range is None:
+            raise ValueError(f"{r.id}: single-file layout needs init_range")
+        map_tag = (
+            f'#EXT-X-MAP:URI="{r.init_name}",'
+            f'BYTERANGE="{r.init_range.length_bytes}@{r.init_range.offset_bytes}"'
+        )
+    else:
+        map_tag = f'#EXT-X-MAP:URI="{r.init_name}"'
+    return _media_playlist(r, map_tag, r.segment_name)
+
+
+def _media_playlist(r: Rendition, map_tag: str, segment_uri: Callable[[Segment], str]) -> str:
     lines = [
         "#EXTM3U",
         f"#EXT-X-VERSION:{VERSION}",
@@ -92,23 +191,15 @@ def render_media_playlist(r: Rendition) -> str:
         "#EXT-X-MEDIA-SEQUENCE:1",
         "#EXT-X-PLAYLIST-TYPE:VOD",
         "#EXT-X-INDEPENDENT-SEGMENTS",
+        map_tag,
     ]
-    if r.layout is SegmentLayout.SINGLE:
-        if r.init_range is None:
-            raise ValueError(f"{r.id}: single-file layout needs init_range")
-        lines.append(
-            f'#EXT-X-MAP:URI="{r.init_name}",'
-            f'BYTERANGE="{r.init_range.length_bytes}@{r.init_range.offset_bytes}"'
-        )
-    else:
-        lines.append(f'#EXT-X-MAP:URI="{r.init_name}"')
     for s in r.segments:
         lines.append(f"#EXTINF:{_seconds(s.duration_ticks, r.timescale)},")
         if s.byte_range is not None:
             lines.append(
                 f"#EXT-X-BYTERANGE:{s.byte_range.length_bytes}@{s.byte_range.offset_bytes}"
             )
-        lines.append(r.segment_name(s))
+        lines.append(segment_uri(s))
     lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
 

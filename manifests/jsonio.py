@@ -4,16 +4,21 @@ Ticks stay integers; seconds and kb/s appear only as derived, informative
 fields for people reading the file (``duration_s``, ``bitrate_kbps``), and are
 ignored when reading back.  Reading validates every field and raises
 :class:`InvalidPresentationError` naming the field at fault.
+
+``groups`` (the switching groups) and each rendition's ``decoder_config_hex``
+came later within version 1: a document without them loads, its groups
+derived by :func:`cadenza.manifests.groups.derive_groups`.  A group whose
+renditions could not share one init segment (the same rule) is refused.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 
 from cadenza.manifests.errors import InvalidPresentationError
+from cadenza.manifests.groups import audio_object_type, can_share
 from cadenza.manifests.model import (
     ByteRange,
     Codec,
@@ -23,6 +28,7 @@ from cadenza.manifests.model import (
     Segment,
     SegmentLayout,
     SourceInfo,
+    SwitchGroup,
 )
 
 SCHEMA_VERSION = 1
@@ -54,6 +60,7 @@ def _rendition_to_dict(r: Rendition) -> dict[str, object]:
         "init_size_bytes": r.init_size_bytes,
         "init_range": _range_to_list(r.init_range),
         "index_range": _range_to_list(r.index_range),
+        "decoder_config_hex": None if r.decoder_config is None else r.decoder_config.hex(),
         "total_bytes": r.total_bytes,
         "segment_count": len(r.segments),
         "segments": [
@@ -69,7 +76,21 @@ def _rendition_to_dict(r: Rendition) -> dict[str, object]:
     }
 
 
-def presentation_to_dict(p: Presentation) -> dict[str, object]:
+def _group_to_dict(g: SwitchGroup) -> dict[str, object]:
+    return {
+        "id": g.id,
+        "codec": g.codec.value,
+        "codecs": g.codecs,
+        "sample_rate_hz": g.sample_rate_hz,
+        "channels": g.channels,
+        "audio_object_type": g.audio_object_type,
+        "rendition_ids": list(g.rendition_ids),
+        "init_uri": g.init_uri,
+    }
+
+
+def presentation_to_dict(p: Presentation, *, renditions: bool = True) -> dict[str, object]:
+    """The document; without ``renditions``, its ``renditions`` list is left empty."""
     loudness = p.loudness
     source = p.source
     return {
@@ -96,7 +117,8 @@ def presentation_to_dict(p: Presentation) -> dict[str, object]:
             "bits_per_sample": source.bits_per_sample,
         },
         "metadata": [list(pair) for pair in p.metadata],
-        "renditions": [_rendition_to_dict(r) for r in p.renditions],
+        "groups": [_group_to_dict(g) for g in p.groups],
+        "renditions": [_rendition_to_dict(r) for r in p.renditions] if renditions else [],
     }
 
 
@@ -121,7 +143,7 @@ def presentation_json_pieces(presentation: Presentation) -> Iterator[str]:
     strings before joining it, some ten strings per segment: 21 MiB for a 3-hour
     track's seven renditions, when its text is 2.7 MB.
     """
-    head = _ENCODER.encode(presentation_to_dict(dataclasses.replace(presentation, renditions=())))
+    head = _ENCODER.encode(presentation_to_dict(presentation, renditions=False))
     before, found, after = head.partition(_RENDITIONS)
     if not presentation.renditions or not found:
         yield presentation_to_json(presentation)
@@ -226,7 +248,75 @@ def _rendition(raw: object, where: str) -> Rendition:
         layout=_enum(d.get("layout", "separate"), SegmentLayout, f"{where}layout"),
         init_range=_byte_range(d.get("init_range"), f"{where}init_range"),
         index_range=_byte_range(d.get("index_range"), f"{where}index_range"),
+        decoder_config=_hex(d.get("decoder_config_hex"), f"{where}decoder_config_hex"),
     )
+
+
+def _hex(value: object, field: str) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidPresentationError(field, "expected a hex string")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise InvalidPresentationError(field, "expected a hex string") from None
+
+
+def _group(raw: object, where: str, renditions: Mapping[str, Rendition]) -> SwitchGroup:
+    d = _mapping(raw, where.rstrip("."))
+    ids_raw = _get(d, "rendition_ids", list, where)
+    if not ids_raw or not all(isinstance(i, str) for i in ids_raw):
+        raise InvalidPresentationError(f"{where}rendition_ids", "expected rendition ids")
+    group = SwitchGroup(
+        id=_get(d, "id", str, where),
+        codec=_enum(d.get("codec"), Codec, f"{where}codec"),
+        codecs=_get(d, "codecs", str, where),
+        sample_rate_hz=_positive(d, "sample_rate_hz", where),
+        channels=_positive(d, "channels", where),
+        audio_object_type=_count(d, "audio_object_type", where, optional=True),
+        rendition_ids=tuple(ids_raw),
+        init_uri=_get(d, "init_uri", str, where),
+    )
+    members = []
+    for rendition_id in group.rendition_ids:
+        rendition = renditions.get(rendition_id)
+        if rendition is None:
+            raise InvalidPresentationError(
+                f"{where}rendition_ids", f"no rendition {rendition_id!r}"
+            )
+        shared = (rendition.codec, rendition.codecs, rendition.sample_rate_hz, rendition.channels)
+        if shared != (group.codec, group.codecs, group.sample_rate_hz, group.channels):
+            raise InvalidPresentationError(
+                f"{where}rendition_ids", f"{rendition_id} does not match the group's codec"
+            )
+        members.append(rendition)
+    if not can_share(members):
+        raise InvalidPresentationError(
+            f"{where}rendition_ids",
+            "the renditions do not share one decoder configuration and segment timeline",
+        )
+    if group.audio_object_type != audio_object_type(group.codecs):
+        raise InvalidPresentationError(f"{where}audio_object_type", "does not match codecs")
+    return group
+
+
+def _groups(raw: object, renditions: tuple[Rendition, ...]) -> tuple[SwitchGroup, ...]:
+    """The recorded groups; none recorded (a document from before groups): ``()``,
+    which the model derives."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InvalidPresentationError("groups", "expected a list")
+    by_id = {r.id: r for r in renditions}
+    groups = tuple(_group(g, f"groups[{i}].", by_id) for i, g in enumerate(raw))
+    group_ids = [g.id for g in groups]
+    member_ids = [i for g in groups for i in g.rendition_ids]
+    if len(set(group_ids)) != len(group_ids):
+        raise InvalidPresentationError("groups", "group ids must be unique")
+    if len(set(member_ids)) != len(member_ids):
+        raise InvalidPresentationError("groups", "a rendition belongs to one group at most")
+    return groups
 
 
 def presentation_from_dict(d: object) -> Presentation:
@@ -274,6 +364,7 @@ def presentation_from_dict(d: object) -> Presentation:
         source=source,
         target_segment_duration_ticks=_count(doc, "target_segment_duration_ticks", "", True),
         metadata=tuple((m[0], m[1]) for m in metadata_raw),
+        groups=_groups(doc.get("groups"), renditions),
     )
 
 

@@ -12,12 +12,40 @@ File layout of one packaged track (``<track_id>/``)::
     <rendition.id>/init.mp4, seg-00001.m4s, ...   (segmented mode)
     <rendition.id>/media.mp4                      (single-file mode)
     <rendition.id>/playlist.m3u8                  HLS media playlist
+
+Switching groups (``cadenza.manifests.groups``) are recorded in presentation.json;
+the origin serves a group under ``group-<group.id>/`` (no such folder is written).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+
+from cadenza.manifests.errors import InvalidBitrateHintError, NotSwitchableError
+from cadenza.manifests.groups import SwitchGroup, settle_groups
+
+__all__ = [
+    "INIT_NAME",
+    "MASTER_NAME",
+    "MEDIA_TEMPLATE",
+    "MPD_NAME",
+    "PLAYLIST_NAME",
+    "PRESENTATION_NAME",
+    "SINGLE_FILE_NAME",
+    "BitrateHint",
+    "ByteRange",
+    "Codec",
+    "Loudness",
+    "Presentation",
+    "Protocol",
+    "Rendition",
+    "Segment",
+    "SegmentLayout",
+    "SourceInfo",
+    "SwitchGroup",
+    "expand_template",
+]
 
 INIT_NAME = "init.mp4"
 MEDIA_TEMPLATE = "seg-$Number%05d$.m4s"
@@ -102,6 +130,9 @@ class Rendition:
     one sample.  ``encoder_delay_ticks`` are the priming samples at the start
     of the first segment; ``duration_ticks`` is the presentation duration
     after the edit list removes priming and padding, equal to the source's.
+    ``decoder_config`` is the codec configuration the init segment carries,
+    bitrates aside (AAC: the AudioSpecificConfig; Opus: the ``dOps`` payload;
+    FLAC: STREAMINFO); None when the packager did not record it.
     """
 
     id: str
@@ -121,6 +152,7 @@ class Rendition:
     layout: SegmentLayout = SegmentLayout.SEPARATE
     init_range: ByteRange | None = None  # single-file: ftyp + moov
     index_range: ByteRange | None = None  # single-file: sidx
+    decoder_config: bytes | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -164,6 +196,11 @@ class Presentation:
 
     ``duration_ticks`` in ``timescale`` (the source sample rate) is the exact
     source duration, which every rendition reproduces after trimming.
+
+    ``groups`` are the switching groups (:mod:`cadenza.manifests.groups`); left
+    empty they are derived from the renditions, and given, they are kept to the
+    renditions present, so a filtered or capped copy (``dataclasses.replace``)
+    never names a rendition it does not hold.
     """
 
     track_id: str
@@ -174,12 +211,66 @@ class Presentation:
     source: SourceInfo | None = None
     target_segment_duration_ticks: int | None = None  # in ``timescale``
     metadata: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    groups: tuple[SwitchGroup, ...] = ()
+
+    def __post_init__(self) -> None:
+        groups = settle_groups(self.renditions, self.groups)
+        if groups != self.groups:
+            object.__setattr__(self, "groups", groups)
 
     def rendition(self, rendition_id: str) -> Rendition:
         for rendition in self.renditions:
             if rendition.id == rendition_id:
                 return rendition
         raise KeyError(rendition_id)
+
+    def group(self, group_id: str) -> SwitchGroup:
+        for group in self.groups:
+            if group.id == group_id:
+                return group
+        raise KeyError(group_id)
+
+    def switchable_groups(self) -> tuple[SwitchGroup, ...]:
+        """The groups origin-decided playback lists: those of two renditions or more.
+
+        Raises :class:`NotSwitchableError` when there is none, or when the layout is
+        single-file (a segment is a byte range there, not a file to answer with).
+        """
+        group_ids = tuple(g.id for g in self.groups)
+        if any(r.layout is SegmentLayout.SINGLE for r in self.renditions):
+            raise NotSwitchableError(self.track_id, "single-file layout", group_ids)
+        groups = tuple(g for g in self.groups if g.switchable)
+        if not groups:
+            raise NotSwitchableError(
+                self.track_id, "no switching group holds two renditions or more", group_ids
+            )
+        return groups
+
+    def group_of(self, rendition_id: str) -> SwitchGroup | None:
+        """The group a rendition belongs to (None when it is in none)."""
+        for group in self.groups:
+            if rendition_id in group.rendition_ids:
+                return group
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class BitrateHint:
+    """Guidance for one session, as the manifests carry it to the player: the
+    bitrate to start at and the bounds to adapt within, in bit/s.
+
+    The origin fills it from its ABR guidance; the renderers write it as DASH
+    ``ServiceDescription``/``OperatingBandwidth`` and HLS ``EXT-X-SESSION-DATA``.
+    """
+
+    start_bitrate_bps: int
+    max_bitrate_bps: int
+    min_bitrate_bps: int | None = None
+
+    def __post_init__(self) -> None:
+        low = self.min_bitrate_bps if self.min_bitrate_bps is not None else 0
+        if not 0 <= low <= self.start_bitrate_bps <= self.max_bitrate_bps:
+            raise InvalidBitrateHintError(self.start_bitrate_bps, self.max_bitrate_bps, low)
 
 
 def expand_template(template: str, number: int) -> str:

@@ -8,7 +8,10 @@ controls exactly what makes playback gapless and switchable:
 - Opus pre-skip in ``dOps`` (Encapsulation of Opus in ISOBMFF, 4.3.2) and FLAC's
   STREAMINFO in ``dfLa`` (Encapsulation of FLAC in ISOBMFF, 3.3.2);
 - one ``moof`` + ``mdat`` per segment, with ``tfdt`` carrying the decode time;
-- a ``sidx`` for the single-file (DASH on-demand) layout (14496-12 8.16.3).
+- a ``sidx`` for the single-file (DASH on-demand) layout (14496-12 8.16.3);
+- one init segment for every rung of a switching group: only the bitrate
+  fields of the sample entry differ between rungs, and
+  :func:`with_group_bitrates` rewrites them alike.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 
 from cadenza.manifests.model import ByteRange, Codec
 from cadenza.packager.errors import Mp4Error
+from cadenza.packager.mp4read import Box, iter_boxes
 
 _MATRIX = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
 # sample_depends_on = 2: every audio sample is independently decodable (14496-12 8.8.3.1).
@@ -137,6 +141,18 @@ def _sample_entry(track: TrackConfig) -> bytes:
     audio = struct.pack(">6xH8xHHHHI", 1, track.channels, sample_size, 0, 0, rate_field)
     btrt = _box(b"btrt", struct.pack(">III", 0, track.max_bitrate_bps, track.average_bitrate_bps))
     return _box(kind, audio, config, btrt)
+
+
+def decoder_config(track: TrackConfig) -> bytes:
+    """The codec configuration the sample entry carries, bitrates aside: what a decoder
+    is set up from, and what the rungs of one switching group must share.  AAC: the
+    AudioSpecificConfig (ISO/IEC 14496-3 1.6.2.1); Opus: the ``dOps`` payload (pre-skip,
+    input sample rate, output gain, channel mapping); FLAC: STREAMINFO."""
+    if track.codec is Codec.AAC:
+        return track.codec_private
+    if track.codec is Codec.OPUS:
+        return _dops(track)[8:]
+    return _dfla(track)[16:]
 
 
 def build_init_segment(track: TrackConfig) -> bytes:
@@ -264,3 +280,98 @@ def build_single_file_header(
     init = build_init_segment(track)
     sidx = build_sidx(track, references)
     return init + sidx, ByteRange(0, len(init)), ByteRange(len(init), len(sidx))
+
+
+# -- one init segment for a switching group ---------------------------------------
+
+_SAMPLE_ENTRY_PATH = (b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd")
+_STSD_HEADER_BYTES = 8  # version, flags, entry_count
+_AUDIO_SAMPLE_ENTRY_BYTES = 28  # 14496-12 12.2.3: the fields before the child boxes
+
+
+def _payload_start(box: Box) -> int:
+    return box.offset + box.size - len(box.payload)
+
+
+def _child(data: bytes, start: int, end: int, kind: bytes) -> Box | None:
+    for box in iter_boxes(data, start, end):
+        if box.type.encode("latin-1") == kind:
+            return box
+    return None
+
+
+def _descriptor_body(data: bytes, at: int, tag: int) -> int:
+    """Where the payload of the MPEG-4 descriptor ``tag`` at ``at`` starts
+    (ISO/IEC 14496-1 8.3.3: a tag byte, then a size of 7 bits a byte)."""
+    if at >= len(data) or data[at] != tag:
+        raise Mp4Error("esds", f"expected descriptor tag {tag:#x} at offset {at}")
+    at += 1
+    for _ in range(4):
+        if at >= len(data):
+            break
+        at += 1
+        if not data[at - 1] & 0x80:
+            return at
+    raise Mp4Error("esds", f"descriptor {tag:#x} has a malformed size")
+
+
+def _esds_bitrates_at(data: bytes, box: Box) -> int:
+    """The offset of ``maxBitrate`` in the DecoderConfigDescriptor of an ``esds``
+    (ISO/IEC 14496-1 7.2.6.5 and 7.2.6.6); ``avgBitrate`` follows it."""
+    at = _descriptor_body(data, _payload_start(box) + 4, 0x03)  # ES_Descriptor
+    if at + 3 > len(data):
+        raise Mp4Error("esds", "truncated ES_Descriptor")
+    flags = data[at + 2]
+    at += 3  # ES_ID, flags
+    if flags & 0x80:  # streamDependenceFlag: dependsOn_ES_ID
+        at += 2
+    if flags & 0x40:  # URL_Flag: URLlength, URLstring
+        if at >= len(data):
+            raise Mp4Error("esds", "truncated URL")
+        at += 1 + data[at]
+    if flags & 0x20:  # OCRstreamFlag: OCR_ES_Id
+        at += 2
+    at = _descriptor_body(data, at, 0x04)  # DecoderConfigDescriptor
+    at += 5  # objectTypeIndication, streamType/upStream/reserved, bufferSizeDB
+    if at + 8 > box.offset + box.size:
+        raise Mp4Error("esds", "truncated DecoderConfigDescriptor")
+    return at
+
+
+def with_group_bitrates(init: bytes, max_bitrate_bps: int, average_bitrate_bps: int) -> bytes:
+    """``init`` (an ``ftyp`` + ``moov``) with the bitrate fields of its sample entry
+    rewritten for a switching group, in place and at the same length.
+
+    A group's stream is whichever rung the origin picks for each segment, so:
+
+    - ``btrt`` (ISO/IEC 14496-12 8.5.2.3): ``maxBitrate``, the maximum rate over
+      any window of one second, gets ``max_bitrate_bps``, the highest peak of the
+      group, which no pick of the origin exceeds; ``avgBitrate``, the average over
+      the presentation, gets ``average_bitrate_bps``, the highest average of the
+      group: what the stream averages when the origin picks the top rung throughout;
+    - ``esds`` DecoderConfigDescriptor (ISO/IEC 14496-1 7.2.6.6.2, referenced by
+      14496-14 5.6): ``maxBitrate`` the same, and ``avgBitrate`` 0, as that clause
+      asks for a stream of variable bitrate.
+
+    ``bufferSizeDB`` depends only on the channel count, which a group shares.
+    """
+    out = bytearray(init)
+    start, end = 0, len(init)
+    for kind in _SAMPLE_ENTRY_PATH:
+        box = _child(init, start, end, kind)
+        if box is None:
+            raise Mp4Error(kind.decode(), "not found in the init segment")
+        start, end = _payload_start(box), box.offset + box.size
+    entry = next(iter_boxes(init, start + _STSD_HEADER_BYTES, end), None)
+    if entry is None:
+        raise Mp4Error("stsd", "holds no sample entry")
+    children = _payload_start(entry) + _AUDIO_SAMPLE_ENTRY_BYTES
+    entry_end = entry.offset + entry.size
+    esds = _child(init, children, entry_end, b"esds")
+    if esds is not None:
+        at = _esds_bitrates_at(init, esds)
+        struct.pack_into(">II", out, at, max_bitrate_bps, 0)
+    btrt = _child(init, children, entry_end, b"btrt")
+    if btrt is not None:
+        struct.pack_into(">II", out, _payload_start(btrt) + 4, max_bitrate_bps, average_bitrate_bps)
+    return bytes(out)

@@ -1,5 +1,6 @@
-"""Write a packaged track's manifests into its working folder, in the order
-that keeps an interrupted track recognisably incomplete.
+"""Finish a packaged track in its working folder: give the rungs of each switching
+group one init segment, then write the manifests in the order that keeps an
+interrupted track recognisably incomplete.
 
 Shared by ``cadenza package`` (:mod:`cadenza.packager.track`) and ``cadenza segment``
 (:mod:`cadenza.packager.remux`); it imports no codec library.
@@ -19,7 +20,31 @@ from cadenza.manifests.model import (
     PRESENTATION_NAME,
     Presentation,
 )
+from cadenza.packager.mp4 import with_group_bitrates
 from cadenza.packager.output import write_text_atomic
+
+
+def share_group_inits(work_dir: Path, presentation: Presentation) -> None:
+    """Make the init segments of every switching group of two rungs or more
+    byte-identical, so that any of them serves every rung of the group.
+
+    The rungs of a group already share everything their init segments hold but
+    the bitrate fields of the sample entry; those are rewritten in place for the
+    group (:func:`cadenza.packager.mp4.with_group_bitrates`), at the same length,
+    so the sizes and byte ranges the presentation records stay right.  In the
+    single-file layout the init segment is the start of ``media.mp4``.
+    """
+    for group in presentation.groups:
+        if not group.switchable:
+            continue
+        members = [presentation.rendition(i) for i in group.rendition_ids]
+        peak_bps = max(r.peak_bitrate_bps for r in members)
+        average_bps = max(r.average_bitrate_bps for r in members)
+        for rendition in members:
+            with open(work_dir / rendition.id / rendition.init_name, "r+b") as handle:
+                init = handle.read(rendition.init_size_bytes)
+                handle.seek(0)
+                handle.write(with_group_bitrates(init, peak_bps, average_bps))
 
 
 def write_manifests(work_dir: Path, presentation: Presentation) -> None:

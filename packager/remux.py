@@ -32,7 +32,7 @@ from typing import Final
 from cadenza.manifests.model import Codec, Presentation, Rendition, SegmentLayout
 from cadenza.packager.errors import InputError, OutputError
 from cadenza.packager.output import commit_track, is_complete, new_temp_dir, oserror_reason
-from cadenza.packager.publish import write_manifests
+from cadenza.packager.publish import share_group_inits, write_manifests
 from cadenza.packager.rung_input import RungInput
 from cadenza.packager.segmenter import DEFAULT_SEGMENT_DURATION, RungPlan, Segmenter
 
@@ -244,6 +244,7 @@ def remux_track(
             os.rename(work_dir / rendition.id, work_dir / rendition_id)
             named.append(dataclasses.replace(rendition, id=rendition_id, target_bitrate_bps=target))
         presentation = _presentation(track_id, rungs, named, options.segment_duration)
+        share_group_inits(work_dir, presentation)
         write_manifests(work_dir, presentation)
         commit_track(work_dir, final_dir)
         work_dir = None

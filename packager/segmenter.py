@@ -201,6 +201,7 @@ class Segmenter:
             layout=self.plan.layout,
             init_range=init_range,
             index_range=index_range,
+            decoder_config=mp4.decoder_config(track),
         )
 
     def _write_single_file(

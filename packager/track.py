@@ -44,7 +44,7 @@ from cadenza.packager.output import (
     oserror_reason,
     track_id_for,
 )
-from cadenza.packager.publish import write_manifests
+from cadenza.packager.publish import share_group_inits, write_manifests
 from cadenza.packager.segmenter import DEFAULT_SEGMENT_DURATION as DEFAULT_SEGMENT_DURATION
 
 QUEUE_BLOCKS: Final = 16  # per consumer: bounds memory while keeping both cores fed
@@ -274,6 +274,7 @@ def package_track(source: Path, out_root: Path, options: PackageOptions) -> Trac
                 target_segment_duration_ticks=int(options.segment_duration * probe.sample_rate_hz),
             )
             result.warnings += decoder.report.warnings
+        share_group_inits(work_dir, presentation)
         write_manifests(work_dir, presentation)
         commit_track(work_dir, final_dir)
         work_dir = None

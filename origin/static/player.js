@@ -19,6 +19,22 @@
     $("codecs").textContent = codecs || "";
   }
 
+  // The origin's start hint for this session (EXT-X-SESSION-DATA, RFC 8216 4.3.4.4):
+  // the level to start on is the highest whose bitrate is at or below it, else the lowest.
+  const START_BITRATE_ID = "com.cadenza.start-bitrate";
+  function hintedStartLevel(levels, sessionData) {
+    const hint = sessionData && sessionData[START_BITRATE_ID];
+    const bps = hint ? parseInt(hint.VALUE, 10) : NaN;
+    if (!Number.isFinite(bps) || !levels || !levels.length) return null;
+    let best = null;
+    let lowest = 0;
+    levels.forEach((level, index) => {
+      if (level.bitrate < levels[lowest].bitrate) lowest = index;
+      if (level.bitrate <= bps && (best === null || level.bitrate > levels[best].bitrate)) best = index;
+    });
+    return best === null ? lowest : best;
+  }
+
   function teardown() {
     if (!current) return;
     try { current.destroy ? current.destroy() : current.reset(); } catch (e) { /* already gone */ }
@@ -31,13 +47,22 @@
     $("switchrows").innerHTML = "";
     const track = $("track").value;
     const manifest = $("protocol").value === "hls" ? "master.m3u8" : "manifest.mpd";
-    const codec = $("codec").value;
-    const src = `/${track}/${manifest}${codec ? `?codec=${codec}` : ""}`;
+    const query = new URLSearchParams();
+    if ($("codec").value) query.set("codec", $("codec").value);
+    if ($("abr").value === "origin") query.set("abr", "origin");
+    const search = query.toString();
+    const src = `/${track}/${manifest}${search ? `?${search}` : ""}`;
     $("url").textContent = src;
     const player = $("player").value;
     if (player === "hls") {
       if ($("protocol").value !== "hls") { $("url").textContent = "hls.js plays HLS only"; return; }
-      const hls = new Hls({ cmcd: {} });
+      // Loading starts once the start level is set from the manifest's hint.
+      const hls = new Hls({ cmcd: {}, autoStartLoad: false });
+      hls.on(Hls.Events.MANIFEST_PARSED, (_e, d) => {
+        const start = hintedStartLevel(d.levels, d.sessionData);
+        if (start !== null) hls.startLevel = start;
+        hls.startLoad();
+      });
       hls.on(Hls.Events.LEVEL_SWITCHED, (_e, d) => { const l = hls.levels[d.level]; logSwitch(l.bitrate, l.codecSet || l.audioCodec); });
       hls.loadSource(src);
       hls.attachMedia(audio);
