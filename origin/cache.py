@@ -23,7 +23,7 @@ from cachetools import LRUCache
 # through the origin or straight from the bucket.
 from cadenza.manifests.media_types import content_type_for, is_manifest
 from cadenza.origin.errors import StorageUnavailableError
-from cadenza.origin.storage import ObjectInfo, StoredObject
+from cadenza.origin.storage import StoredObject
 
 
 def strong_etag(body: bytes) -> str:
@@ -133,7 +133,3 @@ class HotCache:
         if fresh.size_bytes <= self.max_object_bytes:
             self._lru[key] = fresh
         return fresh, "miss"
-
-
-def object_info(cached: CachedObject) -> ObjectInfo:
-    return ObjectInfo(cached.size_bytes, cached.mtime_s, cached.etag)

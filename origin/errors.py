@@ -1,6 +1,6 @@
 """Origin errors, each with the HTTP status it maps to at the edge.
 
-Handlers raise these; ``cadenza.origin.app``'s error middleware turns them into a JSON
+Handlers raise these; ``cadenza.origin.edge``'s error table turns them into a JSON
 body ``{"error": code, "detail": text}``.  Storage backends map botocore and
 OS errors to :class:`StorageUnavailableError` or :class:`ObjectNotFoundError`
 at their boundary, so no third-party exception reaches a handler."""
@@ -191,3 +191,12 @@ class AdminTokenMissingError(OriginError):
 class AdminTokenInvalidError(OriginError):
     status = 403
     code = "bad_admin_token"
+
+
+class ObjectTooLargeError(Exception):
+    """An object above ``cache_max_object_bytes``: streamed instead of cached
+    (never an answer of its own)."""
+
+    def __init__(self, size_bytes: int) -> None:
+        self.size_bytes = size_bytes
+        super().__init__(size_bytes)

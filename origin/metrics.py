@@ -267,7 +267,7 @@ def create_metrics(*, shared_sessions: bool = False) -> Metrics:
         ),
         fast_path_handovers=Counter(
             "cadenza_fast_path_handovers",
-            "Connections handed from the fast path (origin/fastpath.py) to aiohttp, by the "
+            "Connections handed from the fast path (origin/transport/) to aiohttp, by the "
             "reason of the first request it could not answer",
             ["reason"],
             registry=registry,

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Final
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from cadenza.origin.app import create_app
 from cadenza.origin.errors import SettingsError
-from cadenza.origin.fastpath import FastPathProtocol, HotResponder
 from cadenza.origin.keys import METRICS, SETTINGS
 from cadenza.origin.settings import Settings, load_settings
+from cadenza.origin.transport.fast import FastPathProtocol
+from cadenza.origin.transport.responder import HotResponder
 
 log = logging.getLogger("cadenza.origin.server")
 
@@ -36,6 +38,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="listen port (default 8080)")
     parser.add_argument("--workers", type=int, help="processes sharing the port (default 1)")
     parser.add_argument("--config", type=Path, help="TOML settings file (see README)")
+
+
+# The most of a malformed request's parser message that is logged.
+_LOGGED_ERROR_CHARS: Final = 120
+
+
+class RequestErrorLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server log, with a request that does not parse (a client's
+    doing, not the origin's) logged as one INFO line without a traceback, so
+    a client cannot fill the log; any other exception is logged in full."""
+
+    def exception(self, msg: object, *args: object, **kwargs: object) -> None:
+        error = kwargs.get("exc_info")
+        if isinstance(error, HttpProcessingError):
+            remote = args[0] if args else None
+            detail = " ".join(str(error.message).split())[:_LOGGED_ERROR_CHARS]
+            self.logger.info("malformed request from %s: %d %s", remote, error.code, detail)
+            return
+        self.logger.exception(msg, *args, **kwargs)  # type: ignore[arg-type]
 
 
 REFUSE_LINGER_S: Final = 1.0
@@ -90,7 +111,7 @@ class GuardedSite(web.BaseSite):
     request head has arrived: ``keepalive_timeout_s``.
 
     With ``fast_path`` (and no URL signing, whose tokens only the full path
-    checks), connections start on :class:`cadenza.origin.fastpath.FastPathProtocol`,
+    checks), connections start on :class:`cadenza.origin.transport.fast.FastPathProtocol`,
     which answers hot segments itself and hands anything else to aiohttp.
     """
 
@@ -211,6 +232,7 @@ def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
         max_line_size=settings.max_header_bytes,
         max_field_size=settings.max_header_bytes,
         max_headers=settings.max_headers,
+        logger=RequestErrorLog(logging.getLogger("aiohttp.server")),
     )
 
 

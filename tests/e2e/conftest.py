@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from cadenza.packager.ladder import PRESETS
+from cadenza.manifests.ladder import PRESETS
 from cadenza.packager.track import PackageOptions, package_track
 from samples.make_sample import synthesize, write_audio
 from tests.origin.originproc import cadenza_serve

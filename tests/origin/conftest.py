@@ -16,9 +16,9 @@ import pytest
 import redis
 from aiohttp.test_utils import TestClient, TestServer
 
+from cadenza.manifests.ladder import PRESETS
 from cadenza.origin.app import create_app
 from cadenza.origin.settings import Settings
-from cadenza.packager.ladder import PRESETS
 from cadenza.packager.track import PackageOptions, package_track
 from tests.conftest import MakeInput, Moto, free_port
 

@@ -1,4 +1,4 @@
-"""The hot-segment fast path (origin/fastpath.py) against the aiohttp path it
+"""The hot-segment fast path (origin/transport/) against the aiohttp path it
 stands in front of: the same bytes for what it answers, aiohttp's answers for
 everything else on the same connection, in order (RFC 9112 9.3.2 pipelining)."""
 
@@ -17,9 +17,11 @@ from urllib.parse import quote
 import pytest
 from yarl import URL
 
-from cadenza.origin.fastpath import FastPathProtocol, HotResponder, _unsent, query_arguments
+from cadenza.origin.core.request import query_arguments
 from cadenza.origin.pathways import PathwaySetting
 from cadenza.origin.settings import Settings
+from cadenza.origin.transport.fast import FastPathProtocol, _unsent
+from cadenza.origin.transport.responder import HotResponder
 from tests.origin.conftest import TRACK
 from tests.origin.rawhttp import ThreadedOrigin
 
@@ -709,7 +711,7 @@ def test_a_session_request_that_fails_is_folded_in_once(
 
 
 def test_without_steering_a_session_request_gets_the_shared_answer(packaged_root: Path) -> None:
-    origin = _origin(packaged_root, steering=False)
+    origin = _origin(packaged_root, guidance=False)
     try:
         connection = Connection(origin.port)
         connection.send(_get(f"{SEGMENT}?CMCD=" + _cmcd("fast-off", br=128, ot="a")))
@@ -764,16 +766,17 @@ def test_a_session_answer_that_raises_is_handed_to_aiohttp(
     """A bug (or a store failing past its fallback) must not leave the request
     unanswered: aiohttp answers it, with its own error mapping."""
 
-    async def broken(*_args: object, **_kwargs: object) -> None:
-        raise RuntimeError("a bug in CMSD")
+    def broken(*_args: object, **_kwargs: object) -> bytes:
+        raise RuntimeError("a bug in a head")
 
-    monkeypatch.setattr("cadenza.origin.fastpath.cmsd_for", broken)
+    # Rendering heads to bytes is the fast transport's alone.
+    monkeypatch.setattr("cadenza.origin.transport.responder.render_head", broken)
     connection = Connection(fast.port)
     try:
         connection.send(_get(f"{SEGMENT}?CMCD=" + _cmcd("fast-bug", br=128, ot="a")))
         status, headers, _ = connection.answer()
         assert status == 200
-        assert "CMSD-Static" in dict(headers)  # origin.app's own, unpatched
+        assert "CMSD-Static" in dict(headers)  # aiohttp's answer, unpatched
         assert not on_fast_path(fast, connection)
     finally:
         connection.close()
@@ -806,8 +809,23 @@ def _handovers(origin: ThreadedOrigin, reason: str) -> float:
         (_get(SEGMENT, "Range: bytes=99999999-"), "range"),
         (_get(f"/{TRACK}/presentation.json"), "path"),
         (f"GET {SEGMENT} HTTP/1.1\nHost: x\n\n".encode(), "malformed"),
+        (_get(SEGMENT, "Connection: Upgrade", "Upgrade: h2c"), "upgrade"),
+        (_get(SEGMENT + "#top"), "target"),
+        (_get(SEGMENT, "X-Unknown: 1"), "header"),
     ],
-    ids=["query", "version", "method", "header", "load-failed", "range", "path", "bare-lf"],
+    ids=[
+        "query",
+        "version",
+        "method",
+        "header",
+        "load-failed",
+        "range",
+        "path",
+        "bare-lf",
+        "upgrade",
+        "fragment",
+        "off-the-allowlist",
+    ],
 )
 def test_each_handover_is_counted_with_its_reason(
     fast: ThreadedOrigin, request_bytes: bytes, reason: str

@@ -43,7 +43,7 @@ from urllib.parse import quote
 
 import pytest
 
-from cadenza.packager.ladder import PRESETS
+from cadenza.manifests.ladder import PRESETS
 from cadenza.packager.track import PackageOptions, package_track
 from tests.conftest import MakeInput
 from tests.origin.originproc import OriginProcess, cadenza_serve, raise_open_files_limit

@@ -182,7 +182,7 @@ async def test_unsteered_master_is_the_public_file(make_client: MakeClient) -> N
 
 
 async def test_steering_can_be_switched_off(make_client: MakeClient) -> None:
-    client = await make_client(steering=False)
+    client = await make_client(guidance=False)
     await _warm_slow_session(client, "off")
     response = await client.get(f"/{TRACK}/master.m3u8?sid=off")
     assert response.headers["Cache-Control"].startswith("public")

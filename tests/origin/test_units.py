@@ -8,8 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cadenza.abr.guidance import segment_duration_ms
 from cadenza.manifests.jsonio import presentation_from_json
 from cadenza.manifests.model import PRESENTATION_NAME
+from cadenza.origin.core.request import VersionVerdict, accepts_gzip, check_version
+from cadenza.origin.core.routes import RouteClass, is_track_manifest, route_class
 from cadenza.origin.errors import (
     ForbiddenPathError,
     ObjectNotFoundError,
@@ -19,7 +22,6 @@ from cadenza.origin.errors import (
 from cadenza.origin.paths import safe_key
 from cadenza.origin.ranges import ByteSpan, parse_range
 from cadenza.origin.settings import load_settings
-from cadenza.origin.steering import segment_duration_ms
 from cadenza.origin.storage import LocalStorage
 from tests.origin.conftest import TRACK
 
@@ -190,3 +192,70 @@ def test_segment_durations_are_found_by_number(packaged_root: Path) -> None:
     last = rendition.segments[-1].number
     assert segment_duration_ms(rendition, f"seg-{last + 1:05d}.m4s") is None
     assert segment_duration_ms(rendition, "init.mp4") is None
+
+
+@pytest.mark.parametrize(
+    ("header", "gzip"),
+    [
+        (None, False),
+        ("", False),
+        ("gzip", True),
+        ("GZIP;Q=1.0", True),
+        ("x-gzip", True),
+        ("deflate, gzip;q=0.5", True),
+        ("gzip;q=0", False),
+        ("gzip; q=0.000", False),
+        ("gzip;q=0.001", True),
+        ("gzip;q=1.001", False),  # not a qvalue: the member is ignored
+        ("gzip;q=abc", False),
+        ("*", True),
+        ("*;q=0", False),
+        ("gzip;q=0, *", False),  # gzip named: its weight wins over *'s
+        ("identity", False),
+    ],
+)
+def test_accept_encoding_weights(header: str | None, gzip: bool) -> None:
+    """RFC 9110 12.5.3 and 12.4.2."""
+    assert accepts_gzip(header) is gzip
+
+
+@pytest.mark.parametrize(
+    ("version", "verdict"),
+    [
+        ((1, 1), VersionVerdict.OK),
+        ((1, 0), VersionVerdict.OK),
+        ((0, 9), VersionVerdict.BAD_REQUEST),
+        ((2, 0), VersionVerdict.NOT_SUPPORTED),
+    ],
+)
+def test_http_versions(version: tuple[int, int], verdict: VersionVerdict) -> None:
+    assert check_version(*version) is verdict
+
+
+@pytest.mark.parametrize(
+    ("path", "route"),
+    [
+        ("/healthz", RouteClass.HEALTHZ),
+        ("/metrics", RouteClass.METRICS),
+        ("/", RouteClass.APP),
+        ("/player/", RouteClass.APP),
+        ("/v1/sessions", RouteClass.APP),
+        (f"/{TRACK}/master.m3u8", RouteClass.MANIFEST),
+        (f"/{TRACK}/manifest.mpd", RouteClass.MANIFEST),
+        (f"/{TRACK}/aac-128k/seg-00001.m4s", RouteClass.SEGMENT),
+        (f"/{TRACK}/aac-128k/init.mp4", RouteClass.SEGMENT),
+        (f"/{TRACK}/aac-128k/init.MP4", RouteClass.OTHER),
+        (f"/{TRACK}/presentation.json", RouteClass.OTHER),
+        (f"/{TRACK}/aac-128k", RouteClass.OTHER),
+    ],
+)
+def test_route_classes(path: str, route: RouteClass) -> None:
+    assert route_class(path) is route
+
+
+def test_track_manifests_are_the_ones_at_a_tracks_top() -> None:
+    assert is_track_manifest(f"{TRACK}/master.m3u8")
+    assert is_track_manifest(f"{TRACK}/manifest.mpd")
+    assert not is_track_manifest(f"{TRACK}/aac-128k/master.m3u8")
+    assert not is_track_manifest("master.m3u8")
+    assert not is_track_manifest(f"{TRACK}/aac-128k/playlist.m3u8")

@@ -1,0 +1,118 @@
+"""The one decision of which object answers a media request, for both
+transports: the file itself, a manifest rendered (filtered by the query,
+steered for a session, naming content-steering pathways), or the file with a
+session's CMSD (CTA-5006).  The transports then plan the status
+(``core.validators.plan_object_answer``) and the head
+(``core.heads.object_fields``) from the same functions."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cadenza.abr.cmcd import HEADER_NAMES as CMCD_HEADER_NAMES
+from cadenza.manifests.steering import SteeringConfig
+from cadenza.origin.core.heads import ObjectChoice
+from cadenza.origin.core.request import MediaRequest
+from cadenza.origin.core.routes import is_track_manifest
+from cadenza.origin.keys import SETTINGS
+from cadenza.origin.objects import load_object
+from cadenza.origin.rendering import (
+    cmsd_for,
+    filter_values,
+    guided_segment,
+    presentation_of,
+    private_control,
+    render_manifest,
+)
+from cadenza.origin.telemetry import Observed, observe
+
+
+def has_cmcd_headers(asked: MediaRequest) -> bool:
+    return any(name in asked.headers for name in CMCD_HEADER_NAMES)
+
+
+def names_a_session(asked: MediaRequest) -> bool:
+    """Whether the request may name a session: a ``CMCD`` or ``sid`` argument,
+    or a ``CMCD-*`` header (CTA-5004)."""
+    query = asked.query or {}
+    return "CMCD" in query or "sid" in query or has_cmcd_headers(asked)
+
+
+async def choose_object(
+    app: web.Application,
+    asked: MediaRequest,
+    *,
+    steering: SteeringConfig | None = None,
+    personal_pathways: bool = False,
+    fold_on_failure: bool = True,
+) -> ObjectChoice:
+    """The object that answers ``asked``, and a session's changes to its head.
+
+    Whatever can fail (the loads, a filter that is invalid or matches nothing)
+    is done before the session is touched, so a request that fails is never
+    folded into its session before it fails; then, with ``fold_on_failure``,
+    it is folded in (the player did ask for it) and the error raised.  The
+    fast transport passes False: it hands a failed request to aiohttp, which
+    folds it in, once.  ``steering``: the track's content-steering block, when
+    pathways are configured (its manifests are always rendered);
+    ``personal_pathways``: that block is this viewer's.  Raises the storage's
+    and the filter's errors, and ``ObjectTooLargeError``."""
+    settings = app[SETTINGS]
+    key = asked.key
+    track = key.partition("/")[0]
+    query = asked.query or {}
+    manifest = is_track_manifest(key)
+    selected = filter_values(query) if manifest else ()
+    session = names_a_session(asked)
+    # A known session gets a steered manifest, or CMSD on a media segment.
+    guided = session and settings.guidance and (manifest or guided_segment(key))
+    rendered_always = manifest and (bool(selected) or steering is not None)
+    model = None
+    loaded = None
+    rendered = None
+    try:
+        if rendered_always or guided:
+            model = await presentation_of(app, track)
+        if rendered_always:  # rendered whether or not a session steers it: checks the filter
+            rendered = await render_manifest(
+                app, key, selected, None, steering, personal_pathways=personal_pathways, model=model
+            )
+        # A steered manifest is rendered instead of the file: load the file
+        # later, if at all, unless CMCD is folded in first.
+        folds = "CMCD" in query or has_cmcd_headers(asked)
+        if rendered is None and (not manifest or not guided or folds):
+            loaded = await load_object(app, key)
+    except Exception:
+        if session and fold_on_failure:
+            await _observe(app, track, asked)
+        raise
+    observed = await _observe(app, track, asked) if session else None
+    if observed is not None and settings.guidance and manifest:
+        rendered = await render_manifest(
+            app, key, selected, observed, steering, personal_pathways=personal_pathways, model=model
+        )
+    if rendered is not None:
+        vary = "Accept-Encoding, CMCD-Session" if rendered.vary_session else None
+        return ObjectChoice(rendered.obj, rendered.how, vary=vary)
+    if loaded is None:  # only a sid, that names no session: nothing folded in
+        loaded = await load_object(app, key)
+    obj, how = loaded
+    if observed is None or not settings.guidance or not guided_segment(key):
+        return ObjectChoice(obj, how)
+    cmsd = await cmsd_for(app, key, observed, model)
+    if cmsd is None:
+        return ObjectChoice(obj, how)
+    # A 304 keeps the shared head (core.heads.object_fields).
+    return ObjectChoice(obj, how, control=private_control(obj.cache_control), cmsd=cmsd)
+
+
+async def _observe(app: web.Application, track: str, asked: MediaRequest) -> Observed | None:
+    query = asked.query or {}
+    return await observe(
+        app,
+        track,
+        cmcd_query=query.get("CMCD"),
+        sid_query=query.get("sid"),
+        headers=asked.headers,
+        remote=asked.remote,
+    )

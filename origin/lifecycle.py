@@ -1,0 +1,66 @@
+"""What the application opens at startup and closes at cleanup
+(``cleanup_ctx``): storage, and the Redis session stores."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from cadenza.origin.keys import (
+    METRICS,
+    POPULATION,
+    SESSION_LOCKS,
+    SESSIONS,
+    SETTINGS,
+    STORAGE,
+    STORE_HEALTH,
+)
+from cadenza.origin.redis_store import RedisBackend
+from cadenza.origin.sessions import SessionLocks
+from cadenza.origin.storage import LocalStorage, S3Storage, Storage
+from cadenza.origin.store_fallback import FallbackPopulationStore, FallbackSessionStore, StoreHealth
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Sessions and population priors in Redis, shared by every replica, in front
+    of the memory stores, which serve alone while Redis is unreachable."""
+    settings = app[SETTINGS]
+    assert settings.redis_url is not None
+    backend = RedisBackend(settings.redis_url, timeout_s=settings.redis_timeout_s)
+    health = StoreHealth(backend.ping, retry_s=settings.redis_retry_s, metrics=app[METRICS])
+    app[STORE_HEALTH] = health
+    # Redis awaits between reading a session and writing it back.
+    app[SESSION_LOCKS] = SessionLocks()
+    app[SESSIONS] = FallbackSessionStore(
+        backend.sessions(max_sessions=settings.sessions_max, ttl_s=settings.session_ttl_s),
+        app[SESSIONS],
+        health,
+    )
+    app[POPULATION] = FallbackPopulationStore(backend.population(), app[POPULATION], health)
+    await health.check()  # a dead Redis is logged now, but does not stop the origin
+    try:
+        yield
+    finally:
+        await backend.close()
+
+
+async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    storage: Storage
+    if settings.is_s3:
+        s3 = S3Storage(
+            settings.root,
+            endpoint_url=settings.s3_endpoint_url,
+            timeout_s=settings.storage_timeout_s,
+        )
+        await s3.open()
+        storage = s3
+    else:
+        storage = LocalStorage(Path(settings.root))
+    app[STORAGE] = storage
+    try:
+        yield
+    finally:
+        await storage.close()

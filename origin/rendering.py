@@ -1,0 +1,162 @@
+"""Master playlists and MPDs rendered from a track's model: filtered by a
+query, steered for a session, cached per shape; and the CMSD of a session's
+segments (CTA-5006).  No request object: the fast transport renders with it
+too."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from cadenza.abr.guidance import cmsd_dynamic, cmsd_static, guide_presentation, segment_duration_ms
+from cadenza.abr.policy import Guidance
+from cadenza.manifests.dash import render_mpd
+from cadenza.manifests.errors import InvalidPresentationError
+from cadenza.manifests.errors import NoMatchingRenditionsError as NoRenditionsInModel
+from cadenza.manifests.filters import InvalidFilterError, RenditionFilter, parse_filter_query
+from cadenza.manifests.hls import render_master
+from cadenza.manifests.jsonio import presentation_from_json
+from cadenza.manifests.model import MASTER_NAME, PRESENTATION_NAME, Presentation
+from cadenza.manifests.steering import SteeringConfig
+from cadenza.origin.cache import CachedObject, build_cached
+from cadenza.origin.core.request import FILTER_KEYS
+from cadenza.origin.errors import (
+    BadRequestError,
+    NoMatchingRenditionsError,
+    StorageUnavailableError,
+)
+from cadenza.origin.keys import METRICS, PRESENTATIONS, RENDERED, SETTINGS
+from cadenza.origin.objects import load_object
+from cadenza.origin.storage import ObjectInfo, StoredObject
+from cadenza.origin.telemetry import Observed, guidance_for
+
+
+async def presentation_of(app: web.Application, track: str) -> tuple[Presentation, CachedObject]:
+    """The track's model, parsed once per version of its presentation.json."""
+    obj, _ = await load_object(app, f"{track}/{PRESENTATION_NAME}")
+    parsed = app[PRESENTATIONS].get(track)
+    if parsed is not None and parsed[0] == obj.etag:
+        return parsed[1], obj
+    try:
+        presentation = presentation_from_json(obj.body)
+    except InvalidPresentationError as exc:
+        raise StorageUnavailableError(f"{track}: damaged presentation.json: {exc}", "data") from exc
+    app[PRESENTATIONS][track] = (obj.etag, presentation)
+    return presentation, obj
+
+
+def _selection(query: Mapping[str, str]) -> RenditionFilter:
+    try:
+        return parse_filter_query(query)
+    except InvalidFilterError as exc:
+        raise BadRequestError(str(exc)) from exc
+
+
+def filter_values(query: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The rendition-filter arguments of a query, in key order (one reading of
+    each: the shape a rendered manifest is cached under is also its filter)."""
+    return tuple((k, query[k]) for k in sorted(FILTER_KEYS & query.keys()))
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedManifest:
+    """A master playlist or MPD rendered for one request (:func:`render_manifest`)."""
+
+    obj: CachedObject
+    how: str  # the X-Cadenza-Cache value: "rendered" or "steered"
+    vary_session: bool  # the session came from the CMCD-Session header
+
+
+async def render_manifest(
+    app: web.Application,
+    key: str,
+    selected: tuple[tuple[str, str], ...],
+    observed: Observed | None,
+    steering: SteeringConfig | None,
+    *,
+    personal_pathways: bool,
+    model: tuple[Presentation, CachedObject] | None = None,
+) -> RenderedManifest:
+    """A manifest rendered from the model: filtered by ``selected`` (see
+    :func:`filter_values`), and steered for the session when one is known
+    (``sid`` or CMCD ``sid``).  ``personal_pathways``: the steering block is
+    this viewer's (signed, or named after the Host header); ``model``: the
+    track's :func:`presentation_of`, when the caller has it already.  No
+    request object: the fast transport renders with it too."""
+    track, _, name = key.partition("/")
+    presentation, source = model or await presentation_of(app, track)
+    # The selection and the guidance's start and cap decide which renditions
+    # are listed, in which order.
+    shaped = presentation
+    if selected:
+        try:
+            shaped = _selection(dict(selected)).apply(presentation)
+        except NoRenditionsInModel as exc:
+            raise NoMatchingRenditionsError(str(exc)) from exc
+    settings = app[SETTINGS]
+    control = f"public, max-age={settings.manifest_max_age_s}"
+    how = "rendered"
+    vary_session = False
+    guidance: Guidance | None = None
+    if observed is not None and settings.guidance:
+        guidance = await guidance_for(app, shaped, observed.state, observed.network_key)
+        app[METRICS].steered(guidance.source.value)
+        control = f"private, max-age={settings.manifest_max_age_s}"
+        how = "steered"
+        vary_session = observed.sid_from_header
+    if steering is not None and personal_pathways:
+        # Its pathway URIs carry this viewer's token, or its steering server
+        # was named after the request's Host header: either way not for a
+        # shared cache, which keys on the path and would hand a forged Host
+        # to every later viewer.
+        control = f"private, max-age={settings.manifest_max_age_s}"
+    # The bytes depend only on these: steer, render, hash and gzip once per shape.
+    guide = None if guidance is None else (guidance.start_bitrate_bps, guidance.max_bitrate_bps)
+    shape = (key, source.etag, selected, guide, steering, control)
+    rendered = app[RENDERED].get(shape)
+    if rendered is None:
+        if guidance is not None:
+            shaped = guide_presentation(shaped, guidance)
+        text = (
+            render_master(shaped, steering) if name == MASTER_NAME else render_mpd(shaped, steering)
+        )
+        body = text.encode("utf-8")
+        info = ObjectInfo(len(body), source.mtime_s, "")
+        rendered = build_cached(key, StoredObject(info, body), control)
+        app[RENDERED][shape] = rendered
+    return RenderedManifest(rendered, how, vary_session)
+
+
+def guided_segment(key: str) -> bool:
+    """A media segment of a rendition (``<track>/<rendition>/<name>.m4s``): the
+    requests that get CMSD when their session is known."""
+    return key.count("/") == 2 and key.endswith(".m4s")
+
+
+async def cmsd_for(
+    app: web.Application,
+    key: str,
+    observed: Observed,
+    model: tuple[Presentation, CachedObject] | None = None,
+) -> tuple[str, str] | None:
+    """The CMSD-Static and CMSD-Dynamic values for a media segment of a known
+    session (CTA-5006); None when the rendition is not in the model.
+    ``model``: as for :func:`render_manifest`."""
+    track, rendition_id, name = key.split("/", 2)
+    presentation, _ = model or await presentation_of(app, track)
+    try:
+        rendition = presentation.rendition(rendition_id)
+    except KeyError:
+        return None
+    guidance = await guidance_for(app, presentation, observed.state, observed.network_key)
+    return (
+        cmsd_static(rendition, segment_duration_ms(rendition, name)),
+        cmsd_dynamic(guidance.estimate_bps, guidance.max_bitrate_bps),
+    )
+
+
+def private_control(control: str) -> str:
+    """Personalised (CMSD): shared caches must not hand this session's answer to others."""
+    return control.replace("public", "private")

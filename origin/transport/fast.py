@@ -1,0 +1,347 @@
+"""The hot path for segments and manifests, ahead of aiohttp on the same connections.
+
+A plain request for a media file — a segment (``.m4s``), an init segment
+(``.mp4``), a playlist (``.m3u8``) or an MPD (``.mpd``) — is answered by
+:class:`FastPathProtocol` from the hot cache: one head with the same header
+lines, in the same order, that the aiohttp path sends for that request (tests
+compare them header for header, gzip included), the ``Date`` of this second,
+then the body; or ``304`` for ``If-None-Match``/``If-Modified-Since`` that
+match, or ``206`` for a single satisfiable ``Range`` (``If-Range`` permitting),
+decided by the same functions.  A file not in the cache (or a manifest
+past its TTL) is loaded through the same cache, single-flight, as the aiohttp
+path loads it; the connection waits for it, then goes on.
+
+A request whose query names a session (``CMCD`` and ``sid`` arguments, as
+hls.js and dash.js send CMCD in query mode, CTA-5004) or filters renditions
+(``codec``, ``min_bitrate``, ``max_bitrate``) is answered here too, by the
+answer core the aiohttp path uses (``core.answer.choose_object``): its CMCD
+folded into the session, then a filtered and steered master playlist or MPD,
+or the file with CMSD, private.  Everything such an answer needs that can
+fail (loads, the filter) is done before the session is touched, so one
+handed over is never folded in twice.
+
+Every other request is handed, together with every byte not yet answered, to
+an aiohttp ``RequestHandler`` that takes the connection over for good.  The
+fast transport answers an allowlist, not a denylist: a head whose fields are
+all on the allowlist of :mod:`cadenza.origin.transport.parse`, each at most
+once, with exactly one ``Host``, HTTP/1.1, no body and no fragment in the
+target (see :mod:`cadenza.origin.transport.parse`); a path of a media file
+that no other route answers and ``safe_key`` accepts; no query but a
+session's or a filter's, and no ``Range`` with one; a satisfiable range; no
+manifest when content steering is configured (those are always rendered); a
+load that succeeds (404, 503, too large: aiohttp answers or streams it, with
+its own error mapping).  An exception while answering hands over too.  So the
+fast path only ever answers what the full path would have answered
+identically, never answers an error, and leaves every framing decision
+(bodies, ``Content-Length`` with ``Transfer-Encoding``, upgrades) to aiohttp.
+
+Why: the aiohttp path costs ~240 µs of one core per hot 64 KB segment here
+(request and response objects, middleware, routing), several times the cost
+of sending the bytes; a bare aiohttp app is itself 0.21x nginx on this
+machine.  Request heads are parsed by httptools (the llhttp parser that
+aiohttp's C parser also wraps), one complete head at a time, so the framing
+and the handover point are always exact.
+
+Keep-alive: a connection with nothing answered for ``keepalive_timeout_s``
+is closed, as aiohttp does.  Back-pressure: while the transport's write
+buffer is over its high-water mark, or a load is pending and 64 KiB are read
+ahead, reading is paused, so a client that pipelines requests and does not
+read cannot make the origin queue more than one round (:data:`ROUND_BYTES`)
+past the transport's high-water mark (:data:`QUEUED_HIGH_BYTES`).  Each
+connection has its own parser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from cadenza.origin.core.request import Handover, MediaRequest
+from cadenza.origin.transport.parse import HeadParser
+from cadenza.origin.transport.responder import HotResponder
+
+log = logging.getLogger("cadenza.origin.fastpath")
+
+# Answers gathered per round before the transport is asked to take them (a
+# round ends after the answer that reaches this), and the transport's
+# high-water mark (over it, answering and reading pause): what a connection
+# queues is at most one round past this mark, so a client pipelining
+# thousands of requests and never reading costs no more than on aiohttp's
+# path (one answer in flight past aiohttp's 64 KiB mark).
+ROUND_BYTES: Final = 16 * 1024
+QUEUED_HIGH_BYTES: Final = 16 * 1024
+# Bytes read ahead while a request waits for a load (pipelined requests).
+_READ_AHEAD_BYTES: Final = 64 * 1024
+_IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
+
+
+def _unsent(pieces: Sequence[bytes | memoryview], sent_bytes: int) -> list[bytes | memoryview]:
+    """What is left of ``pieces`` after the first ``sent_bytes`` went out."""
+    for index, piece in enumerate(pieces):
+        if sent_bytes < len(piece):
+            return [memoryview(piece)[sent_bytes:], *pieces[index + 1 :]]
+        sent_bytes -= len(piece)
+    return []
+
+
+class FastPathProtocol(asyncio.Protocol):
+    """One connection: answered here while every request is one this path
+    serves; at the first that is not, handed (with its unanswered bytes) to
+    ``fallback()``, aiohttp's protocol factory."""
+
+    def __init__(
+        self,
+        responder: HotResponder,
+        fallback: Callable[[], asyncio.Protocol],
+        connections: set[FastPathProtocol],
+        keepalive_timeout_s: float,
+    ) -> None:
+        self._responder = responder
+        self._parser: HeadParser | None = None  # this connection's alone, made on first use
+        self._fallback = fallback
+        self._connections = connections
+        self._keepalive_timeout_s = keepalive_timeout_s
+        self._transport: asyncio.Transport | None = None
+        self.peer: object = None
+        self._remote: str | None = None  # as aiohttp's request.remote
+        self._fd = -1
+        self._buffer = b""
+        self._last_s = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._write_paused = False
+        self._eof = False
+        self._close_when_idle = False
+        # While a load is pending: the request's head (handed to aiohttp if the
+        # load fails) and the task (awaited by a graceful shutdown).
+        self._loading_head: bytes | None = None
+        self.loading: asyncio.Task[None] | None = None
+
+    # -- asyncio.Protocol ---------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.set_write_buffer_limits(high=QUEUED_HIGH_BYTES)
+        self.peer = transport.get_extra_info("peername")
+        if isinstance(self.peer, (list, tuple)):
+            self._remote = str(self.peer[0])
+        elif self.peer is not None:
+            self._remote = str(self.peer)
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as aiohttp does
+        self._connections.add(self)
+        loop = asyncio.get_running_loop()
+        self._last_s = loop.time()
+        self._timer = loop.call_at(self._last_s + self._keepalive_timeout_s, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is None:
+            return
+        self._buffer = self._buffer + data if self._buffer else data
+        if self._loading_head is not None:
+            self._update_reading()  # kept until the load is answered
+        else:
+            self._answer_buffered()
+
+    def eof_received(self) -> bool | None:
+        if self._loading_head is not None or (self._write_paused and self._buffer):
+            self._eof = True  # answer what is asked first, then close
+            return True
+        return None  # every complete request is answered: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._forget()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+        self._answer_buffered()
+
+    # -- answering ----------------------------------------------------------
+    def _update_reading(self) -> None:
+        """Read only while answers can be written, and while a load is pending
+        only up to ``_READ_AHEAD_BYTES`` (pausing and resuming cost two
+        syscalls: not worth it for the next request or two)."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        read_ahead = self._loading_head is not None and len(self._buffer) > _READ_AHEAD_BYTES
+        if self._write_paused or read_ahead or self._eof:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
+    def _answer_buffered(self) -> None:
+        """Answer the complete heads buffered, a round of at most ``ROUND_BYTES``
+        at a time, while the transport takes them; start a load, or hand over at
+        the first that this path cannot answer."""
+        responder = self._responder
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = HeadParser(responder.max_fields)
+        while self._transport is not None and not self._write_paused and self._loading_head is None:
+            transport = self._transport
+            buffer = self._buffer
+            out: list[bytes | memoryview] = []
+            size = 0
+            start = 0
+            while size < ROUND_BYTES:
+                end = buffer.find(b"\r\n\r\n", start)
+                if end < 0:
+                    break
+                try:
+                    answer = responder.answer(buffer[start : end + 4], parser, self._remote)
+                except Exception:  # a bug: aiohttp answers it, the connection lives on
+                    log.exception("fast path could not answer a request; handed to aiohttp")
+                    answer, responder.refusal = None, Handover.ERROR
+                if answer is None:
+                    self._hand_over(out, buffer[start:], responder.refusal)
+                    return
+                if isinstance(answer, MediaRequest):
+                    self._buffer = buffer[end + 4 :]
+                    self._send_round(transport, out)
+                    self._start_load(answer, buffer[start : end + 4])
+                    return
+                out.append(answer[0])
+                size += len(answer[0])
+                if answer[1] is not None:
+                    out.append(answer[1])
+                    size += len(answer[1])
+                start = end + 4
+            rest = buffer[start:] if start else buffer
+            if size < ROUND_BYTES and len(rest) > responder.max_head_bytes:
+                self._hand_over(out, rest, Handover.OVERSIZED)  # aiohttp's verdict: 431 or 400
+                return
+            if size < ROUND_BYTES and b"\n\n" in rest:
+                self._hand_over(out, rest, Handover.MALFORMED)  # not CRLF-framed
+                return
+            self._buffer = rest
+            self._send_round(transport, out)  # may call pause_writing at once
+            if size < ROUND_BYTES:
+                break  # every complete head is answered
+        idle = not self._write_paused and self._loading_head is None
+        if self._transport is not None and idle and self._eof:
+            self._transport.close()  # the client had finished sending: all answered
+
+    def _send_round(self, transport: asyncio.Transport, out: list[bytes | memoryview]) -> None:
+        if out:
+            self._last_s = asyncio.get_running_loop().time()
+            self._send(transport, out)
+
+    def _start_load(self, request: MediaRequest, head: bytes) -> None:
+        self._loading_head = head
+        self._update_reading()
+        self.loading = asyncio.get_running_loop().create_task(self._load(request))
+
+    async def _load(self, request: MediaRequest) -> None:
+        responder = self._responder
+        try:
+            answer = await responder.load(request)
+        except Exception:
+            # A bug, or a session store failing past its fallback: aiohttp
+            # answers it (its 500 or 503), so the connection never hangs; a
+            # session's CMCD may then be folded in a second time.
+            log.exception("fast path could not answer /%s; handed to aiohttp", request.key)
+            responder.refusal = Handover.ERROR
+            answer = None
+        finally:
+            self.loading = None
+        head, self._loading_head = self._loading_head, None
+        transport = self._transport
+        if transport is None or head is None:
+            return  # the client went away meanwhile
+        if answer is None:
+            self._hand_over([], head + self._buffer, responder.refusal)
+            return
+        self._send_round(transport, [answer[0]] if answer[1] is None else [answer[0], answer[1]])
+        if self._close_when_idle:
+            transport.close()  # shutting down: this answer was in flight, the rest is not
+            return
+        self._update_reading()
+        self._answer_buffered()
+
+    def _send(self, transport: asyncio.Transport, pieces: Sequence[bytes | memoryview]) -> None:
+        """``transport.writelines(pieces)`` without its copy: the transport's
+        ``writelines`` joins head and body into a new 64 KB object before its
+        ``send``.  While nothing is queued in the transport, one ``writev`` on
+        its socket sends the pieces where they are (order is kept: the
+        transport holds nothing that should go first); what the socket does not
+        take goes through the transport as usual."""
+        if (
+            self._fd >= 0
+            and len(pieces) <= _IOV_MAX
+            and not transport.get_write_buffer_size()
+            and not transport.is_closing()
+        ):
+            try:
+                sent_bytes = os.writev(self._fd, pieces)
+            except OSError:  # full (EAGAIN) or broken: the transport takes it from here
+                sent_bytes = 0
+            if sent_bytes:
+                rest = _unsent(pieces, sent_bytes)
+                if rest:
+                    transport.writelines(rest)
+                return
+        transport.writelines(pieces)
+
+    # -- the rest -----------------------------------------------------------
+    def close(self) -> None:
+        """Graceful shutdown: close once nothing asked is left unanswered (the
+        transport still sends what it buffered)."""
+        if self._transport is None:
+            return
+        if self._loading_head is not None:
+            self._close_when_idle = True
+        else:
+            self._transport.close()
+
+    def _hand_over(
+        self, answered: list[bytes | memoryview], pending: bytes, reason: Handover
+    ) -> None:
+        transport = self._transport
+        assert transport is not None
+        self._responder.count_handover(reason)
+        if answered:
+            self._send(transport, answered)  # ahead of anything aiohttp writes
+        write_paused, eof = self._write_paused, self._eof
+        self._forget()
+        handler = self._fallback()
+        transport.set_write_buffer_limits()  # aiohttp's own (asyncio's defaults)
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        if not transport.is_closing():
+            transport.resume_reading()  # aiohttp reads from here on
+        if write_paused:
+            handler.pause_writing()  # it will see resume_writing
+        if pending:
+            handler.data_received(pending)
+        if eof:
+            handler.eof_received()
+
+    def _forget(self) -> None:
+        self._transport = None
+        self._buffer = b""
+        self._connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check_idle(self) -> None:
+        if self._transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = self._last_s + self._keepalive_timeout_s
+        if self._loading_head is None and loop.time() >= deadline:
+            self._transport.close()
+            self._forget()
+        else:
+            self._timer = loop.call_at(max(deadline, loop.time() + 0.1), self._check_idle)
