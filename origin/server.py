@@ -192,6 +192,17 @@ class GuardedSite(web.BaseSite):
         handed to aiohttp).  Call it on the server's loop."""
         return frozenset(c.peer for c in self._fast_connections)
 
+    def open_transports(self) -> list[asyncio.BaseTransport]:
+        """Every connection's transport, aiohttp's and the fast path's: snapshot it
+        before the runner's cleanup, which forgets aiohttp's connections."""
+        server = self._runner.server
+        handlers = list(server.connections) if server is not None else []
+        found: list[asyncio.BaseTransport] = [
+            h.transport for h in handlers if h.transport is not None
+        ]
+        found += [t for c in self._fast_connections if (t := c.transport) is not None]
+        return found
+
     async def stop(self) -> None:
         """Stop listening; connections still on the fast path close once the
         answer they are loading (if any) is sent, waited for up to
@@ -262,14 +273,37 @@ async def serve_until_signalled(settings: Settings, reuse_port: bool) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    site = make_site(runner, settings, reuse_port=reuse_port)
     try:
-        await make_site(runner, settings, reuse_port=reuse_port).start()
+        await site.start()
         await stop.wait()
         log.info(
             "signalled: draining in-flight responses (up to %g s)", settings.shutdown_timeout_s
         )
     finally:
+        deadline_s = loop.time() + settings.shutdown_timeout_s
+        transports = site.open_transports()
         await runner.cleanup()
+        await flush_transports(transports, deadline_s)
+
+
+async def flush_transports(
+    transports: list[asyncio.BaseTransport], deadline_s: float, poll_s: float = 0.02
+) -> None:
+    """Wait, until the loop's ``deadline_s``, for the bytes asyncio still holds for
+    these connections to reach the kernel.  A handler that has written its last bytes
+    has finished, so the runner's cleanup closes its transport with up to a
+    high-water mark of the response still in asyncio's buffer: ending the loop then
+    would drop it, and the client would get a response short of its Content-Length."""
+    loop = asyncio.get_running_loop()
+    while loop.time() < deadline_s and any(_unflushed(t) for t in transports):
+        await asyncio.sleep(poll_s)
+
+
+def _unflushed(transport: asyncio.BaseTransport) -> bool:
+    if not isinstance(transport, asyncio.WriteTransport):
+        return False
+    return not transport.is_closing() or transport.get_write_buffer_size() > 0
 
 
 def _serve(settings: Settings, reuse_port: bool) -> None:

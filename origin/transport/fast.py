@@ -120,6 +120,11 @@ class FastPathProtocol(asyncio.Protocol):
         self._loading_head: bytes | None = None
         self.loading: asyncio.Task[None] | None = None
 
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        """The connection's transport while this protocol owns it (not after a handover)."""
+        return self._transport
+
     # -- asyncio.Protocol ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
