@@ -63,16 +63,6 @@ class RenditionFilter:
         return dataclasses.replace(p, renditions=kept)
 
 
-def filter_renditions(
-    p: Presentation,
-    *,
-    codecs: frozenset[Codec] | None = None,
-    min_bitrate_bps: int | None = None,
-    max_bitrate_bps: int | None = None,
-) -> Presentation:
-    return RenditionFilter(codecs, min_bitrate_bps, max_bitrate_bps).apply(p)
-
-
 def _kbps(name: str, value: str) -> int:
     if not (value.isascii() and value.isdigit()) or len(value) > 8:
         raise InvalidFilterError(name, value, "expected a whole number of kb/s")

@@ -38,7 +38,6 @@ __all__ = [
     "Codec",
     "Loudness",
     "Presentation",
-    "Protocol",
     "Rendition",
     "Segment",
     "SegmentLayout",
@@ -67,11 +66,6 @@ class Codec(enum.StrEnum):
     @property
     def lossless(self) -> bool:
         return self is Codec.FLAC
-
-
-class Protocol(enum.StrEnum):
-    HLS = "hls"
-    DASH = "dash"
 
 
 class SegmentLayout(enum.StrEnum):

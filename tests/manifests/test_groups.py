@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 
 from cadenza.manifests.errors import InvalidPresentationError, NotSwitchableError
-from cadenza.manifests.filters import filter_renditions
+from cadenza.manifests.filters import RenditionFilter
 from cadenza.manifests.groups import (
     SwitchGroup,
     audio_object_type,
@@ -152,14 +152,14 @@ def test_the_largest_group_of_a_codec_takes_its_name() -> None:
 
 def test_a_filtered_presentation_keeps_its_groups_to_what_it_holds() -> None:
     presentation = make_presentation()
-    capped = filter_renditions(presentation, max_bitrate_bps=128_000)
+    capped = RenditionFilter(max_bitrate_bps=128_000).apply(presentation)
     assert _ids(capped.groups) == {
         "aac": ("aac-64k", "aac-128k"),
         "opus": ("opus-64k", "opus-128k"),
     }
     # The group keeps its init segment: the packager made the group's inits identical.
     assert capped.group("aac").init_uri == "aac-320k/init.mp4"
-    only_opus = filter_renditions(presentation, codecs=frozenset({Codec.OPUS}))
+    only_opus = RenditionFilter(codecs=frozenset({Codec.OPUS})).apply(presentation)
     assert _ids(only_opus.groups) == {"opus": ("opus-64k", "opus-128k")}
 
 
@@ -224,7 +224,7 @@ def test_a_group_mixing_timelines_is_refused() -> None:
 
 def test_switchable_groups_are_those_with_two_rungs_or_more() -> None:
     assert [g.id for g in make_presentation().switchable_groups()] == ["aac", "opus"]
-    lossless = filter_renditions(make_presentation(), codecs=frozenset({Codec.FLAC}))
+    lossless = RenditionFilter(codecs=frozenset({Codec.FLAC})).apply(make_presentation())
     with pytest.raises(NotSwitchableError) as error:
         lossless.switchable_groups()
     assert (error.value.track_id, error.value.groups) == ("golden-track", ("flac",))

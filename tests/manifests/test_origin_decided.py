@@ -12,7 +12,7 @@ from lxml import etree
 
 from cadenza.manifests.dash import NS, parse_mpd, render_group_mpd, render_mpd
 from cadenza.manifests.errors import InvalidBitrateHintError, NotSwitchableError
-from cadenza.manifests.filters import filter_renditions
+from cadenza.manifests.filters import RenditionFilter
 from cadenza.manifests.hls import (
     MAX_BITRATE_DATA_ID,
     START_BITRATE_DATA_ID,
@@ -95,7 +95,7 @@ def test_group_playlist_refuses_unknown_and_single_rung_groups() -> None:
 @pytest.mark.parametrize(
     "presentation",
     [
-        filter_renditions(make_presentation(), codecs=frozenset({Codec.FLAC})),
+        RenditionFilter(codecs=frozenset({Codec.FLAC})).apply(make_presentation()),
         make_presentation(SegmentLayout.SINGLE),
     ],
     ids=["lossless-only", "single-file"],
