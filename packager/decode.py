@@ -11,7 +11,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from types import TracebackType
 from typing import Final
 
 import av
@@ -24,7 +23,7 @@ from av.audio.stream import AudioStream
 
 from cadenza.manifests.ladder import MAX_SOURCE_RATE_HZ, MIN_SOURCE_RATE_HZ
 from cadenza.packager.errors import InputError
-from cadenza.packager.media_input import open_media
+from cadenza.packager.media_input import MediaReader, open_media
 
 Block = npt.NDArray[np.float32]  # planar decoded samples, shape (channels, n)
 
@@ -92,7 +91,7 @@ def _bits_per_sample(stream: AudioStream) -> int | None:
     return fmt_bits or None
 
 
-class Decoder:
+class Decoder(MediaReader):
     """Context manager over one input file; iterate :meth:`frames` once."""
 
     def __init__(self, path: Path) -> None:
@@ -211,17 +210,3 @@ class Decoder:
                 f"only {decoded} samples ({decoded * 1000 / rate:.1f} ms) could be decoded; "
                 f"a track must last at least {MIN_DURATION_MS} ms",
             )
-
-    def close(self) -> None:
-        self._container.close()
-
-    def __enter__(self) -> Decoder:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 import av
 import av.error
@@ -36,3 +38,25 @@ def open_media(path: Path) -> InputContainer:
         raise InputError(path, "not a media file FFmpeg can read (invalid data)") from exc
     except av.error.FFmpegError as exc:
         raise InputError(path, f"FFmpeg cannot open it: {exc.strerror}") from exc
+
+
+class MediaReader:
+    """One open input container, closed by :meth:`close` or on leaving a ``with`` block:
+    the base of the packager's readers (:class:`~cadenza.packager.decode.Decoder`,
+    :class:`~cadenza.packager.rung_input.RungInput`)."""
+
+    _container: InputContainer
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

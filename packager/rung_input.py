@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
 import av.error
@@ -25,7 +24,7 @@ from av.packet import Packet
 
 from cadenza.manifests.model import Codec
 from cadenza.packager.errors import InputError, Mp4Error
-from cadenza.packager.media_input import open_media
+from cadenza.packager.media_input import MediaReader, open_media
 from cadenza.packager.rung_headers import (
     AOT_LC,
     AOT_NAMES,
@@ -51,7 +50,7 @@ class _Stats:
     demuxed_ticks: int = 0  # what the demuxer says the packets last (trimmed at the end)
 
 
-class RungInput:
+class RungInput(MediaReader):
     """One pre-encoded rung: opened, its audio stream checked, its first packet read."""
 
     def __init__(self, path: Path) -> None:
@@ -248,17 +247,3 @@ class RungInput:
                 f"plus its duration {duration}"
             )
         return priming, duration
-
-    def close(self) -> None:
-        self._container.close()
-
-    def __enter__(self) -> RungInput:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

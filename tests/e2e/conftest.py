@@ -98,13 +98,13 @@ def page_url() -> Iterator[str]:
         server.server_close()
 
 
-def _run_driver(default_page: str, **config: Any) -> dict[str, Any]:
+def run_node_driver(driver: Path, config: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """Run a playwright-core driver script with ``config`` as its JSON argument; its last
+    JSON line, which must say ``ok``."""
     node = shutil.which("node")
     assert node is not None, "node is required for the end-to-end suite"
-    config = {"page": default_page, **config}  # a config's own "page" (the demo) wins
-    timeout_s = float(config.get("timeout_s", 30)) + 60
     done = subprocess.run(
-        [node, str(DRIVER), json.dumps(config)],
+        [node, str(driver), json.dumps(config)],
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -117,6 +117,11 @@ def _run_driver(default_page: str, **config: Any) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(lines[-1])
     assert result.get("ok"), result.get("error")
     return result
+
+
+def _run_driver(default_page: str, **config: Any) -> dict[str, Any]:
+    config = {"page": default_page, **config}  # a config's own "page" (the demo) wins
+    return run_node_driver(DRIVER, config, float(config.get("timeout_s", 30)) + 60)
 
 
 @pytest.fixture(scope="session")

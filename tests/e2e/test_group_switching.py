@@ -17,10 +17,6 @@ a FLAC init fail to decode.
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import shutil
-import subprocess
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +26,7 @@ import pytest
 from cadenza.manifests.groups import SwitchGroup
 from cadenza.manifests.jsonio import presentation_from_json
 from cadenza.manifests.model import Presentation, Rendition
-from tests.e2e.conftest import NODE_MODULES, ROOT
+from tests.e2e.conftest import ROOT, run_node_driver
 
 pytestmark = pytest.mark.e2e
 TRACK = "e2e-track"
@@ -161,27 +157,12 @@ def _judge_playback(case: Case, report: dict[str, Any]) -> list[str]:
 
 def run_cases(page: str, cases: list[Case]) -> dict[str, Any]:
     """All ``cases`` in one headless Chromium, through ``mse.mjs``."""
-    node = shutil.which("node")
-    assert node is not None, "node is required for the end-to-end suite"
     config = {
         "page": page,
         "timeout_s": CASE_TIMEOUT_S,
         "cases": [case.config() for case in cases],
     }
-    done = subprocess.run(
-        [node, str(DRIVER), json.dumps(config)],
-        capture_output=True,
-        text=True,
-        timeout=CASE_TIMEOUT_S * len(cases) + 60,
-        cwd=ROOT,
-        check=False,
-        env={**os.environ, "NODE_PATH": str(NODE_MODULES)},
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    assert lines, f"driver printed nothing: {done.stderr[-2000:]}"
-    result: dict[str, Any] = json.loads(lines[-1])
-    assert result.get("ok"), result.get("error")
-    return result
+    return run_node_driver(DRIVER, config, CASE_TIMEOUT_S * len(cases) + 60)
 
 
 @dataclass(frozen=True, slots=True)
