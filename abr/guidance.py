@@ -3,17 +3,23 @@
 What :func:`cadenza.abr.policy.decide` recommends for a session reaches the
 player two ways:
 
-- A per-session presentation: renditions above the recommended cap removed,
-  and the recommended start rendition listed first.  hls.js starts on the
-  first variant of a master playlist (RFC 8216 4.3.4.2 leaves the choice to
-  the client; hls.js takes the first); dash.js and Shaka never select a
-  representation that is not in the MPD.
+- A per-session presentation: renditions above the recommended cap removed
+  (no player selects a rendition it is not offered), and the recommended
+  start rendition listed first.  Listing it first does not steer hls.js on
+  an audio ladder at or below 500 kb/s (it starts at the highest rung under
+  its 500 kb/s default estimate whatever the order; RFC 8216 4.3.4.2 leaves
+  the choice to the client), nor dash.js or Shaka (they sort by bandwidth).
+  The start rung reaches hls.js only as ``startLevel`` set by the page, and
+  dash.js as the MPD ServiceDescription OperatingBandwidth ``target``; both
+  only when :attr:`~cadenza.abr.policy.Guidance.start_hint` is set.  See
+  ``docs/player-models.md``.
 - CMSD (CTA-5006) response headers: ``CMSD-Static`` describes the object
   (``ot``, ``br``, ``d``, ``st``) and ``CMSD-Dynamic`` carries this server's
   estimated throughput for the session (``etp``, kb/s) and the maximum
-  suggested bitrate (``mb``, kb/s).  dash.js blends ``etp`` into its
-  throughput when ``streaming.cmsd.abr.etpWeightRatio`` is set; it applies
-  ``mb`` to video only, so for audio the cap travels in the manifest.
+  suggested bitrate (``mb``, kb/s).  dash.js reads CMSD only when the page
+  enables it (``streaming.cmsd.enabled``, ``etpWeightRatio`` > 0) and applies
+  ``mb`` to video only; hls.js does not read CMSD; Shaka reads both by
+  default (``mb`` caps audio too).
 """
 
 from __future__ import annotations

@@ -3,10 +3,13 @@
 ``decide`` is a pure function.  It is given the ladder, what is known of the
 session, what is known of sessions like it (the population prior) and the
 time, and returns a :class:`Guidance`.  The HTTP edge turns guidance into the
-channels players really honour: the order and cap of variants in a
-per-session manifest (hls.js starts on the first variant listed; dash.js and
-Shaka never see representations above the cap) and ``CMSD-Dynamic: etp``
-(dash.js blends it into its throughput estimate).
+channels players really read (``docs/player-models.md``): the cap, as the
+variants a per-session manifest lists; the start rung, when the guidance
+hints one, as hls.js ``startLevel`` (set by the page; variant order does not
+steer hls.js on an audio ladder under 500 kb/s) and as the MPD
+ServiceDescription OperatingBandwidth ``target`` for dash.js; and
+``CMSD-Dynamic: etp``, which the default players ignore (dash.js reads it
+only when ``cmsd.enabled`` and ``etpWeightRatio`` are set, Shaka by default).
 """
 
 from __future__ import annotations
@@ -84,6 +87,10 @@ class Guidance:
     source: GuidanceSource
     # The throughput to tell the player (CMSD ``etp``): see :func:`blend_etp`.
     etp_bps: float = 0.0
+    # Whether the start rung is a hint worth giving: a player told nothing
+    # starts where it would anyway (hls.js high, dash.js low), so a start hint
+    # is given only when the origin knows enough to beat that.
+    start_hint: bool = True
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -93,6 +100,7 @@ class Guidance:
             "confidence": round(self.confidence, 3),
             "etp_bps": round(self.etp_bps),
             "source": self.source.value,
+            "start_hint": self.start_hint,
         }
 
 
@@ -150,7 +158,10 @@ def decide(
     ``ladder_bps`` is the ladder's bitrates in ascending order.  The session's
     own measurements win once they carry weight; until then the population
     prior (its 25th percentile, so most of that population can sustain the
-    start) stands in; without either, a fixed default as players use.
+    start) stands in; without either, a fixed default as players use.  From
+    the prior alone the start rung is a hint (:attr:`Guidance.start_hint`)
+    only when the population's 10th and 90th percentiles would start on the
+    same rung; the default guidance never hints.
     """
     if not ladder_bps:
         raise ValueError("the ladder is empty")
@@ -194,11 +205,22 @@ def decide(
             confidence=0.0,
             source=GuidanceSource.DEFAULT,
             etp_bps=config.default_bps,
+            start_hint=False,
         )
     safety = config.start_safety_unsure + confidence * (
         config.start_safety_confident - config.start_safety_unsure
     )
     start = best_start(ladder_bps, estimate * safety, config.segment_duration_s)
+    hint = True
+    if source is GuidanceSource.POPULATION and population is not None:
+        # A new session could be anywhere in the population: hint a start
+        # only if the whole 10th-90th percentile range agrees on it.  Players
+        # left alone start where they would anyway (hls.js at the highest
+        # rung under 500 kb/s, dash.js at the lowest), and a start hint that
+        # is wrong for a session costs more than no hint.
+        low = best_start(ladder_bps, population.p10_bps * safety, config.segment_duration_s)
+        high = best_start(ladder_bps, population.p90_bps * safety, config.segment_duration_s)
+        hint = low == high
     top = len(ladder_bps) - 1
     if confidence >= config.min_cap_confidence:
         ceiling = estimate * config.cap_headroom
@@ -216,6 +238,7 @@ def decide(
         confidence=confidence,
         source=source,
         etp_bps=etp,
+        start_hint=hint,
     )
 
 

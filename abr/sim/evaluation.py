@@ -1,10 +1,14 @@
 """Every policy over a trace set: population priors, leave-one-out guidance, and the
-summaries ``cadenza abr simulate`` prints."""
+summaries ``cadenza abr simulate`` prints.
+
+Each session's population prior is of the other traces of its set (leave one
+out): guided players get it as the origin's session-start guidance, the
+``origin`` players as the origin controller's prior."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import numpy as np
@@ -12,7 +16,8 @@ import numpy as np
 from cadenza.abr.policy import DEFAULT_POLICY, Guidance, PolicyConfig, Population, decide
 from cadenza.abr.sim.baselines import Bba, RobustMpc
 from cadenza.abr.sim.optimum import OfflineOptimal
-from cadenza.abr.sim.players import DashJsDynamic, HlsJs
+from cadenza.abr.sim.origin import OriginDecided
+from cadenza.abr.sim.players import DashJsDynamic, HlsJs, Shaka
 from cadenza.abr.sim.qoe import (
     average_bitrate_kbps,
     qoe_lin,
@@ -49,6 +54,17 @@ def population_from_traces(
     return Population(key, len(traces), p10, p25, p50, p90)
 
 
+def leave_one_out_populations(
+    traces: Sequence[Trace], key: str = "", window_s: float = POPULATION_WINDOW_S
+) -> list[Population | None]:
+    """For each trace, the population prior of the others (None for a lone trace)."""
+    populations: list[Population | None] = []
+    for i in range(len(traces)):
+        others = [trace for j, trace in enumerate(traces) if j != i]
+        populations.append(population_from_traces(others, key, window_s) if others else None)
+    return populations
+
+
 def leave_one_out_guidance(
     traces: Sequence[Trace],
     ladder_bps: Sequence[int],
@@ -58,12 +74,10 @@ def leave_one_out_guidance(
     config: PolicyConfig = DEFAULT_POLICY,
 ) -> list[Guidance]:
     """The origin's session-start guidance for each trace, from the other traces' prior."""
-    guidance: list[Guidance] = []
-    for i in range(len(traces)):
-        others = [trace for j, trace in enumerate(traces) if j != i]
-        population = population_from_traces(others, key, window_s) if others else None
-        guidance.append(decide(list(ladder_bps), None, population, 0.0, config))
-    return guidance
+    return [
+        decide(list(ladder_bps), None, population, 0.0, config)
+        for population in leave_one_out_populations(traces, key, window_s)
+    ]
 
 
 def default_policies() -> list[Policy[Any]]:
@@ -73,10 +87,23 @@ def default_policies() -> list[Policy[Any]]:
         HlsJs(guided=True),
         DashJsDynamic(),
         DashJsDynamic(guided=True),
+        Shaka(),
         Bba(),
         RobustMpc(),
+        OriginDecided(),
+        OriginDecided(redirect=False),
         OfflineOptimal(),
     ]
+
+
+def session_of(
+    policy: Policy[Any], trace: Trace, population: Population | None
+) -> tuple[Policy[Any], Trace]:
+    """The policy and trace of one session: an origin-decided player gets the
+    session's population prior and pays its redirects."""
+    if isinstance(policy, OriginDecided):
+        return replace(policy, population=population), policy.session_trace(trace)
+    return policy, trace
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,26 +177,28 @@ def run_evaluation(
     """Simulate every policy on every trace; guidance is leave-one-out per trace."""
     if not traces:
         raise ValueError("no traces")
-    guidance = leave_one_out_guidance(
-        traces, ladder_bps, key=key, window_s=population_window_s, config=config
-    )
+    populations = leave_one_out_populations(traces, key, population_window_s)
+    guidance = [decide(list(ladder_bps), None, p, 0.0, config) for p in populations]
     sessions: dict[str, tuple[SessionResult, ...]] = {}
     for policy in policies:
         if policy.name in sessions:
             raise ValueError(f"two policies are called {policy.name}")
-        sessions[policy.name] = tuple(
-            simulate(
-                trace,
-                ladder_bps,
-                policy,
-                segment_duration_s=segment_duration_s,
-                content_duration_s=content_duration_s,
-                buffer_cap_s=buffer_cap_s,
-                startup_threshold_s=startup_threshold_s,
-                guide=guide,
+        results: list[SessionResult] = []
+        for trace, guide, population in zip(traces, guidance, populations, strict=True):
+            session_policy, session_trace = session_of(policy, trace, population)
+            results.append(
+                simulate(
+                    session_trace,
+                    ladder_bps,
+                    session_policy,
+                    segment_duration_s=segment_duration_s,
+                    content_duration_s=content_duration_s,
+                    buffer_cap_s=buffer_cap_s,
+                    startup_threshold_s=startup_threshold_s,
+                    guide=guide,
+                )
             )
-            for trace, guide in zip(traces, guidance, strict=True)
-        )
+        sessions[policy.name] = tuple(results)
     return Evaluation(tuple(trace.name for trace in traces), sessions)
 
 

@@ -1,9 +1,14 @@
 """The link model: a throughput trace turned into download times.
 
-A request made at ``t`` waits one RTT, then receives bits at the trace's
-throughput, integrated exactly over the piecewise-constant trace and looping it
-when it runs out (:func:`arrival_times_s`).  The client measures
-``size / (arrival − t)``, RTT included, as players do.  Chunks are CBR:
+A request made at ``t`` waits one RTT (its time to first byte), then receives
+bits at the trace's throughput, integrated exactly over the piecewise-constant
+trace and looping it when it runs out (:func:`arrival_times_s`).  Every
+request pays its round trip: the download time, request to last byte, always
+includes the RTT.  What a player *measures* is its own business: hls.js and
+dash.js take most or all of the first-byte time out of their throughput
+samples (see ``docs/player-models.md``), so a
+:class:`~cadenza.abr.sim.session.Measurement` carries both the download time
+and the time to first byte.  Chunks are CBR:
 ``round(bitrate · segment_duration_s / 8)`` bytes.
 """
 
@@ -80,6 +85,15 @@ def arrival_times_s(link: Link, request_s: FloatArray, size_bytes: float) -> Flo
     first_bit_s = request_s + link.rtt_s
     done = time_of_bits(link, bits_by(link, first_bit_s) + 8.0 * size_bytes)
     result: FloatArray = np.maximum(done, first_bit_s)
+    return result
+
+
+def bytes_loaded(link: Link, request_s: float, at_s: FloatArray, size_bytes: float) -> FloatArray:
+    """Bytes of a ``size_bytes`` object requested at ``request_s`` arrived by each ``at_s``."""
+    first_bit_s = request_s + link.rtt_s
+    start_bits = float(bits_by(link, np.array([first_bit_s], dtype=np.float64))[0])
+    later = np.maximum(at_s, first_bit_s)
+    result: FloatArray = np.clip((bits_by(link, later) - start_bits) / 8.0, 0.0, size_bytes)
     return result
 
 

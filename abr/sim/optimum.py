@@ -4,8 +4,9 @@ on the same trace, so it bounds what any policy (guided or not) could gain."""
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -23,7 +24,10 @@ class OfflineOptimal:
     """The QoE_lin-optimal rung sequence for the whole trace, known in advance.
 
     See :func:`optimal_plan`: exact with respect to this simulator's model
-    (no discretisation), so no policy can beat it on the same trace.
+    (no discretisation), so no policy can beat it on the same trace.  It has
+    no buffer cap: fetching earlier never delays an arrival, so the uncapped
+    optimum bounds every policy whatever its buffer target (hls.js keeps up
+    to 600 s of audio).
     """
 
     @property
@@ -31,7 +35,10 @@ class OfflineOptimal:
         return PolicyName.OFFLINE_OPTIMAL.value
 
     def start(self, setup: SessionSetup) -> OfflineState:
-        return OfflineState(optimal_plan(setup))
+        return OfflineState(optimal_plan(replace(setup, buffer_cap_s=math.inf)))
+
+    def request_below_s(self, setup: SessionSetup, rung: int) -> float:
+        return math.inf
 
     def choose(self, inp: PolicyInput, state: OfflineState) -> tuple[int, OfflineState]:
         return state.plan[inp.chunk_index], state

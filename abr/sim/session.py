@@ -7,8 +7,14 @@ Model (one session, see :mod:`cadenza.abr.sim.link` for the downloads):
 * Playback starts when ``startup_threshold_s`` of media has arrived (one chunk
   by default); that moment is the startup delay.  After it, a chunk that
   arrives after the buffer ran dry stalls playback for the difference.
-* After a chunk arrives the buffer may exceed ``buffer_cap_s``; the client
-  then waits, playing, until it is back at the cap before the next request.
+* After a chunk arrives the buffer may exceed the client's buffer target; the
+  client then waits, playing, until it is back at the target before the next
+  request.  The target is ``buffer_cap_s`` unless the policy is
+  :class:`Paced` (the player models: each has its own target).
+* A policy that is :class:`Abandoning` sees each download in flight
+  (:class:`Flight`) and may abort it and fetch the same chunk at another rung;
+  the time spent on the aborted attempt is lost, and the attempt goes into
+  the history as a partial :class:`Measurement`.
 
 Policies are frozen dataclasses with the state passed in and returned
 explicitly (:class:`Policy`); the simulator owns nothing else.  Every number
@@ -21,12 +27,19 @@ import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, TypeVar
+from typing import Final, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from cadenza.abr.policy import Guidance
-from cadenza.abr.sim.link import arrival_times_s, chunk_size_bytes, link_for
+from cadenza.abr.sim.link import (
+    FloatArray,
+    Link,
+    arrival_times_s,
+    bytes_loaded,
+    chunk_size_bytes,
+    link_for,
+)
 from cadenza.abr.traces import Trace
 
 DEFAULT_SEGMENT_DURATION_S: Final = 4.0
@@ -42,18 +55,34 @@ class PolicyName(enum.StrEnum):
     OFFLINE_OPTIMAL = "offline-optimal"
     HLSJS_CADENZA = "hlsjs+cadenza"
     DASHJS_CADENZA = "dashjs+cadenza"
+    SHAKA = "shaka"
+    ORIGIN = "origin"
+    ORIGIN_SERVED = "origin-served"
 
 
 @dataclass(frozen=True, slots=True)
 class Measurement:
-    """One completed chunk download as the client saw it."""
+    """One chunk download as the client saw it.
+
+    ``download_s`` runs from the request to the last byte and includes the
+    round trip; ``ttfb_s`` is the part before the first byte (the RTT).  An
+    ``abandoned`` download was aborted after ``size_bytes`` had arrived.
+    """
 
     size_bytes: int
     download_s: float
+    ttfb_s: float = 0.0
+    abandoned: bool = False
 
     @property
     def throughput_bps(self) -> float:
+        """Size over the whole download time, first byte included."""
         return 8.0 * self.size_bytes / self.download_s
+
+    @property
+    def transfer_s(self) -> float:
+        """First byte to last byte: what a player that excludes the TTFB times."""
+        return max(self.download_s - self.ttfb_s, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +140,47 @@ class Policy(Protocol[S]):
 
 
 @dataclass(frozen=True, slots=True)
+class Flight:
+    """A chunk download in progress, as an :class:`Abandoning` policy may watch it.
+
+    ``deadline_s`` is when playback runs dry if nothing else arrives (None
+    before playback starts); ``arrival_s`` is when the download would end.
+    """
+
+    chunk_index: int
+    rung: int
+    size_bytes: int
+    request_s: float
+    arrival_s: float
+    ttfb_s: float
+    deadline_s: float | None
+    link: Link
+    setup: SessionSetup
+
+    def loaded_bytes(self, at_s: FloatArray) -> FloatArray:
+        """Bytes that have arrived by each ``at_s``."""
+        return bytes_loaded(self.link, self.request_s, at_s, self.size_bytes)
+
+
+@runtime_checkable
+class Paced(Protocol):
+    """A policy with its own buffer target (players do; the literature's use ``buffer_cap_s``)."""
+
+    def request_below_s(self, setup: SessionSetup, rung: int) -> float:
+        """Request the next chunk once the buffer is at most this (after a chunk of ``rung``)."""
+        ...
+
+
+@runtime_checkable
+class Abandoning(Protocol[S]):
+    """A policy that may abort a download in flight."""
+
+    def abandon(self, flight: Flight, state: S) -> tuple[float | None, int, S]:
+        """When to abort ``flight`` (None: never), the rung to fetch instead, the new state."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class ChunkRecord:
     index: int
     rung: int
@@ -122,6 +192,8 @@ class ChunkRecord:
     buffer_before_s: float
     stall_s: float
     wait_s: float
+    # Time spent on aborted attempts at this chunk before the download that counted.
+    abandoned_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,9 +309,32 @@ def run_session(setup: SessionSetup, policy: Policy[S]) -> SessionResult:
         index, state = policy.choose(inp, state)
         if not 0 <= index < len(setup.ladder_bps):
             raise ValueError(f"{policy.name} chose rung {index} outside the ladder")
+        first_request_s = request_s
+        while True:
+            size = chunk_size_bytes(setup.ladder_bps[index], segment_s)
+            arrival_s = float(arrival_times_s(link, np.array([request_s]), size)[0])
+            if not isinstance(policy, Abandoning):
+                break
+            flight = Flight(
+                n,
+                index,
+                size,
+                request_s,
+                arrival_s,
+                link.rtt_s,
+                deadline_s if playing else None,
+                link,
+                setup,
+            )
+            abort_s, replacement, state = policy.abandon(flight, state)
+            if abort_s is None or not request_s < abort_s < arrival_s:
+                break
+            if not 0 <= replacement < len(setup.ladder_bps):
+                raise ValueError(f"{policy.name} chose rung {replacement} outside the ladder")
+            loaded = float(flight.loaded_bytes(np.array([abort_s]))[0])
+            history.append(Measurement(round(loaded), abort_s - request_s, link.rtt_s, True))
+            index, request_s = replacement, abort_s
         bitrate = setup.ladder_bps[index]
-        size = chunk_size_bytes(bitrate, segment_s)
-        arrival_s = float(arrival_times_s(link, np.array([request_s]), size)[0])
         stall_s = 0.0
         if playing:
             stall_s = max(0.0, arrival_s - deadline_s)
@@ -250,8 +345,13 @@ def run_session(setup: SessionSetup, policy: Policy[S]) -> SessionResult:
             deadline_s = arrival_s + (n + 1) * segment_s
         next_request_s = arrival_s
         if playing and n + 1 < setup.chunk_count:
-            next_request_s = max(arrival_s, deadline_s - setup.buffer_cap_s)
-        measurement = Measurement(size, arrival_s - request_s)
+            below_s = (
+                policy.request_below_s(setup, index)
+                if isinstance(policy, Paced)
+                else setup.buffer_cap_s
+            )
+            next_request_s = max(arrival_s, deadline_s - below_s)
+        measurement = Measurement(size, arrival_s - request_s, link.rtt_s)
         records.append(
             ChunkRecord(
                 index=n,
@@ -264,6 +364,7 @@ def run_session(setup: SessionSetup, policy: Policy[S]) -> SessionResult:
                 buffer_before_s=buffer_s,
                 stall_s=stall_s,
                 wait_s=next_request_s - arrival_s,
+                abandoned_s=request_s - first_request_s,
             )
         )
         rebuffer_s += stall_s

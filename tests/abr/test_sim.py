@@ -32,7 +32,7 @@ from cadenza.abr.sim.evaluation import (
 )
 from cadenza.abr.sim.link import download_time_s
 from cadenza.abr.sim.optimum import OfflineOptimal, optimal_plan
-from cadenza.abr.sim.players import DashJsDynamic, HlsJs, bola_choice, bola_params
+from cadenza.abr.sim.players import DashJsDynamic, HlsJs, Shaka, bola_choice, bola_params
 from cadenza.abr.sim.qoe import (
     QOE_TOLERANCE,
     average_bitrate_kbps,
@@ -250,11 +250,18 @@ def test_dashjs_starts_at_the_highest_rung_under_100_kbps() -> None:
     assert result.rungs[0] == 0
 
 
-def test_bola_picks_lowest_below_min_buffer_and_top_at_target() -> None:
-    """dash.js's BOLA parameters: lowest rung under 10 s, top rung from 18 s (4 rungs)."""
+def test_bola_thresholds_with_the_minus_one() -> None:
+    """dash.js 5.2.1's BOLA (bufferTime 18 s, score with u − 1): up to 128 kb/s at
+    6.6 s, 256 kb/s at 10.0 s and 320 kb/s at 12.5 s of buffer (docs/player-models.md 2.3)."""
     params = bola_params(LADDER)
-    assert bola_choice(LADDER, 9.9, params) == 0
-    assert bola_choice(LADDER, 18.0, params) == 3
+    assert [bola_choice(LADDER, q, params) for q in (6.5, 6.7, 9.9, 10.1, 12.4, 12.6)] == [
+        0,
+        1,
+        1,
+        2,
+        2,
+        3,
+    ]
 
 
 def test_offline_optimal_matches_exhaustive_search() -> None:
@@ -293,6 +300,7 @@ def test_offline_optimal_is_never_beaten(set_name: str, index: int) -> None:
         HlsJs(guided=True),
         DashJsDynamic(),
         DashJsDynamic(guided=True),
+        Shaka(),
         Bba(),
         RobustMpc(),
     ]
@@ -388,24 +396,33 @@ def guided_vs_unguided(set_name: str) -> dict[str, float]:
 CLIENT_PAIRS = [("hlsjs", "hlsjs+cadenza"), ("dashjs-dynamic", "dashjs+cadenza")]
 
 
-@pytest.mark.parametrize("set_name", ["wifi", "fibre", "norway-3g"])
-@pytest.mark.parametrize(("unguided", "with_guidance"), CLIENT_PAIRS)
-def test_guidance_raises_qoe_where_the_audience_is_alike(
+@pytest.mark.parametrize(
+    ("set_name", "unguided", "with_guidance"),
+    [
+        # dash.js starts at 64 kb/s: a start hint helps where the audience is fast.
+        ("fibre", "dashjs-dynamic", "dashjs+cadenza"),
+        ("norway-3g", "dashjs-dynamic", "dashjs+cadenza"),
+        # hls.js starts at 320 kb/s: a start hint helps where the audience is slow.
+        ("3g", "hlsjs", "hlsjs+cadenza"),
+        ("satellite", "hlsjs", "hlsjs+cadenza"),
+        ("norway-3gx0.2", "hlsjs", "hlsjs+cadenza"),
+        ("fccx0.2", "hlsjs", "hlsjs+cadenza"),
+    ],
+)
+def test_guidance_raises_qoe_where_the_start_hint_differs_from_the_players_own(
     set_name: str, unguided: str, with_guidance: str
 ) -> None:
-    """Where sessions on one network resemble each other, the population prior
-    starts a new session higher and caps it sensibly: QoE_lin rises."""
+    """Where a whole audience is on one side of a player's own start rung, the
+    population prior's start hint moves a new session to the right side: QoE_lin rises."""
     qoe = guided_vs_unguided(set_name)
     assert qoe[with_guidance] > qoe[unguided], qoe
 
 
 @pytest.mark.parametrize("set_name", SCENARIO_SETS)
 @pytest.mark.parametrize(("unguided", "with_guidance"), CLIENT_PAIRS)
-def test_guidance_never_costs_more_than_a_percent_of_the_optimum(
-    set_name: str, unguided: str, with_guidance: str
-) -> None:
-    """On mixed or slow audiences the prior is weak and the guidance mostly
-    changes nothing (knowing nothing, it changes nothing); it must never cost
-    more than 1 % of the offline optimum's QoE."""
+def test_guidance_never_costs_qoe(set_name: str, unguided: str, with_guidance: str) -> None:
+    """On mixed audiences the prior gives no start hint (its 10th and 90th
+    percentiles disagree), so the player starts as it would unguided: a guided
+    player never scores below its unguided self on any bundled set."""
     qoe = guided_vs_unguided(set_name)
-    assert qoe[with_guidance] >= qoe[unguided] - 0.01 * abs(qoe["offline-optimal"]), qoe
+    assert qoe[with_guidance] >= qoe[unguided] - QOE_TOLERANCE * abs(qoe[unguided]), qoe
