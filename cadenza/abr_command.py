@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cadenza.abr.sim.evaluation import DEFAULT_AUDIO_LADDER_BPS, evaluate
 from cadenza.abr_io import UsageError, read_ladder_option, read_traces
+from cadenza.manifests.model import Codec
 
 USAGE_ERROR = 2
 
@@ -42,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sim.add_argument(
         "--ladder", default=None, help="kb/s list (64,128,256), a ladder preset or a ladder file"
     )
+    sim.add_argument(
+        "--codec",
+        choices=["aac", "opus"],
+        default=None,
+        help="whose rungs of a ladder preset or file to play (default: aac, else opus)",
+    )
     sim.add_argument("--segment-duration", type=positive, default=4.0, metavar="S")
     sim.add_argument("--content-duration", type=positive, default=180.0, metavar="S")
     sim.add_argument("--scale", type=positive, default=1.0, help="multiply every trace")
@@ -67,7 +74,8 @@ def _table(result: dict[str, object]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        ladder = read_ladder_option(args.ladder) if args.ladder else DEFAULT_AUDIO_LADDER_BPS
+        codec = Codec(args.codec) if args.codec else None
+        ladder = read_ladder_option(args.ladder, codec) if args.ladder else DEFAULT_AUDIO_LADDER_BPS
         traces = read_traces(args.traces, args.scale)
         if args.segment_duration > args.content_duration:
             raise UsageError("--segment-duration is longer than --content-duration")

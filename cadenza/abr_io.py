@@ -95,10 +95,15 @@ def read_traces(sources: Sequence[Path], scale: float = 1.0) -> list[Trace]:
     return traces
 
 
-def read_ladder_option(text: str, codec: Codec = Codec.AAC) -> tuple[int, ...]:
+# The codecs whose rungs a ladder option stands for when none is named, in order.
+LOSSY_CODECS: Final = (Codec.AAC, Codec.OPUS)
+
+
+def read_ladder_option(text: str, codec: Codec | None = Codec.AAC) -> tuple[int, ...]:
     """``--ladder``: ``64,128,256`` (kb/s), a preset name or a ladder file (TOML/JSON,
     the format ``cadenza package --ladder`` reads, as strictly): ``codec``'s rungs in
-    bit/s, ascending."""
+    bit/s, ascending.  ``codec`` None: the first of :data:`LOSSY_CODECS` the ladder has
+    rungs for, so any ladder with a lossy rung can be simulated."""
     parts = [part.strip() for part in text.split(",")]
     if all(part.isascii() and part.isdigit() for part in parts):
         values = sorted({int(part) * 1000 for part in parts})
@@ -113,6 +118,12 @@ def read_ladder_option(text: str, codec: Codec = Codec.AAC) -> tuple[int, ...]:
     except LadderError as exc:
         where = "" if exc.where == text else f"{exc.where}: "
         raise UsageError(f"--ladder {text}: {where}{exc.reason}") from None
+    if codec is None:
+        for lossy in LOSSY_CODECS:
+            if ladder.bitrates_bps(lossy):
+                return ladder.bitrates_bps(lossy)
+        names = " or ".join(c.value for c in LOSSY_CODECS)
+        raise UsageError(f"--ladder {text}: the ladder has no {names} rungs")
     values_bps = ladder.bitrates_bps(codec)
     if not values_bps:
         raise UsageError(f"--ladder {text}: the ladder has no {codec.value} rungs")

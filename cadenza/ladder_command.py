@@ -3,6 +3,11 @@
 Exit status: 0 on success, 1 when the ladder file cannot be written, 2 for a
 usage error (bad flags, unreadable or malformed traces or beacons), with a
 one-line reason on stderr.
+
+The recommendation never scores below the current ladder (``--current``, the
+packager's default if omitted) on its input; if nothing beats it, the current
+ladder is printed and stderr says so.  ``--holdout F`` fits on the rest and
+reports both ladders' QoE on a held-out share F of the traces.
 """
 
 from __future__ import annotations
@@ -11,9 +16,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from cadenza.abr.ladder import recommend_ladder, render_ladder_toml, traces_from_estimates
+from cadenza.abr.ladder import (
+    Outcome,
+    Recommendation,
+    recommend_ladder,
+    render_ladder_toml,
+    traces_from_estimates,
+)
 from cadenza.abr_command import USAGE_ERROR, positive
-from cadenza.abr_io import UsageError, read_beacon_estimates, read_traces
+from cadenza.abr_io import UsageError, read_beacon_estimates, read_ladder_option, read_traces
 from cadenza.manifests.ladder import MAX_RUNGS
 from cadenza.manifests.model import Codec
 from cadenza.store.atomic import write_atomic
@@ -43,6 +54,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rec.add_argument("--segment-duration", type=positive, default=4.0, metavar="S")
     rec.add_argument("--scale", type=positive, default=1.0, help="multiply every trace")
     rec.add_argument("--out", type=Path, default=None, help="ladder TOML (stdout if omitted)")
+    rec.add_argument(
+        "--current",
+        default=None,
+        metavar="LADDER",
+        help="what is packaged now: kb/s list, preset or ladder file (default: the default ladder)",
+    )
+    rec.add_argument(
+        "--holdout",
+        type=_fraction,
+        default=None,
+        metavar="F",
+        help="fit on the rest, report QoE on this share of the traces (0 < F < 1)",
+    )
+
+
+def _fraction(text: str) -> float:
+    value = positive(text)
+    if not value < 1:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _summary(codec: Codec, recommendation: Recommendation) -> str:
+    r = recommendation
+    if r.outcome is Outcome.KEPT_CURRENT:
+        head = (
+            f"kept the current {codec.value} ladder {list(r.baseline_kbps)} kb/s: the best "
+            f"found, {list(r.best_found_kbps)}, scores below it"
+        )
+    else:
+        head = f"recommended {codec.value} ladder {list(r.bitrates_kbps)} kb/s"
+    text = (
+        f"{head}: perceptual QoE {r.qoe_perceptual:.3f} vs {r.baseline_qoe_perceptual:.3f} "
+        f"for the current {list(r.baseline_kbps)} over {r.traces} traces"
+    )
+    if r.holdout is not None:
+        text += (
+            f"; held out ({r.holdout.traces} traces): {r.holdout.qoe_perceptual:.3f} vs "
+            f"{r.holdout.baseline_qoe_perceptual:.3f}"
+        )
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,6 +109,13 @@ def run(args: argparse.Namespace) -> int:
             if not estimates:
                 raise UsageError(f"--beacons {args.beacons}: no session carried a throughput")
             traces = traces_from_estimates([e * args.scale for e in estimates])
+        current = (
+            [bps // 1000 for bps in read_ladder_option(args.current, codec)]
+            if args.current
+            else None
+        )
+        if args.holdout is not None and len(traces) < 2:
+            raise UsageError("--holdout needs at least two traces")
     except UsageError as exc:
         print(f"cadenza ladder recommend: {exc}", file=sys.stderr)
         return USAGE_ERROR
@@ -65,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         codec=codec,
         max_rungs=args.max_rungs,
         segment_duration_s=args.segment_duration,
+        current_kbps=current,
+        holdout=args.holdout,
     )
     toml = render_ladder_toml(recommendation)
     if args.out is None:
@@ -79,11 +140,5 @@ def run(args: argparse.Namespace) -> int:
         except LocalFileError as exc:
             print(f"cadenza ladder recommend: {exc}", file=sys.stderr)
             return OUTPUT_ERROR
-    print(
-        f"recommended {codec.value} ladder {list(recommendation.bitrates_kbps)} kb/s: "
-        f"perceptual QoE {recommendation.qoe_perceptual:.3f} vs "
-        f"{recommendation.baseline_qoe_perceptual:.3f} for the default "
-        f"{list(recommendation.baseline_kbps)} over {recommendation.traces} traces",
-        file=sys.stderr,
-    )
+    print(_summary(codec, recommendation), file=sys.stderr)
     return 0

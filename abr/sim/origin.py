@@ -4,9 +4,10 @@ origin decides (``?abr=origin``).
 At each request the origin runs :func:`cadenza.abr.controller.decide_rung`, the
 function the HTTP edge runs, on exactly what it would know at that moment: the
 CMCD (CTA-5004) a player sends with the request, about the previous object
-(``mtp`` rounded to 100 kb/s, ``br``, ``d``) and its buffer now (``bl``
-rounded to 100 ms, ``su`` before playback starts, ``bs`` after a stall), and
-its own timing (the request time).  Served (``origin-served``) it also knows
+(``mtp``, here that object's size over its download time, rounded to 100 kb/s
+as the spec requires; ``br``; ``d``) and its buffer now (``bl`` rounded to
+100 ms, ``su`` before playback starts, ``bs`` after a stall), and its own
+timing (the request time).  Served (``origin-served``) it also knows
 the previous response's delivery rate, the bytes over the time they took after
 the first round trip; redirected (``origin``) it answers each segment request
 with a 302 to the chosen rung's URL, which costs the player one more round

@@ -21,6 +21,8 @@ from cadenza.cli import main
 from cadenza.manifests.model import Codec
 from tests.abr.test_sim import trace_set
 
+TRACE_DIR = Path(__file__).resolve().parents[2] / "samples" / "traces" / "synthetic" / "wifi"
+
 
 def test_read_trace_is_named_after_the_file(tmp_path: Path) -> None:
     path = tmp_path / "walk"
@@ -146,6 +148,25 @@ def test_ladder_option_takes_presets_and_files_as_strictly_as_the_packager(
         read_ladder_option(str(path))
     with pytest.raises(UsageError, match="has no aac rungs"):
         read_ladder_option("lossless")
+
+
+def test_ladder_option_without_a_codec_takes_the_ladders_lossy_rungs(tmp_path: Path) -> None:
+    """Any ladder with a lossy rung can be simulated: AAC first, else Opus."""
+    path = tmp_path / "opus.toml"
+    path.write_text(
+        '[[rung]]\ncodec = "opus"\nbitrate_kbps = 48\n\n'
+        '[[rung]]\ncodec = "opus"\nbitrate_kbps = 96\n',
+        encoding="utf-8",
+    )
+    assert read_ladder_option(str(path), None) == (48_000, 96_000)
+    assert read_ladder_option("music", None) == (64_000, 128_000, 256_000, 320_000)
+    with pytest.raises(UsageError, match="has no aac or opus rungs"):
+        read_ladder_option("lossless", None)
+    status = main(["abr", "simulate", "--traces", str(TRACE_DIR), "--ladder", str(path),
+                   "--content-duration", "20"])  # fmt: skip
+    assert status == 0
+    assert main(["abr", "simulate", "--traces", str(TRACE_DIR), "--ladder", str(path),
+                 "--codec", "aac"]) == 2  # fmt: skip
 
 
 def test_beacon_log_errors_name_the_file_and_line(tmp_path: Path) -> None:

@@ -8,8 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from cadenza.abr.ladder import recommend_ladder, render_ladder_toml, traces_from_estimates
-from cadenza.abr.traces import format_trace
+from cadenza.abr.ladder import (
+    MAX_TRACES,
+    Outcome,
+    by_mean_throughput,
+    recommend_ladder,
+    render_ladder_toml,
+    split_holdout,
+    stratified_positions,
+    stratified_sample,
+    traces_from_estimates,
+)
+from cadenza.abr.traces import Trace, format_trace
 from cadenza.cli import main
 from cadenza.manifests.ladder import MAX_RUNGS
 from cadenza.manifests.model import Codec
@@ -90,8 +100,8 @@ def test_cli_simulate_prints_the_json_summary(capsys: pytest.CaptureFixture[str]
     assert result["traces"] == 5
     policies = result["policies"]
     assert set(policies) == {
-        "hlsjs", "hlsjs+cadenza", "dashjs-dynamic", "dashjs+cadenza",
-        "bba", "robust-mpc", "offline-optimal",
+        "hlsjs", "hlsjs+cadenza", "dashjs-dynamic", "dashjs+cadenza", "shaka",
+        "bba", "robust-mpc", "origin", "origin-served", "offline-optimal",
     }  # fmt: skip
     best = policies["offline-optimal"]["qoe"]
     assert all(p["qoe"] <= best + 1e-9 for p in policies.values())
@@ -152,3 +162,107 @@ def test_cli_recommend_reports_a_ladder_it_cannot_write(
     assert main([*argv, "--max-rungs", "1", "--out", str(blocker / "ladder.toml")]) == 1
     assert str(blocker) in capsys.readouterr().err
     assert blocker.read_text(encoding="utf-8") == "not a folder\n"
+
+
+def flat(name: str, rate_bps: float) -> Trace:
+    return Trace(name, (0.0, 1.0), (rate_bps, rate_bps))
+
+
+def test_stratified_sample_keeps_the_slowest_stratum_whole() -> None:
+    """100 traces named against their speed (so sampling by name would scatter the
+    slow ones): the slowest tenth (a quarter of the budget of 40) all stay, the
+    sample fills the limit and spans the range."""
+    traces = [flat(f"t{99 - i:03d}", 20e3 * (i + 1)) for i in range(100)]
+    sample = stratified_sample(traces, 40)
+    slowest = by_mean_throughput(traces)[:10]
+    assert all(trace in sample for trace in slowest)
+    assert len(sample) == len(set(sample)) == 40
+    assert max(t.mean_bps() for t in sample) == max(t.mean_bps() for t in traces)
+    assert sample == stratified_sample(list(reversed(traces)), 40)
+    assert stratified_sample(traces[:30], 40) == traces[:30]
+
+
+def test_estimates_keep_the_slowest_sessions() -> None:
+    """500 sessions at 10, 20, ... 5000 kb/s: the slowest quarter of the budget are
+    all kept (an even spread would keep one session in ten)."""
+    positions = stratified_positions(500, MAX_TRACES)
+    assert positions[: MAX_TRACES // 4] == list(range(MAX_TRACES // 4))
+    assert len(positions) == MAX_TRACES
+    assert positions[-1] == 499
+    traces = traces_from_estimates([10e3 * (i + 1) for i in range(500)])
+    means = sorted(trace.mean_bps() for trace in traces)
+    # The 12th slowest session runs at 120 kb/s; an even spread's at about 1.2 Mb/s.
+    assert means[MAX_TRACES // 4 - 1] < 300e3
+
+
+def test_recommend_uses_every_trace_up_to_the_limit() -> None:
+    traces = traces_from_estimates([60e3 + 20e3 * i for i in range(30)])
+    assert len(traces) <= MAX_TRACES
+    assert recommend_ladder(traces, max_rungs=1, candidates_kbps=[64, 128]).traces == len(traces)
+
+
+def test_never_recommends_a_ladder_worse_than_the_current_one() -> None:
+    """Only a 320 kb/s rung to choose from, for listeners at 100 kb/s: the search's
+    best loses to the current 64/128 ladder, which is kept."""
+    traces = traces_from_estimates([90e3, 100e3, 110e3])
+    result = recommend_ladder(traces, max_rungs=1, candidates_kbps=[320], current_kbps=[64, 128])
+    assert result.outcome is Outcome.KEPT_CURRENT
+    assert result.bitrates_kbps == (64, 128)
+    assert result.best_found_kbps == (320,)
+    assert result.qoe_perceptual == result.baseline_qoe_perceptual
+    assert "kept-current" in render_ladder_toml(result)
+
+
+@pytest.mark.parametrize("rates", [SLOW_BPS, FAST_BPS, SLOW_BPS[:2] + FAST_BPS[-2:]])
+def test_recommendation_never_scores_below_the_baseline(rates: list[float]) -> None:
+    result = recommend_ladder(traces_from_estimates(rates), max_rungs=2)
+    assert result.qoe_perceptual >= result.baseline_qoe_perceptual
+
+
+def test_holdout_split_is_deterministic_stratified_and_disjoint() -> None:
+    traces = [flat(f"t{i:02d}", 50e3 * (i + 1)) for i in range(20)]
+    fit, held = split_holdout(traces, 0.25)
+    assert len(held) == 5
+    assert sorted(t.name for t in fit + held) == sorted(t.name for t in traces)
+    ranks = [by_mean_throughput(traces).index(t) for t in held]
+    assert max(ranks) - min(ranks) >= 15  # spread over the range, not one end
+    assert (fit, held) == split_holdout(list(reversed(traces)), 0.25)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        split_holdout(traces, 1.0)
+
+
+def test_holdout_reports_both_ladders_on_the_held_out_traces() -> None:
+    traces = traces_from_estimates(SLOW_BPS + FAST_BPS)
+    result = recommend_ladder(traces, max_rungs=2, holdout=0.25)
+    assert result.holdout is not None
+    assert result.holdout.traces == 3
+    assert result.traces == len(traces) - 3
+    assert result.to_dict()["holdout"] == result.holdout.to_dict()
+
+
+def test_cli_recommend_with_holdout(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["ladder", "recommend", "--traces", str(TRACES / "synthetic" / "satellite")]
+    assert main([*argv, "--max-rungs", "1", "--holdout", "0.4"]) == 0
+    captured = capsys.readouterr()
+    assert "held out (2 traces)" in captured.err
+    assert "# held out:" in captured.out
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--holdout", "1.5"])
+    assert exited.value.code == 2
+
+
+def test_cli_simulate_evaluates_a_ladder_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ladder file ``cadenza ladder recommend`` writes is one ``--ladder`` reads."""
+    out = tmp_path / "ladder.toml"
+    recommendation = recommend_ladder(traces_from_estimates(FAST_BPS), max_rungs=2)
+    assert len(recommendation.bitrates_kbps) == 2
+    out.write_text(render_ladder_toml(recommendation), encoding="utf-8")
+    sat = str(TRACES / "synthetic" / "satellite")
+    argv = ["abr", "simulate", "--traces", sat, "--ladder", str(out), "--content-duration", "40"]
+    assert main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["traces"] == 5
+    top_kbps = recommendation.bitrates_kbps[-1]
+    assert max(p["bitrate_kbps"] for p in result["policies"].values()) <= top_kbps

@@ -1,0 +1,323 @@
+"""The origin's ABR controller: the decision table against the online robust-MPC
+plan, caps that always hold, the buffer and start rules, and purity."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from cadenza.abr.cmcd import parse_cmcd
+from cadenza.abr.controller import (
+    INITIAL_STATE,
+    ControllerState,
+    Decision,
+    Reason,
+    decide_rung,
+)
+from cadenza.abr.controller_inputs import (
+    Ect,
+    Signals,
+    parse_ect,
+    parse_save_data,
+    signals_from_cmcd,
+)
+from cadenza.abr.controller_table import (
+    DEFAULT_PLAN,
+    NO_PREVIOUS,
+    decision_table,
+    plan_first_rung,
+    plan_horizon,
+    plan_values,
+    sequences,
+)
+from cadenza.abr.policy import Population
+from cadenza.abr.sim.baselines import mpc_plan_values
+from cadenza.abr.sim.qoe import perceptual_quality
+
+LADDER = (64_000, 128_000, 256_000, 320_000)
+SEGMENT_S = 4.0
+
+
+def run(
+    signals: list[Signals],
+    gap_s: float = 2.0,
+    population: Population | None = None,
+    ladder: tuple[int, ...] = LADDER,
+) -> tuple[list[Decision], ControllerState]:
+    """Feed one request per signal, ``gap_s`` apart; the decisions and the final state."""
+    state: ControllerState | None = None
+    decisions: list[Decision] = []
+    for n, signal in enumerate(signals):
+        decision, state = decide_rung(
+            ladder, state, signal, n * gap_s, segment_duration_s=SEGMENT_S, population=population
+        )
+        decisions.append(decision)
+    assert state is not None
+    return decisions, state
+
+
+def steady(kbps: int, buffer_ms: int, count: int = 8, **extra: object) -> list[Signals]:
+    first = Signals(startup=True, buffer_ms=0, **extra)  # type: ignore[arg-type]
+    rest = Signals(
+        buffer_ms=buffer_ms,
+        measured_kbps=kbps,
+        encoded_kbps=128,
+        object_ms=4000,
+        **extra,  # type: ignore[arg-type]
+    )
+    return [first] + [rest] * (count - 1)
+
+
+def brute_force_best_first_rungs(throughput_bps: float, buffer_s: float, previous: int) -> set[int]:
+    """Every first rung of a best plan, by a plain loop over every sequence."""
+    quality = [perceptual_quality(b) for b in LADDER]
+    scored: list[tuple[float, int]] = []
+    for plan in itertools.product(range(len(LADDER)), repeat=DEFAULT_PLAN.horizon):
+        buffer, rebuffer, value = buffer_s, 0.0, 0.0
+        last = previous
+        for rung in plan:
+            download = LADDER[rung] * SEGMENT_S / throughput_bps
+            rebuffer += max(download - buffer, 0.0)
+            buffer = min(max(buffer - download, 0.0) + SEGMENT_S, DEFAULT_PLAN.buffer_cap_s)
+            value += quality[rung] - (abs(quality[rung] - quality[last]) if last >= 0 else 0.0)
+            last = rung
+        scored.append((value - DEFAULT_PLAN.rebuffer_penalty * rebuffer, plan[0]))
+    best = max(value for value, _ in scored)
+    return {first for value, first in scored if value >= best - 1e-9}
+
+
+def test_table_equals_the_online_plan_on_a_grid_of_states() -> None:
+    table = decision_table(LADDER, SEGMENT_S)
+    checked = 0
+    for previous in (NO_PREVIOUS, 0, 1, 2, 3):
+        for b in range(0, table.buffer_cells, 5):
+            for t in range(0, table.throughput_cells, 4):
+                buffer_s, rate = table.buffer_at(b), table.throughput_at(t)
+                online = plan_first_rung(LADDER, rate, buffer_s, previous, SEGMENT_S)
+                assert table.lookup(buffer_s, rate, previous) == online, (b, t, previous)
+                checked += 1
+    assert checked > 1000
+
+
+def test_off_grid_states_take_the_plan_of_the_grid_state_below() -> None:
+    """The documented quantisation: buffer and throughput are floored to the grid."""
+    table = decision_table(LADDER, SEGMENT_S)
+    for buffer_s, rate in [(3.3, 151_000.0), (0.2, 97_000.0), (17.9, 260_000.0)]:
+        b, t = table.buffer_cell(buffer_s), table.throughput_cell(rate)
+        assert table.buffer_at(b) <= buffer_s < table.buffer_at(b + 1)
+        assert table.throughput_at(t) <= rate < table.throughput_at(t + 1)
+        floored = plan_first_rung(LADDER, table.throughput_at(t), table.buffer_at(b), 1, SEGMENT_S)
+        assert table.lookup(buffer_s, rate, 1) == floored
+
+
+@pytest.mark.parametrize(
+    ("rate", "buffer_s", "previous"),
+    [(90e3, 0.0, NO_PREVIOUS), (150e3, 6.0, 1), (300e3, 2.0, 3), (500e3, 20.0, 0)],
+)
+def test_online_plan_is_the_exhaustive_best(rate: float, buffer_s: float, previous: int) -> None:
+    chosen = plan_first_rung(LADDER, rate, buffer_s, previous, SEGMENT_S)
+    assert chosen in brute_force_best_first_rungs(rate, buffer_s, previous)
+
+
+def test_plan_model_is_robust_mpcs_with_qoe_lin_utilities() -> None:
+    """With QoE_lin's utilities the plan values are the simulator's RobustMpc's."""
+    combos = sequences(len(LADDER), 3)
+    quality = np.asarray(LADDER, dtype=np.float64) / 1e6
+    sizes = np.asarray(LADDER, dtype=np.float64) * SEGMENT_S
+    for rate, buffer_s in [(100e3, 0.0), (250e3, 7.5), (1e6, 29.0)]:
+        ours = plan_values(quality, sizes, combos, np.array([rate]), buffer_s, SEGMENT_S, 30.0,
+                           float(quality[-1]))[0]  # fmt: skip
+        theirs = mpc_plan_values(LADDER, combos, rate, buffer_s, None, SEGMENT_S, 30.0)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+
+
+def test_same_inputs_same_decision_and_state() -> None:
+    signals = steady(300, 9000)
+    first = run(signals)
+    assert first == run(signals)
+    assert first[1].requests == len(signals)
+
+
+@pytest.mark.parametrize("kbps", [0, 100, 300, 900, 5000])
+@pytest.mark.parametrize("buffer_ms", [0, 3000, 12000, 30000])
+def test_save_data_caps_at_the_lowest_rung(kbps: int, buffer_ms: int) -> None:
+    decisions, _ = run(steady(kbps, buffer_ms, save_data=True))
+    assert all(d.index == 0 for d in decisions)
+    if kbps >= 900 and buffer_ms >= 12000:
+        assert decisions[-1].reason is Reason.SAVE_DATA
+
+
+@pytest.mark.parametrize("max_bps", [50_000, 64_000, 200_000, 256_000, 1_000_000])
+@pytest.mark.parametrize("kbps", [100, 300, 2000])
+def test_max_bitrate_is_never_exceeded(max_bps: int, kbps: int) -> None:
+    decisions, _ = run(steady(kbps, 20000, max_bitrate_bps=max_bps))
+    for decision in decisions:
+        assert decision.bitrate_bps <= max(max_bps, LADDER[0])
+    if kbps >= 2000 and max_bps < LADDER[-1]:
+        assert decisions[-1].reason is Reason.MAX_BITRATE
+
+
+def test_ect_2g_caps_and_4g_starts_higher_than_nothing() -> None:
+    decisions, _ = run(steady(2000, 20000, ect=Ect.G2))
+    assert {d.index for d in decisions} == {0}
+    assert decisions[-1].reason is Reason.ECT_CAP
+    start_4g = decide_rung(LADDER, None, Signals(ect=Ect.G4), 0.0, segment_duration_s=SEGMENT_S)[0]
+    start_none = decide_rung(LADDER, None, Signals(), 0.0, segment_duration_s=SEGMENT_S)[0]
+    assert (start_none.index, start_none.reason) == (0, Reason.START_DEFAULT)
+    assert start_4g.reason is Reason.START_ECT
+    assert start_4g.index > start_none.index
+
+
+def test_population_prior_sets_the_start_rung() -> None:
+    fast = Population("k", 10, 1.5e6, 2e6, 3e6, 5e6)
+    slow = Population("k", 10, 60e3, 80e3, 100e3, 150e3)
+    too_few = Population("k", 2, 1.5e6, 2e6, 3e6, 5e6)
+
+    def start(population: Population) -> Decision:
+        return decide_rung(
+            LADDER, None, Signals(), 0.0, segment_duration_s=SEGMENT_S, population=population
+        )[0]
+
+    assert start(fast).reason is Reason.START_PRIOR
+    assert start(fast).index > start(slow).index == 0
+    assert start(too_few).reason is Reason.START_DEFAULT
+
+
+def test_a_low_buffer_forces_a_lower_rung() -> None:
+    """Same throughput history, same previous rung: only the buffer differs."""
+    _, state = run(steady(400, 20000, count=6))
+    full, _ = decide_rung(
+        LADDER, state, Signals(buffer_ms=20000, measured_kbps=400), 12.0, segment_duration_s=4.0
+    )
+    low, _ = decide_rung(
+        LADDER, state, Signals(buffer_ms=800, measured_kbps=400), 12.0, segment_duration_s=4.0
+    )
+    assert full.index > low.index
+
+
+def test_a_playing_session_below_the_panic_buffer_gets_the_lowest_rung() -> None:
+    """At 3 Mb/s the plan alone would take a high rung even at 1.5 s of buffer."""
+    _, state = run(steady(3000, 20000, count=6))
+    signals = Signals(buffer_ms=1500, measured_kbps=3000)
+    assert plan_first_rung(LADDER, 2.5e6, 1.5, state.last_index, SEGMENT_S) > 0
+    panic, _ = decide_rung(LADDER, state, signals, 12.0, segment_duration_s=4.0)
+    assert (panic.index, panic.reason) == (0, Reason.BUFFER_LOW)
+
+
+def test_starvation_with_little_buffer_drops_to_the_lowest_rung() -> None:
+    _, state = run(steady(400, 20000, count=6))
+    starved, _ = decide_rung(
+        LADDER,
+        state,
+        Signals(buffer_ms=3000, measured_kbps=400, starved=True),
+        12.0,
+        segment_duration_s=4.0,
+    )
+    assert (starved.index, starved.reason) == (0, Reason.BUFFER_LOW)
+
+
+def test_requested_max_throughput_caps_the_assumed_throughput() -> None:
+    plain, _ = run(steady(3000, 6000))
+    limited, _ = run(steady(3000, 6000, requested_max_kbps=100))
+    assert limited[-1].throughput_bps <= 100_000
+    assert limited[-1].index < plain[-1].index
+
+
+def test_without_cmcd_fast_requests_are_throughput_samples() -> None:
+    """No CMCD at all: back-to-back requests (1 s apart for 4 s of 64 kb/s, so at
+    least 256 kb/s) climb; requests a segment apart (pacing) measure nothing."""
+    fast, _ = run([Signals()] * 8, gap_s=1.0)
+    paced, state = run([Signals()] * 8, gap_s=SEGMENT_S)
+    assert fast[-1].index > 0
+    assert fast[-1].throughput_bps >= 256_000 * 0.5
+    assert {d.index for d in paced} == {0}
+    assert state.window == b""
+
+
+def test_state_stays_small_however_long_the_session() -> None:
+    _, state = run(steady(500, 20000, count=200))
+    samples, errors = state.samples_and_errors()
+    assert len(samples) == len(errors) == 5
+    assert state.requests == 200
+
+
+def test_delivery_rate_outranks_the_rounded_mtp() -> None:
+    signals = [Signals(startup=True)] + [
+        Signals(buffer_ms=10000, measured_kbps=100, delivery_rate_bps=2e6)
+    ] * 5
+    decisions, _ = run(signals)
+    assert decisions[-1].throughput_bps > 1e6
+
+
+def test_signals_from_cmcd_and_client_hints() -> None:
+    cmcd = parse_cmcd("bl=2300,br=128,d=4000,mtp=700,rtp=900,su,bs")
+    signals = signals_from_cmcd(cmcd, save_data=parse_save_data("on"), ect=parse_ect("3g"))
+    assert signals == Signals(
+        buffer_ms=2300,
+        measured_kbps=700,
+        encoded_kbps=128,
+        object_ms=4000,
+        startup=True,
+        starved=True,
+        requested_max_kbps=900,
+        save_data=True,
+        ect=Ect.G3,
+    )
+    assert parse_ect("5g") is None
+    assert parse_save_data("off") is False
+    assert signals_from_cmcd(parse_cmcd("bl=-5,d=0")) == Signals()
+
+
+def test_initial_state_is_empty() -> None:
+    assert INITIAL_STATE.samples_and_errors() == ([], [])
+
+
+@pytest.mark.parametrize(
+    "signals",
+    [
+        Signals(measured_kbps=999_999_999_999_999, buffer_ms=10**15, encoded_kbps=10**12),
+        Signals(buffer_ms=-5, measured_kbps=0, object_ms=1, max_bitrate_bps=-1),
+        Signals(delivery_rate_bps=float("nan"), requested_max_kbps=1),
+        Signals(delivery_rate_bps=float("inf"), encoded_kbps=1, object_ms=10**12),
+    ],
+)
+def test_hostile_values_give_a_rung_of_the_ladder(signals: Signals) -> None:
+    state: ControllerState | None = None
+    for now_s in (0.0, 1e-12, 2e-12, -5.0, 1e12):
+        decision, state = decide_rung(LADDER, state, signals, now_s, segment_duration_s=SEGMENT_S)
+        assert decision.bitrate_bps == LADDER[decision.index]
+
+
+def test_a_state_from_a_longer_ladder_still_decides_on_a_shorter_one() -> None:
+    """A session that moves to another group keeps its throughput, not its rung."""
+    _, state = run(steady(3000, 20000), ladder=(*LADDER, 512_000, 640_000))
+    assert state.last_index > len(LADDER) - 1
+    decision, _ = decide_rung(
+        LADDER, state, Signals(buffer_ms=20000, measured_kbps=3000), 20.0, segment_duration_s=4.0
+    )
+    assert decision.index == len(LADDER) - 1
+
+
+def test_every_packager_ladder_plans_five_segments_ahead() -> None:
+    assert [plan_horizon(rungs, 5) for rungs in (1, 4, 6, 7, 9)] == [5, 5, 5, 4, 4]
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        ControllerState(requests=2, last_request_s=2.0, window=b"\x00\x01\xfe\xff"),
+        ControllerState(requests=3, last_request_s=float("nan"), buffer_s=float("nan")),
+        ControllerState(
+            requests=1, last_index=99, last_prediction_bps=float("inf"), window=b"\xff" * 40
+        ),
+    ],
+)
+def test_a_corrupted_stored_state_still_gives_a_decision(state: ControllerState) -> None:
+    for signals in (Signals(), Signals(measured_kbps=300, encoded_kbps=128)):
+        decision, new_state = decide_rung(
+            LADDER, state, signals, 10.0, segment_duration_s=SEGMENT_S
+        )
+        assert decision.bitrate_bps == LADDER[decision.index]
+        assert len(new_state.window) % 8 == 0
