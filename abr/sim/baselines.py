@@ -49,7 +49,7 @@ def bba_choice(
     otherwise the previous rung is kept.
     """
     top = len(ladder_bps) - 1
-    if buffer_s <= reservoir_s:
+    if top == 0 or buffer_s <= reservoir_s:  # one rung: nothing to choose
         return 0
     if buffer_s >= upper_s:
         return top

@@ -174,3 +174,13 @@ def test_beacon_log_errors_name_the_file_and_line(tmp_path: Path) -> None:
     path.write_text('sid="a",mtp=100\n{"sid": \n', encoding="utf-8")
     with pytest.raises(UsageError, match=r"beacons.log:2: not JSON"):
         read_beacon_estimates(path)
+
+
+def test_a_one_rung_ladder_file_simulates(tmp_path: Path) -> None:
+    """Every policy copes with a ladder of one rung (BBA divided its cushion by zero
+    rungs and crashed)."""
+    path = tmp_path / "one.toml"
+    path.write_text('[[rung]]\ncodec = "aac"\nbitrate_kbps = 96\n', encoding="utf-8")
+    status = main(["abr", "simulate", "--traces", str(TRACE_DIR), "--ladder", str(path),
+                   "--content-duration", "20"])  # fmt: skip
+    assert status == 0
