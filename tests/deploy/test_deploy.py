@@ -648,11 +648,12 @@ def test_dockerignore_sends_what_pip_install_reads_and_nothing_else() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert pyproject["tool"]["setuptools"]["packages"]["find"]["include"][0] == "cadenza"
     # cadenza/ and the top-level folders its symlinks name (cadenza/origin -> ../origin ...)
-    packages = ["cadenza"] + sorted(
+    parts = sorted(
         (ROOT / "cadenza" / link.readlink()).resolve().relative_to(ROOT).as_posix()
         for link in (ROOT / "cadenza").iterdir()
         if link.is_symlink()
     )
+    packages = ["cadenza", *parts]
     needed = ["pyproject.toml", pyproject["project"]["readme"], "origin/static/player.html"]
     for package in packages:
         needed += [
