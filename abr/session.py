@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from cadenza.abr.cmcd import Cmcd, from_json_object, parse_cmcd
+from cadenza.abr.controller import ControllerState, Decision, Reason
 from cadenza.abr.errors import BeaconLogError
 from cadenza.abr.estimator import DualEwma
 from cadenza.abr.policy import Population, SessionView
@@ -27,6 +28,31 @@ DEFAULT_SAMPLE_WEIGHT_S: Final = 1.0
 # CMCD object types that carry media (audio, video, muxed, or unspecified).
 MEDIA_OBJECT_TYPES: Final = frozenset({"a", "v", "av", ""})
 SID_MAX_CHARS: Final = 128
+# The origin's decisions a session keeps (the latest), for its report.
+DECISIONS_KEPT: Final = 64
+# The weight of a new sample in the origin's own throughput estimate.
+ORIGIN_SAMPLE_WEIGHT: Final = 0.5
+# Without a delivery rate, a gap this share of a segment or longer between two
+# requests is the player pacing a full buffer: it measures nothing.
+PACED_GAP_FRACTION: Final = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """One segment the origin decided (``?abr=origin``): which rung, and why."""
+
+    segment: int
+    rung: str  # the rendition id
+    bitrate_bps: int
+    reason: Reason
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "segment": self.segment,
+            "rung": self.rung,
+            "bitrate_bps": self.bitrate_bps,
+            "reason": self.reason.value,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +76,17 @@ class SessionState:
     stalls: int = 0
     started: bool = False
     malformed: int = 0
+    # The origin's own measurements (never the player's ``mtp``): its media
+    # requests' timing and, when it served the bytes itself, TCP delivery rates.
+    origin_rate_bps: float | None = None
+    last_media_s: float | None = None
+    last_media_bytes: int = 0
+    # The connection (``address:port``) the origin last served a decided
+    # segment's bytes on itself (``abr_delivery = direct``).
+    direct_peer: str | None = None
+    # Origin-decided playback: the controller's state and the latest decisions.
+    controller: ControllerState | None = None
+    decisions: tuple[DecisionRecord, ...] = ()
 
     @property
     def estimate_kbps(self) -> float | None:
@@ -109,6 +146,10 @@ class SessionState:
             "qoe": round(self.qoe(), 4),
             "network_key": self.network_key,
             "malformed_values": self.malformed,
+            "origin_throughput_kbps": (
+                round(self.origin_rate_bps / 1000.0, 1) if self.origin_rate_bps else None
+            ),
+            "decisions": [d.to_dict() for d in self.decisions],
         }
 
 
@@ -203,6 +244,77 @@ def apply_cmcd(
         bitrate_kbps=br if br is not None and object_type in MEDIA_OBJECT_TYPES else None,
     )
     return updated, changes
+
+
+def _origin_rate_bps(
+    state: SessionState, now_s: float, segment_duration_s: float, delivery_rate_bps: float | None
+) -> float | None:
+    sample: float | None = None
+    if delivery_rate_bps is not None and delivery_rate_bps > 0:
+        sample = delivery_rate_bps
+    elif state.last_media_s is not None and state.last_media_bytes > 0:
+        gap_s = now_s - state.last_media_s
+        if 0 < gap_s < PACED_GAP_FRACTION * segment_duration_s:
+            sample = 8.0 * state.last_media_bytes / gap_s
+    rate = state.origin_rate_bps
+    if sample is None:
+        return rate
+    return sample if rate is None else rate + ORIGIN_SAMPLE_WEIGHT * (sample - rate)
+
+
+def note_media_request(
+    state: SessionState,
+    now_s: float,
+    *,
+    object_bytes: int,
+    segment_duration_s: float,
+    delivery_rate_bps: float | None = None,
+    direct_peer: str | None = None,
+) -> SessionState:
+    """Fold the origin's own timing of one media request into the session: the
+    TCP delivery rate of the previous response when it was measured, else the
+    previous object's size over the time since its request (a player asks for
+    the next object once the last one arrived: a lower bound on the
+    throughput), unless the gap is the pacing of a full buffer.  This is the
+    throughput the origin reports as CMSD ``etp`` (CTA-5006), never the
+    player's own ``mtp`` echoed back.  ``direct_peer``: the connection this
+    object's bytes go out on, when the origin serves them."""
+    return replace(
+        state,
+        origin_rate_bps=_origin_rate_bps(state, now_s, segment_duration_s, delivery_rate_bps),
+        last_media_s=now_s,
+        last_media_bytes=object_bytes,
+        direct_peer=direct_peer,
+    )
+
+
+def record_decision(
+    state: SessionState,
+    decision: Decision,
+    controller: ControllerState,
+    *,
+    segment: int,
+    rung: str,
+    now_s: float,
+    object_bytes: int,
+    segment_duration_s: float,
+    delivery_rate_bps: float | None,
+    direct_peer: str | None,
+) -> SessionState:
+    """The session after the origin decided ``segment`` (the latest
+    :data:`DECISIONS_KEPT` decisions are kept), with the request's timing
+    folded in as :func:`note_media_request` does (one copy of the state: this
+    runs for every decided segment)."""
+    record = DecisionRecord(segment, rung, decision.bitrate_bps, decision.reason)
+    return replace(
+        state,
+        controller=controller,
+        decisions=(*state.decisions, record)[-DECISIONS_KEPT:],
+        origin_rate_bps=_origin_rate_bps(state, now_s, segment_duration_s, delivery_rate_bps),
+        last_media_s=now_s,
+        last_media_bytes=object_bytes,
+        direct_peer=direct_peer,
+    )
 
 
 def valid_sid(sid: str) -> bool:

@@ -13,6 +13,9 @@ one table of error responses); objects too large to cache are streamed
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from aiohttp import web
 from cachetools import LRUCache
 
@@ -30,6 +33,7 @@ from cadenza.origin.errors import BadRequestError, ObjectNotFoundError, ObjectTo
 from cadenza.origin.keys import (
     BEACON_LIMITER,
     CACHE,
+    CLOCK,
     IP_LIMITER,
     METRICS,
     POPULATION,
@@ -123,9 +127,16 @@ async def handle_metrics(request: web.Request) -> web.Response:
     )
 
 
-def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.Application:
+def create_app(
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
+    """The origin.  ``clock``: the time origin-decided ABR reads (seconds)."""
     app = web.Application(middlewares=[edge_middleware], client_max_size=64 * 1024)
     app[SETTINGS] = settings
+    app[CLOCK] = clock
     app[HEAD_STYLE] = HeadStyle.of(settings)
     app[SIGNING_KEYS] = tuple(key.encode("utf-8") for key in settings.signing_keys)
     app[METRICS] = metrics or create_metrics(shared_sessions=settings.redis_url is not None)

@@ -13,6 +13,7 @@ from typing import Final
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
+from cadenza.manifests.errors import NotSwitchableError
 from cadenza.origin.access import check_admin, check_ip_rate
 from cadenza.origin.auth import redact_path
 from cadenza.origin.core.heads import CMCD_HEADERS, cors_fields
@@ -105,6 +106,20 @@ def _access_denied(request: web.Request, exc: Exception) -> web.Response:
     return _typed(exc)
 
 
+def _not_switchable(_request: web.Request, exc: Exception) -> web.Response:
+    """``?abr=origin`` for a track with nothing to decide: a conflict with the
+    track's state (RFC 9110 15.5.10), with the reason and the groups there are."""
+    assert isinstance(exc, NotSwitchableError)
+    body = {
+        "error": "not_switchable",
+        "detail": str(exc),
+        "track": exc.track_id,
+        "reason": exc.reason,
+        "groups": list(exc.groups),
+    }
+    return web.Response(status=409, body=json.dumps(body).encode(), content_type="application/json")
+
+
 def _origin_error(_request: web.Request, exc: Exception) -> web.Response:
     assert isinstance(exc, OriginError)
     return _typed(exc)
@@ -134,6 +149,7 @@ ERROR_RESPONSES: Final[Mapping[type[Exception], ErrorResponder]] = {
     AdminTokenMissingError: _admin_token_missing,
     AccessDeniedError: _access_denied,
     AdminTokenInvalidError: _access_denied,
+    NotSwitchableError: _not_switchable,
     OriginError: _origin_error,
     web.HTTPException: _http_exception,
     Exception: _internal,

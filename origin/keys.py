@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from aiohttp import web
@@ -35,3 +36,6 @@ IP_LIMITER: Final = web.AppKey("ip_limiter", RateLimiter)
 STORE_HEALTH: Final = web.AppKey("store_health", StoreHealth)
 # settings.signing_keys as bytes, current key first (empty: signed URLs are off).
 SIGNING_KEYS: Final = web.AppKey("signing_keys", tuple[bytes, ...])
+# The clock origin-decided ABR reads (seconds, like ``time.time``): one per app,
+# so tests can control it.
+CLOCK: Final = web.AppKey[Callable[[], float]]("clock")

@@ -53,6 +53,8 @@ class Metrics:
     steering_responses: Counter
     steering_malformed: Counter
     fast_path_handovers: Counter
+    abr_decisions: Counter
+    abr_switches: Counter
     # Labelled children, looked up once: ``labels()`` takes a lock and builds a
     # tuple on every call, a measurable share of a hot-cache hit.
     _children: dict[tuple[str, ...], tuple[Any, Any, Any]] = field(default_factory=dict)
@@ -66,6 +68,12 @@ class Metrics:
 
     def beacon(self, kind: str, result: str) -> None:
         self._child(self.beacons, (kind, result)).inc()
+
+    def decided(self, reason: str, switched: bool) -> None:
+        """One segment the origin decided (``?abr=origin``)."""
+        self._child(self.abr_decisions, (reason,)).inc()
+        if switched:
+            self.abr_switches.inc()
 
     def _child(self, metric: Counter, values: tuple[str, ...]) -> Any:
         """``metric.labels(*values)``, once per value set (closed sets only)."""
@@ -270,6 +278,17 @@ def create_metrics(*, shared_sessions: bool = False) -> Metrics:
             "Connections handed from the fast path (origin/transport/) to aiohttp, by the "
             "reason of the first request it could not answer",
             ["reason"],
+            registry=registry,
+        ),
+        abr_decisions=Counter(
+            "cadenza_abr_decisions",
+            "Segments the origin decided (?abr=origin), by the reason of the rung chosen",
+            ["reason"],
+            registry=registry,
+        ),
+        abr_switches=Counter(
+            "cadenza_abr_switches",
+            "Origin-decided segments whose rung differs from the session's previous one",
             registry=registry,
         ),
     )

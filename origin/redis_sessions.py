@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
@@ -13,13 +14,16 @@ from typing import Final
 
 from redis.asyncio import Redis
 
+from cadenza.abr.controller import ControllerState, Reason
 from cadenza.abr.estimator import DualEwma, Ewma
-from cadenza.abr.session import SessionState
+from cadenza.abr.session import DecisionRecord, SessionState
 from cadenza.origin.redis_guard import KEY_PREFIX, batches, guarded, reply_text
 
 log = logging.getLogger("cadenza.origin.redis")
 
 _SESSION_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(SessionState))
+_CONTROLLER_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(ControllerState))
+_REASONS: Final = frozenset(reason.value for reason in Reason)
 
 
 # -- session records ---------------------------------------------------------
@@ -29,15 +33,43 @@ def encode_session(state: SessionState) -> bytes:
     """Every field of the dataclass (the estimator's EWMAs too), as compact JSON.
 
     Not :meth:`SessionState.to_dict`: that is the public report, rounded and
-    with derived values; this must restore the state exactly."""
-    return json.dumps(dataclasses.asdict(state), separators=(",", ":")).encode()
+    with derived values; this must restore the state exactly.  The
+    controller's packed window (bytes) is written in base64."""
+    data = dataclasses.asdict(state)
+    controller = data["controller"]
+    if controller is not None:
+        controller["window"] = base64.b64encode(controller["window"]).decode("ascii")
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _decode_controller(data: dict[str, object]) -> ControllerState:
+    fields = {name: value for name, value in data.items() if name in _CONTROLLER_FIELDS}
+    window = fields.pop("window", "")
+    if not isinstance(window, str):
+        raise ValueError("controller window is not base64 text")
+    return ControllerState(**fields, window=base64.b64decode(window, validate=True))  # type: ignore[arg-type]
+
+
+def _decode_decisions(items: list[dict[str, object]]) -> tuple[DecisionRecord, ...]:
+    """The decisions whose reason this version knows (a newer replica's are skipped)."""
+    return tuple(
+        DecisionRecord(
+            int(str(item["segment"])),
+            str(item["rung"]),
+            int(str(item["bitrate_bps"])),
+            Reason(str(item["reason"])),
+        )
+        for item in items
+        if item.get("reason") in _REASONS
+    )
 
 
 def decode_session(raw: bytes | str) -> SessionState:
     """The inverse of :func:`encode_session`; ``ValueError`` for a record that is not one.
 
     Unknown fields are ignored and missing optional ones take their defaults,
-    so replicas of neighbouring versions can share a Redis."""
+    so replicas of neighbouring versions can share a Redis (a record written
+    before origin-decided ABR has no controller and no decisions)."""
     try:
         data = json.loads(raw)
         if not isinstance(data, dict):
@@ -48,8 +80,14 @@ def decode_session(raw: bytes | str) -> SessionState:
             fields["estimator"] = DualEwma(
                 Ewma(**estimator["fast"]), Ewma(**estimator["slow"]), estimator["default_bps"]
             )
+        controller = fields.pop("controller", None)
+        if controller is not None:
+            fields["controller"] = _decode_controller(controller)
+        decisions = fields.pop("decisions", None)
+        if decisions is not None:
+            fields["decisions"] = _decode_decisions(decisions)
         state = SessionState(**fields)
-    except (TypeError, KeyError, ValueError, RecursionError) as exc:
+    except (TypeError, KeyError, ValueError, AttributeError, RecursionError) as exc:
         raise ValueError(f"not a session record: {exc}") from None
     if not isinstance(state.sid, str) or not isinstance(state.last_seen_s, int | float):
         raise ValueError("not a session record: bad sid or last_seen_s")

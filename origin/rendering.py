@@ -7,18 +7,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from aiohttp import web
 
-from cadenza.abr.guidance import cmsd_dynamic, cmsd_static, guide_presentation, segment_duration_ms
+from cadenza.abr.guidance import (
+    SERVER_ID,
+    cmsd_dynamic,
+    cmsd_static,
+    guide_presentation,
+    segment_duration_ms,
+)
 from cadenza.abr.policy import Guidance
+from cadenza.abr.session import SessionState
 from cadenza.manifests.dash import render_mpd
 from cadenza.manifests.errors import InvalidPresentationError
 from cadenza.manifests.errors import NoMatchingRenditionsError as NoRenditionsInModel
 from cadenza.manifests.filters import InvalidFilterError, RenditionFilter, parse_filter_query
 from cadenza.manifests.hls import render_master
 from cadenza.manifests.jsonio import presentation_from_json
-from cadenza.manifests.model import MASTER_NAME, PRESENTATION_NAME, Presentation
+from cadenza.manifests.model import MASTER_NAME, PRESENTATION_NAME, BitrateHint, Presentation
 from cadenza.manifests.steering import SteeringConfig
 from cadenza.origin.cache import CachedObject, build_cached
 from cadenza.origin.core.request import FILTER_KEYS
@@ -27,10 +35,13 @@ from cadenza.origin.errors import (
     NoMatchingRenditionsError,
     StorageUnavailableError,
 )
-from cadenza.origin.keys import METRICS, PRESENTATIONS, RENDERED, SETTINGS
+from cadenza.origin.keys import METRICS, POPULATION, PRESENTATIONS, RENDERED, SETTINGS
 from cadenza.origin.objects import load_object
 from cadenza.origin.storage import ObjectInfo, StoredObject
 from cadenza.origin.telemetry import Observed, guidance_for
+
+# A population prior stands for a session's etp with this many sessions behind it.
+MIN_PRIOR_SESSIONS: Final = 3
 
 
 async def presentation_of(app: web.Application, track: str) -> tuple[Presentation, CachedObject]:
@@ -58,6 +69,17 @@ def filter_values(query: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """The rendition-filter arguments of a query, in key order (one reading of
     each: the shape a rendered manifest is cached under is also its filter)."""
     return tuple((k, query[k]) for k in sorted(FILTER_KEYS & query.keys()))
+
+
+def select(presentation: Presentation, selected: tuple[tuple[str, str], ...]) -> Presentation:
+    """``presentation`` filtered by ``selected`` (see :func:`filter_values`).  Raises
+    :class:`BadRequestError` and :class:`NoMatchingRenditionsError`."""
+    if not selected:
+        return presentation
+    try:
+        return _selection(dict(selected)).apply(presentation)
+    except NoRenditionsInModel as exc:
+        raise NoMatchingRenditionsError(str(exc)) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +111,7 @@ async def render_manifest(
     presentation, source = model or await presentation_of(app, track)
     # The selection and the guidance's start and cap decide which renditions
     # are listed, in which order.
-    shaped = presentation
-    if selected:
-        try:
-            shaped = _selection(dict(selected)).apply(presentation)
-        except NoRenditionsInModel as exc:
-            raise NoMatchingRenditionsError(str(exc)) from exc
+    shaped = select(presentation, selected)
     settings = app[SETTINGS]
     control = f"public, max-age={settings.manifest_max_age_s}"
     how = "rendered"
@@ -113,20 +130,38 @@ async def render_manifest(
         # to every later viewer.
         control = f"private, max-age={settings.manifest_max_age_s}"
     # The bytes depend only on these: steer, render, hash and gzip once per shape.
+    hint = _hint(guidance)
     guide = None if guidance is None else (guidance.start_bitrate_bps, guidance.max_bitrate_bps)
-    shape = (key, source.etag, selected, guide, steering, control)
+    shape = (key, source.etag, selected, guide, hint, steering, control)
     rendered = app[RENDERED].get(shape)
     if rendered is None:
         if guidance is not None:
             shaped = guide_presentation(shaped, guidance)
-        text = (
-            render_master(shaped, steering) if name == MASTER_NAME else render_mpd(shaped, steering)
-        )
+        render = render_master if name == MASTER_NAME else render_mpd
+        text = render(shaped, steering, hint=hint)
         body = text.encode("utf-8")
         info = ObjectInfo(len(body), source.mtime_s, "")
         rendered = build_cached(key, StoredObject(info, body), control)
         app[RENDERED][shape] = rendered
     return RenderedManifest(rendered, how, vary_session)
+
+
+def _hint(guidance: Guidance | None) -> BitrateHint | None:
+    """The guidance's start and max bitrate, for the manifests' channels players
+    read (DASH ``OperatingBandwidth``, HLS ``EXT-X-SESSION-DATA``): only when its
+    start rung is worth hinting (:attr:`Guidance.start_hint`)."""
+    if guidance is None or not guidance.start_hint:
+        return None
+    return BitrateHint(guidance.start_bitrate_bps, guidance.max_bitrate_bps)
+
+
+def nominal_segment_s(presentation: Presentation) -> float:
+    """The track's segment duration: the packager's target, else the first
+    rendition's first segment's."""
+    if presentation.target_segment_duration_ticks:
+        return presentation.target_segment_duration_ticks / presentation.timescale
+    first = presentation.renditions[0]
+    return first.segments[0].duration_ticks / first.timescale if first.segments else 4.0
 
 
 def guided_segment(key: str) -> bool:
@@ -151,10 +186,27 @@ async def cmsd_for(
     except KeyError:
         return None
     guidance = await guidance_for(app, presentation, observed.state, observed.network_key)
-    return (
-        cmsd_static(rendition, segment_duration_ms(rendition, name)),
-        cmsd_dynamic(guidance.estimate_bps, guidance.max_bitrate_bps),
+    etp_bps = await origin_etp_bps(app, observed.state, observed.network_key)
+    dynamic = (
+        f'"{SERVER_ID}";mb={guidance.max_bitrate_bps // 1000}'
+        if etp_bps is None
+        else cmsd_dynamic(etp_bps, guidance.max_bitrate_bps)
     )
+    return cmsd_static(rendition, segment_duration_ms(rendition, name)), dynamic
+
+
+async def origin_etp_bps(
+    app: web.Application, state: SessionState | None, network_key: str | None
+) -> float | None:
+    """CMSD ``etp`` (CTA-5006: the throughput the server estimates): the origin's
+    own measurement of the session (:func:`cadenza.abr.session.note_media_request`:
+    delivery rates, request timing), else its network's population prior;
+    never the player's own ``mtp`` echoed back, which tells it nothing.  None
+    when the origin knows neither."""
+    if state is not None and state.origin_rate_bps:
+        return state.origin_rate_bps
+    prior = await app[POPULATION].prior(network_key) if network_key else None
+    return prior.p25_bps if prior is not None and prior.sessions >= MIN_PRIOR_SESSIONS else None
 
 
 def private_control(control: str) -> str:

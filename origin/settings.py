@@ -11,6 +11,7 @@ table of ``docs/operating.md`` is generated from them by
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import tomllib
 from collections.abc import Mapping
@@ -61,6 +62,13 @@ def setting(
     return field(default=default, repr=not secret, metadata={_DOC_KEY: doc})
 
 
+class AbrDelivery(enum.StrEnum):
+    """How a segment the origin decided (``?abr=origin``) reaches the player."""
+
+    REDIRECT = "redirect"  # 302 to the chosen rung's own immutable, cacheable URL
+    DIRECT = "direct"  # the chosen rung's bytes, served private
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     root: str = field(
@@ -92,6 +100,12 @@ class Settings:
         "given both, the new name wins",
         env_aliases=("CADENZA_STEERING",),
         toml_aliases=("steering",),
+    )
+    abr_delivery: AbrDelivery = setting(  # noqa: RUF009 (an enum member is immutable)
+        AbrDelivery.REDIRECT,
+        "origin-decided ABR (`?abr=origin`): `redirect` answers a group segment `302` to "
+        "the chosen rung's cacheable URL; `direct` serves that rung's bytes `private` (and "
+        "measures their TCP delivery rate)",
     )
     sessions_max: int = setting(100_000, "sessions kept (least recently updated evicted first)")
     session_ttl_s: float = setting(1800.0, "a session is forgotten this long after its last update")
@@ -278,6 +292,11 @@ def _coerce(name: str, value: object) -> object:
     except PathwayConfigError as exc:
         raise SettingsError(name, "...", str(exc)) from None
     text = str(value)
+    if name == "abr_delivery":
+        try:
+            return AbrDelivery(text.strip().lower())
+        except ValueError:
+            raise SettingsError(name, value, "expected redirect or direct") from None
     if kind == "bool":
         if isinstance(value, bool):
             return value

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -22,9 +21,17 @@ from aiohttp import web
 from cadenza.abr.cmcd import HEADER_NAMES, Cmcd, parse_request_cmcd
 from cadenza.abr.guidance import ladder_bps
 from cadenza.abr.policy import Guidance, decide
-from cadenza.abr.session import Delivery, SessionState, apply_cmcd, network_key_for, valid_sid
+from cadenza.abr.session import (
+    Delivery,
+    SessionState,
+    apply_cmcd,
+    network_key_for,
+    note_media_request,
+    valid_sid,
+)
 from cadenza.manifests.model import Presentation
-from cadenza.origin.keys import METRICS, POPULATION, SESSION_LOCKS, SESSIONS
+from cadenza.origin.keys import CLOCK, METRICS, POPULATION, SESSION_LOCKS, SESSIONS
+from cadenza.origin.tcp_info import Connection
 
 log = logging.getLogger("cadenza.origin.telemetry")
 
@@ -49,7 +56,11 @@ async def ingest(
     track: str | None,
     network_key: str | None,
     delivery: Delivery | None = None,
+    then: Callable[[SessionState], SessionState] | None = None,
 ) -> SessionState:
+    """Fold one CMCD payload into the session ``sid`` and store it; ``then``
+    changes the folded state further (pure) before it is stored, inside the
+    same read-change-write."""
     store = app[SESSIONS]
     metrics = app[METRICS]
     # The memory store counts sessions it evicted for room; others (Redis) bound
@@ -67,6 +78,8 @@ async def ingest(
             network_key=network_key,
             delivery=delivery,
         )
+        if then is not None:
+            state = then(state)
         await store.put(state)
     evicted = getattr(store, "evictions", 0) - evictions_before
     if evicted > 0:
@@ -117,17 +130,27 @@ async def observe(
     sid_query: str | None,
     headers: Mapping[str, str],
     remote: str | None,
+    then: Callable[[SessionState], SessionState] | None = None,
 ) -> Observed | None:
     """:func:`observe_request` without the request object (origin.fastpath
     calls it too): the ``CMCD`` and ``sid`` query arguments, the request's
-    headers (``CMCD-*``, ``ECT``) and the peer address."""
+    headers (``CMCD-*``, ``ECT``) and the peer address.  ``then``: a further
+    (pure) change of the session, stored with the fold; with only a ``sid``,
+    applied to a session that exists."""
     metrics = app[METRICS]
     has_headers = any(name in headers for name in HEADER_NAMES)
     network_key = network_key_for(remote, headers)
     if cmcd_query is None and not has_headers:
         if sid_query is None or not valid_sid(sid_query):
             return None
-        return Observed(sid_query, await app[SESSIONS].get(sid_query), network_key, False)
+        if then is None:
+            return Observed(sid_query, await app[SESSIONS].get(sid_query), network_key, False)
+        try:
+            touched = await _touch(app, sid_query, then)
+        except Exception:  # a session store must never fail a media request
+            log.exception("session update failed for %s", sid_query[:64])
+            touched = None
+        return Observed(sid_query, touched, network_key, False)
     cmcd = parse_request_cmcd(cmcd_query, headers)
     if cmcd.malformed:
         metrics.cmcd_malformed.inc(len(cmcd.malformed))
@@ -140,10 +163,11 @@ async def observe(
             app,
             sid,
             cmcd,
-            time.time(),
+            app[CLOCK](),
             is_request=True,
             track=track,
             network_key=network_key,
+            then=then,
         )
     except Exception:  # a session store must never fail a media request
         log.exception("session update failed for %s", sid)
@@ -154,6 +178,45 @@ async def observe(
     return Observed(sid, state, network_key, from_header)
 
 
+async def _touch(
+    app: web.Application, sid: str, then: Callable[[SessionState], SessionState]
+) -> SessionState | None:
+    """``then`` applied to the session ``sid`` if it exists, and stored."""
+    store = app[SESSIONS]
+    locks = app.get(SESSION_LOCKS)
+    async with contextlib.nullcontext() if locks is None else locks.hold(sid):
+        state = await store.get(sid)
+        if state is None:
+            return None
+        state = then(state)
+        await store.put(state)
+    return state
+
+
+def media_timing(
+    now_s: float, object_bytes: int, segment_duration_s: float, connection: Connection | None
+) -> Callable[[SessionState], SessionState]:
+    """The session change of a media object the origin serves itself: its own
+    timing (:func:`cadenza.abr.session.note_media_request`), with the delivery
+    rate of the previous response when it went out on this same connection,
+    and this connection remembered for the next request."""
+
+    def note(state: SessionState) -> SessionState:
+        rate_bps = None
+        if connection is not None and state.direct_peer == connection.peer:
+            rate_bps = connection.delivery_rate_bps()
+        return note_media_request(
+            state,
+            now_s,
+            object_bytes=object_bytes,
+            segment_duration_s=segment_duration_s,
+            delivery_rate_bps=rate_bps,
+            direct_peer=None if connection is None else connection.peer,
+        )
+
+    return note
+
+
 async def guidance_for(
     app: web.Application,
     presentation: Presentation,
@@ -162,4 +225,4 @@ async def guidance_for(
 ) -> Guidance:
     population = await app[POPULATION].prior(network_key) if network_key else None
     view = state.view() if state is not None else None
-    return decide(ladder_bps(presentation), view, population, time.time())
+    return decide(ladder_bps(presentation), view, population, app[CLOCK]())

@@ -7,24 +7,34 @@ session's CMSD (CTA-5006).  The transports then plan the status
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
 from cadenza.abr.cmcd import HEADER_NAMES as CMCD_HEADER_NAMES
+from cadenza.abr.session import SessionState
 from cadenza.manifests.steering import SteeringConfig
-from cadenza.origin.core.heads import ObjectChoice
+from cadenza.origin.core.decided import (
+    asks_origin_abr,
+    choose_decided_manifest,
+    choose_group_object,
+    group_target,
+)
+from cadenza.origin.core.heads import ObjectChoice, Redirect
 from cadenza.origin.core.request import MediaRequest
 from cadenza.origin.core.routes import is_track_manifest
-from cadenza.origin.keys import SETTINGS
+from cadenza.origin.keys import CLOCK, SETTINGS
 from cadenza.origin.objects import load_object
 from cadenza.origin.rendering import (
     cmsd_for,
     filter_values,
     guided_segment,
+    nominal_segment_s,
     presentation_of,
     private_control,
     render_manifest,
 )
-from cadenza.origin.telemetry import Observed, observe
+from cadenza.origin.telemetry import Observed, media_timing, observe
 
 
 def has_cmcd_headers(asked: MediaRequest) -> bool:
@@ -45,7 +55,7 @@ async def choose_object(
     steering: SteeringConfig | None = None,
     personal_pathways: bool = False,
     fold_on_failure: bool = True,
-) -> ObjectChoice:
+) -> ObjectChoice | Redirect:
     """The object that answers ``asked``, and a session's changes to its head.
 
     Whatever can fail (the loads, a filter that is invalid or matches nothing)
@@ -56,12 +66,20 @@ async def choose_object(
     folds it in, once.  ``steering``: the track's content-steering block, when
     pathways are configured (its manifests are always rendered);
     ``personal_pathways``: that block is this viewer's.  Raises the storage's
-    and the filter's errors, and ``ObjectTooLargeError``."""
+    and the filter's errors, and ``ObjectTooLargeError``.
+
+    Origin-decided playback (``?abr=origin`` manifests, ``group-<id>/`` paths)
+    is :mod:`.decided`'s: a decided segment is a :class:`Redirect`."""
     settings = app[SETTINGS]
     key = asked.key
+    target = group_target(key)
+    if target is not None:
+        return await choose_group_object(app, asked, target)
+    manifest = is_track_manifest(key)
+    if manifest and asks_origin_abr(asked):
+        return await choose_decided_manifest(app, asked)
     track = key.partition("/")[0]
     query = asked.query or {}
-    manifest = is_track_manifest(key)
     selected = filter_values(query) if manifest else ()
     session = names_a_session(asked)
     # A known session gets a steered manifest, or CMSD on a media segment.
@@ -86,7 +104,13 @@ async def choose_object(
         if session and fold_on_failure:
             await _observe(app, track, asked)
         raise
-    observed = await _observe(app, track, asked) if session else None
+    then = None
+    if guided and not manifest and loaded is not None and model is not None:
+        # The origin serves this segment itself: its own timing of the session.
+        then = media_timing(
+            app[CLOCK](), len(loaded[0].body), nominal_segment_s(model[0]), asked.connection
+        )
+    observed = await _observe(app, track, asked, then) if session else None
     if observed is not None and settings.guidance and manifest:
         rendered = await render_manifest(
             app, key, selected, observed, steering, personal_pathways=personal_pathways, model=model
@@ -106,7 +130,12 @@ async def choose_object(
     return ObjectChoice(obj, how, control=private_control(obj.cache_control), cmsd=cmsd)
 
 
-async def _observe(app: web.Application, track: str, asked: MediaRequest) -> Observed | None:
+async def _observe(
+    app: web.Application,
+    track: str,
+    asked: MediaRequest,
+    then: Callable[[SessionState], SessionState] | None = None,
+) -> Observed | None:
     query = asked.query or {}
     return await observe(
         app,
@@ -115,4 +144,5 @@ async def _observe(app: web.Application, track: str, asked: MediaRequest) -> Obs
         sid_query=query.get("sid"),
         headers=asked.headers,
         remote=asked.remote,
+        then=then,
     )

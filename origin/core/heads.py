@@ -19,8 +19,11 @@ EXPOSED_HEADERS: Final = "Content-Length, Content-Range, CMSD-Static, CMSD-Dynam
 STATUS_LINES: Final = {
     200: "HTTP/1.1 200 OK\r\n",
     206: "HTTP/1.1 206 Partial Content\r\n",
+    302: "HTTP/1.1 302 Found\r\n",
     304: "HTTP/1.1 304 Not Modified\r\n",
 }
+# A decided segment's redirect: this session's, and this request's only.
+REDIRECT_CONTROL: Final = "private, no-store"
 
 
 def cors_fields(settings: Settings) -> dict[str, str]:
@@ -46,6 +49,18 @@ class ObjectChoice:
     control: str | None = None
     cmsd: tuple[str, str] | None = None
     vary: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """A segment the origin decided (``?abr=origin``), answered ``302 Found`` to
+    the chosen rung's own segment URL (RFC 9110 15.4.3): ``location`` is a
+    relative reference (``../aac-128k/seg-00007.m4s``), resolved against the
+    request's URL (RFC 9110 10.2.2), so it keeps any path prefix before the
+    track (a CDN's, a signed URL's token)."""
+
+    location: str
+    how: str = "decided"  # the X-Cadenza-Cache value
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +140,25 @@ def reply_for(style: HeadStyle, choice: ObjectChoice, answer: ObjectAnswer) -> O
     if answer.span is not None:
         body = memoryview(obj.body)[answer.span.start : answer.span.end + 1]
     return ObjectReply(answer.status, fields, body)
+
+
+def redirect_reply(style: HeadStyle, redirect: Redirect, is_get: bool) -> ObjectReply:
+    """The ``302`` of a decided segment, for both transports: ``Location``,
+    ``Cache-Control: private, no-store`` (never cached, by the browser or a
+    shared cache: the next request is the next decision), then CORS exposing
+    ``Location``; an empty body (none for HEAD, as aiohttp sends it)."""
+    fields = [
+        ("Location", redirect.location),
+        ("Cache-Control", REDIRECT_CONTROL),
+        ("X-Cadenza-Cache", redirect.how),
+    ]
+    fields += (
+        (name, f"{value}, Location" if name == "Access-Control-Expose-Headers" else value)
+        for name, value in style.cors
+    )
+    if style.vary_origin:
+        fields.append(("Vary", "Origin"))
+    return ObjectReply(302, fields, b"" if is_get else None)
 
 
 def render_head(reply: ObjectReply) -> bytes:

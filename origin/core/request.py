@@ -15,9 +15,12 @@ from types import MappingProxyType
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
+from cadenza.origin.tcp_info import Connection
+
 FILTER_KEYS: Final = frozenset({"codec", "min_bitrate", "max_bitrate"})
-# The query arguments the core reads (a session's, rendition filters).
-QUERY_ARGUMENTS: Final = frozenset({"CMCD", "sid", *FILTER_KEYS})
+# The query arguments the core reads (a session's, rendition filters, and
+# ``abr=origin``: origin-decided playback, core.decided).
+QUERY_ARGUMENTS: Final = frozenset({"CMCD", "sid", "abr", *FILTER_KEYS})
 NO_FIELDS: Final[Mapping[str, str]] = MappingProxyType({})
 _GZIP_CODINGS: Final = frozenset({"gzip", "x-gzip"})  # RFC 9110 8.4.1.3
 
@@ -105,7 +108,7 @@ def accepts_gzip(header: str | None) -> bool:
 
 
 def query_arguments(query: bytes) -> dict[str, str] | None:
-    """The ``CMCD``, ``sid`` and rendition-filter arguments of a query string,
+    """The ``CMCD``, ``sid``, ``abr`` and rendition-filter arguments of a query string,
     decoded as aiohttp (yarl) decodes them; None for any query that has another
     argument, a repeated or valueless one, or a spelling whose decoding could
     differ (``+``, ``;``, percent-escapes that are not UTF-8): those are
@@ -147,3 +150,5 @@ class MediaRequest:
     remote: str | None = None  # the peer's address
     if_match: str | None = None
     if_unmodified_since: str | None = None
+    # The connection it came on: a decided segment reads its TCP delivery rate.
+    connection: Connection | None = None

@@ -9,11 +9,12 @@ import time
 from aiohttp import web
 from multidict import CIMultiDict
 
-from cadenza.origin.core.heads import ObjectChoice, reply_for
+from cadenza.origin.core.heads import ObjectChoice, Redirect, redirect_reply, reply_for
 from cadenza.origin.core.request import MediaRequest, accepts_gzip
 from cadenza.origin.core.routes import route_class
 from cadenza.origin.core.validators import plan_for
 from cadenza.origin.objects import HEAD_STYLE
+from cadenza.origin.tcp_info import connection_of
 
 
 def describe_media_request(request: web.Request, key: str) -> MediaRequest:
@@ -21,6 +22,12 @@ def describe_media_request(request: web.Request, key: str) -> MediaRequest:
     read once (a repeated Accept-Encoding is one list, RFC 9110 5.3)."""
     headers = request.headers
     query = request.query
+    transport = request.transport
+    connection = (
+        None
+        if transport is None
+        else connection_of(transport.get_extra_info("peername"), transport.get_extra_info("socket"))
+    )
     return MediaRequest(
         key,
         route_class(request.path).value,
@@ -36,14 +43,20 @@ def describe_media_request(request: web.Request, key: str) -> MediaRequest:
         request.remote,
         if_match=headers.get("If-Match"),
         if_unmodified_since=headers.get("If-Unmodified-Since"),
+        connection=connection,
     )
 
 
 def object_response(
-    request: web.Request, asked: MediaRequest, choice: ObjectChoice
+    request: web.Request, asked: MediaRequest, choice: ObjectChoice | Redirect
 ) -> web.Response:
-    """The reply of ``core.heads.reply_for`` as a ``web.Response``."""
-    reply = reply_for(request.app[HEAD_STYLE], choice, plan_for(choice.obj, asked))
+    """The reply of ``core.heads.reply_for`` (``redirect_reply`` for a decided
+    segment) as a ``web.Response``."""
+    style = request.app[HEAD_STYLE]
+    if isinstance(choice, Redirect):
+        reply = redirect_reply(style, choice, asked.is_get)
+    else:
+        reply = reply_for(style, choice, plan_for(choice.obj, asked))
     headers = CIMultiDict(reply.fields)
     if reply.body is None:
         return web.Response(status=reply.status, headers=headers)

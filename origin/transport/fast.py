@@ -20,6 +20,14 @@ or the file with CMSD, private.  Everything such an answer needs that can
 fail (loads, the filter) is done before the session is touched, so one
 handed over is never folded in twice.
 
+Origin-decided playback (``docs/players.md``) is answered here too, by the
+same core: a group's media playlist (``group-<id>/playlist.m3u8?sid=``) and
+each decided segment (``group-<id>/seg-NNNNN.m4s?sid=&CMCD=``), whose
+``302`` to the chosen rung (or, with ``abr_delivery = direct``, its bytes)
+costs no handover, and the ``?abr=origin`` manifests; the connection's peer
+and socket go with the request, for the TCP delivery rate of the previous
+response.
+
 Every other request is handed, together with every byte not yet answered, to
 an aiohttp ``RequestHandler`` that takes the connection over for good.  The
 fast transport answers an allowlist, not a denylist: a head whose fields are
@@ -61,6 +69,7 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from cadenza.origin.core.request import Handover, MediaRequest
+from cadenza.origin.tcp_info import Connection, connection_of
 from cadenza.origin.transport.parse import HeadParser
 from cadenza.origin.transport.responder import HotResponder
 
@@ -108,6 +117,7 @@ class FastPathProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self.peer: object = None
         self._remote: str | None = None  # as aiohttp's request.remote
+        self._connection: Connection | None = None
         self._fd = -1
         self._buffer = b""
         self._last_s = 0.0
@@ -136,6 +146,7 @@ class FastPathProtocol(asyncio.Protocol):
         elif self.peer is not None:
             self._remote = str(self.peer)
         sock = transport.get_extra_info("socket")
+        self._connection = connection_of(self.peer, sock)
         self._fd = sock.fileno() if sock is not None else -1
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as aiohttp does
@@ -204,7 +215,9 @@ class FastPathProtocol(asyncio.Protocol):
                 if end < 0:
                     break
                 try:
-                    answer = responder.answer(buffer[start : end + 4], parser, self._remote)
+                    answer = responder.answer(
+                        buffer[start : end + 4], parser, self._remote, self._connection
+                    )
                 except Exception:  # a bug: aiohttp answers it, the connection lives on
                     log.exception("fast path could not answer a request; handed to aiohttp")
                     answer, responder.refusal = None, Handover.ERROR

@@ -28,6 +28,7 @@ READ_FIELDS: Final = {
     b"range": "range",
     b"if-range": "if_range",
     b"ect": "ect",  # the session's network key (origin.sessions.network_key_for)
+    b"save-data": "save_data",  # a decided segment's cap (origin.deciding)
 }
 IGNORED_FIELDS: Final = frozenset(
     {
@@ -96,6 +97,7 @@ class HeadFields:
         "if_none_match",
         "if_range",
         "range",
+        "save_data",
         "seen",
         "url",
     )
@@ -115,6 +117,7 @@ class HeadFields:
         self.range: str | None = None
         self.if_range: str | None = None
         self.ect: str | None = None
+        self.save_data: str | None = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url

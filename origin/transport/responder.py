@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from email.utils import formatdate
 from typing import Final
 
@@ -21,7 +22,14 @@ from cachetools import LRUCache
 from cadenza.origin.auth import TOKEN_PREFIX
 from cadenza.origin.cache import CachedObject
 from cadenza.origin.core.answer import choose_object
-from cadenza.origin.core.heads import ObjectChoice, object_body, render_head, reply_for
+from cadenza.origin.core.heads import (
+    ObjectChoice,
+    Redirect,
+    object_body,
+    redirect_reply,
+    render_head,
+    reply_for,
+)
 from cadenza.origin.core.request import (
     NO_FIELDS,
     Handover,
@@ -35,6 +43,7 @@ from cadenza.origin.errors import OriginError, RangeNotSatisfiableError
 from cadenza.origin.keys import CACHE, METRICS, SETTINGS
 from cadenza.origin.objects import HEAD_STYLE
 from cadenza.origin.paths import safe_key
+from cadenza.origin.tcp_info import Connection
 from cadenza.origin.transport.parse import HeadParser
 
 _TOKEN_PATH: Final = TOKEN_PREFIX.encode()  # signed URLs: aiohttp strips or checks the token
@@ -48,6 +57,16 @@ _KEYS_KEPT: Final = 4096
 _ENCODINGS_KEPT: Final = 256
 
 Answer = tuple[bytes, bytes | memoryview | None]  # head, body (None for HEAD)
+
+
+def _session_fields(ect: str | None, save_data: str | None) -> Mapping[str, str]:
+    """The request fields a session reads (client hints), as a mapping."""
+    if ect is None and save_data is None:
+        return NO_FIELDS
+    fields = {} if ect is None else {"ECT": ect}
+    if save_data is not None:
+        fields["Save-Data"] = save_data
+    return fields
 
 
 class HotResponder:
@@ -140,11 +159,16 @@ class HotResponder:
         return key, route.value
 
     def answer(
-        self, head: bytes, parser: HeadParser, remote: str | None = None
+        self,
+        head: bytes,
+        parser: HeadParser,
+        remote: str | None = None,
+        connection: Connection | None = None,
     ) -> Answer | MediaRequest | None:
         """The answer to a request head, a :class:`MediaRequest` to load first,
         or None (:attr:`refusal` says why).  ``parser``: the connection's;
-        ``remote``: the peer's address, a session's network key."""
+        ``remote``: the peer's address, a session's network key;
+        ``connection``: the connection's, for a decided segment."""
         started_s = time.perf_counter()
         if len(head) > self.max_head_bytes:
             self.refusal = Handover.OVERSIZED
@@ -188,8 +212,9 @@ class HotResponder:
             state.if_range,
             started_s,
             arguments,
-            NO_FIELDS if state.ect is None else {"ECT": state.ect},
+            _session_fields(state.ect, state.save_data),
             remote,
+            connection=connection,
         )
         if obj is not None:
             return self._respond(ObjectChoice(obj, "hit"), asked)
@@ -245,9 +270,16 @@ class HotResponder:
             return None
         return self._respond(choice, asked)
 
-    def _respond(self, choice: ObjectChoice, asked: MediaRequest) -> Answer | None:
+    def _respond(self, choice: ObjectChoice | Redirect, asked: MediaRequest) -> Answer | None:
         """Any answer but the plain hit, decided by core.validators.plan_object_answer
-        as on the aiohttp path; None for an unsatisfiable range (aiohttp's 416)."""
+        as on the aiohttp path; None for an unsatisfiable range (aiohttp's 416).
+        A decided segment's redirect is ``core.heads.redirect_reply``'s."""
+        if isinstance(choice, Redirect):
+            reply = redirect_reply(self._style, choice, asked.is_get)
+            self._metrics.request_done(
+                asked.route, 302, choice.how, 0, time.perf_counter() - asked.started_s
+            )
+            return render_head(reply) + self._tail(), reply.body
         obj = choice.obj
         try:
             answer = plan_for(obj, asked)

@@ -349,13 +349,26 @@ def normalise_reply(reply: Reply, volatile: bool = False) -> Normal:
       sorted by name, keeping the order of a repeated field's lines, the only
       order with a meaning (RFC 9110 5.3).
     - ``volatile`` (``/metrics``): the body and its Content-Length are dropped.
+    - CMSD ``etp`` is reduced to its presence: it is the origin's own timing of
+      the session (request gaps, TCP delivery rates), which two servers measure
+      differently.
     """
     dropped = {"date", "content-length"} if volatile else {"date"}
     headers = sorted(
-        ((name.lower(), value) for name, value in reply.headers if name.lower() not in dropped),
+        (
+            (name.lower(), _measured(name, value))
+            for name, value in reply.headers
+            if name.lower() not in dropped
+        ),
         key=lambda field: field[0],
     )
     return (reply.version, reply.status, tuple(headers), b"<volatile>" if volatile else reply.body)
+
+
+def _measured(name: str, value: str) -> str:
+    if name.lower() != "cmsd-dynamic":
+        return value
+    return re.sub(r";etp=[0-9]+", ";etp=(measured)", value)
 
 
 def normalise(result: Exchange, targets: Sequence[bytes] = ()) -> Normal:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -395,6 +396,16 @@ def test_a_head_ending_in_bare_newlines_gets_the_verdict_it_gets_without_the_fas
     assert verdicts[0] == verdicts[1]
 
 
+def _comparable(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` without ``Date``, and with CMSD ``etp`` (the origin's own timing
+    of the session, which two servers measure differently) reduced to its presence."""
+    return [
+        (n, re.sub(r";etp=\d+", ";etp=(measured)", v) if n == "CMSD-Dynamic" else v)
+        for n, v in headers
+        if n != "Date"
+    ]
+
+
 def _same_answers(
     fast: ThreadedOrigin,
     plain: ThreadedOrigin,
@@ -426,7 +437,7 @@ def _same_answers(
                 assert on_fast_path(fast, connection) is stays_fast
         finally:
             connection.close()
-        got.append([(st, [(n, v) for n, v in hs if n != "Date"], body) for st, hs, body in answers])
+        got.append([(st, _comparable(hs), body) for st, hs, body in answers])
     assert got[0] == got[1]
     return got[0]
 

@@ -1,0 +1,194 @@
+"""One segment of origin-decided playback (``?abr=origin``) decided for its
+session: the request's CMCD folded into the session, the controller's inputs
+gathered (:class:`~cadenza.abr.controller_inputs.Signals`), the rung chosen by
+:func:`cadenza.abr.controller.decide_rung`, and the decision stored with the
+controller's state, all in one read-change-write of the session.
+
+The inputs: the CMCD keys ``bl``, ``mtp``, ``br``, ``d``, ``su``, ``bs``,
+``rtp`` (CTA-5004, query or headers), the ``Save-Data`` and ``ECT`` client
+hints, a ``max_bitrate`` query argument (kb/s, as the rendition filters read
+it), the origin's clock (the app's :data:`~cadenza.origin.keys.CLOCK`), the
+TCP delivery rate of the previous response when the origin served its bytes
+on this same connection (:mod:`cadenza.origin.tcp_info`), and the population
+prior of the session's network.  A malformed CMCD value is dropped (counted),
+never an error."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from cadenza.abr.cmcd import Cmcd, parse_request_cmcd
+from cadenza.abr.controller import Decision, decide_rung
+from cadenza.abr.controller_inputs import parse_ect, parse_save_data, signals_from_cmcd
+from cadenza.abr.session import (
+    SessionState,
+    apply_cmcd,
+    network_key_for,
+    record_decision,
+    valid_sid,
+)
+from cadenza.manifests.filters import InvalidFilterError, parse_filter_query
+from cadenza.manifests.groups import SwitchGroup, nominal_bitrate_bps
+from cadenza.manifests.model import Presentation, Rendition, Segment
+from cadenza.origin.errors import BadRequestError
+from cadenza.origin.keys import CLOCK, METRICS, POPULATION
+from cadenza.origin.rendering import nominal_segment_s
+from cadenza.origin.tcp_info import Connection
+from cadenza.origin.telemetry import ingest
+
+log = logging.getLogger("cadenza.origin.deciding")
+
+# Bytes of randomness in a session id the origin assigns (URL-safe base64: 22 characters).
+ASSIGNED_SID_BYTES = 16
+
+
+def assign_sid() -> str:
+    """A new session id, unguessable (``secrets``), and a :func:`valid_sid`."""
+    sid = secrets.token_urlsafe(ASSIGNED_SID_BYTES)
+    assert valid_sid(sid)
+    return sid
+
+
+def session_of(query: Mapping[str, str], cmcd: Cmcd) -> str | None:
+    """The session a request names: CMCD ``sid`` first, else the ``sid`` argument;
+    None for none or an invalid one."""
+    sid = cmcd.string("sid") or query.get("sid")
+    return sid if sid is not None and valid_sid(sid) else None
+
+
+def max_bitrate_bps(query: Mapping[str, str]) -> int | None:
+    """The ``max_bitrate`` argument (kb/s, as the rendition filters read it), in bit/s.
+    Raises :class:`BadRequestError` for one that is not a whole number."""
+    if "max_bitrate" not in query:
+        return None
+    try:
+        return parse_filter_query({"max_bitrate": query["max_bitrate"]}).max_bitrate_bps
+    except InvalidFilterError as exc:
+        raise BadRequestError(str(exc)) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """What was decided for one group segment."""
+
+    sid: str
+    rung: str  # the rendition id chosen
+    decision: Decision
+    switched: bool
+
+
+def segment_numbered(rendition: Rendition, number: int) -> Segment | None:
+    """The rendition's segment ``number`` (numbers run on from the first: an index
+    computation, as a long track has thousands)."""
+    segments = rendition.segments
+    index = number - segments[0].number if segments else -1
+    if 0 <= index < len(segments) and segments[index].number == number:
+        return segments[index]
+    return next((s for s in segments if s.number == number), None)
+
+
+def group_ladder_bps(presentation: Presentation, group: SwitchGroup) -> tuple[int, ...]:
+    """The group's rungs' bitrates, ascending (the group lists them so)."""
+    return tuple(nominal_bitrate_bps(presentation.rendition(i)) for i in group.rendition_ids)
+
+
+async def decide_segment(
+    app: web.Application,
+    *,
+    track: str,
+    presentation: Presentation,
+    group: SwitchGroup,
+    segment: Segment,
+    query: Mapping[str, str],
+    headers: Mapping[str, str],
+    remote: str | None,
+    connection: Connection | None,
+    direct: bool,
+) -> Decided:
+    """Decide the rung of ``segment`` of ``group`` for the request's session (a
+    new one for a request that names none, or an unknown one), and store the
+    decision.  ``direct``: the chosen bytes are served on ``connection`` (its
+    delivery rate is read at the session's next request on it).  Raises
+    :class:`BadRequestError` for a ``max_bitrate`` that is not a number; a
+    session store that fails decides without the session's past."""
+    metrics = app[METRICS]
+    cmcd = parse_request_cmcd(query.get("CMCD"), headers)
+    if cmcd.malformed:
+        metrics.cmcd_malformed.inc(len(cmcd.malformed))
+    cap_bps = max_bitrate_bps(query)
+    sid = session_of(query, cmcd) or assign_sid()
+    network_key = network_key_for(remote, headers)
+    population = await app[POPULATION].prior(network_key) if network_key else None
+    ladder = group_ladder_bps(presentation, group)
+    # One value per track, so the controller's decision table is built once.
+    duration_s = nominal_segment_s(presentation)
+    save_data = parse_save_data(headers.get("Save-Data"))
+    ect = parse_ect(headers.get("ECT"))
+    now_s = app[CLOCK]()
+    outcome: list[Decided] = []
+
+    def decide(state: SessionState) -> SessionState:
+        delivery_bps = None
+        if connection is not None and state.direct_peer == connection.peer:
+            delivery_bps = connection.delivery_rate_bps()
+        signals = signals_from_cmcd(
+            cmcd,
+            delivery_rate_bps=delivery_bps,
+            save_data=save_data,
+            max_bitrate_bps=cap_bps,
+            ect=ect,
+        )
+        decision, controller = decide_rung(
+            ladder,
+            state.controller,
+            signals,
+            now_s,
+            segment_duration_s=duration_s,
+            population=population,
+        )
+        rung = group.rendition_ids[decision.index]
+        previous = state.decisions[-1].rung if state.decisions else None
+        chosen = presentation.rendition(rung)
+        chosen_segment = segment_numbered(chosen, segment.number)
+        size_bytes = segment.size_bytes if chosen_segment is None else chosen_segment.size_bytes
+        state = record_decision(
+            state,
+            decision,
+            controller,
+            segment=segment.number,
+            rung=rung,
+            now_s=now_s,
+            object_bytes=size_bytes,
+            segment_duration_s=duration_s,
+            delivery_rate_bps=delivery_bps,
+            direct_peer=connection.peer if direct and connection is not None else None,
+        )
+        outcome.append(Decided(sid, rung, decision, previous is not None and previous != rung))
+        return state
+
+    try:
+        await ingest(
+            app,
+            sid,
+            cmcd,
+            now_s,
+            is_request=True,
+            track=track,
+            network_key=network_key,
+            then=decide,
+        )
+    except Exception:  # a session store must never fail a media request
+        log.exception("session update failed for %s; decided without its past", sid[:64])
+        outcome.clear()
+        fresh, _ = apply_cmcd(
+            None, cmcd, now_s, sid=sid, is_request=True, track=track, network_key=network_key
+        )
+        decide(fresh)
+    decided = outcome[-1]
+    metrics.decided(decided.decision.reason.value, decided.switched)
+    return decided
