@@ -29,7 +29,7 @@ import re
 from typing import Final
 
 from cadenza.abr.policy import Guidance
-from cadenza.manifests.model import Codec, Presentation, Rendition
+from cadenza.manifests.model import BitrateHint, Codec, Presentation, Rendition
 
 SERVER_ID: Final = "cadenza"
 _NUMBER_RE: Final = re.compile(r"(\d+)")
@@ -53,6 +53,36 @@ def ladder_bps(presentation: Presentation, codec: Codec | None = None) -> list[i
     """Ascending bitrates of one codec's rungs (the primary codec by default)."""
     codec = codec or primary_codec(presentation)
     return sorted({rendition_bitrate_bps(r) for r in presentation.renditions if r.codec is codec})
+
+
+def bitrate_hint(presentation: Presentation, guidance: Guidance) -> BitrateHint | None:
+    """The guidance's start and cap as the manifests carry them to players (DASH
+    ``ServiceDescription``/``OperatingBandwidth``, HLS ``EXT-X-SESSION-DATA``), or None
+    when the start is not worth hinting (:attr:`~cadenza.abr.policy.Guidance.start_hint`).
+
+    In the unit the players compare them with: a rendition's advertised bandwidth (DASH
+    ``@bandwidth``, HLS ``BANDWIDTH``: the measured peak), not its nominal bitrate.
+    dash.js drops every Representation whose ``@bandwidth`` is above ``max`` and starts
+    from the highest at or below ``target``; a nominal 320000 against a 3xx,xxx peak
+    would drop the very rung the cap allows, and a nominal target would start one rung
+    low.  ``max`` is the largest peak among the rungs the cap allows; ``target`` the
+    start rung's peak (the lowest rung's when none is at or below the start).
+    """
+    if not guidance.start_hint:
+        return None
+    codec = primary_codec(presentation)
+    rungs = sorted(
+        (rendition_bitrate_bps(r), r.peak_bitrate_bps)
+        for r in presentation.renditions
+        if r.codec is codec
+    )
+    if not rungs:
+        return None
+    allowed = [peak for nominal, peak in rungs if nominal <= guidance.max_bitrate_bps]
+    started = [peak for nominal, peak in rungs if nominal <= guidance.start_bitrate_bps]
+    max_bps = max(allowed or [rungs[0][1]])
+    start_bps = min(started[-1] if started else rungs[0][1], max_bps)
+    return BitrateHint(start_bps, max_bps)
 
 
 def guide_presentation(presentation: Presentation, guidance: Guidance) -> Presentation:

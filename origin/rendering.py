@@ -13,6 +13,7 @@ from aiohttp import web
 
 from cadenza.abr.guidance import (
     SERVER_ID,
+    bitrate_hint,
     cmsd_dynamic,
     cmsd_static,
     guide_presentation,
@@ -26,7 +27,7 @@ from cadenza.manifests.errors import NoMatchingRenditionsError as NoRenditionsIn
 from cadenza.manifests.filters import InvalidFilterError, RenditionFilter, parse_filter_query
 from cadenza.manifests.hls import render_master
 from cadenza.manifests.jsonio import presentation_from_json
-from cadenza.manifests.model import MASTER_NAME, PRESENTATION_NAME, BitrateHint, Presentation
+from cadenza.manifests.model import MASTER_NAME, PRESENTATION_NAME, Presentation
 from cadenza.manifests.steering import SteeringConfig
 from cadenza.origin.cache import CachedObject, build_cached
 from cadenza.origin.core.request import FILTER_KEYS
@@ -130,7 +131,7 @@ async def render_manifest(
         # to every later viewer.
         control = f"private, max-age={settings.manifest_max_age_s}"
     # The bytes depend only on these: steer, render, hash and gzip once per shape.
-    hint = _hint(guidance)
+    hint = None if guidance is None else bitrate_hint(shaped, guidance)
     guide = None if guidance is None else (guidance.start_bitrate_bps, guidance.max_bitrate_bps)
     shape = (key, source.etag, selected, guide, hint, steering, control)
     rendered = app[RENDERED].get(shape)
@@ -144,15 +145,6 @@ async def render_manifest(
         rendered = build_cached(key, StoredObject(info, body), control)
         app[RENDERED][shape] = rendered
     return RenderedManifest(rendered, how, vary_session)
-
-
-def _hint(guidance: Guidance | None) -> BitrateHint | None:
-    """The guidance's start and max bitrate, for the manifests' channels players
-    read (DASH ``OperatingBandwidth``, HLS ``EXT-X-SESSION-DATA``): only when its
-    start rung is worth hinting (:attr:`Guidance.start_hint`)."""
-    if guidance is None or not guidance.start_hint:
-        return None
-    return BitrateHint(guidance.start_bitrate_bps, guidance.max_bitrate_bps)
 
 
 def nominal_segment_s(presentation: Presentation) -> float:

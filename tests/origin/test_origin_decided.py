@@ -511,17 +511,22 @@ PLAIN_SEGMENT = f"/{TRACK}/aac-128k/seg-00001.m4s"
 
 
 async def test_guided_manifests_carry_the_sessions_start_and_max_bitrate(
-    make_decided: MakeDecided,
+    make_decided: MakeDecided, packaged_root: Path
 ) -> None:
+    """The start (64k) and cap (128k) the session earns, in the unit players compare them
+    with: those rungs' advertised bandwidth (BANDWIDTH, @bandwidth), not 64000/128000."""
+    model = presentation_from_json((packaged_root / TRACK / "presentation.json").read_bytes())
+    peak = {r.id: r.peak_bitrate_bps for r in model.renditions}
     client = await make_decided(Clock())
     for _ in range(8):  # 8 x 4 s at 90 kb/s: the session's own, confident estimate
         await client.get(PLAIN_SEGMENT + "?" + SLOW.format(sid="g1"))
     master = await (await client.get(f"/{TRACK}/master.m3u8?sid=g1")).text()
-    assert '#EXT-X-SESSION-DATA:DATA-ID="com.cadenza.start-bitrate",VALUE="64000"' in master
-    assert '#EXT-X-SESSION-DATA:DATA-ID="com.cadenza.max-bitrate",VALUE="128000"' in master
+    start, cap = peak["aac-64k"], peak["aac-128k"]
+    assert f'#EXT-X-SESSION-DATA:DATA-ID="com.cadenza.start-bitrate",VALUE="{start}"' in master
+    assert f'#EXT-X-SESSION-DATA:DATA-ID="com.cadenza.max-bitrate",VALUE="{cap}"' in master
     mpd = await (await client.get(f"/{TRACK}/manifest.mpd?sid=g1")).read()
     (band,) = elements(mpd, "//d:ServiceDescription/d:OperatingBandwidth")
-    assert (band.get("target"), band.get("max")) == ("64000", "128000")
+    assert (band.get("target"), band.get("max")) == (str(start), str(cap))
     # Knowing nothing of a session, the origin hints nothing.
     unknown = await (await client.get(f"/{TRACK}/master.m3u8?sid=nobody")).text()
     assert "com.cadenza.start-bitrate" not in unknown
