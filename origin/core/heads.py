@@ -28,10 +28,17 @@ REDIRECT_CONTROL: Final = "private, no-store"
 
 def cors_fields(settings: Settings) -> dict[str, str]:
     """The CORS fields of every answer (the Fetch standard's CORS protocol):
-    any origin, or the configured one (then ``Vary: Origin``)."""
+    any origin, or the configured one (then ``Vary: Origin``).
+
+    ``Timing-Allow-Origin`` (W3C Resource Timing, the timing-allow check) names the same
+    origins: without it a cross-origin page's Resource Timing entries have no transfer
+    times, and dash.js then measures a segment's throughput from progress events,
+    which a small audio segment may not give (one event: no sample, so no CMCD ``mtp``
+    and a worse estimate; see docs/player-models.md)."""
     fields = {
         "Access-Control-Allow-Origin": settings.cors_allow_origin,
         "Access-Control-Expose-Headers": EXPOSED_HEADERS,
+        "Timing-Allow-Origin": settings.cors_allow_origin,
     }
     if settings.cors_allow_origin != "*":
         fields["Vary"] = "Origin"

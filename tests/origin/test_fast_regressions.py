@@ -382,3 +382,15 @@ def test_the_fields_players_send_stay_on_the_fast_path(fast: ThreadedOrigin) -> 
         assert on_fast_path(fast, connection)
     finally:
         connection.close()
+
+
+def test_timing_allow_origin_names_the_cors_origins_on_both_paths(
+    fast: ThreadedOrigin, plain: ThreadedOrigin
+) -> None:
+    """W3C Resource Timing: without Timing-Allow-Origin a cross-origin player (dash.js)
+    gets no transfer times for its segments.  Both transports send it, with the CORS
+    origin."""
+    request = _raw(f"GET {SEGMENT} HTTP/1.1", "Host: x", "Connection: close")
+    for answer in _both(fast, plain, request):
+        head = answer.split(b"\r\n\r\n", 1)[0].lower()
+        assert b"\r\ntiming-allow-origin: *\r\n" in head + b"\r\n", head
