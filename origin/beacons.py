@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from cadenza.abr.cmcd import Cmcd, from_json_object, parse_cmcd_lines
-from cadenza.abr.session import Delivery, network_key_for, valid_sid
+from cadenza.abr.population import network_key_for
+from cadenza.abr.session import Delivery, valid_sid
 from cadenza.origin.errors import (
     BadBeaconError,
     ForbiddenPathError,

@@ -25,13 +25,8 @@ from aiohttp import web
 from cadenza.abr.cmcd import Cmcd, parse_request_cmcd
 from cadenza.abr.controller import Decision, decide_rung
 from cadenza.abr.controller_inputs import parse_ect, parse_save_data, signals_from_cmcd
-from cadenza.abr.session import (
-    SessionState,
-    apply_cmcd,
-    network_key_for,
-    record_decision,
-    valid_sid,
-)
+from cadenza.abr.population import network_key_for
+from cadenza.abr.session import SessionState, apply_cmcd, record_decision, valid_sid
 from cadenza.manifests.filters import InvalidFilterError, parse_filter_query
 from cadenza.manifests.groups import SwitchGroup, nominal_bitrate_bps
 from cadenza.manifests.model import Presentation, Rendition, Segment

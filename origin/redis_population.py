@@ -12,7 +12,7 @@ from cachetools import TTLCache
 from redis.asyncio import Redis
 
 from cadenza.abr.policy import Population
-from cadenza.abr.session import population_of
+from cadenza.abr.population import population_of
 from cadenza.origin.errors import StoreUnavailableError
 from cadenza.origin.redis_guard import KEY_PREFIX, batches, guarded, reply_text
 

@@ -18,7 +18,8 @@ from typing import Protocol
 from cachetools import TTLCache
 
 from cadenza.abr.policy import Population
-from cadenza.abr.session import SessionState, population_of
+from cadenza.abr.population import population_of
+from cadenza.abr.session import SessionState
 
 
 class SessionStore(Protocol):

@@ -21,14 +21,8 @@ from aiohttp import web
 from cadenza.abr.cmcd import HEADER_NAMES, Cmcd, parse_request_cmcd
 from cadenza.abr.guidance import ladder_bps
 from cadenza.abr.policy import Guidance, decide
-from cadenza.abr.session import (
-    Delivery,
-    SessionState,
-    apply_cmcd,
-    network_key_for,
-    note_media_request,
-    valid_sid,
-)
+from cadenza.abr.population import network_key_for
+from cadenza.abr.session import Delivery, SessionState, apply_cmcd, note_media_request, valid_sid
 from cadenza.manifests.model import Presentation
 from cadenza.origin.keys import CLOCK, METRICS, POPULATION, SESSION_LOCKS, SESSIONS
 from cadenza.origin.tcp_info import Connection

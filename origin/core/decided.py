@@ -18,6 +18,7 @@ decide raises ``NotSwitchableError`` (409); an unknown group or segment 404."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -101,6 +102,39 @@ def _segment(presentation: Presentation, group: SwitchGroup, name: str) -> Segme
     raise ObjectNotFoundError(f"group {group.id} has no segment {name[:64]!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class _GroupSegment:
+    """What a decided segment's path names in one model: the group, the top
+    rung's segment, and each rung's file name for it."""
+
+    presentation: Presentation  # held, so that its id (the cache key) is not reused
+    group: SwitchGroup
+    segment: Segment
+    names: Mapping[str, str]  # rung id -> file name
+
+
+# Found group segments, per (model, group, file name): looked up once per
+# model, not on every decided request (a repackaged track is a new model).
+_GROUP_SEGMENTS_KEPT: Final = 4096
+_group_segments: dict[tuple[int, str, str], _GroupSegment] = {}
+
+
+def _group_segment(presentation: Presentation, target: GroupTarget) -> _GroupSegment:
+    """The group and segment ``target`` names (raising as :func:`_switchable_group`
+    and :func:`_segment` do), remembered for ``presentation``."""
+    key = (id(presentation), target.group_id, target.name)
+    found = _group_segments.get(key)
+    if found is not None and found.presentation is presentation:
+        return found
+    group = _switchable_group(presentation, target.group_id)
+    segment = _segment(presentation, group, target.name)
+    names = {i: presentation.rendition(i).segment_name(segment) for i in group.rendition_ids}
+    if len(_group_segments) >= _GROUP_SEGMENTS_KEPT:
+        _group_segments.clear()
+    found = _group_segments[key] = _GroupSegment(presentation, group, segment, names)
+    return found
+
+
 def _private(
     key: str, text: str, mtime_s: float, max_age_s: int, *, vary_session: bool
 ) -> ObjectChoice:
@@ -150,36 +184,35 @@ async def choose_group_object(
 ) -> ObjectChoice | Redirect:
     """A group's media playlist, or a decided segment of it."""
     presentation, source = await presentation_of(app, target.track)
-    group = _switchable_group(presentation, target.group_id)
-    query = asked.query or {}
     settings = app[SETTINGS]
     if target.name == PLAYLIST_NAME:
+        group = _switchable_group(presentation, target.group_id)
         sid, from_header = await _session_id(app, target.track, asked)
         text = render_group_playlist(presentation, group.id, session_id=sid)
         max_age_s = settings.manifest_max_age_s
         return _private(asked.key, text, source.mtime_s, max_age_s, vary_session=from_header)
-    segment = _segment(presentation, group, target.name)
+    found = _group_segment(presentation, target)
     direct = settings.abr_delivery is AbrDelivery.DIRECT
     decided = await decide_segment(
         app,
         track=target.track,
         presentation=presentation,
-        group=group,
-        segment=segment,
-        query=query,
+        group=found.group,
+        segment=found.segment,
+        query=asked.query or {},
         headers=asked.headers,
         remote=asked.remote,
         connection=asked.connection,
         direct=direct,
     )
-    rung = presentation.rendition(decided.rung)
-    name = rung.segment_name(segment)
-    if group_id_of_folder(rung.id) is not None:  # ../group-x/...: the player would loop
-        raise RedirectTargetError(f"../{rung.id}/{name}")
-    location = f"../{rung.id}/{name}"
+    rung_id = decided.rung
+    name = found.names[rung_id]
+    if group_id_of_folder(rung_id) is not None:  # ../group-x/...: the player would loop
+        raise RedirectTargetError(f"../{rung_id}/{name}")
+    location = f"../{rung_id}/{name}"
     if direct:
         try:
-            obj, how = await load_object(app, f"{target.track}/{rung.id}/{name}")
+            obj, how = await load_object(app, f"{target.track}/{rung_id}/{name}")
         except ObjectTooLargeError:  # not held in memory: the rung's own URL streams it
             return Redirect(location)
         return ObjectChoice(obj, how, control="private")

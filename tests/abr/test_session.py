@@ -12,14 +12,8 @@ from hypothesis import strategies as st
 
 from cadenza.abr.cmcd import parse_cmcd
 from cadenza.abr.errors import BeaconLogError
-from cadenza.abr.session import (
-    Delivery,
-    SessionState,
-    apply_cmcd,
-    final_estimates_bps,
-    network_key_for,
-    percentile,
-)
+from cadenza.abr.population import final_estimates_bps, network_key_for, percentile
+from cadenza.abr.session import Delivery, SessionState, apply_cmcd
 
 
 def _apply(state: SessionState | None, text: str, now_s: float = 10.0) -> SessionState:

@@ -29,7 +29,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from cadenza.abr.cmcd import from_json_object
-from cadenza.abr.session import SessionState, apply_cmcd, population_of
+from cadenza.abr.population import population_of
+from cadenza.abr.session import SessionState, apply_cmcd
 from cadenza.origin.app import create_app
 from cadenza.origin.errors import SettingsError, StoreUnavailableError
 from cadenza.origin.metrics import create_metrics
