@@ -15,6 +15,7 @@ never an error."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Mapping
@@ -23,8 +24,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from cadenza.abr.cmcd import Cmcd, parse_request_cmcd
-from cadenza.abr.controller import Decision, decide_rung
+from cadenza.abr.controller import DEFAULT_CONTROLLER, Decision, decide_rung
 from cadenza.abr.controller_inputs import parse_ect, parse_save_data, signals_from_cmcd
+from cadenza.abr.controller_table import decision_table
 from cadenza.abr.population import network_key_for
 from cadenza.abr.session import SessionState, apply_cmcd, record_decision, valid_sid
 from cadenza.manifests.filters import InvalidFilterError, parse_filter_query
@@ -90,6 +92,18 @@ def segment_numbered(rendition: Rendition, number: int) -> Segment | None:
 def group_ladder_bps(presentation: Presentation, group: SwitchGroup) -> tuple[int, ...]:
     """The group's rungs' bitrates, ascending (the group lists them so)."""
     return tuple(nominal_bitrate_bps(presentation.rendition(i)) for i in group.rendition_ids)
+
+
+async def prepare_decisions(presentation: Presentation) -> None:
+    """Build the controller's decision table for each switchable group of a track off the
+    event loop, when its ``?abr=origin`` manifest is asked for, so that its first decided
+    segment finds the table in the cache (:func:`cadenza.abr.controller_table.decision_table`
+    is cached by its arguments; a 6-rung table takes over a second to build, which on the
+    loop would stall every other connection)."""
+    duration_s = nominal_segment_s(presentation)
+    for group in presentation.switchable_groups():
+        ladder = group_ladder_bps(presentation, group)
+        await asyncio.to_thread(decision_table, ladder, duration_s, DEFAULT_CONTROLLER.plan)
 
 
 async def decide_segment(

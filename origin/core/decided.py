@@ -33,7 +33,13 @@ from cadenza.manifests.model import MASTER_NAME, PLAYLIST_NAME, Presentation, Se
 from cadenza.origin.cache import build_cached
 from cadenza.origin.core.heads import ObjectChoice, Redirect
 from cadenza.origin.core.request import MediaRequest
-from cadenza.origin.deciding import assign_sid, decide_segment, segment_numbered, session_of
+from cadenza.origin.deciding import (
+    assign_sid,
+    decide_segment,
+    prepare_decisions,
+    segment_numbered,
+    session_of,
+)
 from cadenza.origin.errors import ObjectNotFoundError, ObjectTooLargeError, OriginError
 from cadenza.origin.keys import SETTINGS
 from cadenza.origin.objects import load_object
@@ -172,6 +178,7 @@ async def choose_decided_manifest(app: web.Application, asked: MediaRequest) -> 
     presentation, source = await presentation_of(app, track)
     shaped = select(presentation, filter_values(asked.query or {}))
     shaped.switchable_groups()  # raises NotSwitchableError before the session is touched
+    await prepare_decisions(presentation)
     sid, from_header = await _session_id(app, track, asked)
     render = render_group_master if name == MASTER_NAME else render_group_mpd
     text = render(shaped, session_id=sid)

@@ -22,6 +22,7 @@ from lxml import etree
 
 from cadenza.abr.controller import ControllerState, Reason, decide_rung
 from cadenza.abr.controller_inputs import Signals
+from cadenza.abr.controller_table import decision_table
 from cadenza.abr.session import (
     DECISIONS_KEPT,
     DecisionRecord,
@@ -231,6 +232,22 @@ async def test_a_group_segment_redirects_to_a_rung_and_the_target_is_public(
     followed = await client.get(segment(2, "r1"))  # a client follows it
     assert followed.status == 200
     assert followed.url.path == f"/{TRACK}/aac-64k/seg-00002.m4s"
+
+
+async def test_the_manifest_builds_the_decision_table_before_the_first_segment(
+    make_decided: MakeDecided,
+) -> None:
+    """The decision table is built off the event loop when the ?abr=origin manifest is
+    asked for, so the first decided segment finds it cached instead of building it on
+    the loop."""
+    decision_table.cache_clear()
+    client = await make_decided(Clock())
+    assert (await client.get(f"/{TRACK}/master.m3u8?abr=origin&sid=t1")).status == 200
+    built = decision_table.cache_info()
+    assert built.currsize >= 1 and built.hits == 0
+    assert (await client.get(segment(1, "t1"), allow_redirects=False)).status == 302
+    after = decision_table.cache_info()
+    assert after.currsize == built.currsize and after.hits > built.hits
 
 
 async def test_decisions_are_listed_and_counted(make_decided: MakeDecided) -> None:
