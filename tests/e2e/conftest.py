@@ -30,6 +30,7 @@ PAGE_DIR = Path(__file__).resolve().parent / "page"
 NODE_MODULES = ROOT / "node_modules"
 DRIVER = Path(__file__).resolve().parent / "drive.mjs"
 TRACK_S = 40.0
+RESULTS_FILE = ROOT / ".e2e-results.json"
 
 Drive = Callable[..., dict[str, Any]]
 
@@ -96,6 +97,17 @@ def page_url() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def merge_results(results: dict[str, Any]) -> None:
+    """Add a module's cases to ``.e2e-results.json`` (each case by its name), keeping the
+    cases other modules wrote there."""
+    try:
+        previous = json.loads(RESULTS_FILE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = {}
+    merged = {**(previous if isinstance(previous, dict) else {}), **results}
+    RESULTS_FILE.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
 
 
 def run_node_driver(driver: Path, config: dict[str, Any], timeout_s: float) -> dict[str, Any]:

@@ -4,7 +4,17 @@
 //          seek_to_s, buffer_s, cmcd, cmsd, session_id, screenshot, chromium,
 //          record_requests: true (every response and failed request, with its wall time),
 //          notify: {at_s, file} (write file once currentTime >= at_s: a cue for the test),
-//          evaluate: "<JS expression>" (its value, at the end, in result.evaluated)}
+//          evaluate: "<JS expression>" (its value, at the end, in result.evaluated),
+//          throttle_steps: [step, ...], decisions_url}
+// throttle_steps: network conditions changed in order, each once its conditions hold (all
+// given ones): {name, after_s (currentTime at least), played_s (currentTime at least this
+// much past the previous step's), decided: {min_bps, max_bps, count} (the latest `count`
+// decisions of segments after the previous step's last decided segment all within the
+// bounds; read from decisions_url, a session report with `decisions`, polled from here,
+// unthrottled), then kbps + latency_ms (kbps null: no throttling; no kbps key: a mark that
+// changes nothing) or stop: true (end the run). Leading steps without conditions apply
+// before the player starts. Each applied step is in result.steps with its wall time,
+// currentTime and the last decided segment then.
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -36,12 +46,58 @@ async function main() {
       // Wall-clock seconds, so a test can line requests up with what it did meanwhile.
       result.requests = [];
       const keep = (entry) => { if (result.requests.length < 5000) result.requests.push(entry); };
-      page.on("response", (r) => keep({ wall: Date.now() / 1000, url: r.url(), status: r.status() }));
+      page.on("response", (r) => {
+        const headers = r.headers();
+        const entry = { wall: Date.now() / 1000, url: r.url(), status: r.status() };
+        if (headers.location) entry.location = headers.location;
+        if (headers["x-cache-status"]) entry.cache = headers["x-cache-status"];
+        keep(entry);
+      });
       page.on("requestfailed", (q) => keep({ wall: Date.now() / 1000, url: q.url(), status: null, failed: (q.failure() || {}).errorText || "failed" }));
     }
     const cdp = await context.newCDPSession(page);
     await cdp.send("Network.enable");
     await page.goto(cfg.page, { waitUntil: "load" });
+    const steps = cfg.throttle_steps || [];
+    result.steps = [];
+    let decisions = [];
+    const lastSegment = () => decisions.reduce((m, d) => Math.max(m, d.segment), 0);
+    const applyStep = async (step, currentTime) => {
+      if (step.kbps !== undefined) {
+        const bytesPerS = step.kbps === null ? -1 : (step.kbps * 1000) / 8;
+        await cdp.send("Network.emulateNetworkConditions", {
+          offline: false, latency: step.kbps === null ? 0 : step.latency_ms || 0,
+          downloadThroughput: bytesPerS, uploadThroughput: bytesPerS,
+        });
+      }
+      result.steps.push({ name: step.name || null, kbps: step.kbps, latency_ms: step.latency_ms || 0, wall: Date.now() / 1000, current_time: currentTime, last_segment: lastSegment() });
+    };
+    const unconditional = (step) => step.after_s === undefined && step.played_s === undefined && !step.decided && !step.stop;
+    while (result.steps.length < steps.length && unconditional(steps[result.steps.length])) {
+      await applyStep(steps[result.steps.length], 0);
+    }
+    const stepReady = (step, currentTime) => {
+      const previous = result.steps[result.steps.length - 1];
+      if (step.after_s !== undefined && currentTime < step.after_s) return false;
+      if (step.played_s !== undefined && (!previous || currentTime < previous.current_time + step.played_s)) return false;
+      if (step.decided) {
+        const fresh = decisions.filter((d) => d.segment > (previous ? previous.last_segment : 0));
+        const count = step.decided.count || 1;
+        if (fresh.length < count) return false;
+        const within = (d) => (step.decided.min_bps === undefined || d.bitrate_bps >= step.decided.min_bps)
+          && (step.decided.max_bps === undefined || d.bitrate_bps <= step.decided.max_bps);
+        if (!fresh.slice(-count).every(within)) return false;
+      }
+      return true;
+    };
+    const pollDecisions = async () => {
+      try {
+        const answer = await fetch(cfg.decisions_url, { signal: AbortSignal.timeout(5000) });
+        if (answer.ok) decisions = (await answer.json()).decisions || [];
+      } catch (e) {
+        // not there yet (no request decided so far), or slow to answer: the next poll
+      }
+    };
     if (cfg.player) {
       await page.evaluate((c) => window.cadenzaStart(c), cfg);
     }
@@ -68,8 +124,20 @@ async function main() {
       if (cfg.demo) break;
       snap = await page.evaluate(() => (window.cadenzaSnapshot ? window.cadenzaSnapshot() : null));
       if (snap === null) continue;
-      result.samples.push({ t: (Date.now() - started) / 1000, wall: Date.now() / 1000, current_time: snap.current_time, bitrate_bps: snap.bitrate_bps, buffered: snap.buffered });
+      result.samples.push({ t: (Date.now() - started) / 1000, wall: Date.now() / 1000, current_time: snap.current_time, bitrate_bps: snap.bitrate_bps, buffered: snap.buffered, rms: snap.rms });
       if (snap.fatal) break;
+      if (result.steps.length < steps.length) {
+        if (cfg.decisions_url) await pollDecisions();
+        const step = steps[result.steps.length];
+        if (stepReady(step, snap.current_time)) {
+          if (step.stop) {
+            result.steps.push({ name: step.name || "stop", stop: true, wall: Date.now() / 1000, current_time: snap.current_time, last_segment: lastSegment() });
+            break;
+          }
+          await applyStep(step, snap.current_time);
+        }
+        if (snap.ended) break; // the track ended before every step: the test judges that
+      }
       if (cfg.notify && !result.notified && snap.current_time >= cfg.notify.at_s) {
         result.notified = { wall: Date.now() / 1000, current_time: snap.current_time };
         writeFileSync(cfg.notify.file, JSON.stringify(result.notified));

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import ROOT, Drive
+from tests.e2e.conftest import Drive, merge_results
 
 pytestmark = pytest.mark.e2e
 TRACK = "e2e-track"
@@ -22,7 +22,7 @@ RESULTS: dict[str, dict[str, Any]] = {}
 def _write_results() -> Iterator[None]:
     """Each case's startup time and switches, for the closing note and the README."""
     yield
-    (ROOT / ".e2e-results.json").write_text(json.dumps(RESULTS, indent=2) + "\n", encoding="utf-8")
+    merge_results(RESULTS)  # next to the other modules' cases
 
 
 def _summary(name: str, result: dict[str, Any]) -> dict[str, Any]:

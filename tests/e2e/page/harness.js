@@ -11,6 +11,10 @@
     events: [], steering: [],
   };
   window.cadenzaState = state;
+  // The level every 100 ms with the playhead then: [currentTime, rms, paused], so a test can
+  // tell which part of the media was heard (read it at the end; snapshots leave it out).
+  const levels = [];
+  window.cadenzaLevels = levels;
 
   function now() { return performance.now() / 1000; }
   function note(kind, detail) { state.events.push({ t: now(), kind, detail }); }
@@ -44,6 +48,7 @@
       for (const v of buf) sum += v * v;
       state.rms = Math.sqrt(sum / buf.length);
       state.rms_max = Math.max(state.rms_max, state.rms);
+      if (levels.length < 6000) levels.push([audio.currentTime, state.rms, audio.paused]);
     }, 100);
   }
 
@@ -165,7 +170,7 @@
     const audio = document.getElementById("audio");
     const ranges = [];
     for (let i = 0; i < audio.buffered.length; i++) ranges.push([audio.buffered.start(i), audio.buffered.end(i)]);
-    return Object.assign({}, state, { current_time: audio.currentTime, paused: audio.paused, buffered: ranges, events: state.events.slice(-50), cmsd: cmsdSeen(), pathway: currentPathway() });
+    return Object.assign({}, state, { current_time: audio.currentTime, paused: audio.paused, ended: audio.ended, buffered: ranges, events: state.events.slice(-50), cmsd: cmsdSeen(), pathway: currentPathway() });
   };
 
   const params = new URLSearchParams(location.search);
