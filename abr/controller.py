@@ -283,7 +283,11 @@ def decide_rung(
         if signals.requested_max_kbps is not None:
             throughput = min(throughput, signals.requested_max_kbps * 1000.0)
         index, reason = table.lookup(buffer_s, throughput, previous), Reason.MPC
-        low = buffer_s < config.panic_buffer_s or (
+        # A buffer that was built and is now short is draining: fall back.  One that was
+        # never built is a start (dash.js sends su=true on its first request only, then
+        # bl near 0 on the second), which the table already handles.
+        built = state.buffer_s >= config.panic_buffer_s
+        low = (built and buffer_s < config.panic_buffer_s) or (
             signals.starved and buffer_s < segment_duration_s
         )
         if playing and low and index > 0:

@@ -206,6 +206,28 @@ def test_a_playing_session_below_the_panic_buffer_gets_the_lowest_rung() -> None
     assert (panic.index, panic.reason) == (0, Reason.BUFFER_LOW)
 
 
+def test_a_buffer_never_built_is_a_start_not_a_panic() -> None:
+    """dash.js sends su=true on its first media request only: its second arrives with
+    bl near 0 and no su.  On a fast link that is the start of playback, not a buffer
+    draining (a real dash.js got 64k for its second segment every run); a buffer that
+    was built and then fell short still is."""
+    _, state = decide_rung(
+        LADDER, None, Signals(buffer_ms=0, measured_kbps=3000, startup=True), 0.0,
+        segment_duration_s=SEGMENT_S,
+    )  # fmt: skip
+    second, state = decide_rung(
+        LADDER, state, Signals(buffer_ms=300, measured_kbps=3000), 1.0,
+        segment_duration_s=SEGMENT_S,
+    )  # fmt: skip
+    assert second.reason is not Reason.BUFFER_LOW and second.index > 0
+    _, built = run(steady(3000, 20000, count=6))
+    drained, _ = decide_rung(
+        LADDER, built, Signals(buffer_ms=300, measured_kbps=3000), 30.0,
+        segment_duration_s=SEGMENT_S,
+    )  # fmt: skip
+    assert (drained.index, drained.reason) == (0, Reason.BUFFER_LOW)
+
+
 def test_starvation_with_little_buffer_drops_to_the_lowest_rung() -> None:
     _, state = run(steady(400, 20000, count=6))
     starved, _ = decide_rung(
