@@ -107,7 +107,13 @@ class Decoder(MediaReader):
             kinds: list[str] = sorted({str(s.type) for s in streams}) or ["none"]
             self._container.close()
             raise InputError(self.path, f"has no audio stream (streams found: {', '.join(kinds)})")
-        return streams.audio[0]
+        stream = streams.audio[0]
+        # PyAV gives no codec context for a stream whose codec FFmpeg does not know
+        # (a mutated header can name one): refuse it by name, not with a crash.
+        if stream.codec_context is None:
+            self._container.close()
+            raise InputError(self.path, "its audio stream's codec is one FFmpeg cannot decode")
+        return stream
 
     def _probe(self) -> SourceProbe:
         stream = self._stream

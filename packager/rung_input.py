@@ -75,6 +75,8 @@ class RungInput(MediaReader):
         self._stream: AudioStream = streams.audio[0]
         self._tick_scale: tuple[int, int] | None = None
         ctx = self._stream.codec_context
+        if ctx is None:  # a codec FFmpeg does not know: PyAV gives no context
+            raise self._fail("its audio stream's codec is one FFmpeg cannot decode")
         name = ctx.codec.canonical_name
         codec = _CODECS.get(name)
         if codec is None:

@@ -17,6 +17,7 @@ from samples.make_sample import synthesize, write_audio
 from tests.conftest import MakeInput
 
 LOSSY = PackageOptions(ladder=PRESETS["lossy"])
+DATA = Path(__file__).resolve().parent.parent / "data" / "media"
 
 
 def _fail(source: Path, out: Path) -> TrackResult:
@@ -50,6 +51,15 @@ def test_text_file_named_mp3(tmp_path: Path) -> None:
     source.write_text("These are my notes, not an MP3.\n" * 50, encoding="utf-8")
     error = str(_fail(source, tmp_path / "out").error)
     assert "invalid data" in error or "no audio" in error or "no audio samples" in error
+
+
+def test_a_stream_of_a_codec_ffmpeg_does_not_know(tmp_path: Path) -> None:
+    """A mutated MP3 (found by tests/packager/test_fuzz_media.py) whose audio stream
+    names a codec FFmpeg does not know: PyAV gives it no codec context, and the
+    packager crashed reading its sample rate.  Refused by name instead."""
+    source = tmp_path / "mutant.mp3"
+    source.write_bytes((DATA / "unknown-codec.mp3").read_bytes())
+    assert "codec is one FFmpeg cannot decode" in str(_fail(source, tmp_path / "out").error)
 
 
 def test_directory_as_input(tmp_path: Path) -> None:
