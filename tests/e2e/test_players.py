@@ -127,7 +127,14 @@ def _session(origin_url: str, sid: str) -> dict[str, Any]:
 def test_cmcd_sessions_show_up_at_the_origin(drive: Drive, origin_url: str, player: str) -> None:
     """hls.js (``cmcd: {}``) and dash.js (``streaming.cmcd.enabled``) send CMCD
     (CTA-5004) on every request; the origin turns it into a session with a
-    throughput estimate, a buffer length and an encoded bitrate."""
+    throughput estimate, a buffer length and an encoded bitrate.
+
+    Over a real network, not bare loopback: dash.js 5 takes an audio download shorter
+    than ``streaming.cacheLoadThresholds.audio`` (5 ms) for a browser-cache hit and
+    measures nothing from it, and on loopback a segment loads in about that time, so
+    whether dash.js ever sent ``mtp`` depended on the machine's load (this test failed
+    that way).  4 Mb/s with 20 ms of latency, set before the player starts, makes every
+    download a measurement."""
     sid = f"e2e-{player}-cmcd"
     manifest = "master.m3u8?codec=aac" if player == "hls" else "manifest.mpd?codec=aac"
     result = drive(
@@ -137,6 +144,7 @@ def test_cmcd_sessions_show_up_at_the_origin(drive: Drive, origin_url: str, play
         cmcd=True,
         session_id=sid,
         content_id=TRACK,
+        throttle_steps=[{"name": "network", "kbps": 4000, "latency_ms": 20}],
         timeout_s=40,
     )
     _assert_played(_summary(f"{player} cmcd", result), 8)
