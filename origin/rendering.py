@@ -131,11 +131,17 @@ async def render_manifest(
         # to every later viewer.
         control = f"private, max-age={settings.manifest_max_age_s}"
     # The bytes depend only on these: steer, render, hash and gzip once per shape.
-    hint = None if guidance is None else bitrate_hint(shaped, guidance)
-    guide = None if guidance is None else (guidance.start_bitrate_bps, guidance.max_bitrate_bps)
-    shape = (key, source.etag, selected, guide, hint, steering, control)
+    # The hint is a function of the shaped presentation and these three: it is worked
+    # out only when a shape is rendered, not on every request.
+    guide = (
+        None
+        if guidance is None
+        else (guidance.start_bitrate_bps, guidance.max_bitrate_bps, guidance.start_hint)
+    )
+    shape = (key, source.etag, selected, guide, steering, control)
     rendered = app[RENDERED].get(shape)
     if rendered is None:
+        hint = None if guidance is None else bitrate_hint(shaped, guidance)
         if guidance is not None:
             shaped = guide_presentation(shaped, guidance)
         render = render_master if name == MASTER_NAME else render_mpd
