@@ -18,8 +18,6 @@ import bisect
 import itertools
 import json
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -34,6 +32,7 @@ from cadenza.manifests.model import Presentation, Rendition
 from cadenza.packager.track import PackageOptions, package_track
 from samples.make_sample import synthesize, write_audio
 from tests.e2e.conftest import ROOT, Drive, free_port, merge_results
+from tests.fetch import fetch
 from tests.nginx_edge import NginxEdge
 from tests.origin.originproc import cadenza_serve
 
@@ -158,16 +157,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             edge.stop()
 
 
-def _get(url: str) -> tuple[int, dict[str, str], bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, dict(response.headers.items()), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers.items()), error.read()
-
-
 def _decisions(served: Served, sid: str) -> list[dict[str, Any]]:
-    status, _, body = _get(f"{served.origin}/v1/sessions/{sid}")
+    status, _, body = fetch(f"{served.origin}/v1/sessions/{sid}")
     assert status == 200, body[:300]
     decisions: list[dict[str, Any]] = json.loads(body)["decisions"]
     return decisions
@@ -334,7 +325,7 @@ def test_player_plays_origin_decided_through_the_edge(
     played = {(d["segment"], d["rung"]) for d in _by_segment(decisions) if d["segment"] in buffered}
     refetched = {}
     for number, rung in sorted(played):
-        status, headers, _ = _get(f"{edge}/{TRACK}/{rung}/seg-{number:05d}.m4s")
+        status, headers, _ = fetch(f"{edge}/{TRACK}/{rung}/seg-{number:05d}.m4s")
         assert status == 200
         refetched[f"{rung}/seg-{number:05d}"] = headers.get("X-Cache-Status")
     assert set(refetched.values()) == {"HIT"}, refetched

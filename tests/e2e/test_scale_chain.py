@@ -23,6 +23,7 @@ import pytest
 from cadenza.manifests.model import PRESENTATION_NAME
 from tests.conftest import FAKE_AWS_ENV, MakeInput, Moto, free_port
 from tests.e2e.conftest import Drive
+from tests.fetch import fetch
 from tests.nginx_edge import NginxEdge
 from tests.origin.originproc import cadenza_serve
 from tests.packager.conftest import (
@@ -160,14 +161,6 @@ def chain(moto: Moto, packaged: float, tmp_path_factory: pytest.TempPathFactory)
             edge.stop()
 
 
-def _get(url: str) -> tuple[int, dict[str, str], bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, dict(response.headers.items()), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers.items()), exc.read()
-
-
 # hls.js plays one track, dash.js the other: both tracks the cluster packaged, both players.
 CASES = [
     ("hls", TRACKS[0], "master.m3u8?codec=aac"),
@@ -208,10 +201,10 @@ def test_players_play_the_s3_batch_through_the_edge(
 
 
 def test_the_edge_serves_the_bucket_and_caches_segments(chain: Chain) -> None:
-    status, _, body = _get(f"{chain.origin}/readyz")
+    status, _, body = fetch(f"{chain.origin}/readyz")
     assert status == 200
     assert json.loads(body)["storage"] == "s3"
-    status, _, body = _get(f"{chain.edge.url}/v1/tracks")
+    status, _, body = fetch(f"{chain.edge.url}/v1/tracks")
     assert status == 200
     assert set(TRACKS) <= set(json.loads(body)["tracks"])
 
@@ -221,7 +214,7 @@ def test_the_edge_serves_the_bucket_and_caches_segments(chain: Chain) -> None:
         stored = s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/{path}")["Body"].read()
         seen = []
         for _ in range(2):
-            status, headers, body = _get(f"{chain.edge.url}/{path}")
+            status, headers, body = fetch(f"{chain.edge.url}/{path}")
             assert status == 200, body[:300]
             assert body == stored  # the bytes the cluster's workers uploaded
             seen.append(headers.get("X-Cache-Status"))

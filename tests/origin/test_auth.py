@@ -48,11 +48,11 @@ from cadenza.origin.errors import (
     WrongPathError,
 )
 from cadenza.origin.settings import Settings, load_settings
+from tests.fetch import fetch
 from tests.nginx_edge import NginxEdge
 from tests.origin.conftest import TRACK, MakeClient, free_port
 from tests.origin.originproc import cadenza_serve
 from tests.origin.rawhttp import ThreadedOrigin, get
-from tests.origin.test_cdn import _get
 
 KEY = "k3y-0f-the-s1gning-cadenza-7Qx9"  # secrets the tests look for everywhere
 OLD_KEY = "0ld-k3y-0f-the-s1gning-cadenza-Zp2"
@@ -670,10 +670,10 @@ def signed_cdn(packaged_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_edge_serves_a_valid_token_and_shares_the_cache_across_tokens(signed_cdn: str) -> None:
     segment = f"/{TRACK}/aac-128k/seg-00002.m4s"
-    first = _get(signed_cdn + _signed(segment))
-    second = _get(signed_cdn + _signed(segment))
-    other_viewer = _get(signed_cdn + _signed(segment, expires_s=int(time.time()) + 900))
-    rotated_key = _get(signed_cdn + _signed(segment, key=OLD_KEY))
+    first = fetch(signed_cdn + _signed(segment))
+    second = fetch(signed_cdn + _signed(segment))
+    other_viewer = fetch(signed_cdn + _signed(segment, expires_s=int(time.time()) + 900))
+    rotated_key = fetch(signed_cdn + _signed(segment, key=OLD_KEY))
     assert [r[0] for r in (first, second, other_viewer, rotated_key)] == [200] * 4
     assert first[1]["X-Cache-Status"] == "MISS"
     assert {r[1]["X-Cache-Status"] for r in (second, other_viewer, rotated_key)} == {"HIT"}
@@ -682,8 +682,8 @@ def test_edge_serves_a_valid_token_and_shares_the_cache_across_tokens(signed_cdn
 
 def test_edge_refuses_bad_tokens_for_objects_it_has_cached(signed_cdn: str) -> None:
     segment = f"/{TRACK}/aac-128k/seg-00003.m4s"
-    assert _get(signed_cdn + _signed(segment))[0] == 200
-    assert _get(signed_cdn + _signed(segment))[1]["X-Cache-Status"] == "HIT"
+    assert fetch(signed_cdn + _signed(segment))[0] == 200
+    assert fetch(signed_cdn + _signed(segment))[1]["X-Cache-Status"] == "HIT"
     for path, code in [
         (segment, "token_missing"),
         (_signed(segment, expires_s=int(time.time()) - 5), "token_expired"),
@@ -691,19 +691,19 @@ def test_edge_refuses_bad_tokens_for_objects_it_has_cached(signed_cdn: str) -> N
         (_signed(segment, scope="/other/"), "wrong_path"),
         (f"/t/garbage{segment}", "token_malformed"),
     ]:
-        status, headers, body = _get(signed_cdn + path)
+        status, headers, body = fetch(signed_cdn + path)
         assert status == 403, path
         assert json.loads(body)["error"] == code, path
         assert headers["X-Cadenza-Auth-Error"] == code
         assert "X-Cache-Status" not in headers or headers["X-Cache-Status"] == ""
     # Asking again: the refusal comes from the edge's verdict cache, reason and all.
-    status, headers, body = _get(signed_cdn + segment)
+    status, headers, body = fetch(signed_cdn + segment)
     assert (status, json.loads(body)["error"]) == (403, "token_missing")
 
 
 def test_edge_refuses_paths_nginx_would_normalise_onto_a_cached_object(signed_cdn: str) -> None:
     segment = f"/{TRACK}/aac-128k/seg-00001.m4s"
-    assert _get(signed_cdn + _signed(segment))[0] == 200
+    assert fetch(signed_cdn + _signed(segment))[0] == 200
     for path in (
         f"/player/..{segment}",
         f"/v1/..{segment}",
@@ -712,24 +712,24 @@ def test_edge_refuses_paths_nginx_would_normalise_onto_a_cached_object(signed_cd
         f"/healthz/..{segment}",
         f"/player/%2e%2e{segment}",
     ):
-        status = _get(signed_cdn + path)[0]
+        status = fetch(signed_cdn + path)[0]
         assert status in (400, 403, 404), (path, status)
 
 
 def test_edge_plays_a_signed_master_through_relative_uris(signed_cdn: str) -> None:
     master_url = signed_cdn + _signed(MASTER)
-    status, _, body = _get(master_url)
+    status, _, body = fetch(master_url)
     assert status == 200
     (playlist,) = [u for u in _hls_uris(body.decode()) if "aac-64k" in u][:1]
     playlist_url = urljoin(master_url, playlist)
-    status, _, media = _get(playlist_url)
+    status, _, media = fetch(playlist_url)
     assert status == 200
     for uri in _hls_uris(media.decode())[:2]:
-        assert _get(urljoin(playlist_url, uri))[0] == 200, uri
+        assert fetch(urljoin(playlist_url, uri))[0] == 200, uri
 
 
 def test_edge_keeps_health_open_and_admin_behind_the_bearer_token(signed_cdn: str) -> None:
-    assert _get(signed_cdn + "/healthz")[0] == 200
-    assert _get(signed_cdn + "/v1/sessions")[0] == 401
-    assert _get(signed_cdn + "/v1/sessions", Authorization=f"Bearer {ADMIN}")[0] == 200
-    assert _get(signed_cdn + "/_cadenza_auth")[0] == 404
+    assert fetch(signed_cdn + "/healthz")[0] == 200
+    assert fetch(signed_cdn + "/v1/sessions")[0] == 401
+    assert fetch(signed_cdn + "/v1/sessions", Authorization=f"Bearer {ADMIN}")[0] == 200
+    assert fetch(signed_cdn + "/_cadenza_auth")[0] == 404

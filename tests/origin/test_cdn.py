@@ -4,24 +4,15 @@ by the template we ship in deploy/nginx/."""
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.fetch import fetch
 from tests.nginx_edge import NginxEdge
 from tests.origin.conftest import TRACK, free_port
 from tests.origin.originproc import cadenza_serve
-
-
-def _get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +31,8 @@ def cdn(packaged_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def test_second_pull_of_a_segment_is_a_cache_hit(cdn: tuple[str, str]) -> None:
     edge, _ = cdn
     url = f"{edge}/{TRACK}/aac-64k/seg-00001.m4s"
-    first = _get(url)
-    second = _get(url)
+    first = fetch(url)
+    second = fetch(url)
     assert (first[1]["X-Cache-Status"], second[1]["X-Cache-Status"]) == ("MISS", "HIT")
     assert first[2] == second[2]
 
@@ -49,26 +40,26 @@ def test_second_pull_of_a_segment_is_a_cache_hit(cdn: tuple[str, str]) -> None:
 def test_cmcd_arguments_share_one_cache_entry(cdn: tuple[str, str]) -> None:
     edge, _ = cdn
     url = f"{edge}/{TRACK}/aac-64k/seg-00002.m4s"
-    _get(url + "?CMCD=sid%3D%22a%22")
-    status, headers, _ = _get(url + "?CMCD=sid%3D%22b%22%2Cbl%3D300")
+    fetch(url + "?CMCD=sid%3D%22a%22")
+    status, headers, _ = fetch(url + "?CMCD=sid%3D%22b%22%2Cbl%3D300")
     assert (status, headers["X-Cache-Status"]) == (200, "HIT")
 
 
 def test_expired_manifest_is_revalidated_with_a_304_from_the_origin(cdn: tuple[str, str]) -> None:
     edge, origin = cdn
     url = f"{edge}/{TRACK}/aac-64k/playlist.m3u8"
-    _get(url)
+    fetch(url)
     time.sleep(2.5)  # past the 1 s max-age, with slack for nginx's one-second clock
-    status, headers, body = _get(url)
+    status, headers, body = fetch(url)
     assert status == 200
     assert headers["X-Cache-Status"] == "REVALIDATED"
     assert body.startswith(b"#EXTM3U")
-    metrics = _get(f"{origin}/metrics")[2].decode()
+    metrics = fetch(f"{origin}/metrics")[2].decode()
     assert 'route="manifest",status="304"' in metrics
 
 
 def test_edge_serves_range_requests_for_players(cdn: tuple[str, str]) -> None:
     edge, _ = cdn
-    status, _headers, body = _get(f"{edge}/{TRACK}/flac/init.mp4", Range="bytes=0-7")
+    status, _headers, body = fetch(f"{edge}/{TRACK}/flac/init.mp4", Range="bytes=0-7")
     assert status == 206
     assert body[4:8] == b"ftyp"
