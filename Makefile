@@ -82,7 +82,7 @@ test: install-test node-deps
 	$(VENV)/bin/pytest
 
 # Benchmarks against ffmpeg and nginx (peers installed here: the bench extra, Debian's wrk and
-# nginx). Writes bench/results.json and bench/results.md; never run by `make test`.
+# nginx). Writes bench/results.json, bench/results.md and docs/benchmarks.md; never run by `make test`.
 bench-deps: install
 	$(PIP) install --quiet -e '.[bench]'
 	@missing=""; \

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (default 8080)")
     parser.add_argument("--workers", type=int, help="processes sharing the port (default 1)")
-    parser.add_argument("--config", type=Path, help="TOML settings file (see README)")
+    parser.add_argument("--config", type=Path, help="TOML settings file (see docs/operating.md)")
 
 
 # The most of a malformed request's parser message that is logged.

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base-url", default="", help="scheme and host to prefix, e.g. https://cdn.example"
     )
-    parser.add_argument("--config", type=Path, help="TOML settings file (see README)")
+    parser.add_argument("--config", type=Path, help="TOML settings file (see docs/operating.md)")
 
 
 def run(args: argparse.Namespace) -> int:
