@@ -26,6 +26,7 @@ from cadenza.origin.beacons import handle_beacons
 from cadenza.origin.cache import HotCache
 from cadenza.origin.content_steering import handle_pathways, handle_steering, steering_config
 from cadenza.origin.core.answer import choose_object
+from cadenza.origin.core.group_segments import GroupSegments
 from cadenza.origin.core.heads import HeadStyle
 from cadenza.origin.core.routes import is_track_manifest
 from cadenza.origin.edge import edge_middleware
@@ -34,6 +35,7 @@ from cadenza.origin.keys import (
     BEACON_LIMITER,
     CACHE,
     CLOCK,
+    GROUP_SEGMENTS,
     IP_LIMITER,
     METRICS,
     POPULATION,
@@ -145,6 +147,7 @@ def create_app(
     )
     app[PRESENTATIONS] = {}
     app[RENDERED] = LRUCache(maxsize=RENDERED_MAX_BYTES, getsizeof=lambda o: max(1, o.size_bytes))
+    app[GROUP_SEGMENTS] = GroupSegments()
     app[SESSIONS] = MemorySessionStore(settings.sessions_max, settings.session_ttl_s)
     app[POPULATION] = MemoryPopulationStore()
     app[BEACON_LIMITER] = RateLimiter(settings.beacon_rate_per_s, settings.beacon_burst)

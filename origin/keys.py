@@ -10,6 +10,7 @@ from cachetools import LRUCache
 
 from cadenza.manifests.model import Presentation
 from cadenza.origin.cache import CachedObject, HotCache
+from cadenza.origin.core.group_segments import GroupSegments
 from cadenza.origin.metrics import Metrics
 from cadenza.origin.sessions import PopulationStore, RateLimiter, SessionLocks, SessionStore
 from cadenza.origin.settings import Settings
@@ -25,6 +26,8 @@ PRESENTATIONS: Final = web.AppKey("presentations", dict[str, tuple[str, Presenta
 # Rendered (filtered, steered) manifests by everything their bytes depend on:
 # a per-session manifest is a lookup once its shape has been seen.
 RENDERED: Final = web.AppKey("rendered", LRUCache[tuple[object, ...], CachedObject])
+# Decided segments' paths resolved per model (origin/core/group_segments.py).
+GROUP_SEGMENTS: Final = web.AppKey("group_segments", GroupSegments)
 SESSIONS: Final = web.AppKey("sessions", SessionStore)
 # Only with Redis: serialises the read-change-write of one session in this process.
 SESSION_LOCKS: Final = web.AppKey("session_locks", SessionLocks)

@@ -18,7 +18,6 @@ decide raises ``NotSwitchableError`` (409); an unknown group or segment 404."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -31,6 +30,7 @@ from cadenza.manifests.groups import SwitchGroup, group_id_of_folder
 from cadenza.manifests.hls import render_group_master, render_group_playlist
 from cadenza.manifests.model import MASTER_NAME, PLAYLIST_NAME, Presentation, Segment
 from cadenza.origin.cache import build_cached
+from cadenza.origin.core.group_segments import GroupSegment
 from cadenza.origin.core.heads import ObjectChoice, Redirect
 from cadenza.origin.core.request import MediaRequest
 from cadenza.origin.deciding import (
@@ -41,7 +41,7 @@ from cadenza.origin.deciding import (
     session_of,
 )
 from cadenza.origin.errors import ObjectNotFoundError, ObjectTooLargeError, OriginError
-from cadenza.origin.keys import SETTINGS
+from cadenza.origin.keys import GROUP_SEGMENTS, SETTINGS
 from cadenza.origin.objects import load_object
 from cadenza.origin.rendering import filter_values, presentation_of, select
 from cadenza.origin.settings import AbrDelivery
@@ -108,36 +108,20 @@ def _segment(presentation: Presentation, group: SwitchGroup, name: str) -> Segme
     raise ObjectNotFoundError(f"group {group.id} has no segment {name[:64]!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class _GroupSegment:
-    """What a decided segment's path names in one model: the group, the top
-    rung's segment, and each rung's file name for it."""
-
-    presentation: Presentation  # held, so that its id (the cache key) is not reused
-    group: SwitchGroup
-    segment: Segment
-    names: Mapping[str, str]  # rung id -> file name
-
-
-# Found group segments, per (model, group, file name): looked up once per
-# model, not on every decided request (a repackaged track is a new model).
-_GROUP_SEGMENTS_KEPT: Final = 4096
-_group_segments: dict[tuple[int, str, str], _GroupSegment] = {}
-
-
-def _group_segment(presentation: Presentation, target: GroupTarget) -> _GroupSegment:
+def _group_segment(
+    app: web.Application, presentation: Presentation, target: GroupTarget
+) -> GroupSegment:
     """The group and segment ``target`` names (raising as :func:`_switchable_group`
     and :func:`_segment` do), remembered for ``presentation``."""
-    key = (id(presentation), target.group_id, target.name)
-    found = _group_segments.get(key)
-    if found is not None and found.presentation is presentation:
+    kept = app[GROUP_SEGMENTS]
+    found = kept.get(presentation, target.group_id, target.name)
+    if found is not None:
         return found
     group = _switchable_group(presentation, target.group_id)
     segment = _segment(presentation, group, target.name)
     names = {i: presentation.rendition(i).segment_name(segment) for i in group.rendition_ids}
-    if len(_group_segments) >= _GROUP_SEGMENTS_KEPT:
-        _group_segments.clear()
-    found = _group_segments[key] = _GroupSegment(presentation, group, segment, names)
+    found = GroupSegment(presentation, group, segment, names)
+    kept.put(target.name, found)
     return found
 
 
@@ -198,7 +182,7 @@ async def choose_group_object(
         text = render_group_playlist(presentation, group.id, session_id=sid)
         max_age_s = settings.manifest_max_age_s
         return _private(asked.key, text, source.mtime_s, max_age_s, vary_session=from_header)
-    found = _group_segment(presentation, target)
+    found = _group_segment(app, presentation, target)
     direct = settings.abr_delivery is AbrDelivery.DIRECT
     decided = await decide_segment(
         app,
