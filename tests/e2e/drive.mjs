@@ -15,168 +15,143 @@
 // changes nothing) or stop: true (end the run). Leading steps without conditions apply
 // before the player starts. Each applied step is in result.steps with its wall time,
 // currentTime and the last decided segment then.
-import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { writeFileSync } from "node:fs";
+import { runInChromium } from "./chromium.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
-const FLAGS = [
-  "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  "--autoplay-policy=no-user-gesture-required",
-];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function main() {
-  const profile = mkdtempSync(join(tmpdir(), "cadenza-chromium-"));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: cfg.chromium || "/usr/bin/chromium",
-    headless: true,
-    args: FLAGS,
-    viewport: { width: 1100, height: 760 },
-  });
-  const result = { ok: false, samples: [], console: [] };
-  try {
-    const page = context.pages()[0] || (await context.newPage());
-    page.on("console", (m) => { if (m.type() === "error") result.console.push(m.text().slice(0, 300)); });
-    page.on("response", (r) => { if (r.status() >= 400) result.console.push(`HTTP ${r.status()} ${r.url()}`); });
-    page.on("pageerror", (e) => result.console.push(`pageerror: ${String(e).slice(0, 300)}`));
-    if (cfg.record_requests) {
-      // Wall-clock seconds, so a test can line requests up with what it did meanwhile.
-      result.requests = [];
-      const keep = (entry) => { if (result.requests.length < 5000) result.requests.push(entry); };
-      page.on("response", (r) => {
-        const headers = r.headers();
-        const entry = { wall: Date.now() / 1000, url: r.url(), status: r.status() };
-        if (headers.location) entry.location = headers.location;
-        if (headers["x-cache-status"]) entry.cache = headers["x-cache-status"];
-        keep(entry);
-      });
-      page.on("requestfailed", (q) => keep({ wall: Date.now() / 1000, url: q.url(), status: null, failed: (q.failure() || {}).errorText || "failed" }));
-    }
-    const cdp = await context.newCDPSession(page);
-    await cdp.send("Network.enable");
-    await page.goto(cfg.page, { waitUntil: "load" });
-    const steps = cfg.throttle_steps || [];
-    result.steps = [];
-    let decisions = [];
-    const lastSegment = () => decisions.reduce((m, d) => Math.max(m, d.segment), 0);
-    const applyStep = async (step, currentTime) => {
-      if (step.kbps !== undefined) {
-        const bytesPerS = step.kbps === null ? -1 : (step.kbps * 1000) / 8;
-        await cdp.send("Network.emulateNetworkConditions", {
-          offline: false, latency: step.kbps === null ? 0 : step.latency_ms || 0,
-          downloadThroughput: bytesPerS, uploadThroughput: bytesPerS,
-        });
-      }
-      result.steps.push({ name: step.name || null, kbps: step.kbps, latency_ms: step.latency_ms || 0, wall: Date.now() / 1000, current_time: currentTime, last_segment: lastSegment() });
-    };
-    const unconditional = (step) => step.after_s === undefined && step.played_s === undefined && !step.decided && !step.stop;
-    while (result.steps.length < steps.length && unconditional(steps[result.steps.length])) {
-      await applyStep(steps[result.steps.length], 0);
-    }
-    const stepReady = (step, currentTime) => {
-      const previous = result.steps[result.steps.length - 1];
-      if (step.after_s !== undefined && currentTime < step.after_s) return false;
-      if (step.played_s !== undefined && (!previous || currentTime < previous.current_time + step.played_s)) return false;
-      if (step.decided) {
-        const fresh = decisions.filter((d) => d.segment > (previous ? previous.last_segment : 0));
-        const count = step.decided.count || 1;
-        if (fresh.length < count) return false;
-        const within = (d) => (step.decided.min_bps === undefined || d.bitrate_bps >= step.decided.min_bps)
-          && (step.decided.max_bps === undefined || d.bitrate_bps <= step.decided.max_bps);
-        if (!fresh.slice(-count).every(within)) return false;
-      }
-      return true;
-    };
-    const pollDecisions = async () => {
-      try {
-        const answer = await fetch(cfg.decisions_url, { signal: AbortSignal.timeout(5000) });
-        if (answer.ok) decisions = (await answer.json()).decisions || [];
-      } catch (e) {
-        // not there yet (no request decided so far), or slow to answer: the next poll
-      }
-    };
-    if (cfg.player) {
-      await page.evaluate((c) => window.cadenzaStart(c), cfg);
-    }
-    if (cfg.demo) {
-      // The demo page: pick the options, press Play, wait for live figures.
-      await page.waitForFunction(() => document.querySelectorAll("#track option").length > 0, null, { timeout: 10000 });
-      for (const [selector, value] of Object.entries(cfg.demo.select || {})) await page.selectOption(selector, value);
-      await page.click("#play");
-      await page.waitForFunction(() => document.getElementById("audio").currentTime > (window.__minTime || 3), null, { timeout: (cfg.timeout_s || 30) * 1000 });
-      const texts = {};
-      for (const id of ["rendition", "throughput", "buffer", "url"]) texts[id] = await page.textContent(`#${id}`);
-      texts.switch_rows = await page.locator("#switchrows tr").count();
-      texts.tracks = await page.locator("#track option").allTextContents();
-      result.demo = texts;
-    }
-    const started = Date.now();
-    const deadline = started + (cfg.timeout_s || 30) * 1000;
-    let throttled = false;
-    let seeked = false;
-    let seekAt = null;
-    let snap = null;
-    while (Date.now() < deadline) {
-      await sleep(250);
-      if (cfg.demo) break;
-      snap = await page.evaluate(() => (window.cadenzaSnapshot ? window.cadenzaSnapshot() : null));
-      if (snap === null) continue;
-      result.samples.push({ t: (Date.now() - started) / 1000, wall: Date.now() / 1000, current_time: snap.current_time, bitrate_bps: snap.bitrate_bps, buffered: snap.buffered, rms: snap.rms });
-      if (snap.fatal) break;
-      if (result.steps.length < steps.length) {
-        if (cfg.decisions_url) await pollDecisions();
-        const step = steps[result.steps.length];
-        if (stepReady(step, snap.current_time)) {
-          if (step.stop) {
-            result.steps.push({ name: step.name || "stop", stop: true, wall: Date.now() / 1000, current_time: snap.current_time, last_segment: lastSegment() });
-            break;
-          }
-          await applyStep(step, snap.current_time);
-        }
-        if (snap.ended) break; // the track ended before every step: the test judges that
-      }
-      if (cfg.notify && !result.notified && snap.current_time >= cfg.notify.at_s) {
-        result.notified = { wall: Date.now() / 1000, current_time: snap.current_time };
-        writeFileSync(cfg.notify.file, JSON.stringify(result.notified));
-      }
-      const highEnough = !cfg.throttle || (snap.bitrate_bps || 0) >= (cfg.throttle.min_bitrate_bps || 0);
-      if (cfg.throttle && !throttled && snap.current_time >= cfg.throttle.after_s && highEnough) {
-        const bytesPerS = (cfg.throttle.kbps * 1000) / 8;
-        await cdp.send("Network.emulateNetworkConditions", {
-          offline: false, latency: cfg.throttle.latency_ms || 50,
-          downloadThroughput: bytesPerS, uploadThroughput: bytesPerS,
-        });
-        throttled = true;
-        result.throttled_at_s = snap.current_time;
-      }
-      if (cfg.seek_to_s !== undefined && !seeked && snap.current_time >= 1) {
-        await page.evaluate((t) => { document.getElementById("audio").currentTime = t; }, cfg.seek_to_s);
-        seeked = true;
-        seekAt = Date.now();
-      }
-      if (seeked && result.seek_resumed_s === undefined && snap.current_time > cfg.seek_to_s + 0.5) {
-        result.seek_resumed_s = (Date.now() - seekAt) / 1000;
-      }
-      const target = seeked ? cfg.seek_to_s + cfg.play_s : cfg.play_s;
-      if (cfg.play_s && snap.current_time >= target && (!cfg.throttle || throttled)) {
-        if (!cfg.min_switches || snap.switches.length >= cfg.min_switches) break;
-      }
-    }
-    if (cfg.screenshot) await page.screenshot({ path: cfg.screenshot, fullPage: true });
-    // A JavaScript expression whose (JSON-able) value the test wants from the page at the end.
-    if (cfg.evaluate) result.evaluated = await page.evaluate(cfg.evaluate);
-    result.final = snap;
-    result.ok = true;
-  } catch (e) {
-    result.error = String(e && e.stack ? e.stack : e);
-  } finally {
-    await context.close();
-    rmSync(profile, { recursive: true, force: true });
+const result = { ok: false, samples: [], console: [] };
+runInChromium(cfg, result, async (context) => {
+  const page = context.pages()[0] || (await context.newPage());
+  page.on("console", (m) => { if (m.type() === "error") result.console.push(m.text().slice(0, 300)); });
+  page.on("response", (r) => { if (r.status() >= 400) result.console.push(`HTTP ${r.status()} ${r.url()}`); });
+  page.on("pageerror", (e) => result.console.push(`pageerror: ${String(e).slice(0, 300)}`));
+  if (cfg.record_requests) {
+    // Wall-clock seconds, so a test can line requests up with what it did meanwhile.
+    result.requests = [];
+    const keep = (entry) => { if (result.requests.length < 5000) result.requests.push(entry); };
+    page.on("response", (r) => {
+      const headers = r.headers();
+      const entry = { wall: Date.now() / 1000, url: r.url(), status: r.status() };
+      if (headers.location) entry.location = headers.location;
+      if (headers["x-cache-status"]) entry.cache = headers["x-cache-status"];
+      keep(entry);
+    });
+    page.on("requestfailed", (q) => keep({ wall: Date.now() / 1000, url: q.url(), status: null, failed: (q.failure() || {}).errorText || "failed" }));
   }
-  process.stdout.write(JSON.stringify(result) + "\n");
-}
-
-main().catch((e) => { process.stdout.write(JSON.stringify({ ok: false, error: String(e) }) + "\n"); process.exit(1); });
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Network.enable");
+  await page.goto(cfg.page, { waitUntil: "load" });
+  const steps = cfg.throttle_steps || [];
+  result.steps = [];
+  let decisions = [];
+  const lastSegment = () => decisions.reduce((m, d) => Math.max(m, d.segment), 0);
+  const applyStep = async (step, currentTime) => {
+    if (step.kbps !== undefined) {
+      const bytesPerS = step.kbps === null ? -1 : (step.kbps * 1000) / 8;
+      await cdp.send("Network.emulateNetworkConditions", {
+        offline: false, latency: step.kbps === null ? 0 : step.latency_ms || 0,
+        downloadThroughput: bytesPerS, uploadThroughput: bytesPerS,
+      });
+    }
+    result.steps.push({ name: step.name || null, kbps: step.kbps, latency_ms: step.latency_ms || 0, wall: Date.now() / 1000, current_time: currentTime, last_segment: lastSegment() });
+  };
+  const unconditional = (step) => step.after_s === undefined && step.played_s === undefined && !step.decided && !step.stop;
+  while (result.steps.length < steps.length && unconditional(steps[result.steps.length])) {
+    await applyStep(steps[result.steps.length], 0);
+  }
+  const stepReady = (step, currentTime) => {
+    const previous = result.steps[result.steps.length - 1];
+    if (step.after_s !== undefined && currentTime < step.after_s) return false;
+    if (step.played_s !== undefined && (!previous || currentTime < previous.current_time + step.played_s)) return false;
+    if (step.decided) {
+      const fresh = decisions.filter((d) => d.segment > (previous ? previous.last_segment : 0));
+      const count = step.decided.count || 1;
+      if (fresh.length < count) return false;
+      const within = (d) => (step.decided.min_bps === undefined || d.bitrate_bps >= step.decided.min_bps)
+        && (step.decided.max_bps === undefined || d.bitrate_bps <= step.decided.max_bps);
+      if (!fresh.slice(-count).every(within)) return false;
+    }
+    return true;
+  };
+  const pollDecisions = async () => {
+    try {
+      const answer = await fetch(cfg.decisions_url, { signal: AbortSignal.timeout(5000) });
+      if (answer.ok) decisions = (await answer.json()).decisions || [];
+    } catch (e) {
+      // not there yet (no request decided so far), or slow to answer: the next poll
+    }
+  };
+  if (cfg.player) {
+    await page.evaluate((c) => window.cadenzaStart(c), cfg);
+  }
+  if (cfg.demo) {
+    // The demo page: pick the options, press Play, wait for live figures.
+    await page.waitForFunction(() => document.querySelectorAll("#track option").length > 0, null, { timeout: 10000 });
+    for (const [selector, value] of Object.entries(cfg.demo.select || {})) await page.selectOption(selector, value);
+    await page.click("#play");
+    await page.waitForFunction(() => document.getElementById("audio").currentTime > (window.__minTime || 3), null, { timeout: (cfg.timeout_s || 30) * 1000 });
+    const texts = {};
+    for (const id of ["rendition", "throughput", "buffer", "url"]) texts[id] = await page.textContent(`#${id}`);
+    texts.switch_rows = await page.locator("#switchrows tr").count();
+    texts.tracks = await page.locator("#track option").allTextContents();
+    result.demo = texts;
+  }
+  const started = Date.now();
+  const deadline = started + (cfg.timeout_s || 30) * 1000;
+  let throttled = false;
+  let seeked = false;
+  let seekAt = null;
+  let snap = null;
+  while (Date.now() < deadline) {
+    await sleep(250);
+    if (cfg.demo) break;
+    snap = await page.evaluate(() => (window.cadenzaSnapshot ? window.cadenzaSnapshot() : null));
+    if (snap === null) continue;
+    result.samples.push({ t: (Date.now() - started) / 1000, wall: Date.now() / 1000, current_time: snap.current_time, bitrate_bps: snap.bitrate_bps, buffered: snap.buffered, rms: snap.rms });
+    if (snap.fatal) break;
+    if (result.steps.length < steps.length) {
+      if (cfg.decisions_url) await pollDecisions();
+      const step = steps[result.steps.length];
+      if (stepReady(step, snap.current_time)) {
+        if (step.stop) {
+          result.steps.push({ name: step.name || "stop", stop: true, wall: Date.now() / 1000, current_time: snap.current_time, last_segment: lastSegment() });
+          break;
+        }
+        await applyStep(step, snap.current_time);
+      }
+      if (snap.ended) break; // the track ended before every step: the test judges that
+    }
+    if (cfg.notify && !result.notified && snap.current_time >= cfg.notify.at_s) {
+      result.notified = { wall: Date.now() / 1000, current_time: snap.current_time };
+      writeFileSync(cfg.notify.file, JSON.stringify(result.notified));
+    }
+    const highEnough = !cfg.throttle || (snap.bitrate_bps || 0) >= (cfg.throttle.min_bitrate_bps || 0);
+    if (cfg.throttle && !throttled && snap.current_time >= cfg.throttle.after_s && highEnough) {
+      const bytesPerS = (cfg.throttle.kbps * 1000) / 8;
+      await cdp.send("Network.emulateNetworkConditions", {
+        offline: false, latency: cfg.throttle.latency_ms || 50,
+        downloadThroughput: bytesPerS, uploadThroughput: bytesPerS,
+      });
+      throttled = true;
+      result.throttled_at_s = snap.current_time;
+    }
+    if (cfg.seek_to_s !== undefined && !seeked && snap.current_time >= 1) {
+      await page.evaluate((t) => { document.getElementById("audio").currentTime = t; }, cfg.seek_to_s);
+      seeked = true;
+      seekAt = Date.now();
+    }
+    if (seeked && result.seek_resumed_s === undefined && snap.current_time > cfg.seek_to_s + 0.5) {
+      result.seek_resumed_s = (Date.now() - seekAt) / 1000;
+    }
+    const target = seeked ? cfg.seek_to_s + cfg.play_s : cfg.play_s;
+    if (cfg.play_s && snap.current_time >= target && (!cfg.throttle || throttled)) {
+      if (!cfg.min_switches || snap.switches.length >= cfg.min_switches) break;
+    }
+  }
+  if (cfg.screenshot) await page.screenshot({ path: cfg.screenshot, fullPage: true });
+  // A JavaScript expression whose (JSON-able) value the test wants from the page at the end.
+  if (cfg.evaluate) result.evaluated = await page.evaluate(cfg.evaluate);
+  result.final = snap;
+}, { viewport: { width: 1100, height: 760 } });
