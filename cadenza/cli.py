@@ -25,6 +25,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "cadenza.packager.segment_cli",
         "segment pre-encoded rungs into CMAF, HLS and DASH",
     ),
+    "gc": (
+        "cadenza.packager.gc",
+        "remove republished tracks' earlier files once their grace period is over",
+    ),
     "serve": ("cadenza.origin.server", "serve packaged tracks over HTTP to CDNs and players"),
     "abr": ("cadenza.abr_command", "simulate ABR policies over throughput traces"),
     "ladder": ("cadenza.ladder_command", "recommend a bitrate ladder for an audience"),
@@ -37,13 +41,22 @@ def _load(name: str) -> ModuleType:
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    from cadenza.version import version  # the dispatcher imports no project module up front
+
     parser = argparse.ArgumentParser(prog="cadenza", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"cadenza {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (_module, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
-            _load(name).add_arguments(sub_parser)
+            module = _load(name)
+            module.add_arguments(sub_parser)
+            # A command that reads a config file makes its values the defaults here,
+            # before parsing, so that flags on the command line override them.
+            apply_config = getattr(module, "apply_config_defaults", None)
+            if apply_config is not None:
+                apply_config(sub_parser, argv)
     return parser
 
 

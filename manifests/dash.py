@@ -1,13 +1,21 @@
-"""DASH MPDs (ISO/IEC 23009-1), rendered from the model and parsed back.
+"""DASH MPDs (ISO/IEC 23009-1), rendered from the model (parsed back by
+:mod:`cadenza.manifests.dash_parse`).
 
-- Static MPD, one ``AdaptationSet`` per codec family: players cannot switch
-  codecs inside one (5.3.3.1).
+- Static MPD, one ``AdaptationSet`` per codec family and channel count: players
+  cannot switch codecs inside one (5.3.3.1), and a switch between 5.1 and a stereo
+  downmix is not seamless.  When a presentation holds more than one channel count,
+  each set carries a ``Label`` (5.3.7.2, "Stereo", "5.1") to choose by.
 - Segmented layout: live profile, per-Representation ``BaseURL`` and a
   ``SegmentTemplate`` with a run-length ``SegmentTimeline`` (5.3.9.6).
 - Single-file layout: on-demand profile, ``SegmentBase`` with ``indexRange``
   pointing at the ``sidx`` (5.3.9.2, 8.3).
 - Loudness: ``SupplementalProperty`` with scheme ``urn:cadenza:loudness:2026``
-  and value ``I=<LUFS> TP=<dBTP>[ LRA=<LU>]`` on each AdaptationSet.
+  and value ``I=<LUFS> TP=<dBTP>[ LRA=<LU>]`` on each AdaptationSet; an unmeasured
+  programme (too short or silent to gate) has no ``I=`` part.
+- Metadata (:mod:`cadenza.manifests.metadata`): an MPD-level ``ProgramInformation``
+  (5.7: ``Title`` the track title, ``Source`` its label, ``Copyright``) and, on each
+  AdaptationSet, one ``SupplementalProperty`` per key with scheme
+  ``urn:cadenza:metadata:2026:<key>`` and the value as ``value``.
 - Content steering (optional, ``cadenza.manifests.steering``): one MPD-level ``BaseURL``
   per pathway with its ``serviceLocation``, and ``ContentSteering``.
 - Per-session guidance (optional, a :class:`~cadenza.manifests.model.BitrateHint`): an
@@ -30,15 +38,11 @@ validates against the official XSD (tests/data/schemas).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from fractions import Fraction
-
 from lxml import etree
 
-from cadenza.manifests.errors import ManifestParseError
 from cadenza.manifests.groups import with_session
+from cadenza.manifests.metadata import DASH_SCHEME_PREFIX, MetadataKey, clean_text
 from cadenza.manifests.model import (
-    INIT_NAME,
     MEDIA_TEMPLATE,
     BitrateHint,
     Codec,
@@ -68,12 +72,32 @@ def _q(tag: str) -> str:
 
 
 def _loudness_value(p: Presentation) -> str | None:
-    if p.loudness is None:
+    loudness = p.loudness
+    if loudness is None:
         return None
-    value = f"I={p.loudness.integrated_lufs:.1f} TP={p.loudness.true_peak_dbtp:.1f}"
-    if p.loudness.loudness_range_lu is not None:
-        value += f" LRA={p.loudness.loudness_range_lu:.1f}"
-    return value
+    parts = [] if loudness.integrated_lufs is None else [f"I={loudness.integrated_lufs:.1f}"]
+    parts.append(f"TP={loudness.true_peak_dbtp:.1f}")
+    if loudness.loudness_range_lu is not None:
+        parts.append(f"LRA={loudness.loudness_range_lu:.1f}")
+    return " ".join(parts)
+
+
+# ProgramInformation's children (ISO/IEC 23009-1 5.7), in the schema's order.
+_PROGRAM_INFORMATION = (
+    ("Title", MetadataKey.TITLE),
+    ("Source", MetadataKey.LABEL),
+    ("Copyright", MetadataKey.COPYRIGHT),
+)
+
+
+def _program_information(mpd: etree._Element, p: Presentation) -> None:
+    values = dict(p.metadata)
+    if not any(key in values for _, key in _PROGRAM_INFORMATION):
+        return
+    info = etree.SubElement(mpd, _q("ProgramInformation"))
+    for tag, key in _PROGRAM_INFORMATION:
+        if key in values:
+            etree.SubElement(info, _q(tag)).text = clean_text(values[key])
 
 
 def _timeline(parent: etree._Element, r: Rendition) -> None:
@@ -138,7 +162,7 @@ def _representation(adaptation: etree._Element, r: Rendition) -> None:
         init.set("range", f"{r.init_range.offset_bytes}-{r.init_range.last_byte}")
     else:
         etree.SubElement(rep, _q("BaseURL")).text = f"{r.id}/"
-        _template(rep, r, INIT_NAME, MEDIA_TEMPLATE)
+        _template(rep, r, r.init_name, r.media_template)
 
 
 def _mpd_head(
@@ -154,6 +178,7 @@ def _mpd_head(
     mpd.set("type", "static")
     mpd.set("mediaPresentationDuration", duration)
     mpd.set("minBufferTime", MIN_BUFFER_TIME)
+    _program_information(mpd, p)
     if steering is not None:
         for pathway in steering.pathways:
             base = etree.SubElement(mpd, _q("BaseURL"))
@@ -180,7 +205,15 @@ def _mpd_head(
     return mpd, period
 
 
-def _adaptation_set(period: etree._Element, index: int, loudness: str | None) -> etree._Element:
+def _adaptation_set(
+    period: etree._Element,
+    index: int,
+    p: Presentation,
+    loudness: str | None,
+    label: str | None = None,
+) -> etree._Element:
+    """An AdaptationSet and the descriptors every set carries (loudness, metadata),
+    then its ``Label``, in the order of RepresentationBaseType's sequence."""
     adaptation = etree.SubElement(period, _q("AdaptationSet"))
     adaptation.set("id", str(index))
     adaptation.set("contentType", "audio")
@@ -191,7 +224,18 @@ def _adaptation_set(period: etree._Element, index: int, loudness: str | None) ->
         prop = etree.SubElement(adaptation, _q("SupplementalProperty"))
         prop.set("schemeIdUri", LOUDNESS_SCHEME)
         prop.set("value", loudness)
+    for key, text in p.metadata:
+        prop = etree.SubElement(adaptation, _q("SupplementalProperty"))
+        prop.set("schemeIdUri", DASH_SCHEME_PREFIX + key)
+        prop.set("value", clean_text(text))
+    if label is not None:
+        etree.SubElement(adaptation, _q("Label")).text = label
     return adaptation
+
+
+def channels_label(channels: int) -> str:
+    """How a set of ``channels``-channel renditions is labelled for a listener."""
+    return {1: "Mono", 2: "Stereo", 6: "5.1", 8: "7.1"}.get(channels, f"{channels} channels")
 
 
 def _text(mpd: etree._Element) -> str:
@@ -209,17 +253,29 @@ def render_mpd(
     single = {r.layout for r in p.renditions} == {SegmentLayout.SINGLE}
     mpd, period = _mpd_head(p, single, steering, hint)
     loudness = _loudness_value(p)
-    for index, codec in enumerate(c for c in Codec if any(r.codec is c for r in p.renditions)):
-        adaptation = _adaptation_set(period, index, loudness)
+    # Codec order, then the most channels first (5.1 before its stereo downmix).
+    counts = sorted({r.channels for r in p.renditions}, reverse=True)
+    sets = [
+        (codec, channels)
+        for codec in Codec
+        for channels in counts
+        if any(r.codec is codec and r.channels == channels for r in p.renditions)
+    ]
+    for index, (codec, channels) in enumerate(sets):
+        label = channels_label(channels) if len(counts) > 1 else None
+        adaptation = _adaptation_set(period, index, p, loudness, label)
         for rendition in p.renditions:
-            if rendition.codec is codec:
+            if rendition.codec is codec and rendition.channels == channels:
                 _representation(adaptation, rendition)
     return _text(mpd)
 
 
-def group_media_template(group: SwitchGroup, session_id: str | None = None) -> str:
-    """``group-aac/seg-$Number%05d$.m4s``, with ``?sid=<id>`` for a session."""
-    return with_session(f"{group.folder}/{MEDIA_TEMPLATE}", session_id)
+def group_media_template(
+    group: SwitchGroup, session_id: str | None = None, media_template: str = MEDIA_TEMPLATE
+) -> str:
+    """``group-aac/seg-$Number%05d$.m4s`` (the top rung's segment names, version tag
+    and all), with ``?sid=<id>`` for a session."""
+    return with_session(f"{group.folder}/{media_template}", session_id)
 
 
 def render_group_mpd(
@@ -237,122 +293,10 @@ def render_group_mpd(
         members = [p.rendition(i) for i in group.rendition_ids]
         # Every rung of a group has the same timeline: the top one describes the group's.
         top = members[-1]
-        adaptation = _adaptation_set(period, index, loudness)
+        adaptation = _adaptation_set(period, index, p, loudness)
         rep = _representation_element(
             adaptation, group.id, max(r.peak_bitrate_bps for r in members), top
         )
-        _template(rep, top, group.init_uri, group_media_template(group, session_id))
+        media = group_media_template(group, session_id, top.media_template)
+        _template(rep, top, group.init_uri, media)
     return _text(mpd)
-
-
-# -- parsing ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedRepresentation:
-    id: str
-    bandwidth_bps: int
-    codecs: str
-    sample_rate_hz: int
-    channels: int
-    timescale: int
-    segment_durations_ticks: tuple[int, ...]  # empty for SegmentBase
-    segment_starts_ticks: tuple[int, ...]
-    index_range: tuple[int, int] | None
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedAdaptationSet:
-    id: str
-    mime_type: str
-    codecs: frozenset[str]
-    loudness: str | None
-    representations: tuple[ParsedRepresentation, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedMpd:
-    profiles: str
-    duration_s: Fraction
-    adaptation_sets: tuple[ParsedAdaptationSet, ...]
-
-
-def parse_xs_duration(text: str) -> Fraction:
-    """Only the ``PT[nH][nM][n.nS]`` forms cadenza and common packagers write."""
-    if not text.startswith("PT"):
-        raise ManifestParseError("DASH", f"unsupported duration {text!r}")
-    rest, total = text[2:], Fraction(0)
-    for unit, scale in (("H", 3600), ("M", 60), ("S", 1)):
-        if unit in rest:
-            number, rest = rest.split(unit, 1)
-            total += Fraction(number) * scale
-    return total
-
-
-def _timeline_ticks(template: etree._Element) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    starts: list[int] = []
-    durations: list[int] = []
-    now = 0
-    for s in template.iterfind(f"{_q('SegmentTimeline')}/{_q('S')}"):
-        now = int(s.get("t", now))
-        d = int(s.get("d", "0"))
-        for _ in range(int(s.get("r", "0")) + 1):
-            starts.append(now)
-            durations.append(d)
-            now += d
-    return tuple(starts), tuple(durations)
-
-
-def parse_mpd(text: str | bytes) -> ParsedMpd:
-    try:
-        root = etree.fromstring(text.encode("utf-8") if isinstance(text, str) else text)
-    except etree.XMLSyntaxError as exc:
-        raise ManifestParseError("DASH", f"not well-formed XML: {exc}") from exc
-    if root.tag != _q("MPD"):
-        raise ManifestParseError("DASH", f"root element is {root.tag}, not MPD")
-    try:
-        sets = []
-        for adaptation in root.iterfind(f"{_q('Period')}/{_q('AdaptationSet')}"):
-            reps = []
-            for rep in adaptation.iterfind(_q("Representation")):
-                channel = rep.find(_q("AudioChannelConfiguration"))
-                template = rep.find(_q("SegmentTemplate"))
-                base = rep.find(_q("SegmentBase"))
-                starts, durations = _timeline_ticks(template) if template is not None else ((), ())
-                timing = template if template is not None else base
-                index_range = None
-                if base is not None and base.get("indexRange"):
-                    first, last = str(base.get("indexRange")).split("-")
-                    index_range = (int(first), int(last))
-                reps.append(
-                    ParsedRepresentation(
-                        id=str(rep.get("id")),
-                        bandwidth_bps=int(str(rep.get("bandwidth"))),
-                        codecs=str(rep.get("codecs")),
-                        sample_rate_hz=int(str(rep.get("audioSamplingRate"))),
-                        channels=int(str(channel.get("value"))) if channel is not None else 0,
-                        timescale=int(str(timing.get("timescale", "1")))
-                        if timing is not None
-                        else 1,
-                        segment_durations_ticks=durations,
-                        segment_starts_ticks=starts,
-                        index_range=index_range,
-                    )
-                )
-            prop = adaptation.find(_q("SupplementalProperty"))
-            sets.append(
-                ParsedAdaptationSet(
-                    id=str(adaptation.get("id")),
-                    mime_type=str(adaptation.get("mimeType")),
-                    codecs=frozenset(r.codecs for r in reps),
-                    loudness=prop.get("value") if prop is not None else None,
-                    representations=tuple(reps),
-                )
-            )
-        return ParsedMpd(
-            profiles=str(root.get("profiles")),
-            duration_s=parse_xs_duration(str(root.get("mediaPresentationDuration"))),
-            adaptation_sets=tuple(sets),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ManifestParseError("DASH", f"malformed attribute: {exc}") from exc

@@ -12,6 +12,12 @@ Per-session guidance (a :class:`~cadenza.manifests.model.BitrateHint`) travels a
 ``com.cadenza.max-bitrate``, VALUE in bit/s; hls.js hands them to the page in
 ``MANIFEST_PARSED``'s ``sessionData``.
 
+Track metadata (:mod:`cadenza.manifests.metadata`) travels the same way, one
+``EXT-X-SESSION-DATA`` per key (``com.cadenza.title``, ``com.cadenza.isrc``,
+``com.cadenza.replaygain-track-gain-db``...), after the loudness figures; values are
+quoted-strings (4.2), so they hold no double quote, CR or LF.  An unmeasured
+loudness (too short or silent to gate) writes no integrated figure.
+
 Origin-decided playback (``?abr=origin``): :func:`render_group_master` lists one
 variant per switching group (``cadenza.manifests.groups``) of two rungs or more,
 whose media playlist is ``group-<id>/playlist.m3u8``; :func:`render_group_playlist`
@@ -33,6 +39,7 @@ from fractions import Fraction
 
 from cadenza.manifests.errors import ManifestParseError, NotSwitchableError
 from cadenza.manifests.groups import with_session
+from cadenza.manifests.metadata import quoted_string_value, session_data_id
 from cadenza.manifests.model import (
     PLAYLIST_NAME,
     BitrateHint,
@@ -92,6 +99,11 @@ def _head(
                 lines.append(
                     f'#EXT-X-SESSION-DATA:DATA-ID="{LOUDNESS_DATA_IDS[key]}",VALUE="{value:.1f}"'
                 )
+    for key, text in p.metadata:
+        lines.append(
+            f'#EXT-X-SESSION-DATA:DATA-ID="{session_data_id(key)}",'
+            f'VALUE="{quoted_string_value(text)}"'
+        )
     if hint is not None:
         for data_id, bps in (
             (START_BITRATE_DATA_ID, hint.start_bitrate_bps),

@@ -5,19 +5,22 @@ fields for people reading the file (``duration_s``, ``bitrate_kbps``), and are
 ignored when reading back.  Reading validates every field and raises
 :class:`InvalidPresentationError` naming the field at fault.
 
-``groups`` (the switching groups) and each rendition's ``decoder_config_hex``
-came later within version 1: a document without them loads, its groups
-derived by :func:`cadenza.manifests.groups.derive_groups`.  A group whose
-renditions could not share one init segment (the same rule) is refused.
+``groups`` (the switching groups), a rendition's ``decoder_config_hex`` and
+``name_tag`` (its file names' version tag), and ``fingerprint`` came later within
+version 1: a document without them loads, its groups derived by
+:func:`cadenza.manifests.groups.derive_groups`.  A group whose renditions could
+not share one init segment (the same rule) is refused.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 
 from cadenza.manifests.errors import InvalidPresentationError
+from cadenza.manifests.fingerprint import fingerprint_from_dict, fingerprint_to_dict
 from cadenza.manifests.groups import audio_object_type, can_share
 from cadenza.manifests.model import (
     ByteRange,
@@ -32,6 +35,7 @@ from cadenza.manifests.model import (
 )
 
 SCHEMA_VERSION = 1
+_TAG: Final = re.compile(r"[0-9A-Za-z]{0,32}")
 T = TypeVar("T")
 
 
@@ -61,6 +65,7 @@ def _rendition_to_dict(r: Rendition) -> dict[str, object]:
         "init_range": _range_to_list(r.init_range),
         "index_range": _range_to_list(r.index_range),
         "decoder_config_hex": None if r.decoder_config is None else r.decoder_config.hex(),
+        **({"name_tag": r.name_tag} if r.name_tag else {}),
         "total_bytes": r.total_bytes,
         "segment_count": len(r.segments),
         "segments": [
@@ -106,6 +111,7 @@ def presentation_to_dict(p: Presentation, *, renditions: bool = True) -> dict[st
             "integrated_lufs": loudness.integrated_lufs,
             "true_peak_dbtp": loudness.true_peak_dbtp,
             "loudness_range_lu": loudness.loudness_range_lu,
+            "unmeasured_reason": loudness.unmeasured_reason,
         },
         "source": None
         if source is None
@@ -118,6 +124,7 @@ def presentation_to_dict(p: Presentation, *, renditions: bool = True) -> dict[st
         },
         "metadata": [list(pair) for pair in p.metadata],
         "groups": [_group_to_dict(g) for g in p.groups],
+        **({"fingerprint": fingerprint_to_dict(p.fingerprint)} if p.fingerprint else {}),
         "renditions": [_rendition_to_dict(r) for r in p.renditions] if renditions else [],
     }
 
@@ -249,7 +256,15 @@ def _rendition(raw: object, where: str) -> Rendition:
         init_range=_byte_range(d.get("init_range"), f"{where}init_range"),
         index_range=_byte_range(d.get("index_range"), f"{where}index_range"),
         decoder_config=_hex(d.get("decoder_config_hex"), f"{where}decoder_config_hex"),
+        name_tag=_name_tag(d.get("name_tag", ""), f"{where}name_tag"),
     )
+
+
+def _name_tag(value: object, field: str) -> str:
+    """A version tag goes into file names and URLs: letters and digits only."""
+    if not isinstance(value, str) or not _TAG.fullmatch(value):
+        raise InvalidPresentationError(field, "expected 0 to 32 letters or digits")
+    return value
 
 
 def _hex(value: object, field: str) -> bytes | None:
@@ -334,10 +349,13 @@ def presentation_from_dict(d: object) -> Presentation:
     loudness = None
     if doc.get("loudness") is not None:
         ld = _mapping(doc["loudness"], "loudness")
+        reason = _get(ld, "unmeasured_reason", str, "loudness.", optional=True)
         loudness = Loudness(
-            integrated_lufs=_get(ld, "integrated_lufs", float, "loudness."),
+            # Unmeasured (too short or silent to gate): null, and the reason says why.
+            integrated_lufs=_get(ld, "integrated_lufs", float, "loudness.", reason is not None),
             true_peak_dbtp=_get(ld, "true_peak_dbtp", float, "loudness."),
             loudness_range_lu=_get(ld, "loudness_range_lu", float, "loudness.", optional=True),
+            unmeasured_reason=reason,
         )
     source = None
     if doc.get("source") is not None:
@@ -365,6 +383,9 @@ def presentation_from_dict(d: object) -> Presentation:
         target_segment_duration_ticks=_count(doc, "target_segment_duration_ticks", "", True),
         metadata=tuple((m[0], m[1]) for m in metadata_raw),
         groups=_groups(doc.get("groups"), renditions),
+        fingerprint=None
+        if doc.get("fingerprint") is None
+        else fingerprint_from_dict(doc["fingerprint"]),
     )
 
 

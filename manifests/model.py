@@ -13,6 +13,11 @@ File layout of one packaged track (``<track_id>/``)::
     <rendition.id>/media.mp4                      (single-file mode)
     <rendition.id>/playlist.m3u8                  HLS media playlist
 
+A republished track's rendition files carry the packaging's version tag
+(``init-<tag>.mp4``, ``seg-00001-<tag>.m4s``, ``playlist-<tag>.m3u8``; see
+``Rendition.name_tag``), and the files of earlier packagings stay beside them until
+``cadenza gc`` removes them after a grace period.
+
 Switching groups (``cadenza.manifests.groups``) are recorded in presentation.json;
 the origin serves a group under ``group-<group.id>/`` (no such folder is written).
 """
@@ -23,6 +28,7 @@ import enum
 from dataclasses import dataclass, field
 
 from cadenza.manifests.errors import InvalidBitrateHintError, NotSwitchableError
+from cadenza.manifests.fingerprint import Fingerprint
 from cadenza.manifests.groups import SwitchGroup, settle_groups
 
 __all__ = [
@@ -44,6 +50,7 @@ __all__ = [
     "SourceInfo",
     "SwitchGroup",
     "expand_template",
+    "tagged_name",
 ]
 
 INIT_NAME = "init.mp4"
@@ -108,11 +115,18 @@ class Segment:
 
 @dataclass(frozen=True, slots=True)
 class Loudness:
-    """EBU R128 / ITU-R BS.1770-4 measurements of the source."""
+    """EBU R128 / ITU-R BS.1770-4 measurements of the source.
 
-    integrated_lufs: float
+    ``integrated_lufs`` is None when the programme could not be gated (shorter than
+    one 400 ms block, or no block above the -70 LUFS absolute gate, BS.1770-4 2.8);
+    ``unmeasured_reason`` then says why, so a player never normalises to a floor
+    that was not measured.
+    """
+
+    integrated_lufs: float | None
     true_peak_dbtp: float
     loudness_range_lu: float | None = None
+    unmeasured_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +161,10 @@ class Rendition:
     init_range: ByteRange | None = None  # single-file: ftyp + moov
     index_range: ByteRange | None = None  # single-file: sidx
     decoder_config: bytes | None = None
+    # The packaging's version tag, in every file name of the rendition (tagged_name):
+    # a republished track gets new URLs, so immutable caches never mix two packagings.
+    # Empty: the names of a track's first packaging, ``init.mp4``, ``seg-00001.m4s``.
+    name_tag: str = ""
 
     @property
     def total_bytes(self) -> int:
@@ -160,17 +178,28 @@ class Rendition:
     @property
     def playlist_uri(self) -> str:
         """The HLS media playlist, relative to the track folder."""
-        return f"{self.id}/{PLAYLIST_NAME}"
+        return f"{self.id}/{self.playlist_name}"
+
+    @property
+    def playlist_name(self) -> str:
+        """The HLS media playlist's file name in the rendition folder."""
+        return tagged_name(PLAYLIST_NAME, self.name_tag)
+
+    @property
+    def media_template(self) -> str:
+        """The segments' names as a DASH ``SegmentTemplate@media``."""
+        return tagged_name(MEDIA_TEMPLATE, self.name_tag)
 
     def segment_name(self, segment: Segment) -> str:
         """File name of a segment, relative to the rendition folder."""
         if self.layout is SegmentLayout.SINGLE:
-            return SINGLE_FILE_NAME
-        return expand_template(MEDIA_TEMPLATE, segment.number)
+            return tagged_name(SINGLE_FILE_NAME, self.name_tag)
+        return expand_template(self.media_template, segment.number)
 
     @property
     def init_name(self) -> str:
-        return SINGLE_FILE_NAME if self.layout is SegmentLayout.SINGLE else INIT_NAME
+        name = SINGLE_FILE_NAME if self.layout is SegmentLayout.SINGLE else INIT_NAME
+        return tagged_name(name, self.name_tag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +235,7 @@ class Presentation:
     target_segment_duration_ticks: int | None = None  # in ``timescale``
     metadata: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     groups: tuple[SwitchGroup, ...] = ()
+    fingerprint: Fingerprint | None = None  # what the output was made from
 
     def __post_init__(self) -> None:
         groups = settle_groups(self.renditions, self.groups)
@@ -265,6 +295,16 @@ class BitrateHint:
         low = self.min_bitrate_bps if self.min_bitrate_bps is not None else 0
         if not 0 <= low <= self.start_bitrate_bps <= self.max_bitrate_bps:
             raise InvalidBitrateHintError(self.start_bitrate_bps, self.max_bitrate_bps, low)
+
+
+def tagged_name(name: str, tag: str) -> str:
+    """``name`` with the version ``tag`` before its suffix (``init.mp4``, ``3f9a0c1d``:
+    ``init-3f9a0c1d.mp4``; ``seg-$Number%05d$.m4s``: ``seg-$Number%05d$-3f9a0c1d.m4s``);
+    ``name`` itself for the empty tag."""
+    if not tag:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}-{tag}{dot}{suffix}"
 
 
 def expand_template(template: str, number: int) -> str:

@@ -1,14 +1,17 @@
 """Package many tracks: in parallel worker processes (:mod:`cadenza.packager.processes`)
 or on a Dask cluster (:mod:`cadenza.packager.cluster`), each failure isolated, progress
-on the terminal, and ``batch-report.json`` rewritten atomically after every track so
-even a killed batch leaves an accurate account.
+on the terminal down to the seconds decoded within each track
+(:mod:`cadenza.packager.progress`), and this run's entry in ``batch-report.json``
+(:mod:`cadenza.packager.report`, which keeps every earlier run) rewritten atomically
+after every track, so even a killed batch leaves an accurate account.
 
-Each track is one :class:`~cadenza.packager.work.TrackWork` call; tracks already
-complete at the destination (:mod:`cadenza.store.complete`) are skipped first.
+Each track is one :class:`~cadenza.packager.work.TrackWork` call, which skips a track
+whose fingerprint matches what the destination holds (:mod:`cadenza.packager.fingerprint`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -19,8 +22,10 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from cadenza.packager.catalogue import TrackInput, as_inputs
-from cadenza.packager.output import remove_stale_temp_dirs, write_json_atomic
+from cadenza.packager.output import remove_stale_temp_dirs
 from cadenza.packager.processes import run_processes
+from cadenza.packager.progress import Progress, reporting_to
+from cadenza.packager.report import RunReport
 from cadenza.packager.track import PackageOptions, TrackResult, package_track
 from cadenza.packager.work import Destination, LocalDestination, Package, TrackWork
 from cadenza.store.s3client import S3Settings
@@ -91,37 +96,6 @@ def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
     return out
 
 
-class Progress:
-    """A one-line bar on a TTY; one plain line per track otherwise."""
-
-    def __init__(self, total: int, stream: TextIO) -> None:
-        self.total = total
-        self.done = 0
-        self.stream = stream
-        self.tty = stream.isatty()
-
-    def update(self, result: TrackResult) -> None:
-        self.done += 1
-        detail = {
-            "packaged": f"-> {result.output} ({result.wall_s:.1f} s)",
-            "skipped": "already complete, skipped",
-            "failed": f"FAILED: {result.error}",
-        }[result.status]
-        line = f"[{self.done}/{self.total}] {result.status} {result.input} {detail}"
-        for warning in result.warnings:
-            line += f"\n    warning: {warning}"
-        if self.tty:
-            width = 30
-            filled = width * self.done // max(1, self.total)
-            bar = "#" * filled + "." * (width - filled)
-            self.stream.write(f"\r\033[K{line}\n[{bar}] {self.done}/{self.total}")
-            if self.done == self.total:
-                self.stream.write("\n")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-
 def _duplicate_results(
     inputs: Sequence[TrackInput],
 ) -> tuple[list[TrackInput], list[TrackResult]]:
@@ -146,20 +120,6 @@ def _duplicate_results(
     return unique, rejected
 
 
-def _report(path: Path, started: datetime, results: list[TrackResult], done: bool) -> None:
-    counts = {s: sum(r.status == s for r in results) for s in ("packaged", "skipped", "failed")}
-    write_json_atomic(
-        path,
-        {
-            "started": started.isoformat(timespec="seconds"),
-            "finished": datetime.now(UTC).isoformat(timespec="seconds") if done else None,
-            "complete": done,
-            "summary": counts,
-            "tracks": [r.to_dict() for r in results],
-        },
-    )
-
-
 def run_batch(
     inputs: Sequence[Path | TrackInput],
     out_root: Path,
@@ -173,54 +133,54 @@ def run_batch(
     s3: S3Settings | None = None,
     cluster: str | None = None,
     report_path: Path | None = None,
+    level: int = logging.INFO,
 ) -> BatchSummary:
     """Package every input; the output root must already be prepared.
 
     ``out_root`` is the output folder, or for a staged ``destination`` (S3) the
-    local staging folder. Tracks already complete at the destination are skipped
-    unless ``options.force``. With ``cluster`` (a Dask scheduler address) each track
+    local staging folder. Tracks whose fingerprint matches the destination's are
+    skipped unless ``options.force``. With ``cluster`` (a Dask scheduler address) each track
     is a task on the cluster; otherwise, with ``timeout_s`` (or more than one job)
     every track runs in a child process with that time limit, and else here, one
-    after another. The report goes to ``report_path`` (default: in ``out_root``).
+    after another. This run's entry in the report goes to ``report_path`` (default:
+    in ``out_root``); ``level`` (a ``logging`` level) says how much ``stream`` shows.
     """
     started = datetime.now(UTC)
     started_wall = time.perf_counter()
     destination = destination or LocalDestination(out_root)
-    report = report_path or out_root / REPORT_NAME
+    report = RunReport(report_path or out_root / REPORT_NAME, started)
     work = TrackWork(out_root, options, package, destination, s3 or S3Settings())
     items = as_inputs(inputs)
     remove_stale_temp_dirs(out_root)
     unique, results = _duplicate_results(items)
     # sys.stderr as it is now, not at import: pytest and embedders replace it.
-    progress = Progress(len(items), stream or sys.stderr)
+    progress = Progress(len(items), stream or sys.stderr, level=level)
     for rejected in results:
         progress.update(rejected)
 
     def done(result: TrackResult) -> None:
         results.append(result)
         progress.update(result)
-        _report(report, started, results, done=False)
+        report.write(results, done=False)
 
-    complete = set() if options.force else destination.complete([i.track_id for i in unique])
-    todo = []
-    for item in unique:
-        if item.track_id in complete:  # reported together below, not once per track
-            location = destination.location(item.track_id)
-            results.append(TrackResult(item.source, item.track_id, "skipped", output=location))
-            progress.update(results[-1])
-        else:
-            todo.append(item)
-    _report(report, started, results, done=False)
+    # Whether a track is up to date is each track's own question (its source is hashed
+    # into a fingerprint: packager.fingerprint), answered in parallel by the workers.
+    todo = list(unique)
+    report.write(results, done=False)
     if cluster is not None and todo:
         from cadenza.packager.cluster import run_on_cluster  # Dask is optional and slow to import
 
         run_on_cluster(cluster, todo, work, done)
     elif timeout_s is None and (jobs <= 1 or len(todo) <= 1):
-        for item in todo:
-            done(work(item))
+        with reporting_to(progress.decoding):
+            for item in todo:
+                done(work(item))
     elif todo:
-        run_processes(todo, out_root, work, min(jobs, len(todo)), timeout_s, done)
-    _report(report, started, results, done=True)
+        run_processes(
+            todo, out_root, work, min(jobs, len(todo)), timeout_s, done, progress.decoding
+        )
+    progress.finish()
+    report.write(results, done=True)
     return BatchSummary(tuple(results), time.perf_counter() - started_wall)
 
 

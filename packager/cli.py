@@ -8,19 +8,23 @@ staging folder (:mod:`cadenza.packager.s3`); ``--cluster`` runs them on Dask
 
 Exit status: 0 when every track is packaged or already complete, 1 when any
 track fails (the others still complete) or S3 or the cluster fails mid-batch,
-2 for a usage error (bad flags, an invalid ladder or catalogue, an unusable
-``--out``).
+2 for a usage error (bad flags, an invalid ladder, catalogue or ``--config`` file, an
+unusable ``--out``).
+
+``--config FILE.toml`` (:mod:`cadenza.packager.config`) describes the inputs, ladder,
+output and options in one file; flags given on the command line override it.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-from cadenza.manifests.ladder import DEFAULT_PRESET, PRESETS
+from cadenza.manifests.ladder import DEFAULT_PRESET, PRESETS, Ladder
 from cadenza.packager.args import segment_duration
 from cadenza.packager.batch import REPORT_NAME, default_jobs, expand_inputs, run_batch
 from cadenza.packager.catalogue import (
@@ -30,10 +34,13 @@ from cadenza.packager.catalogue import (
     select_shard,
     source_input,
 )
-from cadenza.packager.errors import CatalogueError, LadderError, PackagerError
+from cadenza.packager.config import CONFIG_CATALOGUES, CONFIG_INPUTS
+from cadenza.packager.config import apply_config_defaults as apply_config_defaults
+from cadenza.packager.errors import CatalogueError, InputError, LadderError, PackagerError
 from cadenza.packager.ladder import load_ladder
 from cadenza.packager.output import prepare_output_root
-from cadenza.packager.s3 import S3Destination
+from cadenza.packager.report import adopt_runs
+from cadenza.packager.s3 import REPORT_FOLDER, S3Destination, fetch
 from cadenza.packager.track import DEFAULT_SEGMENT_DURATION, PackageOptions
 from cadenza.store.s3client import S3Settings
 from cadenza.store.s3url import is_s3_url, parse_s3_url
@@ -79,6 +86,14 @@ def _cluster(text: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.set_defaults(**{CONFIG_INPUTS: [], CONFIG_CATALOGUES: []})
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE.toml",
+        help="read inputs, ladder, output and options from this file; flags given here "
+        "override it (see examples/package.toml)",
+    )
     parser.add_argument(
         "inputs",
         nargs="*",
@@ -96,10 +111,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out",
-        required=True,
         metavar="DIR|s3://BUCKET/PREFIX",
         help="where each track goes: DIR/<track_id>/, or s3://BUCKET/PREFIX/<track_id>/ "
-        "(staged locally, then uploaded, manifests last)",
+        "(staged locally, then uploaded, manifests last); required, here or in --config",
     )
     parser.add_argument(
         "--shard",
@@ -156,24 +170,68 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one file per rendition with byte ranges (HLS BYTERANGE, DASH on-demand SegmentBase)",
     )
     parser.add_argument(
-        "--force", action="store_true", help="repackage tracks that are already complete"
+        "--force",
+        action="store_true",
+        help="repackage tracks even when up to date, and replace a track id packaged from "
+        "another file (each republish gets new, version-tagged file names)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail a track whose input is damaged (decodes shorter than its header's "
+        "duration, or has undecodable packets) instead of packaging it with a warning",
+    )
+    chatter = parser.add_mutually_exclusive_group()
+    chatter.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="more detail: each track's CPU time and audio length, and debug logging",
+    )
+    chatter.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="show only failures, warnings and the closing summary (no progress)",
     )
 
 
 def gather_inputs(args: argparse.Namespace) -> list[TrackInput]:
-    """Command-line inputs (folders expanded), then each catalogue's, in order."""
+    """Command-line inputs (folders expanded), then each catalogue's, in order; the
+    ``--config`` file's when the command line names none."""
+    texts: list[str] = args.inputs
+    catalogues: list[Path] = args.catalogue
+    where = "the command line"
+    if not texts and not catalogues:
+        texts, catalogues = args.config_inputs, args.config_catalogues
+        where = str(args.config)
     inputs: list[TrackInput] = []
-    for text in args.inputs:
+    for text in texts:
         if is_s3_url(text):
             try:
                 inputs.append(source_input(text))
             except ValueError as exc:
-                raise CatalogueError("the command line", [(0, str(exc))]) from None
+                raise CatalogueError(where, [(0, str(exc))]) from None
         else:
             inputs += [TrackInput.from_path(p) for p in expand_inputs([Path(text)])]
-    for catalogue in args.catalogue:
+    for catalogue in catalogues:
         inputs += read_catalogue(catalogue)
     return inputs
+
+
+def adopt_uploaded_report(out: str, report: Path, s3: S3Settings) -> None:
+    """Merge the report a previous run uploaded to ``OUT/.cadenza/`` into the staged one,
+    so the upload at the end keeps every earlier run (a warning if it cannot be read)."""
+    url = f"{out.rstrip('/')}/{REPORT_FOLDER}/{report.name}"
+    with tempfile.TemporaryDirectory(prefix="cadenza-report-") as scratch:
+        try:
+            adopt_runs(report, fetch(url, Path(scratch), s3))
+        except InputError:
+            pass  # no earlier run uploaded one
+        except (PackagerError, ValueError) as exc:  # ValueError: not JSON
+            print(
+                f"cadenza package: warning: earlier runs' report not read: {exc}", file=sys.stderr
+            )
 
 
 def _fail(message: object, status: int) -> int:
@@ -181,13 +239,28 @@ def _fail(message: object, status: int) -> int:
     return status
 
 
+def log_level(args: argparse.Namespace) -> int:
+    """``-q`` -> WARNING, ``-v`` -> DEBUG, else INFO; also set on the ``cadenza`` logger."""
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(format="%(name)s: %(levelname)s: %(message)s")
+    logging.getLogger("cadenza").setLevel(level)
+    return level
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.verbose and args.quiet:  # one from --config: the parser checks only flags
+        return _fail("-v/verbose and -q/quiet together (one of them from --config)", USAGE_ERROR)
+    level = log_level(args)
     try:
-        ladder = load_ladder(args.ladder)
+        ladder = args.ladder if isinstance(args.ladder, Ladder) else load_ladder(args.ladder)
     except LadderError as exc:
         return _fail(exc, USAGE_ERROR)
-    if not args.inputs and not args.catalogue:
-        return _fail("give INPUT files or folders, or --catalogue FILE", USAGE_ERROR)
+    if not (args.inputs or args.catalogue or args.config_inputs or args.config_catalogues):
+        return _fail(
+            "give INPUT files or folders, or --catalogue FILE (here or in --config)", USAGE_ERROR
+        )
+    if args.out is None:
+        return _fail("give --out DIR|s3://BUCKET/PREFIX (here or in --config)", USAGE_ERROR)
     try:
         inputs = gather_inputs(args)
     except CatalogueError as exc:
@@ -215,14 +288,18 @@ def run(args: argparse.Namespace) -> int:
         segment_duration=args.segment_duration,
         single_file=args.single_file,
         force=args.force,
+        strict=args.strict,
     )
     report_name = REPORT_NAME
     if args.shard is not None:
         index, count = args.shard
         inputs = select_shard(inputs, index, count)
         report_name = f"batch-report-shard-{index}-of-{count}.json"
-        print(f"cadenza package: shard {index}/{count}: {len(inputs)} tracks", file=sys.stderr)
+        if level <= logging.INFO:
+            print(f"cadenza package: shard {index}/{count}: {len(inputs)} tracks", file=sys.stderr)
     report = out_root / report_name
+    if destination is not None:
+        adopt_uploaded_report(args.out, report, s3)
     try:
         summary = run_batch(
             inputs,
@@ -234,6 +311,7 @@ def run(args: argparse.Namespace) -> int:
             s3=s3,
             cluster=args.cluster,
             report_path=report,
+            level=level,
         )
     except KeyboardInterrupt:
         print("\ncadenza package: interrupted; finished tracks are kept", file=sys.stderr)

@@ -23,7 +23,8 @@ from av.audio.stream import AudioStream
 
 from cadenza.manifests.ladder import MAX_SOURCE_RATE_HZ, MIN_SOURCE_RATE_HZ
 from cadenza.packager.errors import InputError
-from cadenza.packager.media_input import MediaReader, open_media
+from cadenza.packager.media_input import MediaReader, open_media, wav_declared_ticks
+from cadenza.packager.tags import read_tags
 
 Block = npt.NDArray[np.float32]  # planar decoded samples, shape (channels, n)
 
@@ -58,6 +59,8 @@ MAX_CONSECUTIVE_DECODE_ERRORS: Final = 16
 # Shorter than this is a fragment, not a track: a resampler's filter delay can
 # swallow it whole, leaving an encoder with nothing to encode.
 MIN_DURATION_MS: Final = 10
+# Containers round their declared durations: a shortfall up to this is not damage.
+DURATION_TOLERANCE_MS: Final = 100
 DECODE_FORMAT: Final = "fltp"
 
 
@@ -71,6 +74,10 @@ class SourceProbe:
     channel_names: tuple[str, ...]
     bits_per_sample: int | None
     declared_duration_ticks: int | None  # in sample_rate_hz, from the container, if it says
+    # Cleaned tags (cadenza.manifests.metadata): (key, value) pairs.
+    tags: tuple[tuple[str, str], ...] = ()
+    # A lossy source's own bitrate (MP3, AAC, Opus...), when the stream states one.
+    lossy_bitrate_bps: int | None = None
 
 
 @dataclass(slots=True)
@@ -91,11 +98,27 @@ def _bits_per_sample(stream: AudioStream) -> int | None:
     return fmt_bits or None
 
 
-class Decoder(MediaReader):
-    """Context manager over one input file; iterate :meth:`frames` once."""
+def _lossy_bitrate_bps(stream: AudioStream) -> int | None:
+    """The stream's bitrate when its codec is lossy (FFmpeg's codec descriptor says
+    so), else None: a lossless or PCM source caps no rung."""
+    ctx = stream.codec_context
+    codec = ctx.codec
+    if not codec.lossy or codec.lossless:
+        return None
+    bitrate = ctx.bit_rate or stream.bit_rate or 0
+    return bitrate if isinstance(bitrate, int) and bitrate > 0 else None
 
-    def __init__(self, path: Path) -> None:
+
+class Decoder(MediaReader):
+    """Context manager over one input file; iterate :meth:`frames` once.
+
+    With ``strict``, damage that is otherwise a warning (a file cut short of the
+    duration its header declares, undecodable packets) is an :class:`InputError`.
+    """
+
+    def __init__(self, path: Path, *, strict: bool = False) -> None:
         self.path = path
+        self.strict = strict
         self.report = DecodeReport()
         self._container = open_media(path)
         self._stream = self._audio_stream()
@@ -119,6 +142,17 @@ class Decoder(MediaReader):
         stream = self._stream
         ctx = stream.codec_context
         rate = ctx.sample_rate or 0
+        layout = ctx.layout
+        channels = layout.nb_channels if layout is not None else 0
+        if rate <= 0 or channels < 1:
+            # FFmpeg opened it by its name or a lucky probe, but found no stream
+            # header it could read: random bytes named .flac look like this.
+            self._container.close()
+            raise InputError(
+                self.path,
+                f"corrupt or unsupported: FFmpeg found no readable {ctx.name} stream header "
+                "(it states no sample rate or no channels)",
+            )
         if not MIN_SOURCE_RATE_HZ <= rate <= MAX_SOURCE_RATE_HZ:
             self._container.close()
             raise InputError(
@@ -126,13 +160,12 @@ class Decoder(MediaReader):
                 f"unsupported sample rate {rate} Hz (cadenza packages "
                 f"{MIN_SOURCE_RATE_HZ}-{MAX_SOURCE_RATE_HZ} Hz)",
             )
-        layout = ctx.layout
-        channels = layout.nb_channels if layout is not None else 0
-        if channels < 1:
-            self._container.close()
-            raise InputError(self.path, "audio stream declares no channels")
         declared: int | None = None
-        if stream.duration is not None and stream.time_base is not None:
+        wav = wav_declared_ticks(self.path) if self._container.format.name == "wav" else None
+        if wav is not None:
+            frames, header_rate = wav
+            declared = frames * rate // header_rate
+        elif stream.duration is not None and stream.time_base is not None:
             declared = int(stream.duration * stream.time_base * rate)
         elif self._container.duration:
             declared = self._container.duration * rate // av.time_base
@@ -145,6 +178,8 @@ class Decoder(MediaReader):
             channel_names=tuple(c.name for c in layout.channels),
             bits_per_sample=_bits_per_sample(stream),
             declared_duration_ticks=declared,
+            tags=read_tags(self._container, stream),
+            lossy_bitrate_bps=_lossy_bitrate_bps(stream),
         )
 
     def frames(self) -> Iterator[AudioFrame]:
@@ -203,10 +238,10 @@ class Decoder(MediaReader):
             self.report.warnings.append(
                 f"{self.report.skipped_packets} undecodable packet(s) skipped"
             )
-        # Containers round their declared durations; flag only a shortfall over 100 ms.
-        if declared is not None and declared - decoded > rate // 10:
+        if declared is not None and declared - decoded > rate * DURATION_TOLERANCE_MS // 1000:
             self.report.warnings.append(
-                f"truncated: decoded {decoded / rate:.3f} s of a declared {declared / rate:.3f} s"
+                f"truncated: decoded {decoded / rate:.3f} s of the {declared / rate:.3f} s its "
+                f"header declares (short by more than {DURATION_TOLERANCE_MS} ms)"
             )
         if decoded == 0:
             raise InputError(self.path, "no audio samples could be decoded")
@@ -216,3 +251,5 @@ class Decoder(MediaReader):
                 f"only {decoded} samples ({decoded * 1000 / rate:.1f} ms) could be decoded; "
                 f"a track must last at least {MIN_DURATION_MS} ms",
             )
+        if self.strict and self.report.warnings:
+            raise InputError(self.path, f"damaged (--strict): {'; '.join(self.report.warnings)}")

@@ -6,9 +6,10 @@ to an :class:`~cadenza.packager.errors.InputError` that names the file.  Shared 
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Final, Self
 
 import av
 import av.error
@@ -38,6 +39,40 @@ def open_media(path: Path) -> InputContainer:
         raise InputError(path, "not a media file FFmpeg can read (invalid data)") from exc
     except av.error.FFmpegError as exc:
         raise InputError(path, f"FFmpeg cannot open it: {exc.strerror}") from exc
+
+
+# A WAV header's chunks before ``data`` (fmt, LIST tags, bext...) fit well inside this.
+WAV_HEADER_SCAN_BYTES: Final = 1 << 20
+
+
+def wav_declared_ticks(path: Path) -> tuple[int, int] | None:
+    """``(sample frames, sample rate)`` a RIFF/WAVE file's header declares: its ``data``
+    chunk size over the ``fmt `` chunk's block align.  None for anything else, or a
+    header that declares no size (0 or 0xFFFFFFFF: a stream, or RF64).
+
+    FFmpeg's demuxer reports a duration estimated from the file's size, so a file
+    cut short looks whole; the header still says how long it was meant to be.
+    """
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(WAV_HEADER_SCAN_BYTES)
+    except OSError:
+        return None
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    offset, block_align, rate = 12, 0, 0
+    while offset + 8 <= len(head):
+        chunk_id = head[offset : offset + 4]
+        (size,) = struct.unpack_from("<I", head, offset + 4)
+        body = offset + 8
+        if chunk_id == b"fmt " and size >= 16 and body + 16 <= len(head):
+            _, _, rate, _, block_align = struct.unpack_from("<HHIIH", head, body)
+        elif chunk_id == b"data":
+            if block_align <= 0 or rate <= 0 or size in (0, 0xFFFFFFFF):
+                return None
+            return size // block_align, rate
+        offset = body + size + (size & 1)  # chunks are padded to an even length
+    return None
 
 
 class MediaReader:

@@ -92,8 +92,14 @@ def remove_working_folders(root: Path, track_id: str, pid: int) -> None:
 
 def commit_track(temp_dir: Path, final_dir: Path) -> None:
     """Rename a finished working folder into place, replacing an old copy
-    (:func:`cadenza.store.atomic.commit_folder`)."""
+    (:func:`cadenza.store.atomic.commit_folder`).
+
+    The old copy's files that the new packaging does not rewrite (an earlier
+    packaging's segments and playlists, under their own version-tagged names) are
+    linked into the working folder first, so a player or cache still holding an old
+    playlist finds every file it names until ``cadenza gc`` removes them."""
     with store_errors():
+        atomic.carry_over(final_dir, temp_dir)
         atomic.commit_folder(temp_dir, final_dir)
 
 

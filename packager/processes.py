@@ -3,12 +3,17 @@
 A process per track, rather than a pool, isolates failures a pool cannot survive: a
 track that crashes FFmpeg fails alone, and one that hangs is killed at its time
 limit; the working folder a dead child leaves is cleared here.
+
+The pipe from each child carries its track's decode progress
+(:class:`~cadenza.packager.progress.DecodeProgress`, a few a second at most) and
+then its :class:`~cadenza.packager.track.TrackResult`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -23,9 +28,11 @@ from typing import Final
 
 from cadenza.packager.catalogue import TrackInput
 from cadenza.packager.output import remove_working_folders
+from cadenza.packager.progress import DecodeProgress, reporting_to
 from cadenza.packager.track import TrackResult
 from cadenza.packager.work import TrackWork, failed_result
 
+log = logging.getLogger(__name__)
 WAIT_STEP_S: Final = 1.0  # longest wait between looks at the running children
 GC_THRESHOLD_0: Final = 50_000  # allocations between generation-0 collections (default 700)
 
@@ -53,7 +60,8 @@ def _child(conn: Connection, work: TrackWork, item: TrackInput, settled: bool) -
         gc.set_threshold(GC_THRESHOLD_0, 20, 20)
     else:
         settle_gc()
-    result = work(item)
+    with reporting_to(conn.send):
+        result = work(item)
     conn.send(result)
     conn.close()
 
@@ -64,16 +72,26 @@ class _Running:
     conn: Connection
     item: TrackInput
     started: float
+    result: TrackResult | None = None
+
+    def receive(self, progress: Callable[[DecodeProgress], None] | None) -> None:
+        """Read what the child has sent so far: progress to ``progress``, the result kept."""
+        with contextlib.suppress(EOFError, OSError):
+            while self.result is None and self.conn.poll():
+                message = self.conn.recv()
+                if isinstance(message, DecodeProgress):
+                    if progress is not None:
+                        progress(message)
+                else:
+                    self.result = message
 
 
 def _finish(job: _Running, out_root: Path, timed_out: float | None) -> TrackResult:
     """Collect a child's result, or explain its death and clear its working folder."""
     wall_s = time.monotonic() - job.started
-    result: TrackResult | None = None
     if timed_out is None:
-        with contextlib.suppress(EOFError, OSError):
-            if job.conn.poll():
-                result = job.conn.recv()
+        job.receive(None)
+    result = job.result
     if result is None and job.process.is_alive():
         job.process.kill()
     job.process.join()
@@ -115,8 +133,10 @@ def run_processes(
     jobs: int,
     timeout_s: float | None,
     done: Callable[[TrackResult], None],
+    progress: Callable[[DecodeProgress], None] | None = None,
 ) -> None:
-    """Each track in its own process, at most ``jobs`` at once.
+    """Each track in its own process, at most ``jobs`` at once; ``done`` gets each
+    result, ``progress`` each child's decode progress as it arrives.
 
     A process per track, rather than a pool, isolates failures a pool cannot
     survive: a track that crashes FFmpeg fails alone, and one that hangs is
@@ -151,6 +171,7 @@ def run_processes(
                 )
                 process.start()
                 sender.close()
+                log.debug("%s: started in process %s", item.track_id, process.pid)
                 running.append(_Running(process, receiver, item, time.monotonic()))
             now = time.monotonic()
             waits = [WAIT_STEP_S]
@@ -163,9 +184,19 @@ def run_processes(
             now = time.monotonic()
             for job in list(running):
                 over = timeout_s is not None and now - job.started > timeout_s
-                if over or job.conn.poll() or not job.process.is_alive():
+                if not over:
+                    job.receive(progress)
+                if over or job.result is not None or not job.process.is_alive():
                     running.remove(job)
-                    done(_finish(job, out_root, timeout_s if over else None))
+                    result = _finish(job, out_root, timeout_s if over else None)
+                    log.debug(
+                        "%s: process %s ended (%s, exit %s)",
+                        job.item.track_id,
+                        job.process.pid,
+                        result.status,
+                        job.process.exitcode,
+                    )
+                    done(result)
     finally:
         for job in running:  # interrupted: stop the children, keep what finished
             job.process.kill()

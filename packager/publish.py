@@ -16,7 +16,6 @@ from cadenza.manifests.jsonio import presentation_json_pieces
 from cadenza.manifests.model import (
     MASTER_NAME,
     MPD_NAME,
-    PLAYLIST_NAME,
     PRESENTATION_NAME,
     Presentation,
 )
@@ -50,7 +49,8 @@ def share_group_inits(work_dir: Path, presentation: Presentation) -> None:
 def write_manifests(work_dir: Path, presentation: Presentation) -> None:
     """Media playlists, then the MPD and master playlist, then presentation.json last."""
     for rendition in presentation.renditions:
-        write_text_atomic(work_dir / rendition.id / PLAYLIST_NAME, render_media_playlist(rendition))
+        playlist = work_dir / rendition.id / rendition.playlist_name
+        write_text_atomic(playlist, render_media_playlist(rendition))
     write_text_atomic(work_dir / MPD_NAME, render_mpd(presentation))
     write_text_atomic(work_dir / MASTER_NAME, render_master(presentation))
     write_text_atomic(work_dir / PRESENTATION_NAME, presentation_json_pieces(presentation))

@@ -22,9 +22,11 @@ from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
 from cadenza.packager.errors import InputError, OutputError, store_errors
+from cadenza.packager.fingerprint import Previous, current_names, read_presentation
 from cadenza.store.atomic import oserror_reason
 from cadenza.store.errors import RequestFailedError
 from cadenza.store.s3client import S3Settings
+from cadenza.store.s3sweep import S3Sweeper
 from cadenza.store.s3url import S3Url, parse_s3_url
 from cadenza.store.s3write import S3TrackWriter, download
 
@@ -64,6 +66,17 @@ class S3Destination:
     def complete(self, track_ids: Sequence[str]) -> set[str]:
         with store_errors():
             return self._writer.complete(track_ids)
+
+    def previous(self, track_id: str) -> Previous:
+        """What the prefix holds for the track: its presentation and file names. A
+        complete track is not listed (one GET, however many segments it has): the
+        names its presentation gives are the ones a new tag must not clash with."""
+        sweeper = S3Sweeper(self.root, self.settings)
+        with store_errors():
+            presentation = read_presentation(sweeper.presentation(track_id))
+            if presentation is not None:
+                return Previous(presentation, frozenset(current_names(presentation)))
+            return Previous(None, frozenset(sweeper.files(track_id)))
 
     def publish(self, folder: Path, track_id: str) -> int:
         with store_errors():

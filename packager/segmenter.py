@@ -29,6 +29,7 @@ from cadenza.manifests.model import (
     Segment,
     SegmentLayout,
     expand_template,
+    tagged_name,
 )
 from cadenza.manifests.model import MEDIA_TEMPLATE as _MEDIA_TEMPLATE
 from cadenza.packager import mp4
@@ -50,6 +51,12 @@ class RungPlan:
     bits_per_sample: int | None  # FLAC: 16 or 24
     segment_duration: Fraction  # target, seconds
     layout: SegmentLayout
+    # The packaging's version tag in every file name (Rendition.name_tag); "" for none.
+    name_tag: str = ""
+
+    def file_name(self, name: str) -> str:
+        """``name`` (init.mp4, media.mp4, the media template) with this plan's tag."""
+        return tagged_name(name, self.name_tag)
 
 
 def segment_frames(plan: RungPlan, frame_ticks: int) -> int:
@@ -136,7 +143,8 @@ class Segmenter:
         if self._single is not None:
             self._single.write(data)
         else:
-            (self.folder / expand_template(_MEDIA_TEMPLATE, number)).write_bytes(data)
+            name = expand_template(self.plan.file_name(_MEDIA_TEMPLATE), number)
+            (self.folder / name).write_bytes(data)
         self._segments.append(Segment(number, self._decode_time_ticks, duration, len(data)))
         self._decode_time_ticks += duration
         self._pending = []
@@ -181,7 +189,7 @@ class Segmenter:
             segments, init_size, init_range, index_range = self._write_single_file(track)
         else:
             init = mp4.build_init_segment(track)
-            (self.folder / INIT_NAME).write_bytes(init)
+            (self.folder / self.plan.file_name(INIT_NAME)).write_bytes(init)
             init_size = len(init)
         return Rendition(
             id=self.plan.rendition_id,
@@ -202,6 +210,7 @@ class Segmenter:
             init_range=init_range,
             index_range=index_range,
             decoder_config=mp4.decoder_config(track),
+            name_tag=self.plan.name_tag,
         )
 
     def _write_single_file(
@@ -213,7 +222,8 @@ class Segmenter:
         fragments_path = Path(self._single.name)
         references = [(s.size_bytes, s.duration_ticks) for s in self._segments]
         header, init_range, index_range = mp4.build_single_file_header(track, references)
-        with open(self.folder / SINGLE_FILE_NAME, "wb") as out, open(fragments_path, "rb") as src:
+        single = self.folder / self.plan.file_name(SINGLE_FILE_NAME)
+        with open(single, "wb") as out, open(fragments_path, "rb") as src:
             out.write(header)
             shutil.copyfileobj(src, out, 1 << 20)
         os.unlink(fragments_path)

@@ -15,11 +15,12 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Final
 
+from cadenza.manifests.fingerprint import Fingerprint
 from cadenza.manifests.ladder import Ladder
 from cadenza.manifests.model import (
     Codec,
@@ -29,21 +30,19 @@ from cadenza.manifests.model import (
     SourceInfo,
 )
 from cadenza.packager.decode import Block, Decoder, SourceProbe, coalesce
+from cadenza.packager.downmix import StereoDownmix
 from cadenza.packager.encode import RungEncoder, RungPlan
 from cadenza.packager.errors import LadderError, OutputError, PackagerError
-from cadenza.packager.ladder import (
-    check_bitrate_fits,
-    resolve_channels,
-    resolve_sample_rate,
-)
+from cadenza.packager.fingerprint import Verdict, decide_for_folder
+from cadenza.packager.ladder import SourceShape, fit_ladder
 from cadenza.packager.loudness import LoudnessMeter, channel_weights
 from cadenza.packager.output import (
     commit_track,
-    is_complete,
     new_temp_dir,
     oserror_reason,
     track_id_for,
 )
+from cadenza.packager.progress import DecodeTracker
 from cadenza.packager.publish import share_group_inits, write_manifests
 from cadenza.packager.segmenter import DEFAULT_SEGMENT_DURATION as DEFAULT_SEGMENT_DURATION
 
@@ -59,9 +58,17 @@ class PackageOptions:
     segment_duration: Fraction = DEFAULT_SEGMENT_DURATION  # seconds
     single_file: bool = False
     force: bool = False
+    # Damage that is otherwise a warning (a file cut short of its header's duration,
+    # undecodable packets) fails the track (``--strict``).
+    strict: bool = False
     # Set per track by the batch when a catalogue names the track; otherwise the
     # track id is the input's stem (packager.output.track_id_for).
     track_id: str | None = None
+    # Set per track by the batch (packager.fingerprint): the source's fingerprint
+    # (else hashed here), and once it has decided against a remote destination, the
+    # file names' version tag (else decided here against the local track folder).
+    fingerprint: Fingerprint | None = None
+    name_tag: str | None = None
 
 
 @dataclass(slots=True)
@@ -77,6 +84,7 @@ class TrackResult:
     cpu_s: float = 0.0
     duration_s: float | None = None
     output: str | None = None
+    reason: str | None = None  # why packaged again, or skipped (packager.fingerprint)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -89,6 +97,7 @@ class TrackResult:
             "cpu_s": round(self.cpu_s, 3),
             "duration_s": self.duration_s,
             "output": self.output,
+            "reason": self.reason,
         }
 
 
@@ -99,28 +108,25 @@ def plan_rungs(
     layout: SegmentLayout,
     warnings: list[str],
 ) -> list[RungPlan]:
-    """Resolve each rung against the source.  A rung the source cannot fill (a 320 kb/s
-    AAC rung for a mono source exceeds AAC's per-channel ceiling) is skipped with a
-    warning rather than failing the track; a ladder left empty is an error."""
+    """Fit the ladder to the source (:func:`cadenza.packager.ladder.fit_ladder`: 5.1
+    rungs scaled and stereo downmixes added, nothing above the source's rate or
+    bitrate).  A rung the source cannot fill is skipped, or lowered, with a warning
+    rather than failing the track; a ladder left empty is an error."""
+    shape = SourceShape(probe.sample_rate_hz, probe.channels, probe.lossy_bitrate_bps)
+    fitted, notes = fit_ladder(ladder, shape)
+    warnings += notes
     plans = []
-    for rung in ladder.rungs:
-        rate = resolve_sample_rate(rung, probe.sample_rate_hz)
-        channels = resolve_channels(rung, probe.channels)
-        try:
-            check_bitrate_fits(rung, rate, channels)
-        except LadderError as exc:
-            warnings.append(f"rung skipped: {exc}")
-            continue
+    for rung in fitted:
         bits = None
         if rung.codec is Codec.FLAC:
             bits = 24 if (probe.bits_per_sample or 16) > 16 else 16
         plans.append(
             RungPlan(
-                rendition_id=rung.id,
+                rendition_id=rung.rendition_id,
                 codec=rung.codec,
                 bitrate_bps=rung.bitrate_bps,
-                sample_rate_hz=rate,
-                channels=channels,
+                sample_rate_hz=rung.sample_rate_hz,
+                channels=rung.channels,
                 bits_per_sample=bits,
                 segment_duration=segment_duration,
                 layout=layout,
@@ -167,15 +173,29 @@ class _MeterSink:
 
 
 class _EncoderSink:
-    def __init__(self, encoder: RungEncoder) -> None:
+    def __init__(self, encoder: RungEncoder, downmix: StereoDownmix | None = None) -> None:
         self.encoder = encoder
+        self.downmix = downmix  # a stereo rung of a multichannel source
         self.rendition: Rendition | None = None
 
     def __call__(self, block: Block | None) -> None:
         if block is None:
             self.rendition = self.encoder.finish()
         else:
-            self.encoder.feed(block)
+            self.encoder.feed(block if self.downmix is None else self.downmix(block))
+
+
+def _encoder_sink(plan: RungPlan, probe: SourceProbe, work_dir: Path) -> _EncoderSink:
+    """A rung's encoder; a stereo rung of a multichannel source gets the BS.775
+    downmix (cadenza.packager.downmix) before it."""
+    downmix = StereoDownmix(probe.channel_names) if plan.channels == 2 < probe.channels else None
+    encoder = RungEncoder(
+        plan,
+        work_dir / plan.rendition_id,
+        source_rate_hz=probe.sample_rate_hz,
+        source_layout=probe.layout_name if downmix is None else downmix.layout,
+    )
+    return _EncoderSink(encoder, downmix)
 
 
 def _release_free_heap() -> None:
@@ -192,21 +212,11 @@ def _release_free_heap() -> None:
 
 
 def _encode_all(
-    decoder: Decoder, plans: list[RungPlan], work_dir: Path
+    decoder: Decoder, plans: list[RungPlan], work_dir: Path, tracker: DecodeTracker | None = None
 ) -> tuple[tuple[Rendition, ...], LoudnessMeter]:
     probe = decoder.probe
     meter = _MeterSink(probe)
-    sinks = [
-        _EncoderSink(
-            RungEncoder(
-                plan,
-                work_dir / plan.rendition_id,
-                source_rate_hz=probe.sample_rate_hz,
-                source_layout=probe.layout_name,
-            )
-        )
-        for plan in plans
-    ]
+    sinks = [_encoder_sink(plan, probe, work_dir) for plan in plans]
     consumers = [_Consumer("loudness", meter)]
     consumers += [_Consumer(s.encoder.plan.rendition_id, s) for s in sinks]
     for consumer in consumers:
@@ -216,6 +226,8 @@ def _encode_all(
         for block in coalesce(decoder.frames(), BLOCK_TICKS):
             for consumer in consumers:
                 consumer.queue.put(block)
+            if tracker is not None:
+                tracker.advance(decoder.report.decoded_ticks)
             if any(c.error is not None for c in consumers):
                 break
     finally:
@@ -239,19 +251,30 @@ def package_track(source: Path, out_root: Path, options: PackageOptions) -> Trac
     result = TrackResult(input=str(source), track_id=track_id, status="failed")
     final_dir = out_root / track_id
     started_wall, started_cpu = time.perf_counter(), time.process_time()
-    if not options.force and is_complete(final_dir):
+    try:
+        decision = decide_for_folder(source, final_dir, options)
+    except PackagerError as exc:
+        result.error = str(exc) if str(source) in str(exc) else f"{source}: {exc}"
+        return result
+    result.reason = decision.reason
+    if decision.verdict is Verdict.SKIP:
         result.status = "skipped"
         result.output = str(final_dir)
         return result
+    if decision.verdict is Verdict.COLLISION:
+        result.error = f"{source}: {decision.collision_error(track_id)}"
+        return result
     work_dir: Path | None = None
     try:
-        with Decoder(source) as decoder:
+        with Decoder(source, strict=options.strict) as decoder:
             layout = SegmentLayout.SINGLE if options.single_file else SegmentLayout.SEPARATE
             plans = plan_rungs(
                 options.ladder, decoder.probe, options.segment_duration, layout, result.warnings
             )
+            plans = [replace(plan, name_tag=decision.name_tag) for plan in plans]
             work_dir = new_temp_dir(out_root, track_id)
-            renditions, meter = _encode_all(decoder, plans, work_dir)
+            tracker = DecodeTracker.start(track_id, decoder.probe)
+            renditions, meter = _encode_all(decoder, plans, work_dir, tracker)
             # The encoders are gone. Their freed memory goes back to the system before
             # the end of the track allocates anew: gating every 400 ms block of a
             # 3-hour track takes a few MiB, and would otherwise add to the peak.
@@ -272,6 +295,8 @@ def package_track(source: Path, out_root: Path, options: PackageOptions) -> Trac
                     bits_per_sample=probe.bits_per_sample,
                 ),
                 target_segment_duration_ticks=int(options.segment_duration * probe.sample_rate_hz),
+                fingerprint=decision.fingerprint,
+                metadata=probe.tags,
             )
             result.warnings += decoder.report.warnings
         share_group_inits(work_dir, presentation)

@@ -1,7 +1,13 @@
 """One track of a batch, start to finish, wherever it runs (here, in a forked child,
-or as a task on a Dask worker): fetch an ``s3://`` source into a scratch folder,
-package it, and for a staged destination (S3) hand the finished track folder to the
-track store's write face (:mod:`cadenza.packager.s3`), then clear the scratch.
+or as a task on a Dask worker): fetch an ``s3://`` source into a scratch folder, hash
+it into the track's fingerprint and decide whether it needs packaging
+(:mod:`cadenza.packager.fingerprint`), package it, and for a staged destination (S3)
+hand the finished track folder to the track store's write face
+(:mod:`cadenza.packager.s3`), then clear the scratch.
+
+For a local destination the decision is :func:`~cadenza.packager.track.package_track`'s,
+against the track folder; for a staged one it is made here, against what the
+destination holds, since the scratch folder holds nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +21,14 @@ from typing import ClassVar, Protocol
 
 from cadenza.packager.catalogue import TrackInput
 from cadenza.packager.errors import OutputError, PackagerError
+from cadenza.packager.fingerprint import (
+    Decision,
+    Previous,
+    Verdict,
+    decide,
+    fingerprint_source,
+    local_previous,
+)
 from cadenza.packager.output import (
     is_complete,
     new_temp_dir,
@@ -39,6 +53,8 @@ class Destination(Protocol):
 
     def complete(self, track_ids: Sequence[str]) -> set[str]: ...
 
+    def previous(self, track_id: str) -> Previous: ...
+
     def publish(self, folder: Path, track_id: str) -> int: ...
 
 
@@ -54,6 +70,9 @@ class LocalDestination:
 
     def complete(self, track_ids: Sequence[str]) -> set[str]:
         return {t for t in track_ids if is_complete(self.root / t)}
+
+    def previous(self, track_id: str) -> Previous:
+        return local_previous(self.root / track_id)
 
     def publish(self, folder: Path, track_id: str) -> int:
         return 0
@@ -86,11 +105,27 @@ class TrackWork:
             if is_s3_url(item.source):
                 assert scratch is not None
                 local = fetch(item.source, scratch, self.s3)
-            options = replace(
-                self.options, track_id=item.track_id, force=self.options.force or staged
+            options = self.options
+            fingerprint = fingerprint_source(
+                local,
+                item.source,
+                ladder=options.ladder,
+                segment_duration=options.segment_duration,
+                single_file=options.single_file,
             )
+            options = replace(options, track_id=item.track_id, fingerprint=fingerprint)
+            decision: Decision | None = None
+            if staged:
+                decision = decide(
+                    fingerprint, destination.previous(item.track_id), force=options.force
+                )
+                if decision.verdict in (Verdict.SKIP, Verdict.COLLISION):
+                    return self._undone(item, decision, destination, started)
+                options = replace(options, force=True, name_tag=decision.name_tag)
             result = self.package(local, scratch if staged and scratch else self.out_root, options)
             result.input = item.source
+            if decision is not None:
+                result.reason = decision.reason
             if result.error and str(local) != item.source:
                 result.error = result.error.replace(str(local), item.source)
             if staged and result.status == "packaged" and scratch is not None:
@@ -112,6 +147,22 @@ class TrackWork:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
         result.wall_s = time.perf_counter() - started
+        return result
+
+    @staticmethod
+    def _undone(
+        item: TrackInput, decision: Decision, destination: Destination, started: float
+    ) -> TrackResult:
+        """The result of a track skipped, or refused as a track id collision."""
+        wall_s = time.perf_counter() - started
+        if decision.verdict is Verdict.COLLISION:
+            error = f"{item.source}: {decision.collision_error(item.track_id)}"
+            result = failed_result(item, error, wall_s)
+        else:
+            location = destination.location(item.track_id)
+            result = TrackResult(item.source, item.track_id, "skipped", output=location)
+            result.wall_s = wall_s
+        result.reason = decision.reason
         return result
 
 

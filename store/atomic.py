@@ -117,6 +117,34 @@ def commit_folder(temp_dir: Path, final_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def carry_over(old_dir: Path, new_dir: Path) -> int:
+    """Hard-link (or, across file systems, copy) into ``new_dir`` every visible file of
+    ``old_dir`` that ``new_dir`` does not have, at the same relative path; returns how
+    many. Nothing in ``old_dir`` changes."""
+    if not old_dir.is_dir():
+        return 0
+    count = 0
+    for path in sorted(old_dir.rglob("*")):
+        relative = path.relative_to(old_dir)
+        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+            continue
+        target = new_dir / relative
+        if target.exists():
+            continue
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
+        except OSError as exc:
+            raise LocalFileError(
+                str(target), f"cannot keep an earlier packaging's file: {oserror_reason(exc)}"
+            ) from exc
+        count += 1
+    return count
+
+
 def pid_alive(pid: int) -> bool:
     """Whether ``pid`` runs.  A killed worker whose parent died too can linger as a
     zombie until init reaps it (some container inits never do): that is dead."""

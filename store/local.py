@@ -22,6 +22,7 @@ from cadenza.manifests.model import PRESENTATION_NAME
 from cadenza.store.api import ObjectInfo, StoredObject
 from cadenza.store.atomic import (
     TRASH_PREFIX,
+    carry_over,
     commit_folder,
     new_folder,
     oserror_reason,
@@ -170,7 +171,9 @@ class LocalStore:
 
     def put_track(self, folder: Path, track_id: str) -> int:
         """Rename the finished track ``folder`` (a working folder in the root) into place
-        whole, replacing an old copy; nothing is copied, so 0 bytes are sent."""
+        whole, replacing an old copy whose other files (an earlier packaging's, under
+        their own version-tagged names) are linked in first; 0 bytes are sent."""
+        carry_over(self.root / track_id, folder)
         commit_folder(folder, self.root / track_id)
         return 0
 

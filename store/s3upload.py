@@ -1,16 +1,20 @@
 """Uploading a finished track folder to S3, in the order that keeps readers safe:
 
-1. the track's old manifests are deleted, ``presentation.json`` first, so a track
-   being replaced or retried is not complete (:mod:`cadenza.store.complete`) while its
-   media changes;
-2. media and init segments, concurrently (at most ``concurrency`` requests);
-3. the media playlists; 4. the MPD and master playlist;
-5. ``presentation.json`` last: its presence marks a complete track on S3, as it
+1. media and init segments, concurrently (at most ``concurrency`` requests);
+2. the media playlists; 3. the MPD and master playlist;
+4. ``presentation.json`` last: its presence marks a complete track on S3, as it
    does in a local folder.
 
-If any step fails, the manifests this attempt uploaded are deleted again (best
-effort), so a failed track is never visible; its segments stay, and are overwritten
-by the next attempt.
+Nothing is deleted first. A republished track's rendition files carry a new version
+tag (:attr:`cadenza.manifests.model.Rendition.name_tag`), so steps 1 and 2 add
+objects beside the published ones and change none of them; only the track's three
+fixed names (MPD, master playlist, ``presentation.json``) are replaced, once the new
+set is whole. The earlier set stays until ``cadenza gc`` removes it.
+
+If any step of a track's first upload fails, the manifests it put are deleted again
+(best effort), so a failed track is never visible. A republish that fails is left as
+it stopped: the published track as it was, or (past step 3) its MPD and master
+playlist already naming the new set, which is whole; a re-run finishes the switch.
 
 Each object gets the ``Content-Type`` and ``Cache-Control`` the origin serves it with
 (:mod:`cadenza.manifests.media_types`).  Files of ``multipart_threshold_bytes`` or more
@@ -178,12 +182,31 @@ class S3Uploader:
         except s3_errors() as exc:
             raise request_failed(track, "removing the old manifests", exc) from exc
 
+    async def existing_keys(self, track: S3Url) -> set[str]:
+        keys: set[str] = set()
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=track.bucket, Prefix=track.key + "/"):
+                keys |= {str(o["Key"]) for o in page.get("Contents", [])}
+        except s3_errors() as exc:
+            raise request_failed(track, "listing the track", exc) from exc
+        return keys
+
     async def upload_track(self, folder: Path, track: S3Url) -> int:
         """Upload a packaged track folder to ``track`` (its prefix); returns the bytes sent."""
         phases = upload_plan(folder)
-        await self.hide(track)
+        before = await self.existing_keys(track)
         sent = 0
-        manifests = [track.join(f).key for phase in phases for f in phase if is_manifest(f)]
+        # A first upload that fails is hidden again: the manifests it put are deleted.
+        # A republish that fails is left as it stopped: every manifest it replaced names
+        # only objects already in place, which deleting would break.
+        first = track.join(PRESENTATION_NAME).key not in before
+        manifests = [
+            key
+            for phase in phases
+            for f in phase
+            if first and is_manifest(f) and (key := track.join(f).key) not in before
+        ]
         try:
             for phase in phases:
                 await gather_all(self.put_file(folder / f, track.join(f)) for f in phase)

@@ -117,8 +117,9 @@ class S3TrackWriter:
         return asyncio.run(upload_track(folder, self.root.join(track_id), self.settings))
 
     def delete_track(self, track_id: str) -> None:
-        """Hide the track: its manifests go, presentation.json first; segments stay
-        until the next upload overwrites them."""
+        """Hide the track: its manifests go, presentation.json first; segments stay (a
+        later packaging writes version-tagged names beside them, and ``cadenza gc``
+        removes them after that packaging's grace period)."""
         asyncio.run(hide_track(self.root.join(track_id), self.settings))
 
     def check(self) -> None:

@@ -10,7 +10,8 @@ import m3u8
 import pytest
 from lxml import etree
 
-from cadenza.manifests.dash import NS, parse_mpd, render_group_mpd, render_mpd
+from cadenza.manifests.dash import NS, render_group_mpd, render_mpd
+from cadenza.manifests.dash_parse import parse_mpd
 from cadenza.manifests.errors import InvalidBitrateHintError, NotSwitchableError
 from cadenza.manifests.filters import RenditionFilter
 from cadenza.manifests.hls import (

@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from cadenza.manifests.dash import parse_mpd, render_mpd, xs_duration
+from cadenza.manifests.dash import render_mpd, xs_duration
+from cadenza.manifests.dash_parse import parse_mpd
 from cadenza.manifests.errors import InvalidPresentationError, NoMatchingRenditionsError
 from cadenza.manifests.filters import InvalidFilterError, parse_filter_query
 from cadenza.manifests.hls import (

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from cadenza.manifests.dash import NS, parse_mpd, render_mpd
+from cadenza.manifests.dash import NS, render_mpd
+from cadenza.manifests.dash_parse import parse_mpd
 from cadenza.manifests.hls import parse_attributes, parse_master, render_master
 from cadenza.manifests.model import SegmentLayout
 from cadenza.manifests.steering import InvalidSteeringError, Pathway, SteeringConfig

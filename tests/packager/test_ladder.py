@@ -144,9 +144,11 @@ def test_unsupported_channel_count_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("source", "expected"),
-    [(44100, 44100), (88200, 44100), (48000, 48000), (96000, 48000), (8000, 48000), (22050, 44100)],
-)
+    [(44100, 44100), (88200, 44100), (48000, 48000), (96000, 48000), (8000, 8000), (22050, 22050),
+     (37800, 44100)],
+)  # fmt: skip
 def test_aac_rate_follows_the_source_family(source: int, expected: int) -> None:
+    """Never above the source: a source below 44.1 kHz keeps its rate (or AAC's next one up)."""
     assert resolve_sample_rate(Rung(Codec.AAC, 128_000), source) == expected
 
 

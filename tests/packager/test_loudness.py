@@ -107,16 +107,21 @@ def test_true_peak_finds_the_peak_between_samples() -> None:
 def test_interpolator_has_unity_gain_per_phase() -> None:
     """Each polyphase branch passes DC unchanged, so a constant reads as itself."""
     fir = interpolator_fir(4)
-    assert len(fir) == 48
+    assert len(fir) >= 48  # BS.1770-4 Annex 2's minimum at 4x
     assert fir.reshape(-1, 4).sum(axis=0) == pytest.approx([1.0] * 4, abs=0.01)
 
 
 def test_silence_reports_the_floors() -> None:
+    """Silence gates out entirely: the meter's figure is the absolute gate, and the
+    result records it as unmeasured (None, with the reason), not as -70 LUFS."""
     meter = measure(np.zeros((2, RATE_HZ * 5), dtype=np.float32))
+    assert meter.integrated_lufs() == ABSOLUTE_GATE_LUFS
+    assert meter.loudness_range_lu() == 0.0
     result = meter.result()
-    assert result.integrated_lufs == ABSOLUTE_GATE_LUFS
+    assert result.integrated_lufs is None
+    assert result.unmeasured_reason is not None and "absolute gate" in result.unmeasured_reason
     assert result.true_peak_dbtp == TRUE_PEAK_FLOOR_DBTP
-    assert result.loudness_range_lu == 0.0
+    assert result.loudness_range_lu is None
 
 
 def test_surround_channels_weigh_more_and_lfe_not_at_all() -> None:

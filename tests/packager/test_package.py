@@ -146,6 +146,7 @@ def test_tfdt_is_continuous(stereo_track: tuple[Path, Presentation]) -> None:
 def test_loudness_is_measured(stereo_track: tuple[Path, Presentation]) -> None:
     _, presentation = stereo_track
     assert presentation.loudness is not None
+    assert presentation.loudness.integrated_lufs is not None  # a 9.5 s track gates
     assert -40 < presentation.loudness.integrated_lufs < 0
     assert presentation.loudness.true_peak_dbtp <= 0.5
 

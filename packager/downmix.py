@@ -1,0 +1,72 @@
+"""Stereo downmix of a multichannel source, for the stereo rungs a 5.1 source gets.
+
+ITU-R BS.775-3 (Table 2, 3/2 to 2/0): ``L' = L + 0.7071 C + 0.7071 Ls`` and
+``R' = R + 0.7071 C + 0.7071 Rs``; the LFE is dropped.  Each output row is then
+divided by the sum of its coefficients' magnitudes (2.414 for 5.1, -7.7 dB),
+so that no input within full scale can clip the downmix: the normalisation
+FFmpeg's resampler leaves out for float output.  The stereo rungs are therefore
+quieter than the 5.1 rungs; the loudness recorded for the track is the source's.
+
+The matrix is built from FFmpeg's channel names, so ``5.1`` (back surrounds) and
+``5.1(side)`` mix alike; a name it does not know feeds both sides at -6 dB.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from cadenza.packager.decode import Block
+
+STEREO_LAYOUT: Final = "stereo"
+_MINUS_3_DB: Final = math.sqrt(0.5)  # 0.7071
+# (left, right) gain of each input channel, by FFmpeg channel name.
+_GAINS: Final = {
+    "FL": (1.0, 0.0),
+    "FR": (0.0, 1.0),
+    "FC": (_MINUS_3_DB, _MINUS_3_DB),
+    "LFE": (0.0, 0.0),
+    "LFE2": (0.0, 0.0),
+    "BL": (_MINUS_3_DB, 0.0),
+    "BR": (0.0, _MINUS_3_DB),
+    "SL": (_MINUS_3_DB, 0.0),
+    "SR": (0.0, _MINUS_3_DB),
+    "FLC": (1.0, 0.0),
+    "FRC": (0.0, 1.0),
+    "BC": (0.5, 0.5),
+    "TC": (0.5, 0.5),
+}
+
+
+def downmix_matrix(channel_names: Sequence[str]) -> npt.NDArray[np.float32]:
+    """The (2, channels) BS.775 matrix for these input channels, each row normalised
+    to a magnitude sum of 1."""
+    rows = np.array([_GAINS.get(name.upper(), (0.5, 0.5)) for name in channel_names]).T
+    sums = np.abs(rows).sum(axis=1, keepdims=True)
+    sums[sums == 0] = 1.0
+    matrix: npt.NDArray[np.float32] = (rows / sums).astype(np.float32)
+    return matrix
+
+
+class StereoDownmix:
+    """Planar multichannel blocks in, planar stereo blocks out."""
+
+    layout: Final = STEREO_LAYOUT
+
+    def __init__(self, channel_names: Sequence[str]) -> None:
+        self.matrix = downmix_matrix(channel_names)
+
+    def __call__(self, block: Block) -> Block:
+        # Multiply-adds rather than a matmul: BLAS would start threads that spin on a
+        # core the encoders need (see cadenza.packager.loudness).
+        mixed: Block = np.zeros((2, block.shape[1]), dtype=np.float32)
+        for channel, (left, right) in enumerate(self.matrix.T):
+            if left:
+                mixed[0] += left * block[channel]
+            if right:
+                mixed[1] += right * block[channel]
+        return mixed
