@@ -1,28 +1,81 @@
 """Prometheus metrics, on a registry owned by the app (no module globals).
 
 With ``--workers N`` every process writes to ``PROMETHEUS_MULTIPROC_DIR`` and
-``/metrics`` aggregates all of them, so counts add up across workers."""
+``/metrics`` aggregates all of them, so counts add up across workers.
+
+Units are the base units Prometheus' naming conventions ask for (``_seconds``,
+``_bytes``, ``_bits_per_second``).  Every labelled counter whose labels form a
+closed set (enums, or the constants below) has all its series from the start, at
+0, so that ``rate()`` and ``increase()`` see the first event and alerts on them
+need no ``or vector(0)``.  What ``/metrics`` adds (build info, ``process_*``) and
+leaves out (``*_created``, Redis health without Redis) is
+:mod:`cadenza.origin.metrics_export`'s.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
     multiprocess,
 )
 
+from cadenza.abr.controller import Reason
+from cadenza.abr.policy import GuidanceSource
+from cadenza.origin.core.request import Handover
+from cadenza.origin.errors import (
+    AccessDeniedError,
+    AdminTokenInvalidError,
+    AdminTokenMissingError,
+    OriginError,
+    StorageTimeoutError,
+    StorageUnavailableError,
+)
+from cadenza.origin.metrics_export import BuildInfo, Exported, WorkerProcesses
+from cadenza.origin.steering_policy import SteeringArg
+from cadenza.store.local import LocalStore
+from cadenza.store.s3read import S3Store
+
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-THROUGHPUT_BUCKETS_KBPS = (32, 64, 96, 128, 192, 256, 384, 512, 1000, 2000, 5000, 10000, 50000)
-BITRATE_BUCKETS_KBPS = (32, 64, 96, 128, 160, 192, 256, 320, 512, 1000, 2000)
+THROUGHPUT_BUCKETS_BPS = tuple(
+    kbps * 1000 for kbps in (32, 64, 96, 128, 192, 256, 384, 512, 1000, 2000, 5000, 10000, 50000)
+)
+BITRATE_BUCKETS_BPS = tuple(
+    kbps * 1000 for kbps in (32, 64, 96, 128, 160, 192, 256, 320, 512, 1000, 2000)
+)
 QOE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+
+# The closed label sets that are string literals at their call sites.
+CACHE_RESULTS: Final = ("hit", "miss", "collapsed", "stale")  # origin.cache.HotCache.get
+BEACON_KINDS: Final = ("request", "post")
+BEACON_RESULTS: Final = (
+    "ok",
+    "malformed",
+    "no_session",
+    "store_error",
+    "invalid",
+    "too_large",
+    "timeout",
+    "rate_limited",
+)
+REDIS_STORES: Final = ("sessions", "population")
+# The reason /v1/auth counts for a path that is not in canonical form.
+BAD_PATH_REASON: Final = "bad_path"
+# ``rendering`` reports a damaged presentation.json as backend "data".
+DATA_BACKEND: Final = "data"
+# The metric families /metrics leaves out when no Redis is configured.
+REDIS_ONLY: Final = frozenset({"cadenza_redis_up"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +90,8 @@ class Metrics:
     sessions_active: Gauge
     bitrate_switches: Counter
     buffer_starvations: Counter
-    session_throughput_kbps: Histogram
-    session_bitrate_kbps: Histogram
+    session_throughput_bps: Histogram
+    session_bitrate_bps: Histogram
     session_qoe: Histogram
     beacons: Counter
     cmcd_malformed: Counter
@@ -55,6 +108,8 @@ class Metrics:
     fast_path_handovers: Counter
     abr_decisions: Counter
     abr_switches: Counter
+    # Families /metrics leaves out (metrics_export.Exported).
+    hidden: frozenset[str] = frozenset()
     # Labelled children, looked up once: ``labels()`` takes a lock and builds a
     # tuple on every call, a measurable share of a hot-cache hit.
     _children: dict[tuple[str, ...], tuple[Any, Any, Any]] = field(default_factory=dict)
@@ -119,18 +174,67 @@ class Metrics:
             latency.observe(seconds)
 
     def render(self) -> bytes:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return generate_latest(registry)
-        return generate_latest(self.registry)
+        """The exposition ``/metrics`` answers: this registry's (with ``--workers N``,
+        every worker's, added up), build info and ``process_*``, without
+        ``*_created`` and the :attr:`hidden` families."""
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if folder:
+            workers = CollectorRegistry()
+            multiprocess.MultiProcessCollector(workers)  # type: ignore[no-untyped-call]
+            sources: list[Any] = [workers, WorkerProcesses(Path(folder)), BuildInfo()]
+        else:
+            sources = [self.registry]  # it has its own ProcessCollector and BuildInfo
+        exported = CollectorRegistry()
+        exported.register(Exported(sources, self.hidden))
+        return generate_latest(exported)
+
+    def preset(self, metric: Counter, label_sets: Iterable[tuple[str, ...]]) -> None:
+        """Create the series of ``metric`` for each label set, at 0."""
+        for values in label_sets:
+            self._child(metric, values)
+
+
+def _codes(error: type[OriginError]) -> set[str]:
+    """The ``code`` of ``error`` and of every subclass of it."""
+    codes = {error.code}
+    for subclass in error.__subclasses__():
+        codes |= _codes(subclass)
+    return codes
+
+
+def _preset_closed_sets(metrics: Metrics, *, redis: bool) -> None:
+    # Imported here: origin.access reads the app keys, which name this module's Metrics.
+    from cadenza.origin.access import IP_LIMITED_ROUTES
+
+    metrics.preset(metrics.cache_lookups, [(r,) for r in CACHE_RESULTS])
+    metrics.preset(metrics.beacons, itertools.product(BEACON_KINDS, BEACON_RESULTS))
+    metrics.preset(metrics.steered_manifests, [(s.value,) for s in GuidanceSource])
+    metrics.preset(metrics.abr_decisions, [(r.value,) for r in Reason])
+    metrics.preset(metrics.fast_path_handovers, [(h.value,) for h in Handover])
+    metrics.preset(metrics.steering_malformed, [(a.value,) for a in SteeringArg])
+    metrics.preset(metrics.ip_rate_limited, [(r,) for r in sorted(IP_LIMITED_ROUTES | {"other"})])
+    reasons = _codes(AccessDeniedError) | {
+        AdminTokenMissingError.code,
+        AdminTokenInvalidError.code,
+        BAD_PATH_REASON,
+    }
+    metrics.preset(metrics.access_denied, [(r,) for r in sorted(reasons)])
+    kinds = (StorageUnavailableError.kind, StorageTimeoutError.kind)
+    storage = [(b, k) for b in (LocalStore.name, S3Store.name) for k in kinds]
+    metrics.preset(metrics.storage_errors, [*storage, (DATA_BACKEND, StorageUnavailableError.kind)])
+    if redis:
+        metrics.preset(metrics.redis_fallbacks, [(s,) for s in REDIS_STORES])
 
 
 def create_metrics(*, shared_sessions: bool = False) -> Metrics:
-    """``shared_sessions``: the session store is shared by every worker (Redis), so
-    each worker's session count is already the total and workers must not add up."""
+    """``shared_sessions``: the session store is Redis, shared by every worker, so
+    each worker's session count is already the total and workers must not add up;
+    and only then is Redis' health exported (``cadenza_redis_up``)."""
     registry = CollectorRegistry()
-    return Metrics(
+    ProcessCollector(registry=registry)
+    registry.register(BuildInfo())
+    metrics = Metrics(
+        hidden=frozenset() if shared_sessions else REDIS_ONLY,
         registry=registry,
         requests=Counter(
             "cadenza_requests",
@@ -182,16 +286,16 @@ def create_metrics(*, shared_sessions: bool = False) -> Metrics:
             "Buffer starvations players reported (CMCD bs, or v2 play state rebuffering)",
             registry=registry,
         ),
-        session_throughput_kbps=Histogram(
-            "cadenza_session_throughput_kbps",
+        session_throughput_bps=Histogram(
+            "cadenza_session_throughput_bits_per_second",
             "Throughput samples from sessions (CMCD mtp, or size / delivery time)",
-            buckets=THROUGHPUT_BUCKETS_KBPS,
+            buckets=THROUGHPUT_BUCKETS_BPS,
             registry=registry,
         ),
-        session_bitrate_kbps=Histogram(
-            "cadenza_session_bitrate_kbps",
+        session_bitrate_bps=Histogram(
+            "cadenza_session_bitrate_bits_per_second",
             "Encoded bitrate of the media objects sessions requested (CMCD br)",
-            buckets=BITRATE_BUCKETS_KBPS,
+            buckets=BITRATE_BUCKETS_BPS,
             registry=registry,
         ),
         session_qoe=Histogram(
@@ -241,8 +345,8 @@ def create_metrics(*, shared_sessions: bool = False) -> Metrics:
         ),
         redis_up=Gauge(
             "cadenza_redis_up",
-            "1 while the shared session store (CADENZA_REDIS_URL) answers; 0 when it does not "
-            "or none is configured",
+            "1 while the shared session store (CADENZA_REDIS_URL) answers, 0 while it does "
+            "not; not exported when none is configured",
             registry=registry,
             multiprocess_mode="livemin",
         ),
@@ -292,3 +396,5 @@ def create_metrics(*, shared_sessions: bool = False) -> Metrics:
             registry=registry,
         ),
     )
+    _preset_closed_sets(metrics, redis=shared_sessions)
+    return metrics

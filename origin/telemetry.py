@@ -83,11 +83,11 @@ async def ingest(
     if changes.stalled:
         metrics.buffer_starvations.inc()
     if changes.throughput_kbps is not None:
-        metrics.session_throughput_kbps.observe(changes.throughput_kbps)
+        metrics.session_throughput_bps.observe(changes.throughput_kbps * 1000)
         if state.network_key is not None:
             await app[POPULATION].record(state.network_key, sid, state.estimator.estimate_bps())
     if changes.bitrate_kbps is not None:
-        metrics.session_bitrate_kbps.observe(changes.bitrate_kbps)
+        metrics.session_bitrate_bps.observe(changes.bitrate_kbps * 1000)
         metrics.session_qoe.observe(state.qoe())
     if changes.new_session:
         metrics.sessions_active.set(await store.count())

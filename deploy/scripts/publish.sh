@@ -1,22 +1,25 @@
 #!/bin/sh
-# publish.sh DIR s3://bucket/prefix: upload the tracks `cadenza package --out DIR` wrote.
+# publish.sh MASTERS s3://BUCKET/PREFIX [cadenza package options]: package masters (files,
+# folders, s3:// objects) straight into an origin's S3 root.
 #
-# Run with the aws CLI (the amazon/aws-cli image) by deploy/compose.yaml and by the
-# packaging Job in deploy/k8s/package-job.yaml.  AWS_ENDPOINT_URL and the AWS_* credentials
-# come from the environment.  The upload keeps the packager's order: media segments and init
-# segments first, then playlists and MPDs, then presentation.json, so that the origin never
-# finds a manifest naming a segment that is not there yet.  Unfinished work folders
-# (.cadenza-tmp-*) and the batch report are not content and are not uploaded.
+# It is `cadenza package MASTERS --out s3://BUCKET/PREFIX`: each track is packaged in a
+# local staging folder, then uploaded by the packager itself, media and init segments
+# first, playlists and MPDs after them, presentation.json last, each object with the
+# Content-Type and Cache-Control the origin serves, so that the origin never finds a
+# manifest naming a segment that is not there yet.  Tracks already complete there are
+# skipped, so a rerun resumes; nothing unfinished (.cadenza-tmp-*) is ever uploaded.
+#
+# deploy/compose.yaml runs it in the cadenza image (the `package` service).  The Kubernetes
+# packaging Job (deploy/k8s/package-job.yaml) does not use it: each of its pods runs
+# `cadenza package --catalogue ... --shard i/N --out $(CADENZA_ROOT)` directly.
+# AWS_ENDPOINT_URL and the AWS_* credentials come from the environment.
 set -eu
-src=${1:?usage: publish.sh DIR s3://bucket/prefix}
-dest=${2:?usage: publish.sh DIR s3://bucket/prefix}
-skip="--exclude .cadenza-tmp-* --exclude */.cadenza-tmp-* --exclude batch-report.json"
-
-set -f  # the patterns above go to aws as they are, not through the shell's globbing
-# shellcheck disable=SC2086
-aws s3 sync "$src" "$dest" $skip --exclude '*.m3u8' --exclude '*.mpd' --exclude '*presentation.json'
-# shellcheck disable=SC2086
-aws s3 sync "$src" "$dest" $skip --exclude '*presentation.json'
-# shellcheck disable=SC2086
-aws s3 sync "$src" "$dest" $skip
-echo "publish.sh: $src -> $dest"
+usage="usage: publish.sh MASTERS s3://BUCKET/PREFIX [cadenza package options]"
+src=${1:?$usage}
+dest=${2:?$usage}
+shift 2
+case "$dest" in
+  s3://?*/*) ;;
+  *) echo "publish.sh: $dest is not s3://BUCKET/PREFIX" >&2; exit 2 ;;
+esac
+exec cadenza package "$src" --out "$dest" "$@"

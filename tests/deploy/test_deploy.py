@@ -271,6 +271,12 @@ EXPECTED_OBJECTS = {
     ("Deployment", "cadenza-edge"),
     ("Service", "cadenza-edge"),
     ("Job", "cadenza-package"),
+    ("NetworkPolicy", "cadenza-default-deny-ingress"),
+    ("NetworkPolicy", "cadenza-origin"),
+    ("NetworkPolicy", "cadenza-redis"),
+    ("NetworkPolicy", "cadenza-edge"),
+    ("ServiceMonitor", "cadenza-origin"),
+    ("PrometheusRule", "cadenza-origin"),
 }
 
 
@@ -554,24 +560,51 @@ def test_secret_holds_placeholders_only(k8s: list[Doc]) -> None:
 # -- the image -------------------------------------------------------------------------
 
 
-def test_dockerfile_builds_a_wheel_then_installs_it_in_slim_python() -> None:
-    instructions = _dockerfile()
-    stages = [i.args for i in instructions if i.keyword == "FROM"]
-    assert len(stages) >= 2, "multi-stage: build, then runtime"
-    args = {
+def _dockerfile_args() -> dict[str, str]:
+    return {
         i.args.partition("=")[0]: i.args.partition("=")[2]
-        for i in instructions
+        for i in _dockerfile()
         if i.keyword == "ARG"
     }
-    base = args["PYTHON_IMAGE"]
-    assert {s.split()[0] for s in stages} == {"${PYTHON_IMAGE}"}, "one base for both stages"
-    assert base.startswith("python:3.11") and base.endswith("-slim"), base
+
+
+# A tag pinned by the sha256 digest of what it named when it was pinned.
+PINNED_IMAGE = re.compile(r"(?P<repository>[a-z0-9./-]+):(?P<tag>[\w.-]+)@sha256:[0-9a-f]{64}")
+
+
+def test_dockerfile_builds_a_wheel_then_installs_it_in_slim_python() -> None:
+    instructions = _dockerfile()
+    stages = [i.args.split() for i in instructions if i.keyword == "FROM"]
+    assert [s[-1] for s in stages] == ["players", "build", "runtime"]
+    assert [s[0] for s in stages] == ["${NODE_IMAGE}", "${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]
+    args = _dockerfile_args()
+    base = PINNED_IMAGE.fullmatch(args["PYTHON_IMAGE"])
+    assert base is not None, "the base image must be pinned by digest"
+    assert base["repository"] == "python" and base["tag"].endswith("-slim"), base
+    node = PINNED_IMAGE.fullmatch(args["NODE_IMAGE"])
+    assert node is not None and node["repository"] == "node", args["NODE_IMAGE"]
     runs = " ".join(i.args for i in instructions if i.keyword == "RUN")
-    assert "pip wheel" in runs
+    assert "npm ci" in runs, "the players come from package-lock.json"
+    assert "pip wheel --no-deps --no-build-isolation" in runs
     assert "pip install --no-index" in runs, "the runtime installs only the built wheels"
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     python_floor = pyproject["project"]["requires-python"].removeprefix(">=")
-    assert base.startswith(f"python:{python_floor}")
+    assert base["tag"].startswith(python_floor)
+
+
+def test_dockerfile_installs_only_locked_hashed_dependencies() -> None:
+    runs = [i.args for i in _dockerfile() if i.keyword == "RUN"]
+    pip_runs = [part.strip() for run in runs for part in run.split("&&") if "pip " in part]
+    for command in pip_runs:
+        if "cadenza-*.whl" in command or "pip wheel" in command:
+            assert "--no-deps" in command, command  # cadenza alone: its deps are locked
+            continue
+        assert "--require-hashes" in command, command
+        assert re.search(r"-r \S*deploy/requirements(-build)?\.lock", command) or (
+            "-r /tmp/requirements.lock" in command
+        ), command
+    assert any("deploy/requirements.lock" in r for r in runs)
+    assert any("deploy/requirements-build.lock" in r for r in runs)
 
 
 def test_dockerfile_runs_cadenza_serve_unprivileged_with_a_healthcheck() -> None:
@@ -654,7 +687,17 @@ def test_dockerignore_sends_what_pip_install_reads_and_nothing_else() -> None:
         if link.is_symlink()
     )
     packages = ["cadenza", *parts]
-    needed = ["pyproject.toml", pyproject["project"]["readme"], "origin/static/player.html"]
+    needed = [
+        "pyproject.toml",
+        "setup.py",
+        pyproject["project"]["readme"],
+        "origin/static/player.html",
+        "origin/static/players.json",
+        "deploy/requirements.lock",
+        "deploy/requirements-build.lock",
+        "package.json",
+        "package-lock.json",
+    ]
     for package in packages:
         needed += [
             p.relative_to(ROOT).as_posix()
@@ -663,7 +706,13 @@ def test_dockerignore_sends_what_pip_install_reads_and_nothing_else() -> None:
         ]
     for path in needed:
         assert not _dockerignored(patterns, path), f"{path} would not reach the build"
-    for path in (".venv/bin/python", "node_modules/x.js", "tests/conftest.py", ".git/HEAD"):
+    for path in (
+        ".venv/bin/python",
+        "node_modules/x.js",
+        "tests/conftest.py",
+        ".git/HEAD",
+        "deploy/k8s/origin.yaml",
+    ):
         assert _dockerignored(patterns, path), f"{path} would be sent to the build"
     assert _dockerignored(patterns, "origin/__pycache__/app.cpython-311.pyc")
 
@@ -714,7 +763,7 @@ def test_compose_waits_for_health_and_completion(services: dict[str, Doc]) -> No
     assert services["edge"]["depends_on"]["origin"]["condition"] == "service_healthy"
 
 
-def test_compose_origin_serves_what_publish_uploads_to_moto(services: dict[str, Doc]) -> None:
+def test_compose_origin_serves_what_package_publishes_to_moto(services: dict[str, Doc]) -> None:
     origin = services["origin"]
     assert origin["image"].split(":")[0] == "cadenza"
     assert origin["build"]["dockerfile"] == "deploy/Dockerfile"
@@ -729,22 +778,18 @@ def test_compose_origin_serves_what_publish_uploads_to_moto(services: dict[str, 
     assert endpoint.hostname == "s3"
     assert str(endpoint.port) in services["s3"]["expose"]
 
-    # package writes to a volume that publish reads and uploads to the origin's root.
+    # package publishes through the packager (publish.sh: cadenza package --out s3://),
+    # into the origin's root, on the same S3, before the origin starts.
     package = services["package"]
     assert package["image"] == origin["image"]
-    assert package["command"][0] == "package"
-    out = package["command"][package["command"].index("--out") + 1]
-    publish = services["publish"]
-    assert f"sh /scripts/publish.sh {out} {root}" in " ".join(publish["command"])
-    assert publish["environment"]["AWS_ENDPOINT_URL"] == env["AWS_ENDPOINT_URL"]
-    package_mounts = {v.split(":")[0]: v.split(":")[1] for v in package["volumes"]}
-    publish_mounts = {v.split(":")[0]: v.split(":")[1] for v in publish["volumes"]}
-    shared = set(package_mounts) & set(publish_mounts) & set(_named_volumes(COMPOSE))
-    assert any(
-        out.startswith(package_mounts[v]) and package_mounts[v] == publish_mounts[v] for v in shared
-    ), "publish does not see what package wrote"
-    scripts = {target: source for source, target in publish_mounts.items()}["/scripts"]
-    assert (COMPOSE.parent / scripts / "publish.sh").samefile(SCRIPTS / "publish.sh")
+    assert "publish" not in services, "no second uploader beside the packager"
+    command = " ".join(package["command"])
+    assert f"exec sh /scripts/publish.sh /catalogue {root}" in command
+    assert f"create_bucket(Bucket='{urlsplit(root).hostname}')" in command
+    assert package["environment"]["AWS_ENDPOINT_URL"] == env["AWS_ENDPOINT_URL"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in package["volumes"]}
+    assert (COMPOSE.parent / mounts["/scripts"] / "publish.sh").samefile(SCRIPTS / "publish.sh")
+    assert origin["depends_on"]["package"]["condition"] == "service_completed_successfully"
 
 
 # -- one image, one set of third-party images ------------------------------------------
@@ -761,6 +806,14 @@ def test_compose_and_kubernetes_run_the_same_images(
     (override,) = [i for i in kustomization.get("images", []) if i["name"] == repository]
     assert override.get("newTag", cadenza.split(":")[1]) == cadenza.split(":")[1]
     assert override.get("newName", repository) == repository
+    # The tag names a version, the project's: a rollout says what it runs.
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert override["newTag"] == cadenza.split(":")[1] == pyproject["project"]["version"]
+    for workload in _workloads(k8s):
+        for container in _containers(workload):
+            assert not container["image"].endswith(":latest"), container["name"]
+            # A version tag is immutable: pull it once per node.
+            assert container["imagePullPolicy"] == "IfNotPresent", container["name"]
 
     compose_images = {s["image"] for s in services.values()}
     assert k8s_images <= compose_images, "Kubernetes runs an image compose never tried"
@@ -1002,38 +1055,6 @@ def test_package_job_shards_deal_every_catalogue_entry_to_exactly_one_pod(
     assert sorted(taken) == sorted(e.track_id for e in entries)
 
 
-def _fake_aws(tmp_path: Path) -> tuple[dict[str, str], Path]:
-    """A stand-in ``aws`` on PATH that logs its arguments, one call a line."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    log = tmp_path / "aws.log"
-    fake = bin_dir / "aws"
-    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\n', encoding="utf-8")
-    fake.chmod(0o755)
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}, log
-
-
-@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX shell")
-def test_publish_uploads_manifests_after_segments(tmp_path: Path) -> None:
-    env, log = _fake_aws(tmp_path)
-    subprocess.run(
-        ["sh", str(SCRIPTS / "publish.sh"), "/work/out", "s3://bucket/catalogue"],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    calls = [shlex.split(line) for line in log.read_text(encoding="utf-8").splitlines()]
-    assert [c[:4] for c in calls] == [["s3", "sync", "/work/out", "s3://bucket/catalogue"]] * 3
-    excluded = [{c[i + 1] for i, arg in enumerate(c) if arg == "--exclude"} for c in calls]
-    playlists, presentation = {"*.m3u8", "*.mpd"}, "*presentation.json"
-    assert playlists <= excluded[0] and presentation in excluded[0]
-    assert not playlists & excluded[1] and presentation in excluded[1]
-    assert presentation not in excluded[2]
-    for patterns in excluded:
-        assert ".cadenza-tmp-*" in patterns, "unfinished work folders must never be uploaded"
-
-
 # -- kustomize, when it is installed ---------------------------------------------------
 
 
@@ -1073,8 +1094,9 @@ def test_kustomize_builds_and_ships_the_template_verbatim() -> None:
 
 
 def _registered_series() -> dict[str, set[str]]:
-    """Series name -> label names, for every metric origin/metrics.py registers."""
-    metrics = create_metrics()
+    """Series name -> label names, for every metric origin/metrics.py registers (build info
+    and ``process_*`` too: they are on the same registry)."""
+    metrics = create_metrics(shared_sessions=True)  # with Redis: every family there is
     labels: dict[str, set[str]] = {}
     for field in dataclasses.fields(metrics):
         value = getattr(metrics, field.name)
@@ -1087,8 +1109,9 @@ def _registered_series() -> dict[str, set[str]]:
             "gauge": [family.name],
             "histogram": [f"{family.name}_{s}" for s in ("bucket", "sum", "count")],
         }[family.type]
+        seen = {label for sample in family.samples for label in sample.labels} - {"le"}
         for name in names:
-            series[name] = labels.get(family.name, set())
+            series[name] = labels.get(family.name, set()) | seen
     return series
 
 
@@ -1111,7 +1134,7 @@ def test_dashboard_queries_name_only_registered_metrics() -> None:
     series = _registered_series()
     assert "cadenza_requests_total" in series  # the reading of the registry works
     for query in _dashboard_queries():
-        names = re.findall(r"\bcadenza_[a-z0-9_]+", query)
+        names = re.findall(r"\b(?:cadenza|process)_[a-z0-9_]+", query)
         assert names, query
         for name in names:
             assert name in series, f"{name} is not a series origin/metrics.py exports: {query}"
@@ -1141,6 +1164,12 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
         'cadenza_requests_total{job=~"$job",cache="hit"}',
         "cadenza_redis_up",
         'status=~"5.."',
+        "cadenza_response_bytes_total",
+        "cadenza_fast_path_handovers_total",
+        "cadenza_connections_refused_total",
+        "cadenza_pathway_up",
+        "process_resident_memory_bytes",
+        "cadenza_build_info",
     ):
         assert needed in text, needed
     for quantile in ("0.5", "0.99"):

@@ -223,8 +223,8 @@ async def test_session_metrics_are_exported(make_client: MakeClient) -> None:
         "cadenza_sessions_active 1.0",
         "cadenza_bitrate_switches_total 1.0",
         'cadenza_beacons_total{kind="request",result="ok"} 2.0',
-        "cadenza_session_throughput_kbps_count 2.0",
-        "cadenza_session_bitrate_kbps_count 2.0",
+        "cadenza_session_throughput_bits_per_second_count 2.0",
+        "cadenza_session_bitrate_bits_per_second_count 2.0",
         "cadenza_session_qoe_count 2.0",
     ):
         assert line in metrics, line
