@@ -67,6 +67,19 @@ def free_port() -> int:
         return port
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``stress`` cases assert wall-clock or memory bounds, which a loaded shared
+    machine breaks without any fault in the code: they run only under ``make
+    stress`` (``CADENZA_STRESS=1``); the default run checks the same behaviour
+    without the bound."""
+    if os.environ.get("CADENZA_STRESS") == "1":
+        return
+    skip = pytest.mark.skip(reason="a wall-clock or memory bound: `make stress` runs it")
+    for item in items:
+        if item.get_closest_marker("stress") is not None:
+            item.add_marker(skip)
+
+
 # Fake credentials for moto (server mode, loopback), set at import: the processes
 # the tests start (cadenza serve, a forkserver, Dask workers) inherit them.
 FAKE_AWS_ENV = {

@@ -51,8 +51,14 @@
     if ($("codec").value) query.set("codec", $("codec").value);
     if ($("abr").value === "origin") query.set("abr", "origin");
     const search = query.toString();
-    const src = `/${track}/${manifest}${search ? `?${search}` : ""}`;
-    $("url").textContent = src;
+    const path = `/${track}/${manifest}${search ? `?${search}` : ""}`;
+    $("url").textContent = path;
+    // The players get the manifest's absolute URL, never the bare path: dash.js 5 adds
+    // CMCD (CTA-5004) to a request with `new URL(request.url)` and no base
+    // (CmcdReporter.createRequestReport in @svta/cml-cmcd), which throws on a path, so
+    // the manifest request went out without CMCD and the CmcdController logged
+    // "Failed to construct 'URL': Invalid URL" for it and again for its response.
+    const src = new URL(path, window.location.href).href;
     const player = $("player").value;
     if (player === "hls") {
       if ($("protocol").value !== "hls") { $("url").textContent = "hls.js plays HLS only"; return; }

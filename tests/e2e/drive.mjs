@@ -5,7 +5,11 @@
 //          record_requests: true (every response and failed request, with its wall time),
 //          notify: {at_s, file} (write file once currentTime >= at_s: a cue for the test),
 //          evaluate: "<JS expression>" (its value, at the end, in result.evaluated),
-//          throttle_steps: [step, ...], decisions_url}
+//          throttle_steps: [step, ...], decisions_url,
+//          await_cmcd_key: "mtp" (the run ends only once a request carrying this CMCD key,
+//          in the CMCD query argument or a CMCD-* header, has finished: result.cmcd_key_seen
+//          holds its url and wall time; timeout_s bounds the wait)}
+// Console warnings go to result.warnings (errors, failed loads and page errors to console).
 // throttle_steps: network conditions changed in order, each once its conditions hold (all
 // given ones): {name, after_s (currentTime at least), played_s (currentTime at least this
 // much past the previous step's), decided: {min_bps, max_bps, count} (the latest `count`
@@ -21,10 +25,36 @@ import { runInChromium } from "./chromium.mjs";
 const cfg = JSON.parse(process.argv[2]);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const result = { ok: false, samples: [], console: [] };
+const result = { ok: false, samples: [], console: [], warnings: [] };
+
+// The CMCD keys (CTA-5004) a request carries: its CMCD query argument, or its CMCD-Request,
+// CMCD-Object, CMCD-Status and CMCD-Session headers.
+function cmcdKeys(request) {
+  const lists = [];
+  try {
+    const query = new URL(request.url()).searchParams.get("CMCD");
+    if (query) lists.push(query);
+  } catch (e) {
+    // not a URL this could parse: no CMCD in it
+  }
+  for (const [name, value] of Object.entries(request.headers())) {
+    if (name.startsWith("cmcd-")) lists.push(value);
+  }
+  return lists.flatMap((list) => list.split(",").map((pair) => pair.split("=")[0].trim()));
+}
 runInChromium(cfg, result, async (context) => {
   const page = context.pages()[0] || (await context.newPage());
-  page.on("console", (m) => { if (m.type() === "error") result.console.push(m.text().slice(0, 300)); });
+  page.on("console", (m) => {
+    if (m.type() === "error") result.console.push(m.text().slice(0, 300));
+    else if (m.type() === "warning" && result.warnings.length < 200) result.warnings.push(m.text().slice(0, 300));
+  });
+  if (cfg.await_cmcd_key) {
+    page.on("requestfinished", (q) => {
+      if (!result.cmcd_key_seen && cmcdKeys(q).includes(cfg.await_cmcd_key)) {
+        result.cmcd_key_seen = { url: q.url(), wall: Date.now() / 1000 };
+      }
+    });
+  }
   page.on("response", (r) => { if (r.status() >= 400) result.console.push(`HTTP ${r.status()} ${r.url()}`); });
   page.on("pageerror", (e) => result.console.push(`pageerror: ${String(e).slice(0, 300)}`));
   if (cfg.record_requests) {
@@ -106,7 +136,11 @@ runInChromium(cfg, result, async (context) => {
   let snap = null;
   while (Date.now() < deadline) {
     await sleep(250);
-    if (cfg.demo) break;
+    const awaited = !cfg.await_cmcd_key || result.cmcd_key_seen !== undefined;
+    if (cfg.demo) {
+      if (awaited) break;
+      continue;
+    }
     snap = await page.evaluate(() => (window.cadenzaSnapshot ? window.cadenzaSnapshot() : null));
     if (snap === null) continue;
     result.samples.push({ t: (Date.now() - started) / 1000, wall: Date.now() / 1000, current_time: snap.current_time, bitrate_bps: snap.bitrate_bps, buffered: snap.buffered, rms: snap.rms });
@@ -146,7 +180,7 @@ runInChromium(cfg, result, async (context) => {
       result.seek_resumed_s = (Date.now() - seekAt) / 1000;
     }
     const target = seeked ? cfg.seek_to_s + cfg.play_s : cfg.play_s;
-    if (cfg.play_s && snap.current_time >= target && (!cfg.throttle || throttled)) {
+    if (cfg.play_s && snap.current_time >= target && (!cfg.throttle || throttled) && awaited) {
       if (!cfg.min_switches || snap.switches.length >= cfg.min_switches) break;
     }
   }

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import re
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -123,18 +125,35 @@ def _session(origin_url: str, sid: str) -> dict[str, Any]:
         return data
 
 
+def _cmcd_warnings(result: dict[str, Any]) -> list[str]:
+    """What dash.js's CmcdController warned about: it logs a CMCD it could not build or
+    record (and sends that request without CMCD) instead of failing."""
+    return [w for w in result["warnings"] if "CmcdController" in w]
+
+
+def _cmcd(url: str) -> dict[str, str]:
+    """The CMCD query argument of ``url`` (CTA-5004 query mode), key by key."""
+    values = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("CMCD", [])
+    pairs = (item.partition("=") for value in values for item in value.split(","))
+    return {key: text for key, _, text in pairs}
+
+
 @pytest.mark.parametrize("player", ["hls", "dash"])
 def test_cmcd_sessions_show_up_at_the_origin(drive: Drive, origin_url: str, player: str) -> None:
     """hls.js (``cmcd: {}``) and dash.js (``streaming.cmcd.enabled``) send CMCD
     (CTA-5004) on every request; the origin turns it into a session with a
     throughput estimate, a buffer length and an encoded bitrate.
 
-    Over a real network, not bare loopback: dash.js 5 takes an audio download shorter
-    than ``streaming.cacheLoadThresholds.audio`` (5 ms) for a browser-cache hit and
-    measures nothing from it, and on loopback a segment loads in about that time, so
-    whether dash.js ever sent ``mtp`` depended on the machine's load (this test failed
-    that way).  4 Mb/s with 20 ms of latency, set before the player starts, makes every
-    download a measurement."""
+    Over a real network, not bare loopback: dash.js 5 (ThroughputController) measures
+    nothing from a download it cannot time.  With Resource Timing, a body that arrived
+    in one piece (``responseEnd == responseStart`` on the browser's coarsened clock)
+    gives an infinite rate, which it drops; without the entry, a single progress event,
+    or a load under ``streaming.cacheLoadThresholds.audio`` (5 ms), counts as a cache
+    hit.  On loopback a segment loads in about that time, so whether dash.js ever sent
+    ``mtp`` depended on the machine's load (this test failed that way).  4 Mb/s with
+    20 ms of latency, set before the player starts, makes every download a measurement.
+    The run ends only once a request carrying ``mtp`` has been answered
+    (``await_cmcd_key``, bounded by the timeout): a condition, not a time."""
     sid = f"e2e-{player}-cmcd"
     manifest = "master.m3u8?codec=aac" if player == "hls" else "manifest.mpd?codec=aac"
     result = drive(
@@ -145,9 +164,14 @@ def test_cmcd_sessions_show_up_at_the_origin(drive: Drive, origin_url: str, play
         session_id=sid,
         content_id=TRACK,
         throttle_steps=[{"name": "network", "kbps": 4000, "latency_ms": 20}],
+        await_cmcd_key="mtp",
         timeout_s=40,
     )
     _assert_played(_summary(f"{player} cmcd", result), 8)
+    assert result.get("cmcd_key_seen"), f"{player} sent no CMCD mtp before the deadline"
+    assert _cmcd_warnings(result) == []
+    # The origin folds a request's CMCD into its session before it answers, so the answered
+    # request with mtp is in the report now.
     report = _session(origin_url, sid)
     assert report["requests"] >= 3
     assert report["throughput_estimate_kbps"] > 0
@@ -159,7 +183,40 @@ def test_cmcd_sessions_show_up_at_the_origin(drive: Drive, origin_url: str, play
     # Filtered manifests and CMCD queries are the fast path's (origin/fastpath.py):
     # no connection of a real player was handed to aiohttp for its query.
     metrics = urllib.request.urlopen(f"{origin_url}/metrics", timeout=10).read().decode()
-    assert 'cadenza_fast_path_handovers_total{reason="query"}' not in metrics
+    handovers = re.search(
+        r'^cadenza_fast_path_handovers_total\{reason="query"\} (\S+)$', metrics, re.MULTILINE
+    )
+    # The series exists from the start (at 0) once the counters are pre-initialised.
+    assert handovers is None or float(handovers.group(1)) == 0.0, handovers.group(0)
+
+
+def test_demo_page_dashjs_sends_cmcd_from_the_manifest_on(drive: Drive, origin_url: str) -> None:
+    """The demo page (``/``) with dash.js: CMCD on every request, the manifest's too, and a
+    session with a throughput estimate at the origin.
+
+    The page once handed dash.js the manifest's path (``/track/manifest.mpd``); dash.js 5
+    builds the CMCD query with ``new URL(url)`` and no base, which throws on a path, so the
+    manifest went without CMCD and its CmcdController warned "Failed to construct 'URL':
+    Invalid URL".  The page now gives every player the absolute URL."""
+    result = drive(
+        page=f"{origin_url}/",
+        demo={"select": {"#player": "dash", "#protocol": "dash", "#codec": "aac"}},
+        record_requests=True,
+        throttle_steps=[{"name": "network", "kbps": 4000, "latency_ms": 20}],
+        await_cmcd_key="mtp",
+        timeout_s=40,
+    )
+    assert result["demo"]["url"] == f"/{TRACK}/manifest.mpd?codec=aac"
+    assert _cmcd_warnings(result) == []
+    assert result.get("cmcd_key_seen"), "the demo's dash.js sent no CMCD mtp before the deadline"
+    manifests = [r["url"] for r in result["requests"] if "/manifest.mpd" in r["url"]]
+    assert manifests, result["requests"][:5]
+    manifest_cmcd = _cmcd(manifests[0])
+    assert manifest_cmcd.get("ot") == "m", manifests[0]
+    sid = manifest_cmcd["sid"].strip('"')
+    report = _session(origin_url, sid)
+    assert report["throughput_estimate_kbps"] > 0
+    assert report["requests"] >= 3
 
 
 def test_dashjs_with_cmsd_receives_cmsd_dynamic(drive: Drive, origin_url: str) -> None:

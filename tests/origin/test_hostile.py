@@ -35,7 +35,6 @@ import json
 import os
 import shutil
 import socket
-import time
 import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,6 +52,7 @@ from cadenza.origin.ranges import parse_range
 from cadenza.origin.settings import Settings
 from tests.origin.conftest import TRACK
 from tests.origin.rawhttp import Answer, ThreadedOrigin, get, parse_answer, request
+from tests.origin.waiting import read_by_server, wait_for
 
 SCALE = float(os.environ.get("CADENZA_FUZZ_SCALE", "1"))
 
@@ -776,7 +776,9 @@ def test_beacon_body_split_on_the_wire_is_read_whole(hostile: Hostile) -> None:
     )
     with socket.create_connection(("127.0.0.1", hostile.port), timeout=10) as sock:
         sock.sendall(head + b"%x\r\n%s\r\n" % (10, body[:10]))
-        time.sleep(0.3)
+        # The server has read the head and the first chunk: the rest comes in a later read.
+        client_port = sock.getsockname()[1]
+        wait_for(lambda: read_by_server(hostile.port, client_port), "the first chunk read")
         sock.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body) - 10, body[10:]))
         raw = b""
         while chunk := sock.recv(65536):

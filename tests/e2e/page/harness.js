@@ -75,7 +75,8 @@
 
   function startDash(audio, src, cfg) {
     const player = dashjs.MediaPlayer().create();
-    const settings = { streaming: { buffer: { bufferTimeAtTopQuality: cfg.buffer_s || 30, bufferTimeDefault: cfg.buffer_s || 12, stableBufferTime: cfg.buffer_s || 12 } } };
+    // dash.js 5 has no streaming.buffer.stableBufferTime (4.x had): bufferTimeDefault is it.
+    const settings = { streaming: { buffer: { bufferTimeAtTopQuality: cfg.buffer_s || 30, bufferTimeDefault: cfg.buffer_s || 12 } } };
     if (cfg.cmcd) settings.streaming.cmcd = { enabled: true, sid: cfg.session_id || undefined, cid: cfg.content_id || undefined };
     if (cfg.cmsd) settings.streaming.cmsd = { enabled: true, abr: { applyMb: true, etpWeightRatio: 0.5 } };
     player.updateSettings(Object.assign(settings, cfg.dash || {}));
