@@ -220,6 +220,79 @@ def _check_item(key: str, kind: Kind, item: BareItem) -> BareItem:
     return item
 
 
+def _parse_member(member: str, fast: bool) -> tuple[str, CmcdValue] | Malformed:
+    """One member (``key`` or ``key=value``, parameters dropped), type-checked."""
+    if fast and (whole := _PLAIN_MEMBER.fullmatch(member)) is not None:
+        # The common shapes in one regex match; anything else (lists,
+        # parameters, escapes, errors) takes the full parser below.
+        key, text, decimal, integer, token, boolean = whole.groups()
+        if text is not None:
+            value: CmcdValue = text
+        elif integer is not None:
+            value = int(integer)
+        elif decimal is not None:
+            value = float(decimal)
+        elif token is not None:
+            value = Token(token)
+        else:
+            value = boolean != "0"  # no "=": true (CTA-5004 5.1)
+        try:
+            return key, _check_type(key, value)
+        except _InvalidValueError as exc:
+            return Malformed(key, str(exc))
+    member = member.strip(" \t")
+    match = _KEY_RE.match(member)
+    key = match.group() if match else member[:32]
+    try:
+        if match is None:
+            raise _InvalidValueError("bad key")
+        rest = member[match.end() :]
+        if rest.startswith("="):
+            value = _parse_value(rest[1:])
+        else:
+            if _skip_params(rest).strip():
+                raise _InvalidValueError("expected '=' after key")
+            value = True
+        return key, _check_type(key, value)
+    except _InvalidValueError as exc:
+        return Malformed(key, str(exc))
+
+
+# Members parsed lately, by their text (a player repeats most of its members from
+# request to request: ``br``, ``cid``, ``d``, ``ot``, ``sid``...).  Only short
+# members are kept, and the table starts afresh when full, so its size is bounded.
+_MEMBERS_KEPT: Final = 4096
+_MEMBER_MAX_CHARS: Final = 64
+_members: dict[str, tuple[str, CmcdValue] | Malformed] = {}
+# Keys whose plain non-negative integer needs no more checking than its digits.
+_NUMERIC_KEYS: Final = frozenset(
+    key for key, spec in KEYS.items() if spec.kind in (Kind.INTEGER, Kind.DECIMAL)
+)
+
+
+def _known_member(member: str) -> tuple[str, CmcdValue] | Malformed:
+    """:func:`_parse_member` (fast), remembered for short members; a defined
+    numeric key with a plain integer (``bl=21500``, which changes every request)
+    is read without a regex."""
+    key, equals, digits = member.partition("=")
+    if (
+        equals
+        and key in _NUMERIC_KEYS
+        and 0 < len(digits) <= 15
+        and digits.isdigit()
+        and digits.isascii()
+    ):
+        return key, int(digits)
+    parsed = _members.get(member)
+    if parsed is None:
+        parsed = _parse_member(member, True)
+        if len(member) <= _MEMBER_MAX_CHARS:
+            if len(_members) >= _MEMBERS_KEPT:
+                _members.clear()
+            _members[member] = parsed
+    return parsed
+
+
 def parse_cmcd(text: str, *, fast: bool = True) -> Cmcd:
     """Parse one CMCD dictionary (the decoded query value, or one header).
 
@@ -235,49 +308,23 @@ def parse_cmcd(text: str, *, fast: bool = True) -> Cmcd:
     if not text.strip():
         return Cmcd()
     # A plain split is exact unless a comma sits inside a string or a list.
-    # Without lists and escapes, quotes alternate open/close, so a string
-    # holding a comma would leave some piece with an odd number of quotes.
+    # Without lists and escapes, quotes alternate open/close: the text between
+    # quotes 1 and 2, 3 and 4... is inside strings (an odd count leaves one open).
     members = text.split(",")
-    if not fast or "(" in text or "\\" in text or any(m.count('"') % 2 for m in members):
+    if not fast or "(" in text or "\\" in text:
         members = _split_members(text)
+    elif '"' in text:
+        pieces = text.split('"')
+        if len(pieces) % 2 == 0 or any("," in inside for inside in pieces[1::2]):
+            members = _split_members(text)
     if len(members) > MAX_MEMBERS:
         return Cmcd({}, (Malformed("*", f"more than {MAX_MEMBERS} keys"),))
     for member in members:
-        if fast and (whole := _PLAIN_MEMBER.fullmatch(member)) is not None:
-            # The common shapes in one regex match; anything else (lists,
-            # parameters, escapes, errors) takes the full parser below.
-            key, text, decimal, integer, token, boolean = whole.groups()
-            if text is not None:
-                value: CmcdValue = text
-            elif integer is not None:
-                value = int(integer)
-            elif decimal is not None:
-                value = float(decimal)
-            elif token is not None:
-                value = Token(token)
-            else:
-                value = boolean != "0"  # no "=": true (CTA-5004 5.1)
-            try:
-                values[key] = _check_type(key, value)
-            except _InvalidValueError as exc:
-                malformed.append(Malformed(key, str(exc)))
-            continue
-        member = member.strip(" \t")
-        match = _KEY_RE.match(member)
-        key = match.group() if match else member[:32]
-        try:
-            if match is None:
-                raise _InvalidValueError("bad key")
-            rest = member[match.end() :]
-            if rest.startswith("="):
-                value = _parse_value(rest[1:])
-            else:
-                if _skip_params(rest).strip():
-                    raise _InvalidValueError("expected '=' after key")
-                value = True
-            values[key] = _check_type(key, value)
-        except _InvalidValueError as exc:
-            malformed.append(Malformed(key, str(exc)))
+        parsed = _known_member(member) if fast else _parse_member(member, False)
+        if isinstance(parsed, Malformed):
+            malformed.append(parsed)
+        else:
+            values[parsed[0]] = parsed[1]
     return Cmcd(values, tuple(malformed))
 
 
@@ -295,7 +342,7 @@ def parse_request_cmcd(query_value: str | None, headers: Mapping[str, str]) -> C
     parts = [parse_cmcd(headers[name]) for name in HEADER_NAMES if name in headers]
     if query_value is not None:
         parts.append(parse_cmcd(query_value))
-    return merge(parts)
+    return parts[0] if len(parts) == 1 else merge(parts)
 
 
 def parse_cmcd_lines(body: str) -> list[Cmcd]:

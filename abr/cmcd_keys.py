@@ -114,6 +114,8 @@ class Cmcd:
     def integer(self, key: str) -> int | None:
         """The key as an int (the first item of a v2 list), or None."""
         value = self.values.get(key)
+        if type(value) is int:  # the common case, first (a bool's type is bool)
+            return value
         if isinstance(value, tuple):
             value = value[0] if value else None
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -122,6 +124,8 @@ class Cmcd:
 
     def string(self, key: str) -> str | None:
         value = self.values.get(key)
+        if type(value) is str or value is None:  # the common cases, first
+            return value
         if isinstance(value, tuple):
             value = value[0] if value else None
         return value if isinstance(value, str) else None

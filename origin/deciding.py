@@ -32,6 +32,7 @@ from cadenza.abr.session import SessionState, apply_cmcd, record_decision, valid
 from cadenza.manifests.filters import InvalidFilterError, parse_filter_query
 from cadenza.manifests.groups import SwitchGroup, nominal_bitrate_bps
 from cadenza.manifests.model import Presentation, Rendition, Segment
+from cadenza.origin.core.group_segments import GroupSegment
 from cadenza.origin.errors import BadRequestError
 from cadenza.origin.keys import CLOCK, METRICS, POPULATION
 from cadenza.origin.rendering import nominal_segment_s
@@ -94,6 +95,13 @@ def group_ladder_bps(presentation: Presentation, group: SwitchGroup) -> tuple[in
     return tuple(nominal_bitrate_bps(presentation.rendition(i)) for i in group.rendition_ids)
 
 
+def rung_segment_bytes(presentation: Presentation, rung: str, segment: Segment) -> int:
+    """The size of rung ``rung``'s segment of ``segment``'s number (``segment``'s own
+    when the rung has none of that number)."""
+    chosen = segment_numbered(presentation.rendition(rung), segment.number)
+    return segment.size_bytes if chosen is None else chosen.size_bytes
+
+
 async def prepare_decisions(presentation: Presentation) -> None:
     """Build the controller's decision table for each switchable group of a track off the
     event loop, when its ``?abr=origin`` manifest is asked for, so that its first decided
@@ -110,16 +118,14 @@ async def decide_segment(
     app: web.Application,
     *,
     track: str,
-    presentation: Presentation,
-    group: SwitchGroup,
-    segment: Segment,
+    found: GroupSegment,
     query: Mapping[str, str],
     headers: Mapping[str, str],
     remote: str | None,
     connection: Connection | None,
     direct: bool,
 ) -> Decided:
-    """Decide the rung of ``segment`` of ``group`` for the request's session (a
+    """Decide the rung of the group segment ``found`` for the request's session (a
     new one for a request that names none, or an unknown one), and store the
     decision.  ``direct``: the chosen bytes are served on ``connection`` (its
     delivery rate is read at the session's next request on it).  Raises
@@ -133,9 +139,11 @@ async def decide_segment(
     sid = session_of(query, cmcd) or assign_sid()
     network_key = network_key_for(remote, headers)
     population = await app[POPULATION].prior(network_key) if network_key else None
-    ladder = group_ladder_bps(presentation, group)
+    ladder = found.ladder_bps
     # One value per track, so the controller's decision table is built once.
-    duration_s = nominal_segment_s(presentation)
+    duration_s = found.segment_duration_s
+    rendition_ids = found.group.rendition_ids
+    number = found.segment.number
     save_data = parse_save_data(headers.get("Save-Data"))
     ect = parse_ect(headers.get("ECT"))
     now_s = app[CLOCK]()
@@ -160,19 +168,16 @@ async def decide_segment(
             segment_duration_s=duration_s,
             population=population,
         )
-        rung = group.rendition_ids[decision.index]
+        rung = rendition_ids[decision.index]
         previous = state.decisions[-1].rung if state.decisions else None
-        chosen = presentation.rendition(rung)
-        chosen_segment = segment_numbered(chosen, segment.number)
-        size_bytes = segment.size_bytes if chosen_segment is None else chosen_segment.size_bytes
         state = record_decision(
             state,
             decision,
             controller,
-            segment=segment.number,
+            segment=number,
             rung=rung,
             now_s=now_s,
-            object_bytes=size_bytes,
+            object_bytes=found.sizes_bytes[rung],
             segment_duration_s=duration_s,
             delivery_rate_bps=delivery_bps,
             direct_peer=connection.peer if direct and connection is not None else None,

@@ -36,21 +36,24 @@ from cadenza.origin.core.request import MediaRequest
 from cadenza.origin.deciding import (
     assign_sid,
     decide_segment,
+    group_ladder_bps,
     prepare_decisions,
+    rung_segment_bytes,
     segment_numbered,
     session_of,
 )
 from cadenza.origin.errors import ObjectNotFoundError, ObjectTooLargeError, OriginError
 from cadenza.origin.keys import GROUP_SEGMENTS, SETTINGS
 from cadenza.origin.objects import load_object
-from cadenza.origin.rendering import filter_values, presentation_of, select
+from cadenza.origin.rendering import filter_values, nominal_segment_s, presentation_of, select
 from cadenza.origin.settings import AbrDelivery
 from cadenza.origin.storage import ObjectInfo, StoredObject
 from cadenza.origin.telemetry import observe
 
 ABR_QUERY: Final = "abr"
 ABR_ORIGIN: Final = "origin"
-_SEGMENT_RE: Final = re.compile(r"seg-([0-9]{1,9})\.m4s")
+# seg-00001.m4s, or with a republished track's version tag: seg-00001-3f9a0c1d.m4s.
+_SEGMENT_RE: Final = re.compile(r"seg-([0-9]{1,9})(?:-[0-9A-Za-z]{1,32})?\.m4s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +122,21 @@ def _group_segment(
         return found
     group = _switchable_group(presentation, target.group_id)
     segment = _segment(presentation, group, target.name)
-    names = {i: presentation.rendition(i).segment_name(segment) for i in group.rendition_ids}
-    found = GroupSegment(presentation, group, segment, names)
+    rungs = group.rendition_ids
+    names = {i: presentation.rendition(i).segment_name(segment) for i in rungs}
+    found = GroupSegment(
+        presentation,
+        group,
+        segment,
+        names,
+        # ../group-x/...: the player would loop (RedirectTargetError when chosen).
+        locations={
+            i: None if group_id_of_folder(i) is not None else f"../{i}/{names[i]}" for i in rungs
+        },
+        sizes_bytes={i: rung_segment_bytes(presentation, i, segment) for i in rungs},
+        ladder_bps=group_ladder_bps(presentation, group),
+        segment_duration_s=nominal_segment_s(presentation),
+    )
     kept.put(target.name, found)
     return found
 
@@ -187,9 +203,7 @@ async def choose_group_object(
     decided = await decide_segment(
         app,
         track=target.track,
-        presentation=presentation,
-        group=found.group,
-        segment=found.segment,
+        found=found,
         query=asked.query or {},
         headers=asked.headers,
         remote=asked.remote,
@@ -198,9 +212,9 @@ async def choose_group_object(
     )
     rung_id = decided.rung
     name = found.names[rung_id]
-    if group_id_of_folder(rung_id) is not None:  # ../group-x/...: the player would loop
+    location = found.locations[rung_id]
+    if location is None:
         raise RedirectTargetError(f"../{rung_id}/{name}")
-    location = f"../{rung_id}/{name}"
     if direct:
         try:
             obj, how = await load_object(app, f"{target.track}/{rung_id}/{name}")

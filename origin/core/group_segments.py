@@ -1,6 +1,8 @@
 """What a decided segment's path names in one model, found once per model and kept per
-app (``keys.GROUP_SEGMENTS``): the group, the top rung's segment, and each rung's file
-name for it, so that a decided request does not look them up again."""
+app (``keys.GROUP_SEGMENTS``): the group, the top rung's segment, each rung's file name,
+redirect target and size for it, and the controller's per-track inputs (the ladder, the
+segment duration), so that a decided request neither looks them up nor computes them
+again."""
 
 from __future__ import annotations
 
@@ -22,6 +24,12 @@ class GroupSegment:
     group: SwitchGroup
     segment: Segment
     names: Mapping[str, str]  # rung id -> file name
+    # rung id -> the rung's own segment URL relative to the group's
+    # (``../aac-128k/seg-00007.m4s``), or None where that would name a group folder.
+    locations: Mapping[str, str | None]
+    sizes_bytes: Mapping[str, int]  # rung id -> its segment's size (the origin's timing)
+    ladder_bps: tuple[int, ...]  # the group's rungs' bitrates, ascending
+    segment_duration_s: float  # the track's nominal segment duration
 
 
 class GroupSegments:
