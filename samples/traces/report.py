@@ -48,7 +48,7 @@ def main() -> int:
         "and startup at the top rung's price); `% opt` is of offline-optimal.",
         "",
         "`origin` and `origin-served` are players with no ABR of their own that fetch the rung",
-        "the origin's controller (`cadenza.abr.controller`, robust MPC on perceptual QoE from",
+        "the origin's controller (`cadenza.abr.controller`, robust MPC on QoE_lin from",
         "a precomputed table) decides at each segment request, from the CMCD the player sends",
         "about its previous segment and the origin's own request timing. `origin` answers",
         "with a redirect, which costs one more round trip per segment; `origin-served`",
