@@ -5,7 +5,9 @@ its strong ETag, Last-Modified, content type and Cache-Control already
 rendered, plus a gzip copy for manifests, so a hit touches no file system and
 computes nothing.  Concurrent misses for one key share a single storage read
 (single-flight).  Manifests are revalidated against storage after their TTL;
-if storage is down then, the stale copy keeps being served.
+if storage is down then, the stale copy keeps being served.  Load times and TTL
+checks read ``clock`` (``time.monotonic`` unless a caller, such as a test,
+passes another).
 """
 
 from __future__ import annotations
@@ -49,7 +51,13 @@ class CachedObject:
         return len(self.body)
 
 
-def build_cached(key: str, stored: StoredObject, cache_control: str) -> CachedObject:
+def build_cached(
+    key: str,
+    stored: StoredObject,
+    cache_control: str,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> CachedObject:
     manifest = is_manifest(key)
     gz = gzip.compress(stored.body, compresslevel=6, mtime=0) if manifest else None
     return CachedObject(
@@ -62,18 +70,26 @@ def build_cached(key: str, stored: StoredObject, cache_control: str) -> CachedOb
         mtime_s=stored.info.mtime_s,
         content_type=content_type_for(key),
         cache_control=cache_control,
-        loaded_at_s=time.monotonic(),
+        loaded_at_s=clock(),
         manifest=manifest,
     )
 
 
 class HotCache:
-    def __init__(self, max_bytes: int, max_object_bytes: int, manifest_ttl_s: float) -> None:
+    def __init__(
+        self,
+        max_bytes: int,
+        max_object_bytes: int,
+        manifest_ttl_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._lru: LRUCache[str, CachedObject] = LRUCache(
             maxsize=max_bytes, getsizeof=lambda o: max(1, o.size_bytes)
         )
         self.max_object_bytes = max_object_bytes
         self.manifest_ttl_s = manifest_ttl_s
+        self._clock = clock
         self._inflight: dict[str, asyncio.Future[CachedObject]] = {}
         self.hits = 0
         self.misses = 0
@@ -97,7 +113,7 @@ class HotCache:
         return cached
 
     def _fresh(self, cached: CachedObject) -> bool:
-        return not cached.manifest or time.monotonic() - cached.loaded_at_s < self.manifest_ttl_s
+        return not cached.manifest or self._clock() - cached.loaded_at_s < self.manifest_ttl_s
 
     async def get(
         self, key: str, load: Callable[[], Awaitable[CachedObject]]
