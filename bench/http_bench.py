@@ -48,6 +48,9 @@ NOISE_FLOOR = 0.0003
 AAC_TARGET_BYTES = 64 * 1024
 FLAC_TARGET_BYTES = 300 * 1024
 SESSION_SID = "bench"
+# Both servers log every request to a file (what operators run), or neither does:
+# CADENZA_BENCH_ACCESS_LOGS=off.
+ACCESS_LOGS = os.environ.get("CADENZA_BENCH_ACCESS_LOGS", "on") != "off"
 CMCD_SID = "bench-cmcd"
 
 
@@ -189,9 +192,11 @@ def cadenza_server(
     command = binary or _cadenza_bin()
     argv = [str(command), "serve", str(root), "--host", HOST, "--port", str(port)]
     argv += ["--workers", str(workers)]
+    # Its access lines go to stderr: the log file.
+    env = {**os.environ, "CADENZA_ACCESS_LOG": "true" if ACCESS_LOGS else "false"}
     with open(log_file, "wb") as sink:
         process = subprocess.Popen(
-            argv, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+            argv, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
     try:
         base = f"http://{HOST}:{port}"
@@ -234,7 +239,7 @@ events {{
 }}
 http {{
     default_type application/octet-stream;
-    access_log off;
+    access_log {access_log};
     sendfile on;
     tcp_nopush on;
     keepalive_timeout 65s;
@@ -272,6 +277,7 @@ def nginx_server(root: Path, workers: int, work_dir: Path) -> Iterator[str]:
             host=HOST,
             port=port,
             root=root,
+            access_log=prefix / "access.log" if ACCESS_LOGS else "off",
         ),
         encoding="utf-8",
     )

@@ -27,8 +27,10 @@ IP_LIMITED_ROUTES: Final = frozenset({"beacons", "sessions", "ladder", "tracks"}
 def check_ip_rate(request: web.Request) -> None:
     """``ip_rate_per_s``: the JSON API (beacons, sessions, ladder) per client address.
 
-    The address is the TCP peer: behind a CDN or proxy that is the proxy, so the
-    limit is off by default; media requests are never limited here."""
+    The address is ``request.remote``: the TCP peer, or behind ``trusted_proxies``
+    the client they forwarded (:mod:`cadenza.origin.proxies`); behind a proxy
+    not in that list every viewer would share the proxy's budget, so the limit
+    is off by default.  Media requests are never limited here."""
     limiter = request.app.get(IP_LIMITER)
     if limiter is None or not request.path.startswith("/v1/") or request.path == AUTH_CHECK_PATH:
         return

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from cachetools import LRUCache
 
 from cadenza.manifests.model import MASTER_NAME
@@ -27,7 +28,7 @@ from cadenza.origin.cache import HotCache
 from cadenza.origin.content_steering import handle_pathways, handle_steering, steering_config
 from cadenza.origin.core.answer import choose_object
 from cadenza.origin.core.group_segments import GroupSegments
-from cadenza.origin.core.heads import HeadStyle
+from cadenza.origin.core.heads import SERVER_NAME, HeadStyle
 from cadenza.origin.core.routes import is_track_manifest
 from cadenza.origin.edge import edge_middleware
 from cadenza.origin.errors import BadRequestError, ObjectNotFoundError, ObjectTooLargeError
@@ -55,7 +56,13 @@ from cadenza.origin.objects import (
     RENDERED_MAX_BYTES,
 )
 from cadenza.origin.pathway_health import PATHWAY_MONITOR, content_steering_ctx
-from cadenza.origin.player import handle_player_lib, handle_player_page, handle_root
+from cadenza.origin.player import (
+    check_player_libs,
+    handle_player_lib,
+    handle_player_page,
+    handle_root,
+)
+from cadenza.origin.proxies import TrustedProxies, client_middleware
 from cadenza.origin.session_api import handle_ladder_recommendation, handle_session, handle_sessions
 from cadenza.origin.sessions import MemoryPopulationStore, MemorySessionStore, RateLimiter
 from cadenza.origin.settings import Settings
@@ -136,7 +143,13 @@ def create_app(
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """The origin.  ``clock``: the time origin-decided ABR reads (seconds)."""
-    app = web.Application(middlewares=[edge_middleware], client_max_size=64 * 1024)
+    trusted = TrustedProxies.of(settings.trusted_proxies)
+    # Behind trusted proxies, request.remote is the client's before anything reads it.
+    middlewares: list[Middleware] = [edge_middleware]
+    if trusted is not None:
+        middlewares.insert(0, client_middleware(trusted))
+    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
+    app.on_response_prepare.append(_name_server)
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[HEAD_STYLE] = HeadStyle.of(settings)
@@ -154,6 +167,7 @@ def create_app(
     if settings.ip_rate_per_s > 0:
         app[IP_LIMITER] = RateLimiter(settings.ip_rate_per_s, settings.ip_burst)
     app.cleanup_ctx.append(storage_ctx)
+    app.on_startup.append(check_player_libs)
     if settings.redis_url:
         app.cleanup_ctx.append(redis_ctx)
     if settings.pathways:
@@ -177,6 +191,12 @@ def create_app(
     # [\s\S], not ".": a path with an encoded newline is still ours to refuse (400, 403).
     app.router.add_route("*", r"/{path:[\s\S]*}", _dispatch)
     return app
+
+
+async def _name_server(_request: web.Request, response: web.StreamResponse) -> None:
+    """``Server: cadenza``, never aiohttp's and Python's versions (the fast
+    transport sends the same)."""
+    response.headers["Server"] = SERVER_NAME
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:

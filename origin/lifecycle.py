@@ -1,5 +1,6 @@
 """What the application opens at startup and closes at cleanup
-(``cleanup_ctx``): storage, and the Redis session stores."""
+(``cleanup_ctx``): storage, and the Redis session stores; and the error of
+a listen that failed (:class:`ListenError`)."""
 
 from __future__ import annotations
 
@@ -64,3 +65,14 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await storage.close()
+
+
+class ListenError(Exception):
+    """The origin could not listen on its address: the port is taken, the
+    address is not this machine's, the port needs privileges."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        self.host = host
+        self.port = port
+        self.reason = reason
+        super().__init__(f"cannot listen on {host}:{port}: {reason}")

@@ -1,4 +1,8 @@
-"""``cadenza serve ROOT``: run the origin, in one process or N sharing the port."""
+"""``cadenza serve ROOT``: run the origin, in one process or N sharing the port
+(supervised: :mod:`cadenza.origin.supervisor`).
+
+A port that cannot be bound (taken, not this machine's address, privileged)
+is one line on stderr and exit status 2, before any worker starts."""
 
 from __future__ import annotations
 
@@ -13,19 +17,21 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Final
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from prometheus_client import multiprocess
 
+from cadenza.origin.access_log import access_log_for, aiohttp_access_logger
 from cadenza.origin.app import create_app
 from cadenza.origin.errors import SettingsError
-from cadenza.origin.keys import METRICS, SETTINGS
-from cadenza.origin.settings import Settings, load_settings
-from cadenza.origin.transport.fast import FastPathProtocol
-from cadenza.origin.transport.responder import HotResponder
+from cadenza.origin.keys import METRICS
+from cadenza.origin.lifecycle import ListenError
+from cadenza.origin.logs import LogFormat, RequestErrorLog, configure_logging, flush_logs
+from cadenza.origin.proxies import TrustedProxies
+from cadenza.origin.settings import LOG_LEVELS, Settings, load_settings
+from cadenza.origin.site import GuardedSite, listen_reason
+from cadenza.origin.supervisor import EXIT_CANNOT_LISTEN, supervise
 
 log = logging.getLogger("cadenza.origin.server")
 
@@ -38,182 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="listen port (default 8080)")
     parser.add_argument("--workers", type=int, help="processes sharing the port (default 1)")
     parser.add_argument("--config", type=Path, help="TOML settings file (see docs/operating.md)")
-
-
-# The most of a malformed request's parser message that is logged.
-_LOGGED_ERROR_CHARS: Final = 120
-
-
-class RequestErrorLog(logging.LoggerAdapter[logging.Logger]):
-    """aiohttp's server log, with a request that does not parse (a client's
-    doing, not the origin's) logged as one INFO line without a traceback, so
-    a client cannot fill the log; any other exception is logged in full."""
-
-    def exception(self, msg: object, *args: object, **kwargs: object) -> None:
-        error = kwargs.get("exc_info")
-        if isinstance(error, HttpProcessingError):
-            remote = args[0] if args else None
-            detail = " ".join(str(error.message).split())[:_LOGGED_ERROR_CHARS]
-            self.logger.info("malformed request from %s: %d %s", remote, error.code, detail)
-            return
-        self.logger.exception(msg, *args, **kwargs)  # type: ignore[arg-type]
-
-
-REFUSE_LINGER_S: Final = 1.0
-# Sent, unasked, to a connection over ``max_connections``, which is then closed.
-_OVER_CAPACITY_BODY: Final = (
-    b'{"error": "over_capacity", "detail": "too many open connections; retry shortly"}'
-)
-OVER_CAPACITY: Final = (
-    b"HTTP/1.1 503 Service Unavailable\r\n"
-    b"Content-Type: application/json\r\n"
-    b"Retry-After: 1\r\n"
-    b"Connection: close\r\n"
-    b"Content-Length: %d\r\n\r\n%s" % (len(_OVER_CAPACITY_BODY), _OVER_CAPACITY_BODY)
-)
-
-
-class _Refuse(asyncio.Protocol):
-    """Over capacity: the 503, a FIN, then whatever the client sends is discarded
-    for at most a second (closing with its request unread would reset the
-    connection, and the client might never see the 503)."""
-
-    def __init__(self) -> None:
-        self._timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(OVER_CAPACITY)
-        if transport.can_write_eof():
-            transport.write_eof()
-        self._timer = asyncio.get_running_loop().call_later(REFUSE_LINGER_S, transport.abort)
-
-    def data_received(self, data: bytes) -> None:
-        pass
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-
-class GuardedSite(web.BaseSite):
-    """A TCP site with the protections aiohttp's ``TCPSite`` lacks.
-
-    - At most ``max_connections`` open connections (0: no limit); one more is
-      answered ``503`` and closed at once, and counted.
-    - ``TCP_USER_TIMEOUT`` (Linux) on the listening socket, which accepted
-      sockets inherit: a client that stops reading (zero window) or vanishes
-      is dropped ``send_timeout_s`` after the last byte it acknowledged, so a
-      response nobody reads holds neither a handler nor its buffers for ever.
-
-    Slowloris senders are closed by aiohttp's keep-alive timer, which runs
-    from the connection's start (and from each response's end) until a whole
-    request head has arrived: ``keepalive_timeout_s``.
-
-    With ``fast_path`` (and no URL signing, whose tokens only the full path
-    checks), connections start on :class:`cadenza.origin.transport.fast.FastPathProtocol`,
-    which answers hot segments itself and hands anything else to aiohttp.
-    """
-
-    def __init__(
-        self,
-        runner: web.AppRunner,
-        host: str,
-        port: int,
-        *,
-        reuse_port: bool,
-        max_connections: int,
-        send_timeout_s: float,
-        on_refused: Callable[[], None],
-        fast_path: bool = False,
-    ) -> None:
-        super().__init__(runner, backlog=1024)
-        self._app = runner.app
-        self._fast_path = fast_path
-        self._fast_connections: set[FastPathProtocol] = set()
-        self._host = host
-        self._port = port
-        self._reuse_port = reuse_port
-        self._max_connections = max_connections
-        self._send_timeout_s = send_timeout_s
-        self._on_refused = on_refused
-        self._listener: asyncio.Server | None = None
-
-    @property
-    def name(self) -> str:
-        return f"http://{self._host}:{self.port}"
-
-    @property
-    def port(self) -> int:
-        """The bound port (the one asked for, or the kernel's pick for port 0)."""
-        if self._listener is not None and self._listener.sockets:
-            port: int = self._listener.sockets[0].getsockname()[1]
-            return port
-        return self._port
-
-    async def start(self) -> None:
-        await super().start()
-        server = self._runner.server
-        assert server is not None
-        limit = self._max_connections
-        fast = self._fast_connections
-        responder: HotResponder | None = None
-        keepalive_s = 0.0
-        if self._fast_path:
-            app = self._app
-            responder = HotResponder(app)
-            keepalive_s = app[SETTINGS].keepalive_timeout_s
-
-        def protocol() -> asyncio.BaseProtocol:
-            if limit and len(server.connections) + len(fast) >= limit:
-                self._on_refused()
-                return _Refuse()
-            if responder is not None:
-                return FastPathProtocol(responder, server, fast, keepalive_s)
-            return server()
-
-        self._server = self._listener = await asyncio.get_running_loop().create_server(
-            protocol,
-            self._host,
-            self._port,
-            backlog=self._backlog,
-            reuse_address=True,
-            reuse_port=self._reuse_port or None,
-        )
-        user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
-        if user_timeout is not None:
-            for sock in self._listener.sockets:
-                sock.setsockopt(
-                    socket.IPPROTO_TCP, user_timeout, max(1, round(self._send_timeout_s * 1000))
-                )
-
-    def fast_peers(self) -> frozenset[object]:
-        """The peer addresses of the connections still on the fast path (not yet
-        handed to aiohttp).  Call it on the server's loop."""
-        return frozenset(c.peer for c in self._fast_connections)
-
-    def open_transports(self) -> list[asyncio.BaseTransport]:
-        """Every connection's transport, aiohttp's and the fast path's: snapshot it
-        before the runner's cleanup, which forgets aiohttp's connections."""
-        server = self._runner.server
-        handlers = list(server.connections) if server is not None else []
-        found: list[asyncio.BaseTransport] = [
-            h.transport for h in handlers if h.transport is not None
-        ]
-        found += [t for c in self._fast_connections if (t := c.transport) is not None]
-        return found
-
-    async def stop(self) -> None:
-        """Stop listening; connections still on the fast path close once the
-        answer they are loading (if any) is sent, waited for up to
-        ``shutdown_timeout_s`` (aiohttp drains its own connections)."""
-        await super().stop()
-        connections = list(self._fast_connections)
-        for connection in connections:
-            connection.close()
-        loading = [c.loading for c in connections if c.loading is not None]
-        if loading:
-            await asyncio.wait(loading, timeout=self._app[SETTINGS].shutdown_timeout_s)
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, help="least severe log line written (default info)"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=[f.value for f in LogFormat],
+        help="text, or json: one object a line (default text)",
+    )
 
 
 def _raise_open_files_limit(wanted: int) -> None:
@@ -234,10 +72,17 @@ def _raise_open_files_limit(wanted: int) -> None:
 
 
 def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
-    """The runner with the request-head limits and timeouts of the settings."""
+    """The runner with the request-head limits and timeouts of the settings,
+    and the access log (:mod:`cadenza.origin.access_log`) when it is on."""
+    access = access_log_for(settings.access_log)
+    logs: dict[str, object] = (
+        {"access_log": None}
+        if access is None
+        else {"access_log": access.logger, "access_log_class": aiohttp_access_logger(access)}
+    )
     return web.AppRunner(
         app,
-        access_log=None,
+        **logs,  # type: ignore[arg-type]
         keepalive_timeout=settings.keepalive_timeout_s,
         shutdown_timeout=settings.shutdown_timeout_s,
         max_line_size=settings.max_header_bytes,
@@ -259,6 +104,8 @@ def make_site(
         send_timeout_s=settings.send_timeout_s,
         on_refused=runner.app[METRICS].connections_refused.inc,
         fast_path=settings.fast_path and not settings.signing_keys,
+        trusted=TrustedProxies.of(settings.trusted_proxies),
+        access=access_log_for(settings.access_log),
     )
 
 
@@ -276,6 +123,7 @@ async def serve_until_signalled(settings: Settings, reuse_port: bool) -> None:
     site = make_site(runner, settings, reuse_port=reuse_port)
     try:
         await site.start()
+        log.info("serving %s at http://%s:%d/", settings.root, settings.host, site.port)
         await stop.wait()
         log.info(
             "signalled: draining in-flight responses (up to %g s)", settings.shutdown_timeout_s
@@ -307,16 +155,52 @@ def _unflushed(transport: asyncio.BaseTransport) -> bool:
 
 
 def _serve(settings: Settings, reuse_port: bool) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    """One origin process (the only one, or a worker): exits with
+    :data:`EXIT_CANNOT_LISTEN` when its port cannot be bound."""
+    configure_logging(settings.log_level, settings.log_format)
     if settings.max_connections:
         _raise_open_files_limit(settings.max_connections + 64)
-    asyncio.run(serve_until_signalled(settings, reuse_port))
+    try:
+        asyncio.run(serve_until_signalled(settings, reuse_port))
+    except ListenError as exc:
+        flush_logs()
+        print(f"cadenza serve: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_CANNOT_LISTEN)
+    finally:
+        flush_logs()  # the last turn's lines (access lines are written per loop turn)
+
+
+def check_listen(host: str, port: int) -> None:
+    """Bind the address as a worker will (``SO_REUSEPORT``) and let it go: a
+    port that is taken or an address that is not this machine's fails here,
+    before any worker starts (:class:`ListenError`).  Another origin sharing
+    the port with ``SO_REUSEPORT`` as the same user passes: the kernel lets
+    both listen."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError(host, port, listen_reason(exc)) from exc
+    for family, kind, proto, _name, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise ListenError(host, port, listen_reason(exc)) from exc
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(
-            {"root": args.root, "host": args.host, "port": args.port, "workers": args.workers},
+            {
+                "root": args.root,
+                "host": args.host,
+                "port": args.port,
+                "workers": args.workers,
+                "log_level": args.log_level,
+                "log_format": args.log_format,
+            },
             config_file=args.config,
         )
     except SettingsError as exc:
@@ -325,32 +209,31 @@ def run(args: argparse.Namespace) -> int:
     if not settings.is_s3 and not Path(settings.root).is_dir():
         print(f"cadenza serve: {settings.root} is not a directory", file=sys.stderr)
         return 2
-    print(
-        f"cadenza serve: serving {settings.root} at http://{settings.host}:{settings.port}/",
-        file=sys.stderr,
-        flush=True,
-    )
     if settings.workers == 1:
         _serve(settings, reuse_port=False)
         return 0
+    try:
+        check_listen(settings.host, settings.port)
+    except ListenError as exc:
+        print(f"cadenza serve: {exc}", file=sys.stderr, flush=True)
+        return EXIT_CANNOT_LISTEN
+    configure_logging(settings.log_level, settings.log_format)
     # N processes on one port (SO_REUSEPORT); metrics aggregate through a shared folder.
     with tempfile.TemporaryDirectory(prefix="cadenza-metrics-") as metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         context = multiprocessing.get_context("spawn")
-        workers = [
-            context.Process(target=_serve, args=(settings, True), daemon=True)
-            for _ in range(settings.workers)
-        ]
-        for worker in workers:
+
+        def start_worker() -> multiprocessing.process.BaseProcess:
+            worker = context.Process(target=_serve, args=(settings, True), daemon=True)
             worker.start()
+            return worker
 
-        def stop(_signum: int, _frame: object) -> None:
-            for worker in workers:
-                if worker.pid is not None:
-                    os.kill(worker.pid, signal.SIGTERM)
+        def forget(pid: int) -> None:
+            multiprocess.mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
 
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        for worker in workers:
-            worker.join()
-    return 0
+        return supervise(
+            start_worker,
+            settings.workers,
+            stop_timeout_s=settings.shutdown_timeout_s + 5,
+            on_death=forget,
+        )

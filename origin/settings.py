@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cadenza.origin.errors import SettingsError
+from cadenza.origin.logs import LogFormat
 from cadenza.origin.pathways import (
     PathwayCloneSetting,
     PathwayConfigError,
@@ -28,6 +29,7 @@ from cadenza.origin.pathways import (
     parse_clones,
     parse_pathways,
 )
+from cadenza.origin.proxies import parse_networks
 
 _T = TypeVar("_T")
 _DOC_KEY = "cadenza"
@@ -92,7 +94,12 @@ class Settings:
         default_text="AWS",
         env_aliases=("AWS_ENDPOINT_URL",),
     )
-    player_assets_dir: str = setting("node_modules", "npm folder the demo page's players come from")
+    player_assets_dir: str = setting(
+        "",
+        "npm `node_modules` folder the demo page's players come from; empty: the copies "
+        "built into the installed package, else the source checkout's `node_modules`",
+        default_text="(built in)",
+    )
     guidance: bool = setting(
         True,
         "ABR guidance: per-session manifests and CMSD for sessions with a `sid`. "
@@ -155,6 +162,21 @@ class Settings:
         10.0,
         "on SIGTERM: stop listening, close idle connections, let in-flight responses "
         "finish this long",
+    )
+    log_level: str = setting("info", "least severe log line written: debug, info, warning, error")
+    log_format: LogFormat = setting(  # noqa: RUF009 (an enum member is immutable)
+        LogFormat.TEXT,
+        "`text` or `json` (one object a line); fields in [request logs](#request-logs)",
+    )
+    access_log: bool = setting(
+        True, "one line per answered request at INFO (see [request logs](#request-logs))"
+    )
+    trusted_proxies: tuple[str, ...] = setting(
+        (),
+        "CIDRs (comma-separated, or a TOML list) of the proxies whose `X-Forwarded-For` or "
+        "`Forwarded` names the client: its address then keys sessions' networks, per-address "
+        "limits and logs (see [client addresses](#client-addresses-behind-the-edge))",
+        default_text="(none: the TCP peer is the client)",
     )
     fast_path: bool = setting(
         True,
@@ -255,6 +277,8 @@ _POSITIVE_INTS = frozenset(
 _ZERO_MEANS_OFF = frozenset({"ip_rate_per_s", "pathway_recover_hold_s"})
 
 MIN_SECRET_CHARS = 16
+MAX_PORT = 65_535
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _HIDDEN = "(hidden)"  # what a SettingsError shows instead of a secret
 
 
@@ -291,7 +315,18 @@ def _coerce(name: str, value: object) -> object:
             return parse_clones(value)
     except PathwayConfigError as exc:
         raise SettingsError(name, "...", str(exc)) from None
+    if name == "trusted_proxies":
+        return parse_networks(value)
     text = str(value)
+    if name == "log_format":
+        try:
+            return LogFormat(text.strip().lower())
+        except ValueError:
+            raise SettingsError(name, value, "expected text or json") from None
+    if name == "log_level":
+        if text.strip().lower() not in LOG_LEVELS:
+            raise SettingsError(name, value, f"expected one of {', '.join(LOG_LEVELS)}")
+        return text.strip().lower()
     if name == "abr_delivery":
         try:
             return AbrDelivery(text.strip().lower())
@@ -311,6 +346,8 @@ def _coerce(name: str, value: object) -> object:
             number = int(text)
             if number < 0 or (name in _POSITIVE_INTS and number == 0):
                 raise SettingsError(name, value, "must be positive")
+            if name == "port" and number > MAX_PORT:
+                raise SettingsError(name, value, f"must be at most {MAX_PORT}")
             return number
         if kind == "float":
             seconds = float(text)

@@ -22,6 +22,9 @@ STATUS_LINES: Final = {
     302: "HTTP/1.1 302 Found\r\n",
     304: "HTTP/1.1 304 Not Modified\r\n",
 }
+# Every answer's ``Server`` field, on both transports: no versions (RFC 9110
+# 10.2.4 warns that detail there helps attackers).
+SERVER_NAME: Final = "cadenza"
 # A decided segment's redirect: this session's, and this request's only.
 REDIRECT_CONTROL: Final = "private, no-store"
 

@@ -9,7 +9,9 @@ then the body; or ``304`` for ``If-None-Match``/``If-Modified-Since`` that
 match, or ``206`` for a single satisfiable ``Range`` (``If-Range`` permitting),
 decided by the same functions.  A file not in the cache (or a manifest
 past its TTL) is loaded through the same cache, single-flight, as the aiohttp
-path loads it; the connection waits for it, then goes on.
+path loads it; the connection waits for it, then goes on.  A load that
+never waits (a decided segment, sessions in this process) is answered at once,
+with no task (``transport/eager.py``).
 
 A request whose query names a session (``CMCD`` and ``sid`` arguments, as
 hls.js and dash.js send CMCD in query mode, CTA-5004) or filters renditions
@@ -57,21 +59,30 @@ ahead, reading is paused, so a client that pipelines requests and does not
 read cannot make the origin queue more than one round (:data:`ROUND_BYTES`)
 past the transport's high-water mark (:data:`QUEUED_HIGH_BYTES`).  Each
 connection has its own parser.
+
+Each answer is an access-log line (:mod:`cadenza.origin.access_log`) when the
+log is on; on a connection from a trusted proxy (:mod:`cadenza.origin.proxies`)
+the client is the address its ``X-Forwarded-For`` or ``Forwarded`` names.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Final
 
+from cadenza.origin.access_log import AccessLog
 from cadenza.origin.core.request import Handover, MediaRequest
+from cadenza.origin.proxies import TrustedProxies, client_address
 from cadenza.origin.tcp_info import Connection, connection_of
+from cadenza.origin.transport import eager
 from cadenza.origin.transport.parse import HeadParser
-from cadenza.origin.transport.responder import HotResponder
+from cadenza.origin.transport.responder import Answer, HotResponder
+from cadenza.origin.transport.writev import send_pieces
 
 log = logging.getLogger("cadenza.origin.fastpath")
 
@@ -85,16 +96,6 @@ ROUND_BYTES: Final = 16 * 1024
 QUEUED_HIGH_BYTES: Final = 16 * 1024
 # Bytes read ahead while a request waits for a load (pipelined requests).
 _READ_AHEAD_BYTES: Final = 64 * 1024
-_IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
-
-
-def _unsent(pieces: Sequence[bytes | memoryview], sent_bytes: int) -> list[bytes | memoryview]:
-    """What is left of ``pieces`` after the first ``sent_bytes`` went out."""
-    for index, piece in enumerate(pieces):
-        if sent_bytes < len(piece):
-            return [memoryview(piece)[sent_bytes:], *pieces[index + 1 :]]
-        sent_bytes -= len(piece)
-    return []
 
 
 class FastPathProtocol(asyncio.Protocol):
@@ -108,8 +109,15 @@ class FastPathProtocol(asyncio.Protocol):
         fallback: Callable[[], asyncio.Protocol],
         connections: set[FastPathProtocol],
         keepalive_timeout_s: float,
+        *,
+        trusted: TrustedProxies | None = None,
+        access: AccessLog | None = None,
     ) -> None:
         self._responder = responder
+        # Behind a trusted proxy, its X-Forwarded-For names the client (origin.proxies).
+        self._trusted = trusted
+        self._trusted_peer = False
+        self._access = access  # None: the access log is off
         self._parser: HeadParser | None = None  # this connection's alone, made on first use
         self._fallback = fallback
         self._connections = connections
@@ -145,6 +153,7 @@ class FastPathProtocol(asyncio.Protocol):
             self._remote = str(self.peer[0])
         elif self.peer is not None:
             self._remote = str(self.peer)
+        self._trusted_peer = self._trusted is not None and self._trusted.trusts(self._remote)
         sock = transport.get_extra_info("socket")
         self._connection = connection_of(self.peer, sock)
         self._fd = sock.fileno() if sock is not None else -1
@@ -210,10 +219,12 @@ class FastPathProtocol(asyncio.Protocol):
             out: list[bytes | memoryview] = []
             size = 0
             start = 0
+            resumed = False
             while size < ROUND_BYTES:
                 end = buffer.find(b"\r\n\r\n", start)
                 if end < 0:
                     break
+                began_s = 0.0 if self._access is None else time.perf_counter()
                 try:
                     answer = responder.answer(
                         buffer[start : end + 4], parser, self._remote, self._connection
@@ -225,16 +236,24 @@ class FastPathProtocol(asyncio.Protocol):
                     self._hand_over(out, buffer[start:], responder.refusal)
                     return
                 if isinstance(answer, MediaRequest):
+                    if self._trusted_peer:
+                        answer = replace(answer, remote=self._client(parser))
                     self._buffer = buffer[end + 4 :]
                     self._send_round(transport, out)
-                    self._start_load(answer, buffer[start : end + 4])
-                    return
+                    if not self._start_load(answer, buffer[start : end + 4]):
+                        return
+                    resumed = True  # answered at once: on with the next request
+                    break
                 out.append(answer[0])
                 size += len(answer[0])
                 if answer[1] is not None:
                     out.append(answer[1])
                     size += len(answer[1])
+                if self._access is not None:
+                    self._log(buffer[start : end + 4], answer, parser, began_s)
                 start = end + 4
+            if resumed:
+                continue
             rest = buffer[start:] if start else buffer
             if size < ROUND_BYTES and len(rest) > responder.max_head_bytes:
                 self._hand_over(out, rest, Handover.OVERSIZED)  # aiohttp's verdict: 431 or 400
@@ -255,61 +274,85 @@ class FastPathProtocol(asyncio.Protocol):
             self._last_s = asyncio.get_running_loop().time()
             self._send(transport, out)
 
-    def _start_load(self, request: MediaRequest, head: bytes) -> None:
+    def _start_load(self, request: MediaRequest, head: bytes) -> bool:
+        """Load and answer ``request``: at once when the load never waits (a
+        decided segment, with sessions in this process), True when the
+        connection may go on answering; else in a task (False)."""
         self._loading_head = head
         self._update_reading()
-        self.loading = asyncio.get_running_loop().create_task(self._load(request))
-
-    async def _load(self, request: MediaRequest) -> None:
-        responder = self._responder
         try:
-            answer = await responder.load(request)
+            started = eager.start(self._responder.load(request))
         except Exception:
-            # A bug, or a session store failing past its fallback: aiohttp
-            # answers it (its 500 or 503), so the connection never hangs; a
-            # session's CMCD may then be folded in a second time.
-            log.exception("fast path could not answer /%s; handed to aiohttp", request.key)
-            responder.refusal = Handover.ERROR
+            self._load_failed(request)
+            return self._loaded(request, None)
+        if isinstance(started, eager.Done):
+            if not self._loaded(request, started.value):
+                return False
+            self._update_reading()
+            return True
+        self.loading = asyncio.get_running_loop().create_task(self._load(request, started))
+        return False
+
+    def _load_failed(self, request: MediaRequest) -> None:
+        # A bug, or a session store failing past its fallback: aiohttp
+        # answers it (its 500 or 503), so the connection never hangs; a
+        # session's CMCD may then be folded in a second time.
+        log.exception("fast path could not answer /%s; handed to aiohttp", request.key)
+        self._responder.refusal = Handover.ERROR
+
+    async def _load(self, request: MediaRequest, started: eager.Started[Answer | None]) -> None:
+        try:
+            answer = await started
+        except Exception:
+            self._load_failed(request)
             answer = None
         finally:
             self.loading = None
+        if self._loaded(request, answer):
+            self._update_reading()
+            self._answer_buffered()
+
+    def _loaded(self, request: MediaRequest, answer: Answer | None) -> bool:
+        """Send the answer to the request loaded (or hand the connection over
+        when there is none); True when the connection goes on answering."""
+        responder = self._responder
         head, self._loading_head = self._loading_head, None
         transport = self._transport
         if transport is None or head is None:
-            return  # the client went away meanwhile
+            return False  # the client went away meanwhile
         if answer is None:
             self._hand_over([], head + self._buffer, responder.refusal)
-            return
+            return False
         self._send_round(transport, [answer[0]] if answer[1] is None else [answer[0], answer[1]])
+        if self._access is not None:
+            body_bytes = 0 if answer[1] is None else len(answer[1])
+            duration_s = time.perf_counter() - request.started_s
+            self._access.fast(head, answer[0], body_bytes, request.remote, duration_s)
         if self._close_when_idle:
             transport.close()  # shutting down: this answer was in flight, the rest is not
-            return
-        self._update_reading()
-        self._answer_buffered()
+            return False
+        return True
 
     def _send(self, transport: asyncio.Transport, pieces: Sequence[bytes | memoryview]) -> None:
-        """``transport.writelines(pieces)`` without its copy: the transport's
-        ``writelines`` joins head and body into a new 64 KB object before its
-        ``send``.  While nothing is queued in the transport, one ``writev`` on
-        its socket sends the pieces where they are (order is kept: the
-        transport holds nothing that should go first); what the socket does not
-        take goes through the transport as usual."""
-        if (
-            self._fd >= 0
-            and len(pieces) <= _IOV_MAX
-            and not transport.get_write_buffer_size()
-            and not transport.is_closing()
-        ):
-            try:
-                sent_bytes = os.writev(self._fd, pieces)
-            except OSError:  # full (EAGAIN) or broken: the transport takes it from here
-                sent_bytes = 0
-            if sent_bytes:
-                rest = _unsent(pieces, sent_bytes)
-                if rest:
-                    transport.writelines(rest)
-                return
-        transport.writelines(pieces)
+        send_pieces(transport, self._fd, pieces)  # one writev, no copy (.writev)
+
+    def _client(self, parser: HeadParser) -> str | None:
+        """The client's address: the peer's, or behind a trusted proxy the one
+        its forwarding fields name."""
+        fields = parser.fields
+        return client_address(self._remote, fields.x_forwarded_for, fields.forwarded, self._trusted)
+
+    def _log(
+        self,
+        head: bytes,
+        answer: tuple[bytes, bytes | memoryview | None],
+        parser: HeadParser,
+        began_s: float,
+    ) -> None:
+        assert self._access is not None
+        client = self._client(parser) if self._trusted_peer else self._remote
+        body_bytes = 0 if answer[1] is None else len(answer[1])
+        self._access.fast(head, answer[0], body_bytes, client, time.perf_counter() - began_s)
 
     # -- the rest -----------------------------------------------------------
     def close(self) -> None:

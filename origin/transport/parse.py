@@ -29,6 +29,9 @@ READ_FIELDS: Final = {
     b"if-range": "if_range",
     b"ect": "ect",  # the session's network key (origin.sessions.network_key_for)
     b"save-data": "save_data",  # a decided segment's cap (origin.deciding)
+    # Believed only from a trusted proxy's connection (origin.proxies).
+    b"x-forwarded-for": "x_forwarded_for",
+    b"forwarded": "forwarded",
 }
 IGNORED_FIELDS: Final = frozenset(
     {
@@ -56,11 +59,9 @@ IGNORED_FIELDS: Final = frozenset(
         b"upgrade-insecure-requests",
         b"x-playback-session-id",  # AVPlayer (Safari, iOS) on every HLS request
         b"icy-metadata",  # ExoPlayer's audio requests
-        b"x-forwarded-for",
         b"x-forwarded-host",
         b"x-forwarded-port",
         b"x-forwarded-proto",
-        b"forwarded",
         b"x-real-ip",
         b"true-client-ip",
         b"x-request-id",
@@ -92,6 +93,7 @@ class HeadFields:
         "complete",
         "ect",
         "fields",
+        "forwarded",
         "handover",
         "if_modified_since",
         "if_none_match",
@@ -100,6 +102,7 @@ class HeadFields:
         "save_data",
         "seen",
         "url",
+        "x_forwarded_for",
     )
 
     def __init__(self) -> None:
@@ -118,6 +121,8 @@ class HeadFields:
         self.if_range: str | None = None
         self.ect: str | None = None
         self.save_data: str | None = None
+        self.x_forwarded_for: str | None = None
+        self.forwarded: str | None = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url

@@ -16,13 +16,13 @@ from email.utils import formatdate
 from typing import Final
 
 from aiohttp import web
-from aiohttp.http import SERVER_SOFTWARE
 from cachetools import LRUCache
 
 from cadenza.origin.auth import TOKEN_PREFIX
 from cadenza.origin.cache import CachedObject
 from cadenza.origin.core.answer import choose_object
 from cadenza.origin.core.heads import (
+    SERVER_NAME,
     ObjectChoice,
     Redirect,
     object_body,
@@ -101,7 +101,10 @@ class HotResponder:
             maxsize=_HEADS_KEPT
         )
         self._gzip_by_header: dict[str | None, bool] = {None: False}
-        self._keys: dict[bytes, tuple[str, str] | None] = {}
+        # Rendered 302 heads (and bodies) of decided segments, per (location,
+        # X-Cadenza-Cache, GET): the sessions of one track are sent to the same few.
+        self._redirects: dict[tuple[str, str, bool], Answer] = {}
+        self._keys: dict[bytes, tuple[str, str, bool] | None] = {}
         self.refusal = Handover.ERROR  # why the last request was not answered
         self._date_s = -1
         self._date_lines = b""
@@ -115,7 +118,7 @@ class HotResponder:
         if now_s != self._date_s:
             self._date_s = now_s
             self._date_lines = (
-                f"Date: {formatdate(now_s, usegmt=True)}\r\nServer: {SERVER_SOFTWARE}\r\n\r\n"
+                f"Date: {formatdate(now_s, usegmt=True)}\r\nServer: {SERVER_NAME}\r\n\r\n"
             ).encode("latin-1")
         return self._date_lines
 
@@ -131,9 +134,10 @@ class HotResponder:
     def count_handover(self, reason: Handover) -> None:
         self._metrics.fast_path_handovers.labels(reason.value).inc()
 
-    def _key(self, url: bytes) -> tuple[str, str] | None:
-        """(storage key, metrics route) for a URL this path serves, else None;
-        remembered per URL (players ask for the same few again and again)."""
+    def _key(self, url: bytes) -> tuple[str, str, bool] | None:
+        """(storage key, metrics route, whether ``safe_key`` accepts the key) for
+        a URL this path serves, else None; remembered per URL (players ask for
+        the same few again and again)."""
         try:
             return self._keys[url]
         except KeyError:
@@ -144,7 +148,7 @@ class HotResponder:
         self._keys[url] = found
         return found
 
-    def _find_key(self, url: bytes) -> tuple[str, str] | None:
+    def _find_key(self, url: bytes) -> tuple[str, str, bool] | None:
         if url.startswith(_TOKEN_PATH):
             return None
         path = url.decode("latin-1")
@@ -156,7 +160,11 @@ class HotResponder:
         key = path[1:]
         if key.split("/", 1)[0] in self._routed or "/" not in key:
             return None
-        return key, route.value
+        try:  # the check the full path makes
+            valid = safe_key(path) == key
+        except OriginError:
+            valid = False
+        return key, route.value, valid
 
     def answer(
         self,
@@ -185,7 +193,7 @@ class HotResponder:
         if found is None:
             self.refusal = Handover.PATH
             return None
-        key, route = found
+        key, route, valid = found
         arguments = None
         if question:
             arguments = query_arguments(query)
@@ -218,13 +226,7 @@ class HotResponder:
         )
         if obj is not None:
             return self._respond(ObjectChoice(obj, "hit"), asked)
-        if self._cache.peek(key) is not None:  # cached keys passed safe_key already
-            return asked
-        try:  # the check the full path makes
-            valid = safe_key("/" + key) == key
-        except OriginError:
-            valid = False
-        if valid:
+        if valid or self._cache.peek(key) is not None:  # cached keys passed safe_key already
             return asked
         self.refusal = Handover.PATH
         return None
@@ -275,11 +277,18 @@ class HotResponder:
         as on the aiohttp path; None for an unsatisfiable range (aiohttp's 416).
         A decided segment's redirect is ``core.heads.redirect_reply``'s."""
         if isinstance(choice, Redirect):
-            reply = redirect_reply(self._style, choice, asked.is_get)
+            redirect_key = (choice.location, choice.how, asked.is_get)
+            known = self._redirects.get(redirect_key)
+            if known is None:
+                reply = redirect_reply(self._style, choice, asked.is_get)
+                known = (render_head(reply), reply.body)
+                if len(self._redirects) >= _HEADS_KEPT:
+                    self._redirects.clear()
+                self._redirects[redirect_key] = known
             self._metrics.request_done(
                 asked.route, 302, choice.how, 0, time.perf_counter() - asked.started_s
             )
-            return render_head(reply) + self._tail(), reply.body
+            return known[0] + self._tail(), known[1]
         obj = choice.obj
         try:
             answer = plan_for(obj, asked)

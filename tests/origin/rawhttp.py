@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cadenza.origin.app import create_app
-from cadenza.origin.server import GuardedSite, make_runner, make_site
+from cadenza.origin.server import make_runner, make_site
 from cadenza.origin.settings import Settings
+from cadenza.origin.site import GuardedSite
 
 T = TypeVar("T")
 

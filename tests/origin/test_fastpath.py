@@ -21,8 +21,9 @@ from yarl import URL
 from cadenza.origin.core.request import query_arguments
 from cadenza.origin.pathways import PathwaySetting
 from cadenza.origin.settings import Settings
-from cadenza.origin.transport.fast import FastPathProtocol, _unsent
+from cadenza.origin.transport.fast import FastPathProtocol
 from cadenza.origin.transport.responder import HotResponder
+from cadenza.origin.transport.writev import unsent as _unsent
 from tests.origin.conftest import TRACK
 from tests.origin.rawhttp import ThreadedOrigin
 
