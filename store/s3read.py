@@ -28,10 +28,10 @@ from cadenza.store.s3client import (
     gather_all,
     is_not_found,
     open_client,
-    request_failed,
     s3_errors,
     unavailable,
 )
+from cadenza.store.s3sweep import get_object_or_none
 from cadenza.store.s3url import S3Url
 
 
@@ -46,15 +46,8 @@ async def read_completion_markers(
     async def one(track_id: str) -> str | None:
         url = root.join(presentation_key(track_id))
         async with gate:
-            try:
-                response = await client.get_object(Bucket=url.bucket, Key=url.key)
-                async with response["Body"] as body:
-                    data: bytes = await body.read()
-            except s3_errors() as exc:
-                if is_not_found(exc):
-                    return None
-                raise request_failed(url, "checking for a finished track", exc) from exc
-        return track_id if is_complete(data) else None
+            data = await get_object_or_none(client, url, "checking for a finished track")
+        return track_id if data is not None and is_complete(data) else None
 
     found = await gather_all(one(t) for t in track_ids)
     return {t for t in found if t is not None}

@@ -36,7 +36,9 @@ async def _list(client: Any, prefix: S3Url) -> dict[str, float]:
     return found
 
 
-async def _get(client: Any, url: S3Url) -> bytes | None:
+async def get_object_or_none(client: Any, url: S3Url, doing: str = "reading") -> bytes | None:
+    """The object's bytes, or None when it does not exist; any other failure is a
+    :class:`RequestFailedError` saying what was being done."""
     try:
         response = await client.get_object(Bucket=url.bucket, Key=url.key)
         async with response["Body"] as body:
@@ -44,7 +46,7 @@ async def _get(client: Any, url: S3Url) -> bytes | None:
     except s3_errors() as exc:
         if is_not_found(exc):
             return None
-        raise request_failed(url, "reading", exc) from exc
+        raise request_failed(url, doing, exc) from exc
     return data
 
 
@@ -67,7 +69,7 @@ class S3Sweeper:
 
         async def run() -> bytes | None:
             async with open_client(self.settings) as client:
-                return await _get(client, self.root.join(presentation_key(track_id)))
+                return await get_object_or_none(client, self.root.join(presentation_key(track_id)))
 
         return asyncio.run(run())
 
@@ -89,7 +91,7 @@ class S3Sweeper:
     def read(self, track_id: str, name: str) -> bytes | None:
         async def run() -> bytes | None:
             async with open_client(self.settings) as client:
-                return await _get(client, self.root.join(track_id, name))
+                return await get_object_or_none(client, self.root.join(track_id, name))
 
         return asyncio.run(run())
 
