@@ -163,7 +163,7 @@ class Progress:
         why = f" ({result.reason})" if result.reason else ""
         detail = {
             "packaged": f"-> {result.output} ({result.wall_s:.1f} s){why}",
-            "skipped": f"skipped{why or ' (already complete)'}",
+            "skipped": why.strip() or "(already complete)",
             "failed": f"FAILED: {result.error}",
         }.get(result.status, f"-> {result.output}")
         loud = result.status == "failed" or bool(result.warnings)
