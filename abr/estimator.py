@@ -10,7 +10,7 @@ policy can be replayed exactly.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 # hls.js defaults for VOD (abrEwmaFastVoD, abrEwmaSlowVoD, abrEwmaDefaultEstimate).
@@ -25,6 +25,19 @@ MIN_WEIGHT_S: Final = 0.001
 # Confidence reaches one half after this many seconds of samples.
 CONFIDENCE_HALF_WEIGHT_S: Final = 4.0
 
+# ``Ewma.alpha`` per half-life: an estimator is sampled on every decided segment,
+# and the half-lives in use are a handful of constants.
+_ALPHAS: dict[float, float] = {}
+
+
+def _alpha(half_life_s: float) -> float:
+    alpha = _ALPHAS.get(half_life_s)
+    if alpha is None:
+        alpha = math.exp(math.log(0.5) / half_life_s)
+        if len(_ALPHAS) < 64:
+            _ALPHAS[half_life_s] = alpha
+    return alpha
+
 
 @dataclass(frozen=True, slots=True)
 class Ewma:
@@ -36,21 +49,23 @@ class Ewma:
 
     @property
     def alpha(self) -> float:
-        return math.exp(math.log(0.5) / self.half_life_s)
+        return _alpha(self.half_life_s)
 
     def sample(self, weight: float, value: float) -> Ewma:
-        kept = float(self.alpha**weight)
-        return replace(
-            self,
-            estimate=value * (1.0 - kept) + kept * self.estimate,
-            total_weight=self.total_weight + weight,
+        half_life_s = self.half_life_s
+        kept = float(_alpha(half_life_s) ** weight)
+        return Ewma(
+            half_life_s,
+            value * (1.0 - kept) + kept * self.estimate,
+            self.total_weight + weight,
         )
 
     def value(self) -> float:
         """The estimate without the bias towards the zero it started from."""
-        if self.total_weight <= 0.0:
+        total_weight = self.total_weight
+        if total_weight <= 0.0:
             return self.estimate
-        return self.estimate / (1.0 - float(self.alpha**self.total_weight))
+        return self.estimate / (1.0 - float(_alpha(self.half_life_s) ** total_weight))
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +94,10 @@ class DualEwma:
         """A throughput measured over ``weight_s`` seconds (a CMCD ``mtp``, say)."""
         if rate_bps <= 0 or weight_s <= 0 or not math.isfinite(rate_bps):
             return self
-        return replace(
-            self,
-            fast=self.fast.sample(weight_s, rate_bps),
-            slow=self.slow.sample(weight_s, rate_bps),
+        return DualEwma(
+            self.fast.sample(weight_s, rate_bps),
+            self.slow.sample(weight_s, rate_bps),
+            self.default_bps,
         )
 
     @property
@@ -94,9 +109,10 @@ class DualEwma:
         return self.fast.total_weight
 
     def estimate_bps(self) -> float:
-        if not self.can_estimate:
+        fast = self.fast
+        if fast.total_weight < MIN_WEIGHT_S:  # not can_estimate
             return self.default_bps
-        return min(self.fast.value(), self.slow.value())
+        return min(fast.value(), self.slow.value())
 
     def confidence(self) -> float:
         """0 with no samples, 0.5 after four seconds' worth, towards 1 after."""

@@ -24,9 +24,11 @@ from cadenza.abr.session import SessionState, apply_cmcd
 
 def network_key_for(remote: str | None, headers: Mapping[str, str]) -> str | None:
     """A coarse population key: the ``ECT`` client hint, else the /24 or /48 prefix."""
-    ect = headers.get("ECT", "").strip().lower()
-    if ect in ("slow-2g", "2g", "3g", "4g"):
-        return f"ect:{ect}"
+    hint = headers.get("ECT")
+    if hint is not None:
+        ect = hint.strip().lower()
+        if ect in ("slow-2g", "2g", "3g", "4g"):
+            return f"ect:{ect}"
     if not remote:
         return None
     return _prefix_key(remote)

@@ -16,9 +16,9 @@ origin CPU per decided request, decision included.
   against the plain hit's head-and-body lookup.  CPU from
   ``time.process_time`` (the loop yields every :data:`TURN` requests, so the
   metrics counted per loop turn are paid too); no socket I/O on either side.
-- Under wrk: ``cadenza serve`` (1 worker) on loopback, ``wrk -t2 -c64
-  --latency -s bench/decided.lua`` (64 sessions, each asking for its next
-  segment) against plain ``wrk`` on the hot 64 KB segment, alternating; req/s,
+- Under wrk: ``cadenza serve`` (1 worker, access log off) on loopback, ``wrk
+  -t2 -c64 --latency -s bench/decided.lua`` (64 sessions, each asking for its
+  next segment) against plain ``wrk`` on the hot 64 KB segment, alternating; req/s,
   p99, and the server's CPU per request (``utime + stime`` of its process
   group from ``/proc``, over each run, divided by the requests wrk counted).
 - Memory: a fresh process fills a
@@ -273,9 +273,12 @@ def origin_server(root: Path, work_dir: Path) -> Iterator[tuple[str, int]]:
     log_file = work_dir / f"cadenza-decided-{port}.log"
     argv = [str(Path(sys.executable).parent / "cadenza"), "serve", str(root)]
     argv += ["--host", http_bench.HOST, "--port", str(port), "--workers", "1"]
+    # The access log off: a line per request is an operator's choice, paid alike by both
+    # series, and would measure the logging, not the decision path.
+    env = {**os.environ, "CADENZA_ACCESS_LOG": "false"}
     with open(log_file, "wb") as sink:
         process = subprocess.Popen(
-            argv, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+            argv, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
     try:
         base = f"http://{http_bench.HOST}:{port}"

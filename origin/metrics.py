@@ -42,6 +42,7 @@ from cadenza.origin.errors import (
     StorageTimeoutError,
     StorageUnavailableError,
 )
+from cadenza.origin.metrics_batch import ObservationBatch
 from cadenza.origin.metrics_export import BuildInfo, Exported, WorkerProcesses
 from cadenza.origin.steering_policy import SteeringArg
 from cadenza.store.local import LocalStore
@@ -100,6 +101,8 @@ class Metrics:
     ip_rate_limited: Counter
     connections_refused: Counter
     access_denied: Counter
+    licences_issued: Counter
+    licences_refused: Counter
     redis_up: Gauge
     redis_fallbacks: Counter
     pathway_up: Gauge
@@ -114,6 +117,8 @@ class Metrics:
     # tuple on every call, a measurable share of a hot-cache hit.
     _children: dict[tuple[str, ...], tuple[Any, Any, Any]] = field(default_factory=dict)
     _labelled: dict[tuple[int, tuple[str, ...]], Any] = field(default_factory=dict)
+    # Histogram values, applied once per event-loop turn and before a scrape.
+    batch: ObservationBatch = field(default_factory=ObservationBatch)
 
     def cache_lookup(self, how: str) -> None:
         self._child(self.cache_lookups, (how,)).inc()
@@ -145,7 +150,7 @@ class Metrics:
             children = (
                 self.requests.labels(route, status, cache),
                 self.response_bytes.labels(route),
-                self.latency.labels(route),
+                self.batch.of(self.latency.labels(route)),
             )
             self._children[key] = children
         return children
@@ -184,6 +189,7 @@ class Metrics:
             sources: list[Any] = [workers, WorkerProcesses(Path(folder)), BuildInfo()]
         else:
             sources = [self.registry]  # it has its own ProcessCollector and BuildInfo
+        self.batch.flush()  # this process' values of this loop turn, in this scrape
         exported = CollectorRegistry()
         exported.register(Exported(sources, self.hidden))
         return generate_latest(exported)
@@ -340,6 +346,18 @@ def create_metrics(*, shared_sessions: bool = False) -> Metrics:
         access_denied=Counter(
             "cadenza_access_denied",
             "Requests refused by access control (signed URLs, admin token), by reason",
+            ["reason"],
+            registry=registry,
+        ),
+        licences_issued=Counter(
+            "cadenza_licences_issued",
+            "ClearKey licences and AES-128 keys handed out (origin/licences.py), by kind",
+            ["kind"],
+            registry=registry,
+        ),
+        licences_refused=Counter(
+            "cadenza_licences_refused",
+            "Licence and key requests refused, by reason",
             ["reason"],
             registry=registry,
         ),

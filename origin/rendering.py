@@ -36,7 +36,7 @@ from cadenza.origin.errors import (
     NoMatchingRenditionsError,
     StorageUnavailableError,
 )
-from cadenza.origin.keys import METRICS, POPULATION, PRESENTATIONS, RENDERED, SETTINGS
+from cadenza.origin.keys import CACHE, METRICS, POPULATION, PRESENTATIONS, RENDERED, SETTINGS
 from cadenza.origin.objects import load_object
 from cadenza.origin.storage import ObjectInfo, StoredObject
 from cadenza.origin.telemetry import Observed, guidance_for
@@ -47,7 +47,14 @@ MIN_PRIOR_SESSIONS: Final = 3
 
 async def presentation_of(app: web.Application, track: str) -> tuple[Presentation, CachedObject]:
     """The track's model, parsed once per version of its presentation.json."""
-    obj, _ = await load_object(app, f"{track}/{PRESENTATION_NAME}")
+    key = f"{track}/{PRESENTATION_NAME}"
+    # Every decided segment asks: a fresh cached copy is taken without a load
+    # (counted as the hit load_object would count).
+    obj = app[CACHE].hot(key)
+    if obj is None:
+        obj, _ = await load_object(app, key)
+    else:
+        app[METRICS].cache_lookup("hit")
     parsed = app[PRESENTATIONS].get(track)
     if parsed is not None and parsed[0] == obj.etag:
         return parsed[1], obj

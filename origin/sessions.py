@@ -2,9 +2,10 @@
 
 The state and its folding (:func:`cadenza.abr.session.apply_cmcd`) are pure
 and live in :mod:`cadenza.abr.session`.  The stores only keep states:
-:class:`MemorySessionStore` in a bounded TTL cache (cachetools) in this
-process; :mod:`cadenza.origin.redis_store` implements the same protocols in
-Redis for replicas that share sessions.
+:class:`MemorySessionStore` in a bounded map whose entries expire
+(:class:`~cadenza.origin.expiring.ExpiringLru`) in this process;
+:mod:`cadenza.origin.redis_store` implements the same protocols in Redis for
+replicas that share sessions.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from cachetools import TTLCache
 from cadenza.abr.policy import Population
 from cadenza.abr.population import population_of
 from cadenza.abr.session import SessionState
+from cadenza.origin.expiring import ExpiringLru
 
 
 class SessionStore(Protocol):
@@ -34,24 +36,12 @@ class SessionStore(Protocol):
     async def count(self) -> int: ...
 
 
-class _EvictionCountingCache(TTLCache[str, "SessionState"]):
-    """A ``TTLCache`` that counts the items it evicts for room (``popitem``);
-    expiry goes through ``expire`` and is not counted."""
-
-    evictions = 0
-
-    def popitem(self) -> tuple[str, SessionState]:
-        item = super().popitem()
-        self.evictions += 1
-        return item
-
-
 class MemorySessionStore:
     """Sessions in this process: at most ``max_sessions``, forgotten ``ttl_s`` after
-    their last update (cachetools ``TTLCache``, least recently used evicted first)."""
+    their last update (least recently used evicted first)."""
 
     def __init__(self, max_sessions: int, ttl_s: float) -> None:
-        self._cache = _EvictionCountingCache(maxsize=max_sessions, ttl=ttl_s)
+        self._cache: ExpiringLru[str, SessionState] = ExpiringLru(max_sessions, ttl_s)
 
     @property
     def evictions(self) -> int:
@@ -62,6 +52,14 @@ class MemorySessionStore:
         return self._cache.get(sid)
 
     async def put(self, state: SessionState) -> None:
+        self._cache[state.sid] = state
+
+    def get_now(self, sid: str) -> SessionState | None:
+        """:meth:`get` without awaiting (a decided segment's read-change-write)."""
+        return self._cache.get(sid)
+
+    def put_now(self, state: SessionState) -> None:
+        """:meth:`put` without awaiting."""
         self._cache[state.sid] = state
 
     async def active(self) -> list[SessionState]:
@@ -161,15 +159,20 @@ class MemoryPopulationStore:
         ttl_s: float = 3600.0,
         prior_refresh_s: float = 1.0,
     ) -> None:
-        self._groups: TTLCache[str, dict[str, float]] = TTLCache(maxsize=max_keys, ttl=ttl_s)
-        self._priors: TTLCache[str, Population] = TTLCache(maxsize=max_keys, ttl=prior_refresh_s)
+        self._groups: ExpiringLru[str, dict[str, float]] = ExpiringLru(max_keys, ttl_s)
+        self._priors: ExpiringLru[str, Population] = ExpiringLru(max_keys, prior_refresh_s)
         self._per_key = per_key
 
     async def record(self, key: str, sid: str, estimate_bps: float) -> None:
+        self.record_now(key, sid, estimate_bps)
+
+    def record_now(self, key: str, sid: str, estimate_bps: float) -> None:
+        """:meth:`record` without awaiting."""
         group = self._groups.get(key)
         if group is None:
             group = {}
-        group.pop(sid, None)
+        if next(reversed(group), None) != sid:  # else it is the newest already
+            group.pop(sid, None)
         group[sid] = estimate_bps
         while len(group) > self._per_key:
             group.pop(next(iter(group)))

@@ -22,9 +22,17 @@ from cadenza.abr.cmcd import HEADER_NAMES, Cmcd, parse_request_cmcd
 from cadenza.abr.guidance import ladder_bps
 from cadenza.abr.policy import Guidance, decide
 from cadenza.abr.population import network_key_for
-from cadenza.abr.session import Delivery, SessionState, apply_cmcd, note_media_request, valid_sid
+from cadenza.abr.session import (
+    Changes,
+    Delivery,
+    SessionState,
+    apply_cmcd,
+    note_media_request,
+    valid_sid,
+)
 from cadenza.manifests.model import Presentation
 from cadenza.origin.keys import CLOCK, METRICS, POPULATION, SESSION_LOCKS, SESSIONS
+from cadenza.origin.sessions import MemoryPopulationStore, MemorySessionStore
 from cadenza.origin.tcp_info import Connection
 
 log = logging.getLogger("cadenza.origin.telemetry")
@@ -60,21 +68,26 @@ async def ingest(
     # The memory store counts sessions it evicted for room; others (Redis) bound
     # themselves and have no such count.
     evictions_before: int = getattr(store, "evictions", 0)
-    locks = app.get(SESSION_LOCKS)  # None: the memory store never awaits between get and put
-    async with contextlib.nullcontext() if locks is None else locks.hold(sid):
-        state, changes = apply_cmcd(
-            await store.get(sid),
-            cmcd,
-            now_s,
-            sid=sid,
-            is_request=is_request,
-            track=track,
-            network_key=network_key,
-            delivery=delivery,
+    locks = app.get(SESSION_LOCKS)  # None: the store never awaits between get and put
+    if locks is None and isinstance(store, MemorySessionStore):  # no await at all
+        state, changes = _change(
+            store.get_now(sid), sid, cmcd, now_s, is_request, track, network_key, delivery, then
         )
-        if then is not None:
-            state = then(state)
-        await store.put(state)
+        store.put_now(state)
+    else:
+        async with contextlib.nullcontext() if locks is None else locks.hold(sid):
+            state, changes = _change(
+                await store.get(sid),
+                sid,
+                cmcd,
+                now_s,
+                is_request,
+                track,
+                network_key,
+                delivery,
+                then,
+            )
+            await store.put(state)
     evicted = getattr(store, "evictions", 0) - evictions_before
     if evicted > 0:
         metrics.sessions_evicted.inc(evicted)
@@ -82,16 +95,50 @@ async def ingest(
         metrics.bitrate_switches.inc()
     if changes.stalled:
         metrics.buffer_starvations.inc()
+    # Histogram values are applied once per event-loop turn (origin.metrics_batch).
+    batch = metrics.batch
     if changes.throughput_kbps is not None:
-        metrics.session_throughput_bps.observe(changes.throughput_kbps * 1000)
+        batch.of(metrics.session_throughput_bps).observe(changes.throughput_kbps * 1000)
         if state.network_key is not None:
-            await app[POPULATION].record(state.network_key, sid, state.estimator.estimate_bps())
+            population = app[POPULATION]
+            estimate_bps = state.estimator.estimate_bps()
+            if isinstance(population, MemoryPopulationStore):
+                population.record_now(state.network_key, sid, estimate_bps)
+            else:
+                await population.record(state.network_key, sid, estimate_bps)
     if changes.bitrate_kbps is not None:
-        metrics.session_bitrate_bps.observe(changes.bitrate_kbps * 1000)
-        metrics.session_qoe.observe(state.qoe())
+        batch.of(metrics.session_bitrate_bps).observe(changes.bitrate_kbps * 1000)
+        batch.of(metrics.session_qoe).observe(state.qoe())
     if changes.new_session:
         metrics.sessions_active.set(await store.count())
     return state
+
+
+def _change(
+    previous: SessionState | None,
+    sid: str,
+    cmcd: Cmcd,
+    now_s: float,
+    is_request: bool,
+    track: str | None,
+    network_key: str | None,
+    delivery: Delivery | None,
+    then: Callable[[SessionState], SessionState] | None,
+) -> tuple[SessionState, Changes]:
+    """:func:`ingest`'s change of the session (pure)."""
+    state, changes = apply_cmcd(
+        previous,
+        cmcd,
+        now_s,
+        sid=sid,
+        is_request=is_request,
+        track=track,
+        network_key=network_key,
+        delivery=delivery,
+    )
+    if then is not None:
+        state = then(state)
+    return state, changes
 
 
 async def observe_request(request: web.Request, track: str) -> Observed | None:

@@ -122,10 +122,22 @@ def query_arguments(query: bytes) -> dict[str, str] | None:
         if not equals or name not in QUERY_ARGUMENTS or name in arguments:
             return None
         try:
-            arguments[name] = unquote_to_bytes(raw_value).decode("utf-8")
+            arguments[name] = _unquote(raw_value).decode("utf-8")
         except UnicodeDecodeError:
             return None
     return arguments
+
+
+def _unquote(raw: bytes) -> bytes:
+    """``unquote_to_bytes(raw)``, without its per-escape loop for the value of a
+    CMCD argument (``quote(payload, safe="")`` of CTA-5004 text: ``%3D``,
+    ``%2C`` and ``%22`` for ``=``, ``,`` and ``"``).  None of these decodes to
+    ``%``, so when no ``%`` is left after replacing them every escape was one
+    of them, decoded as ``unquote_to_bytes`` decodes it; else it decodes."""
+    if b"%" not in raw:
+        return raw
+    decoded = raw.replace(b"%3D", b"=").replace(b"%2C", b",").replace(b"%22", b'"')
+    return unquote_to_bytes(raw) if b"%" in decoded else decoded
 
 
 @dataclass(frozen=True, slots=True)
