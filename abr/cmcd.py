@@ -264,17 +264,19 @@ def _parse_member(member: str, fast: bool) -> tuple[str, CmcdValue] | Malformed:
 _MEMBERS_KEPT: Final = 4096
 _MEMBER_MAX_CHARS: Final = 64
 _members: dict[str, tuple[str, CmcdValue] | Malformed] = {}
+_NO_MEMBERS: Final[dict[str, tuple[str, CmcdValue] | Malformed]] = {}  # fast=False
 # Keys whose plain non-negative integer needs no more checking than its digits.
 _NUMERIC_KEYS: Final = frozenset(
     key for key, spec in KEYS.items() if spec.kind in (Kind.INTEGER, Kind.DECIMAL)
 )
 
 
-def _known_member(member: str) -> tuple[str, CmcdValue] | Malformed:
-    """:func:`_parse_member` (fast), remembered for short members; a defined
-    numeric key with a plain integer (``bl=21500``, which changes every request)
-    is read without a regex."""
+def _new_member(member: str) -> tuple[str, CmcdValue] | Malformed:
+    """:func:`_parse_member` (fast) of a member not in the table, kept there if
+    short; a defined numeric key with a plain integer (``bl=21500``) is read
+    without a regex."""
     key, equals, digits = member.partition("=")
+    parsed: tuple[str, CmcdValue] | Malformed
     if (
         equals
         and key in _NUMERIC_KEYS
@@ -282,14 +284,13 @@ def _known_member(member: str) -> tuple[str, CmcdValue] | Malformed:
         and digits.isdigit()
         and digits.isascii()
     ):
-        return key, int(digits)
-    parsed = _members.get(member)
-    if parsed is None:
+        parsed = key, int(digits)
+    else:
         parsed = _parse_member(member, True)
-        if len(member) <= _MEMBER_MAX_CHARS:
-            if len(_members) >= _MEMBERS_KEPT:
-                _members.clear()
-            _members[member] = parsed
+    if len(member) <= _MEMBER_MAX_CHARS:
+        if len(_members) >= _MEMBERS_KEPT:
+            _members.clear()
+        _members[member] = parsed
     return parsed
 
 
@@ -315,16 +316,20 @@ def parse_cmcd(text: str, *, fast: bool = True) -> Cmcd:
         members = _split_members(text)
     elif '"' in text:
         pieces = text.split('"')
-        if len(pieces) % 2 == 0 or any("," in inside for inside in pieces[1::2]):
+        if len(pieces) % 2 == 0 or "," in "".join(pieces[1::2]):
             members = _split_members(text)
     if len(members) > MAX_MEMBERS:
         return Cmcd({}, (Malformed("*", f"more than {MAX_MEMBERS} keys"),))
+    known = (_members if fast else _NO_MEMBERS).get
     for member in members:
-        parsed = _known_member(member) if fast else _parse_member(member, False)
-        if isinstance(parsed, Malformed):
-            malformed.append(parsed)
+        parsed = known(member)
+        if parsed is None:
+            parsed = _new_member(member) if fast else _parse_member(member, False)
+        if isinstance(parsed, tuple):
+            key, value = parsed
+            values[key] = value
         else:
-            values[parsed[0]] = parsed[1]
+            malformed.append(parsed)
     return Cmcd(values, tuple(malformed))
 
 

@@ -104,8 +104,9 @@ from cadenza.abr.controller_inputs import (
     Signals,
 )
 from cadenza.abr.controller_table import DEFAULT_PLAN, NO_PREVIOUS, PlanConfig, decision_table
+from cadenza.abr.frozen import fast_init
 from cadenza.abr.policy import Population, highest_at_or_below
-from cadenza.abr.sim.baselines import harmonic_mean_bps, relative_error, robust_throughput_bps
+from cadenza.abr.sim.baselines import relative_error, robust_throughput_bps
 
 
 class Reason(enum.StrEnum):
@@ -146,6 +147,7 @@ MIN_SAMPLE_BPS: Final = 1.0
 MAX_SAMPLE_BPS: Final = 1e12
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ControllerState:
     """What a session keeps between decisions (about 230 bytes in CPython)."""
@@ -167,18 +169,40 @@ def _unpack(window: bytes) -> tuple[list[float], list[float]]:
     """The (samples, errors) of a packed window.  A window that did not come from
     here (a stored state of another version, a corrupted one) loses what cannot be
     a sample: a partial pair, a sample that is not a positive number."""
-    samples: list[float] = []
-    errors: list[float] = []
-    for sample, error in _PAIR.iter_unpack(window[len(window) % _PAIR.size :]):
+    window = window[len(window) % _PAIR.size :]
+    pairs = len(window) // _PAIR.size
+    if not pairs:
+        return [], []
+    floats = _FLOATS.get(pairs) or _floats(pairs)
+    values = floats.unpack(window)
+    samples, errors = list(values[0::2]), list(values[1::2])
+    # All finite (a sum of finite float32s is finite; a NaN or infinity is not), samples
+    # positive and errors not negative: as the loop below would leave them.
+    if sum(samples) < math.inf and min(samples) > 0 and sum(errors) < math.inf and min(errors) >= 0:
+        return samples, errors
+    samples, errors = [], []
+    for sample, error in _PAIR.iter_unpack(window):
         if math.isfinite(sample) and sample > 0:
             samples.append(sample)
             errors.append(error if math.isfinite(error) and error >= 0 else 0.0)
     return samples, errors
 
 
+# ``struct`` formats of a window of n pairs, unpacked at once.
+_FLOATS: dict[int, struct.Struct] = {}
+
+
+def _floats(pairs: int) -> struct.Struct:
+    floats = struct.Struct(f"<{2 * pairs}f")
+    if len(_FLOATS) < 64:
+        _FLOATS[pairs] = floats
+    return floats
+
+
 INITIAL_STATE: Final = ControllerState()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     index: int
@@ -219,17 +243,31 @@ def throughput_sample_bps(
     config: ControllerConfig = DEFAULT_CONTROLLER,
 ) -> float | None:
     """The previous object's throughput, or None when nothing measured it."""
+    previous = previous_rung(ladder_bps, state, signals)
+    return _sample_bps(ladder_bps, previous, signals, gap_s, segment_duration_s, config)
+
+
+def _sample_bps(
+    ladder_bps: Sequence[int],
+    previous: int,
+    signals: Signals,
+    gap_s: float | None,
+    segment_duration_s: float,
+    config: ControllerConfig,
+) -> float | None:
+    """:func:`throughput_sample_bps` given the previous rung."""
     measured: float | None = None
-    if signals.delivery_rate_bps is not None and signals.delivery_rate_bps > 0:
-        measured = signals.delivery_rate_bps
+    delivery_bps = signals.delivery_rate_bps
+    if delivery_bps is not None and delivery_bps > 0:
+        measured = delivery_bps
     elif signals.measured_kbps is not None:
         # The low end of the interval ``mtp`` was rounded from (25 kb/s for a 0).
         low_kbps = signals.measured_kbps - MTP_STEP_KBPS / 2
         measured = max(low_kbps, MTP_STEP_KBPS / 4) * 1000.0
     bound: float | None = None
-    previous = previous_rung(ladder_bps, state, signals)
-    if gap_s is not None and gap_s > 0 and (previous != NO_PREVIOUS or signals.encoded_kbps):
-        bitrate = signals.encoded_kbps * 1000.0 if signals.encoded_kbps else ladder_bps[previous]
+    encoded_kbps = signals.encoded_kbps
+    if gap_s is not None and gap_s > 0 and (previous != NO_PREVIOUS or encoded_kbps):
+        bitrate = encoded_kbps * 1000.0 if encoded_kbps else ladder_bps[previous]
         duration_s = signals.object_ms / 1000.0 if signals.object_ms else segment_duration_s
         bound = bitrate * duration_s / gap_s
     if measured is not None:
@@ -284,9 +322,12 @@ def decide_rung(
     ladder = ladder_bps if isinstance(ladder_bps, tuple) else tuple(ladder_bps)
     table = decision_table(ladder, segment_duration_s, config.plan)
     state = INITIAL_STATE if state is None else state
-    gap_s = now_s - state.last_request_s if state.requests else None
-    sample = throughput_sample_bps(ladder, state, signals, gap_s, segment_duration_s, config)
-    window = state.window[len(state.window) % _PAIR.size :]
+    requests = state.requests
+    gap_s = now_s - state.last_request_s if requests else None
+    previous = previous_rung(ladder, state, signals)
+    sample = _sample_bps(ladder, previous, signals, gap_s, segment_duration_s, config)
+    window = state.window
+    window = window[len(window) % _PAIR.size :]
     prediction = state.last_prediction_bps
     if sample is not None:
         sample = min(max(sample, MIN_SAMPLE_BPS), MAX_SAMPLE_BPS)
@@ -297,43 +338,44 @@ def decide_rung(
     buffer_s = believed_buffer_s(
         state, signals, gap_s, segment_duration_s, config.plan.buffer_cap_s
     )
-    previous = previous_rung(ladder, state, signals)
-    playing = state.requests > 0 and not signals.startup
+    startup = signals.startup
     samples, errors = _unpack(window)
     if samples:
-        throughput = robust_throughput_bps(samples, errors, config.window)
-        prediction = harmonic_mean_bps(samples)
+        # sim.baselines' robust_throughput_bps(samples, errors, config.window) and
+        # harmonic_mean_bps(samples), the harmonic mean computed once when the window
+        # holds no more than ``config.window`` samples (as it does but for a state
+        # stored with another configuration).
+        prediction = len(samples) / sum([1.0 / sample for sample in samples])
+        recent = config.window
+        if len(samples) > recent or recent < 1:
+            throughput = robust_throughput_bps(samples, errors, recent)
+        else:
+            throughput = prediction / (1.0 + max(errors))
         if signals.requested_max_kbps is not None:
             throughput = min(throughput, signals.requested_max_kbps * 1000.0)
         index, reason = table.lookup(buffer_s, throughput, previous), Reason.MPC
         # A buffer that was built and is now short is draining: fall back.  One that was
         # never built is a start (dash.js sends su=true on its first request only, then
         # bl near 0 on the second), which the table already handles.
-        built = state.buffer_s >= config.panic_buffer_s
-        low = (built and buffer_s < config.panic_buffer_s) or (
-            signals.starved and buffer_s < segment_duration_s
-        )
-        if playing and low and index > 0:
-            index, reason = 0, Reason.BUFFER_LOW
+        if index > 0 and requests > 0 and not startup:
+            panic_s = config.panic_buffer_s
+            built = state.buffer_s >= panic_s
+            if (built and buffer_s < panic_s) or (
+                signals.starved and buffer_s < segment_duration_s
+            ):
+                index, reason = 0, Reason.BUFFER_LOW
     else:
         prior, reason = _prior(population, signals, config)
         throughput = prior or 0.0
         index = (
             0 if prior is None else table.lookup(buffer_s, prior * config.start_safety, previous)
         )
-    cap, cap_reason = _cap(ladder, signals)
-    if index > cap and cap_reason is not None:
-        index, reason = cap, cap_reason
+    if signals.save_data or signals.max_bitrate_bps is not None or signals.ect is not None:
+        cap, cap_reason = _cap(ladder, signals)
+        if index > cap and cap_reason is not None:
+            index, reason = cap, cap_reason
     decision = Decision(index, ladder[index], reason, throughput, buffer_s)
-    new_state = ControllerState(
-        requests=state.requests + 1,
-        last_request_s=now_s,
-        last_index=index,
-        buffer_s=buffer_s,
-        last_prediction_bps=prediction,
-        window=window,
-    )
-    return decision, new_state
+    return decision, ControllerState(requests + 1, now_s, index, buffer_s, prediction, window)
 
 
 def _prior(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from cadenza.abr.cmcd_keys import Cmcd
+from cadenza.abr.frozen import fast_init
 
 # CTA-5004 rounds ``mtp`` to the nearest 100 kb/s; a report of 0 means below 50.
 MTP_STEP_KBPS: Final = 100
@@ -42,6 +43,7 @@ ECT_PRIOR_BPS: Final[Mapping[Ect, float]] = {
 }
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Signals:
     """One request's inputs.  CMCD (CTA-5004) keys, all about the previous object
@@ -101,23 +103,23 @@ def signals_from_cmcd(
     Negative or zero durations and bitrates are dropped as absent; a zero
     ``mtp`` is kept (it means below 50 kb/s).
     """
-
-    def positive(key: str) -> int | None:
-        value = cmcd.integer(key)
-        return value if value is not None and value > 0 else None
-
-    bl = cmcd.integer("bl")
-    mtp = cmcd.integer("mtp")
+    integer = cmcd.integer
+    bl = integer("bl")
+    mtp = integer("mtp")
+    br = integer("br")
+    d = integer("d")
+    rtp = integer("rtp")
+    flags = cmcd.values
     return Signals(
-        buffer_ms=bl if bl is not None and bl >= 0 else None,
-        measured_kbps=mtp if mtp is not None and mtp >= 0 else None,
-        encoded_kbps=positive("br"),
-        object_ms=positive("d"),
-        startup=cmcd.flag("su"),
-        starved=cmcd.flag("bs"),
-        requested_max_kbps=positive("rtp"),
-        delivery_rate_bps=delivery_rate_bps,
-        save_data=save_data,
-        max_bitrate_bps=max_bitrate_bps,
-        ect=ect,
+        bl if bl is not None and bl >= 0 else None,
+        mtp if mtp is not None and mtp >= 0 else None,
+        br if br is not None and br > 0 else None,
+        d if d is not None and d > 0 else None,
+        flags.get("su") is True,  # cmcd.flag("su")
+        flags.get("bs") is True,
+        rtp if rtp is not None and rtp > 0 else None,
+        delivery_rate_bps,
+        save_data,
+        max_bitrate_bps,
+        ect,
     )

@@ -30,7 +30,7 @@ import enum
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final
 
@@ -89,6 +89,17 @@ class PlanConfig:
     # The throughput grid spans the lowest rung / low_ratio .. the top rung × high_ratio.
     low_ratio: float = 8.0
     high_ratio: float = 16.0
+    # The hash of the fields above, kept: the plan is a key of the decision tables'
+    # cache, hashed at every decision.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fields = (self.horizon, self.buffer_cap_s, self.objective, self.rebuffer_penalty)
+        more = (self.switch_penalty, self.buffer_step_s, self.steps_per_octave)
+        object.__setattr__(self, "_hash", hash((*fields, *more, self.low_ratio, self.high_ratio)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 DEFAULT_PLAN: Final = PlanConfig()
@@ -203,6 +214,13 @@ class DecisionTable:
     buffer_cells: int
     throughput_cells: int
     cells: bytes
+    # The top cells' buffer and throughput (looked up at every decision).
+    top_buffer_s: float = field(init=False, repr=False, compare=False)
+    top_bps: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "top_buffer_s", self.buffer_at(self.buffer_cells - 1))
+        object.__setattr__(self, "top_bps", self.throughput_at(self.throughput_cells - 1))
 
     def buffer_at(self, cell: int) -> float:
         return cell * self.config.buffer_step_s
@@ -213,7 +231,7 @@ class DecisionTable:
     def buffer_cell(self, buffer_s: float) -> int:
         if not buffer_s > 0:  # NaN too
             return 0
-        if buffer_s >= self.buffer_at(self.buffer_cells - 1):
+        if buffer_s >= self.top_buffer_s:
             return self.buffer_cells - 1
         cell = int(buffer_s / self.config.buffer_step_s + 1e-9)
         return min(max(cell, 0), self.buffer_cells - 1)
@@ -221,7 +239,7 @@ class DecisionTable:
     def throughput_cell(self, throughput_bps: float) -> int:
         if not throughput_bps > self.low_bps:  # NaN too
             return 0
-        if throughput_bps >= self.throughput_at(self.throughput_cells - 1):
+        if throughput_bps >= self.top_bps:
             return self.throughput_cells - 1
         cell = int(math.log2(throughput_bps / self.low_bps) * self.config.steps_per_octave + 1e-9)
         return min(cell, self.throughput_cells - 1)

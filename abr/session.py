@@ -11,13 +11,14 @@ the origin's business.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, cast
 
 from cadenza.abr.cmcd import Cmcd
 from cadenza.abr.controller import ControllerState, Decision, Reason
 from cadenza.abr.estimator import DualEwma
+from cadenza.abr.frozen import fast_init
 from cadenza.abr.policy import SessionView
 
 # Weight of one ``mtp`` sample when the beacon gives no object duration.
@@ -34,6 +35,7 @@ ORIGIN_SAMPLE_WEIGHT: Final = 0.5
 PACED_GAP_FRACTION: Final = 0.9
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DecisionRecord:
     """One segment the origin decided (``?abr=origin``): which rung, and why."""
@@ -154,26 +156,32 @@ _KEEP: Final = object()  # "this field unchanged"
 
 
 def _write_evolve() -> Callable[..., SessionState]:
-    """``dataclasses.replace`` for :class:`SessionState`, at a third of its cost (it
-    runs twice for every decided segment): written out for the class's fields,
-    as ``dataclasses`` writes ``__init__``, each field a keyword that defaults to
-    unchanged.  Copying the slots is what the constructor does for this class
-    (no ``__post_init__``, no init-only field); a name that is no field raises
+    """``dataclasses.replace`` for :class:`SessionState`, at a sixth of its cost (it
+    runs for every decided segment): written out for the class's fields, as
+    ``dataclasses`` writes ``__init__``, each field a keyword that defaults to
+    unchanged, each slot set through its own descriptor (what the constructor's
+    ``object.__setattr__`` ends up calling, without the lookup by name).
+    Copying the slots is what the constructor does for this class (no
+    ``__post_init__``, no init-only field); a name that is no field raises
     ``TypeError``, as ``replace`` does."""
     names = SessionState.__slots__
     lines = [f"def evolve(state, *, {', '.join(f'{name}=_KEEP' for name in names)}):"]
     lines.append("    copy = _new(SessionState)")
-    lines += [f"    _set(copy, {n!r}, state.{n} if {n} is _KEEP else {n})" for n in names]
+    lines += [f"    _set_{n}(copy, state.{n} if {n} is _KEEP else {n})" for n in names]
     lines.append("    return copy")
-    scope = {"_new": object.__new__, "_set": object.__setattr__, "_KEEP": _KEEP}
+    scope: dict[str, object] = {"_new": object.__new__, "_KEEP": _KEEP}
     scope["SessionState"] = SessionState
+    for name in names:
+        scope[f"_set_{name}"] = getattr(SessionState, name).__set__
     exec("\n".join(lines), scope)
     return cast(Callable[..., SessionState], scope["evolve"])
 
 
 _evolve: Final = _write_evolve()
+_NOTHING: Final[Mapping[str, object]] = {}
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Changes:
     """What one payload changed, for the metrics at the edge."""
@@ -203,18 +211,26 @@ def apply_cmcd(
     track: str | None = None,
     network_key: str | None = None,
     delivery: Delivery | None = None,
+    also: Callable[[SessionState], Mapping[str, object]] | None = None,
 ) -> tuple[SessionState, Changes]:
     """Fold one CMCD payload into a session (CTA-5004 keys ``mtp``, ``bl``,
-    ``br``, ``bs``, ``su``, ``cid``, ``d``, ``ot``; v2 ``sta`` play states)."""
+    ``br``, ``bs``, ``su``, ``cid``, ``d``, ``ot``; v2 ``sta`` play states).
+
+    ``also``: more fields of the new state, computed from the state before this
+    payload (a new session's, for none), such as :func:`decision_fields`, which
+    reads none of the fields a payload changes; the session is copied once."""
     new_session = state is None
     if state is None:
         state = SessionState(sid=sid, first_seen_s=now_s, last_seen_s=now_s)
+    more = also(state) if also is not None else _NOTHING
     estimator = state.estimator
     throughput_kbps: float | None = None
     samples = state.throughput_samples
-    duration_ms = cmcd.integer("d")
+    values = cmcd.values
+    integer = cmcd.integer
+    duration_ms = integer("d")
     weight_s = duration_ms / 1000.0 if duration_ms else DEFAULT_SAMPLE_WEIGHT_S
-    mtp = cmcd.integer("mtp")
+    mtp = integer("mtp")
     if mtp is not None and mtp > 0:
         estimator = estimator.sample_rate(mtp * 1000.0, weight_s)
         throughput_kbps = float(mtp)
@@ -223,8 +239,8 @@ def apply_cmcd(
         estimator = estimator.sample_download(delivery.duration_s, delivery.size_bytes)
         throughput_kbps = 8.0 * delivery.size_bytes / max(delivery.duration_s, 0.05) / 1000.0
         samples += 1
-    object_type = str(cmcd.values.get("ot", ""))
-    br = cmcd.integer("br")
+    object_type = str(values.get("ot", ""))
+    br = integer("br")
     switched = False
     bitrate_time_kbps_s = state.bitrate_time_kbps_s
     bitrate_time_s = state.bitrate_time_s
@@ -235,8 +251,8 @@ def apply_cmcd(
         if duration_ms:
             bitrate_time_kbps_s += br * duration_ms / 1000.0
             bitrate_time_s += duration_ms / 1000.0
-    stalled = cmcd.flag("bs") or str(cmcd.values.get("sta", "")) == "r"
-    bl = cmcd.integer("bl")
+    stalled = values.get("bs") is True or str(values.get("sta", "")) == "r"
+    bl = integer("bl")
     updated = _evolve(
         state,
         last_seen_s=max(state.last_seen_s, now_s),
@@ -254,8 +270,9 @@ def apply_cmcd(
         bitrate_time_s=bitrate_time_s,
         switches=state.switches + (1 if switched else 0),
         stalls=state.stalls + (1 if stalled else 0),
-        started=state.started or not cmcd.flag("su"),
+        started=state.started or values.get("su") is not True,
         malformed=state.malformed + len(cmcd.malformed),
+        **more,
     )
     changes = Changes(
         new_session=new_session,
@@ -309,6 +326,34 @@ def note_media_request(
     )
 
 
+def decision_fields(
+    state: SessionState,
+    decision: Decision,
+    controller: ControllerState,
+    *,
+    segment: int,
+    rung: str,
+    now_s: float,
+    object_bytes: int,
+    segment_duration_s: float,
+    delivery_rate_bps: float | None,
+    direct_peer: str | None,
+) -> dict[str, object]:
+    """The fields :func:`record_decision` changes (for :func:`apply_cmcd`'s ``also``)."""
+    record = DecisionRecord(segment, rung, decision.bitrate_bps, decision.reason)
+    decisions = state.decisions
+    return {
+        "controller": controller,
+        "decisions": (*decisions, record)[-DECISIONS_KEPT:]
+        if len(decisions) >= DECISIONS_KEPT
+        else (*decisions, record),
+        "origin_rate_bps": _origin_rate_bps(state, now_s, segment_duration_s, delivery_rate_bps),
+        "last_media_s": now_s,
+        "last_media_bytes": object_bytes,
+        "direct_peer": direct_peer,
+    }
+
+
 def record_decision(
     state: SessionState,
     decision: Decision,
@@ -324,18 +369,20 @@ def record_decision(
 ) -> SessionState:
     """The session after the origin decided ``segment`` (the latest
     :data:`DECISIONS_KEPT` decisions are kept), with the request's timing
-    folded in as :func:`note_media_request` does (one copy of the state: this
-    runs for every decided segment)."""
-    record = DecisionRecord(segment, rung, decision.bitrate_bps, decision.reason)
-    return _evolve(
+    folded in as :func:`note_media_request` does."""
+    fields = decision_fields(
         state,
-        controller=controller,
-        decisions=(*state.decisions, record)[-DECISIONS_KEPT:],
-        origin_rate_bps=_origin_rate_bps(state, now_s, segment_duration_s, delivery_rate_bps),
-        last_media_s=now_s,
-        last_media_bytes=object_bytes,
+        decision,
+        controller,
+        segment=segment,
+        rung=rung,
+        now_s=now_s,
+        object_bytes=object_bytes,
+        segment_duration_s=segment_duration_s,
+        delivery_rate_bps=delivery_rate_bps,
         direct_peer=direct_peer,
     )
+    return _evolve(state, **fields)
 
 
 def valid_sid(sid: str) -> bool:

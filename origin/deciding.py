@@ -27,8 +27,9 @@ from cadenza.abr.cmcd import Cmcd, parse_request_cmcd
 from cadenza.abr.controller import DEFAULT_CONTROLLER, Decision, decide_rung
 from cadenza.abr.controller_inputs import parse_ect, parse_save_data, signals_from_cmcd
 from cadenza.abr.controller_table import decision_table
+from cadenza.abr.frozen import fast_init
 from cadenza.abr.population import network_key_for
-from cadenza.abr.session import SessionState, apply_cmcd, record_decision, valid_sid
+from cadenza.abr.session import SessionState, apply_cmcd, decision_fields, valid_sid
 from cadenza.manifests.filters import InvalidFilterError, parse_filter_query
 from cadenza.manifests.groups import SwitchGroup, nominal_bitrate_bps
 from cadenza.manifests.model import Presentation, Rendition, Segment
@@ -70,6 +71,7 @@ def max_bitrate_bps(query: Mapping[str, str]) -> int | None:
         raise BadRequestError(str(exc)) from exc
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Decided:
     """What was decided for one group segment."""
@@ -149,7 +151,8 @@ async def decide_segment(
     now_s = app[CLOCK]()
     outcome: list[Decided] = []
 
-    def decide(state: SessionState) -> SessionState:
+    def decide(state: SessionState) -> dict[str, object]:
+        # The session before the request's CMCD: a decision reads none of what it changes.
         delivery_bps = None
         if connection is not None and state.direct_peer == connection.peer:
             delivery_bps = connection.delivery_rate_bps()
@@ -170,7 +173,8 @@ async def decide_segment(
         )
         rung = rendition_ids[decision.index]
         previous = state.decisions[-1].rung if state.decisions else None
-        state = record_decision(
+        outcome.append(Decided(sid, rung, decision, previous is not None and previous != rung))
+        return decision_fields(
             state,
             decision,
             controller,
@@ -182,8 +186,6 @@ async def decide_segment(
             delivery_rate_bps=delivery_bps,
             direct_peer=connection.peer if direct and connection is not None else None,
         )
-        outcome.append(Decided(sid, rung, decision, previous is not None and previous != rung))
-        return state
 
     try:
         await ingest(
@@ -194,15 +196,21 @@ async def decide_segment(
             is_request=True,
             track=track,
             network_key=network_key,
-            then=decide,
+            also=decide,
         )
     except Exception:  # a session store must never fail a media request
         log.exception("session update failed for %s; decided without its past", sid[:64])
         outcome.clear()
-        fresh, _ = apply_cmcd(
-            None, cmcd, now_s, sid=sid, is_request=True, track=track, network_key=network_key
+        apply_cmcd(
+            None,
+            cmcd,
+            now_s,
+            sid=sid,
+            is_request=True,
+            track=track,
+            network_key=network_key,
+            also=decide,
         )
-        decide(fresh)
     decided = outcome[-1]
-    metrics.decided(decided.decision.reason.value, decided.switched)
+    metrics.decided(decided.decision.reason, decided.switched)  # a StrEnum: its value
     return decided

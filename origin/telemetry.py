@@ -59,10 +59,12 @@ async def ingest(
     network_key: str | None,
     delivery: Delivery | None = None,
     then: Callable[[SessionState], SessionState] | None = None,
+    also: Callable[[SessionState], Mapping[str, object]] | None = None,
 ) -> SessionState:
     """Fold one CMCD payload into the session ``sid`` and store it; ``then``
     changes the folded state further (pure) before it is stored, inside the
-    same read-change-write."""
+    same read-change-write; ``also`` gives more fields of the folded state
+    (:func:`cadenza.abr.session.apply_cmcd`'s, one copy of the session)."""
     store = app[SESSIONS]
     metrics = app[METRICS]
     # The memory store counts sessions it evicted for room; others (Redis) bound
@@ -70,9 +72,19 @@ async def ingest(
     evictions_before: int = getattr(store, "evictions", 0)
     locks = app.get(SESSION_LOCKS)  # None: the store never awaits between get and put
     if locks is None and isinstance(store, MemorySessionStore):  # no await at all
-        state, changes = _change(
-            store.get_now(sid), sid, cmcd, now_s, is_request, track, network_key, delivery, then
+        state, changes = apply_cmcd(
+            store.get_now(sid),
+            cmcd,
+            now_s,
+            sid=sid,
+            is_request=is_request,
+            track=track,
+            network_key=network_key,
+            delivery=delivery,
+            also=also,
         )
+        if then is not None:
+            state = then(state)
         store.put_now(state)
     else:
         async with contextlib.nullcontext() if locks is None else locks.hold(sid):
@@ -86,6 +98,7 @@ async def ingest(
                 network_key,
                 delivery,
                 then,
+                also,
             )
             await store.put(state)
     evicted = getattr(store, "evictions", 0) - evictions_before
@@ -124,6 +137,7 @@ def _change(
     network_key: str | None,
     delivery: Delivery | None,
     then: Callable[[SessionState], SessionState] | None,
+    also: Callable[[SessionState], Mapping[str, object]] | None,
 ) -> tuple[SessionState, Changes]:
     """:func:`ingest`'s change of the session (pure)."""
     state, changes = apply_cmcd(
@@ -135,6 +149,7 @@ def _change(
         track=track,
         network_key=network_key,
         delivery=delivery,
+        also=also,
     )
     if then is not None:
         state = then(state)

@@ -65,8 +65,26 @@ class GroupTarget:
     name: str
 
 
+# Keys read lately (every decided segment names its key again; a key's reading
+# never changes); the table starts afresh when full.
+_TARGETS_KEPT: Final = 4096
+_TARGET_MAX_CHARS: Final = 256
+_targets: dict[str, GroupTarget | None] = {}
+
+
 def group_target(key: str) -> GroupTarget | None:
     """The group path a storage key names, or None (no group folder is a file)."""
+    if key in _targets:
+        return _targets[key]
+    target = _group_target(key)
+    if len(key) <= _TARGET_MAX_CHARS:
+        if len(_targets) >= _TARGETS_KEPT:
+            _targets.clear()
+        _targets[key] = target
+    return target
+
+
+def _group_target(key: str) -> GroupTarget | None:
     parts = key.split("/")
     if len(parts) != 3 or not parts[0] or not parts[2]:
         return None
