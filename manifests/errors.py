@@ -74,3 +74,12 @@ class InvalidBitrateHintError(ManifestError):
             f"bitrate hint needs 0 <= min <= start <= max, got min {min_bitrate_bps}, "
             f"start {start_bitrate_bps}, max {max_bitrate_bps}"
         )
+
+
+class InvalidEncryptionError(ManifestError):
+    """A rendition's encryption that does not validate: ``field`` names the part at fault."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid encryption {field}: {reason}")

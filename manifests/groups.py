@@ -123,6 +123,9 @@ def _decoder_key(rendition: Rendition) -> tuple[object, ...] | None:
         rendition.encoder_delay_ticks,
         rendition.duration_ticks,
         tuple((s.start_ticks, s.duration_ticks) for s in rendition.segments),
+        # The init declares the key id (cbcs `tenc`), and an AES-128 group playlist names
+        # one key: rungs with different keys never share (ISO/IEC 23001-7 8.1; RFC 8216 4.3.2.4).
+        rendition.encryption,
     )
 
 

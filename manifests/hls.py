@@ -1,7 +1,11 @@
 """HLS playlists (RFC 8216), version 7, rendered from the model and parsed back.
 
 Audio-only presentations get one ``EXT-X-STREAM-INF`` per rendition: hls.js
-adapts only across variants, not across ``EXT-X-MEDIA`` renditions.  Tags are
+adapts only across variants, not across ``EXT-X-MEDIA`` renditions.  Variants carry no
+channel count (RFC 8216 4.3.4.2), so a player could switch between a 5.1 rendition and
+its stereo downmix: a multivariant playlist lists the renditions of one channel count
+only, stereo when there is one (:mod:`cadenza.manifests.channels`; ``?channels=6`` at the
+origin selects the others).  Tags are
 written in the order the RFC lists them (playlist tags, then per-segment tags).
 Durations are computed from integer ticks and formatted only at the end.
 With content steering (``cadenza.manifests.steering``) the multivariant playlist lists
@@ -16,7 +20,9 @@ Track metadata (:mod:`cadenza.manifests.metadata`) travels the same way, one
 ``EXT-X-SESSION-DATA`` per key (``com.cadenza.title``, ``com.cadenza.isrc``,
 ``com.cadenza.replaygain-track-gain-db``...), after the loudness figures; values are
 quoted-strings (4.2), so they hold no double quote, CR or LF.  An unmeasured
-loudness (too short or silent to gate) writes no integrated figure.
+loudness (too short or silent to gate) writes no integrated figure.  The loudness is
+that of the variants listed: a stereo downmix's own figures when the stereo set of a
+multichannel source is listed (:func:`cadenza.manifests.channels.loudness_of`).
 
 Origin-decided playback (``?abr=origin``): :func:`render_group_master` lists one
 variant per switching group (``cadenza.manifests.groups``) of two rungs or more,
@@ -28,6 +34,11 @@ every URI the origin decides or renders for the session (the group playlist and
 its segments) carries it as ``?sid=<id>``; the init segment does not, so caches
 share it.  A variant's ``BANDWIDTH`` and ``AVERAGE-BANDWIDTH`` are the group's
 highest (its top rung's), which no choice of the origin exceeds (4.3.4.2).
+
+An encrypted rendition's media playlist carries an ``EXT-X-KEY``
+(:func:`cadenza.manifests.encryption.hls_key_tag`): ``SAMPLE-AES`` with the W3C ClearKey
+``KEYFORMAT`` for ``cbcs``, before the ``EXT-X-MAP``; ``AES-128`` with the key's URL for
+``aes-128``, after the ``EXT-X-MAP``, whose init segment stays in the clear.
 """
 
 from __future__ import annotations
@@ -37,12 +48,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
+from cadenza.manifests.channels import hls_channel_count, hls_renditions, loudness_of
+from cadenza.manifests.encryption import hls_key_tag
 from cadenza.manifests.errors import ManifestParseError, NotSwitchableError
 from cadenza.manifests.groups import with_session
 from cadenza.manifests.metadata import quoted_string_value, session_data_id
 from cadenza.manifests.model import (
     PLAYLIST_NAME,
     BitrateHint,
+    EncryptionScheme,
+    Loudness,
     Presentation,
     Rendition,
     Segment,
@@ -78,21 +93,25 @@ def target_duration_s(rendition: Rendition) -> int:
 
 
 def _head(
-    p: Presentation, hint: BitrateHint | None, steering: SteeringConfig | None = None
+    p: Presentation,
+    hint: BitrateHint | None,
+    steering: SteeringConfig | None = None,
+    loudness: Loudness | None = None,
 ) -> list[str]:
     """The playlist tags (content steering among them) and the session data every
-    multivariant playlist starts with."""
+    multivariant playlist starts with; ``loudness``: the listed renditions' figures
+    (:func:`cadenza.manifests.channels.loudness_of`)."""
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS"]
     if steering is not None:
         lines.append(
             f'#EXT-X-CONTENT-STEERING:SERVER-URI="{steering.server_uri}",'
             f'PATHWAY-ID="{steering.default}"'
         )
-    if p.loudness is not None:
+    if loudness is not None:
         values = {
-            "integrated": p.loudness.integrated_lufs,
-            "true_peak": p.loudness.true_peak_dbtp,
-            "range": p.loudness.loudness_range_lu,
+            "integrated": loudness.integrated_lufs,
+            "true_peak": loudness.true_peak_dbtp,
+            "range": loudness.loudness_range_lu,
         }
         for key, value in values.items():
             if value is not None:
@@ -120,15 +139,16 @@ def render_master(
     every variant once per pathway (absolute URIs, ``PATHWAY-ID``,
     ``STABLE-VARIANT-ID``), pathways in the order the configuration lists them;
     with ``hint``, the session's start and max bitrate as session data."""
-    lines = _head(p, hint, steering)
+    listed = hls_renditions(p.renditions)
+    lines = _head(p, hint, steering, loudness_of(p, listed))
     if steering is None:
-        for r in p.renditions:
+        for r in listed:
             lines.append(_stream_inf(r))
             lines.append(r.playlist_uri)
         return "\n".join(lines) + "\n"
     for pathway in steering.pathways:
         base = pathway.track_url(p.track_id)
-        for r in p.renditions:
+        for r in listed:
             lines.append(f'{_stream_inf(r)},PATHWAY-ID="{pathway.id}",STABLE-VARIANT-ID="{r.id}"')
             lines.append(base + r.playlist_uri)
     return "\n".join(lines) + "\n"
@@ -138,13 +158,17 @@ def render_group_master(
     p: Presentation, *, session_id: str | None = None, hint: BitrateHint | None = None
 ) -> str:
     """The multivariant playlist of origin-decided playback: one variant per
-    switching group of two rungs or more (see the module docstring).
+    switching group of two rungs or more (see the module docstring), of one channel
+    count (:func:`cadenza.manifests.channels.hls_channel_count`).
 
     Raises :class:`~cadenza.manifests.errors.NotSwitchableError` when there is none.
     """
-    lines = _head(p, hint)
-    for group in p.switchable_groups():
-        members = [p.rendition(i) for i in group.rendition_ids]
+    groups = p.switchable_groups()
+    channels = hls_channel_count(g.channels for g in groups)
+    listed = [g for g in groups if g.channels == channels]
+    members_of = [[p.rendition(i) for i in g.rendition_ids] for g in listed]
+    lines = _head(p, hint, loudness=loudness_of(p, [r for m in members_of for r in m]))
+    for group, members in zip(listed, members_of, strict=True):
         lines.append(
             f"#EXT-X-STREAM-INF:BANDWIDTH={max(r.peak_bitrate_bps for r in members)},"
             f"AVERAGE-BANDWIDTH={max(r.average_bitrate_bps for r in members)},"
@@ -195,6 +219,21 @@ def render_media_playlist(r: Rendition) -> str:
     return _media_playlist(r, map_tag, r.segment_name)
 
 
+def _key_and_map(r: Rendition, map_tag: str) -> list[str]:
+    """The ``EXT-X-KEY`` and ``EXT-X-MAP`` lines in the order that says what is encrypted.
+
+    ``SAMPLE-AES`` (cbcs) encrypts samples, never the init segment's boxes: the key comes
+    first. ``AES-128`` encrypts whole files: the map comes first, so the init segment is
+    in the clear and needs no ``IV`` (RFC 8216 4.3.2.5 requires one for an init segment
+    encrypted under AES-128)."""
+    if r.encryption is None:
+        return [map_tag]
+    key = hls_key_tag(r.encryption)
+    if r.encryption.scheme is EncryptionScheme.AES_128:
+        return [map_tag, key]
+    return [key, map_tag]
+
+
 def _media_playlist(r: Rendition, map_tag: str, segment_uri: Callable[[Segment], str]) -> str:
     lines = [
         "#EXTM3U",
@@ -203,7 +242,7 @@ def _media_playlist(r: Rendition, map_tag: str, segment_uri: Callable[[Segment],
         "#EXT-X-MEDIA-SEQUENCE:1",
         "#EXT-X-PLAYLIST-TYPE:VOD",
         "#EXT-X-INDEPENDENT-SEGMENTS",
-        map_tag,
+        *_key_and_map(r, map_tag),
     ]
     for s in r.segments:
         lines.append(f"#EXTINF:{_seconds(s.duration_ticks, r.timescale)},")

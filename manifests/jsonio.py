@@ -6,7 +6,8 @@ ignored when reading back.  Reading validates every field and raises
 :class:`InvalidPresentationError` naming the field at fault.
 
 ``groups`` (the switching groups), a rendition's ``decoder_config_hex`` and
-``name_tag`` (its file names' version tag), and ``fingerprint`` came later within
+``name_tag`` (its file names' version tag) and ``loudness`` (a stereo downmix's own),
+and ``fingerprint`` came later within
 version 1: a document without them loads, its groups derived by
 :func:`cadenza.manifests.groups.derive_groups`.  A group whose renditions could
 not share one init segment (the same rule) is refused.
@@ -19,6 +20,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 
+from cadenza.manifests.encryption import encryption_from_dict, encryption_to_dict
 from cadenza.manifests.errors import InvalidPresentationError
 from cadenza.manifests.fingerprint import fingerprint_from_dict, fingerprint_to_dict
 from cadenza.manifests.groups import audio_object_type, can_share
@@ -66,6 +68,8 @@ def _rendition_to_dict(r: Rendition) -> dict[str, object]:
         "index_range": _range_to_list(r.index_range),
         "decoder_config_hex": None if r.decoder_config is None else r.decoder_config.hex(),
         **({"name_tag": r.name_tag} if r.name_tag else {}),
+        **({"encryption": encryption_to_dict(r.encryption)} if r.encryption else {}),
+        **({"loudness": _loudness_to_dict(r.loudness)} if r.loudness else {}),
         "total_bytes": r.total_bytes,
         "segment_count": len(r.segments),
         "segments": [
@@ -78,6 +82,15 @@ def _rendition_to_dict(r: Rendition) -> dict[str, object]:
             }
             for s in r.segments
         ],
+    }
+
+
+def _loudness_to_dict(loudness: Loudness) -> dict[str, object]:
+    return {
+        "integrated_lufs": loudness.integrated_lufs,
+        "true_peak_dbtp": loudness.true_peak_dbtp,
+        "loudness_range_lu": loudness.loudness_range_lu,
+        "unmeasured_reason": loudness.unmeasured_reason,
     }
 
 
@@ -96,7 +109,6 @@ def _group_to_dict(g: SwitchGroup) -> dict[str, object]:
 
 def presentation_to_dict(p: Presentation, *, renditions: bool = True) -> dict[str, object]:
     """The document; without ``renditions``, its ``renditions`` list is left empty."""
-    loudness = p.loudness
     source = p.source
     return {
         "schema": SCHEMA_VERSION,
@@ -105,14 +117,7 @@ def presentation_to_dict(p: Presentation, *, renditions: bool = True) -> dict[st
         "duration_ticks": p.duration_ticks,
         "duration_s": round(p.duration_ticks / p.timescale, 6),
         "target_segment_duration_ticks": p.target_segment_duration_ticks,
-        "loudness": None
-        if loudness is None
-        else {
-            "integrated_lufs": loudness.integrated_lufs,
-            "true_peak_dbtp": loudness.true_peak_dbtp,
-            "loudness_range_lu": loudness.loudness_range_lu,
-            "unmeasured_reason": loudness.unmeasured_reason,
-        },
+        "loudness": None if p.loudness is None else _loudness_to_dict(p.loudness),
         "source": None
         if source is None
         else {
@@ -257,6 +262,22 @@ def _rendition(raw: object, where: str) -> Rendition:
         index_range=_byte_range(d.get("index_range"), f"{where}index_range"),
         decoder_config=_hex(d.get("decoder_config_hex"), f"{where}decoder_config_hex"),
         name_tag=_name_tag(d.get("name_tag", ""), f"{where}name_tag"),
+        encryption=encryption_from_dict(d.get("encryption"), f"{where}encryption"),
+        loudness=_loudness(d.get("loudness"), f"{where}loudness."),
+    )
+
+
+def _loudness(raw: object, where: str) -> Loudness | None:
+    if raw is None:
+        return None
+    ld = _mapping(raw, where.rstrip("."))
+    reason = _get(ld, "unmeasured_reason", str, where, optional=True)
+    return Loudness(
+        # Unmeasured (too short or silent to gate): null, and the reason says why.
+        integrated_lufs=_get(ld, "integrated_lufs", float, where, reason is not None),
+        true_peak_dbtp=_get(ld, "true_peak_dbtp", float, where),
+        loudness_range_lu=_get(ld, "loudness_range_lu", float, where, optional=True),
+        unmeasured_reason=reason,
     )
 
 
@@ -346,17 +367,7 @@ def presentation_from_dict(d: object) -> Presentation:
     ids = [r.id for r in renditions]
     if len(set(ids)) != len(ids):
         raise InvalidPresentationError("renditions", "rendition ids must be unique")
-    loudness = None
-    if doc.get("loudness") is not None:
-        ld = _mapping(doc["loudness"], "loudness")
-        reason = _get(ld, "unmeasured_reason", str, "loudness.", optional=True)
-        loudness = Loudness(
-            # Unmeasured (too short or silent to gate): null, and the reason says why.
-            integrated_lufs=_get(ld, "integrated_lufs", float, "loudness.", reason is not None),
-            true_peak_dbtp=_get(ld, "true_peak_dbtp", float, "loudness."),
-            loudness_range_lu=_get(ld, "loudness_range_lu", float, "loudness.", optional=True),
-            unmeasured_reason=reason,
-        )
+    loudness = _loudness(doc.get("loudness"), "loudness.")
     source = None
     if doc.get("source") is not None:
         sd = _mapping(doc["source"], "source")

@@ -25,9 +25,15 @@ the origin serves a group under ``group-<group.id>/`` (no such folder is written
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
+from typing import Final
 
-from cadenza.manifests.errors import InvalidBitrateHintError, NotSwitchableError
+from cadenza.manifests.errors import (
+    InvalidBitrateHintError,
+    InvalidEncryptionError,
+    NotSwitchableError,
+)
 from cadenza.manifests.fingerprint import Fingerprint
 from cadenza.manifests.groups import SwitchGroup, settle_groups
 
@@ -42,6 +48,8 @@ __all__ = [
     "BitrateHint",
     "ByteRange",
     "Codec",
+    "Encryption",
+    "EncryptionScheme",
     "Loudness",
     "Presentation",
     "Rendition",
@@ -81,6 +89,44 @@ class SegmentLayout(enum.StrEnum):
 
     SEPARATE = "separate"
     SINGLE = "single"
+
+
+class EncryptionScheme(enum.StrEnum):
+    """How a rendition's media is encrypted.
+
+    ``cbcs``: CENC pattern encryption of the samples (ISO/IEC 23001-7 10.4), shared by
+    HLS ``METHOD=SAMPLE-AES`` and DASH ``ContentProtection``.  ``aes-128``: whole-segment
+    AES-128-CBC (RFC 8216 4.4.4.4 ``METHOD=AES-128``), HLS only."""
+
+    CBCS = "cbcs"
+    AES_128 = "aes-128"
+
+
+_HEX32: Final = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclass(frozen=True, slots=True)
+class Encryption:
+    """A rendition's encryption: its scheme and the id of its content key.
+
+    ``key_id`` is 32 lower-case hex digits (the 16-byte KID of ``tenc``).  ``iv`` is an
+    explicit 16-byte IV as 32 hex digits, for ``aes-128`` only; None means the IV is the
+    segment's media sequence number (RFC 8216 5.2).  The key itself is never in the
+    model: the origin fetches it from the key store by ``key_id``.
+    """
+
+    scheme: EncryptionScheme
+    key_id: str
+    iv: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _HEX32.fullmatch(self.key_id):
+            raise InvalidEncryptionError("key_id", "expected 32 lower-case hex digits")
+        if self.iv is not None:
+            if self.scheme is not EncryptionScheme.AES_128:
+                raise InvalidEncryptionError("iv", "an explicit IV is for aes-128 only")
+            if not _HEX32.fullmatch(self.iv):
+                raise InvalidEncryptionError("iv", "expected 32 lower-case hex digits")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +211,10 @@ class Rendition:
     # a republished track gets new URLs, so immutable caches never mix two packagings.
     # Empty: the names of a track's first packaging, ``init.mp4``, ``seg-00001.m4s``.
     name_tag: str = ""
+    encryption: Encryption | None = None  # None: clear media
+    # The rendition's own loudness where it differs from the track's (a stereo downmix
+    # of a multichannel source, cadenza.packager.downmix); None: the presentation's.
+    loudness: Loudness | None = None
 
     @property
     def total_bytes(self) -> int:

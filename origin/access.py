@@ -52,11 +52,15 @@ AUTH_CHECK_PATH: Final = "/v1/auth"
 # endpoints check their bearer token on the request itself.
 OPEN_PATHS: Final = frozenset({"/", "/healthz", "/readyz", "/metrics"})
 OPEN_PREFIXES: Final = ("/player/", "/v1/")
+# Key delivery under a signed URL (/t/<token>/v1/licence/..., /t/<token>/v1/keys/...): the
+# origin checks the token against the track's key ids itself (origin/licences.py).
+KEY_DELIVERY_PREFIXES: Final = ("/v1/licence/", "/v1/keys/")
 # How long an edge may reuse a verdict of /v1/auth (an allow: never past the
 # token's expiry).
 AUTH_ALLOW_TTL_S: Final = 60
 AUTH_DENY_TTL_S: Final = 10
 _NOT_CANONICAL: Final = ("%", "\\", "#", "//")
+_NO_STORE: Final = {"Cache-Control": "no-store"}
 
 
 def check_admin(request: web.Request) -> None:
@@ -125,6 +129,8 @@ async def handle_auth_check(request: web.Request) -> web.Response:
             if not _canonical(path):
                 raise AccessDeniedError("the path is not in canonical form")
             if path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
+                if split_token_path(path, strict=True)[1].startswith(KEY_DELIVERY_PREFIXES):
+                    return web.json_response({"status": "allowed"}, headers=_NO_STORE)
                 expires_s = media_key(request, path).expires_s
                 if expires_s is not None:
                     allow_s = min(allow_s, math.floor(expires_s - time.time()))

@@ -49,6 +49,7 @@ from cadenza.origin.keys import (
     STORE_HEALTH,
 )
 from cadenza.origin.large import serve_large
+from cadenza.origin.licences import add_licence_routes, viewer_root_url
 from cadenza.origin.lifecycle import redis_ctx, storage_ctx
 from cadenza.origin.metrics import Metrics, create_metrics
 from cadenza.origin.objects import (
@@ -101,7 +102,11 @@ async def handle_file(request: web.Request) -> web.StreamResponse:
     steering, personal = _steering(request, target)
     try:
         choice = await choose_object(
-            request.app, asked, steering=steering, personal_pathways=personal
+            request.app,
+            asked,
+            steering=steering,
+            personal_pathways=personal,
+            root_url=lambda: viewer_root_url(request, target.token),
         )
     except ObjectTooLargeError:  # its CMCD is folded in, as for any file
         return await serve_large(request, key)
@@ -188,6 +193,7 @@ def create_app(
     app.router.add_get("/v1/ladder/recommendation", handle_ladder_recommendation)
     app.router.add_get("/v1/steering/{track}", handle_steering)
     app.router.add_get("/v1/pathways", handle_pathways)
+    add_licence_routes(app)  # /v1/licence/clearkey, /v1/keys/<id>, and under /t/<token>
     # [\s\S], not ".": a path with an encoded newline is still ours to refuse (400, 403).
     app.router.add_route("*", r"/{path:[\s\S]*}", _dispatch)
     return app

@@ -139,6 +139,16 @@ def verify(keys: Sequence[bytes], path: str, token: str, now_s: float) -> int:
     signature: forged, altered, or signed with a key no longer listed),
     :class:`TokenExpiredError`, :class:`WrongPathError` (a valid token for
     another path: swapped)."""
+    scope, expires_s = verify_scope(keys, token, now_s)
+    if not covers(scope, path):
+        raise WrongPathError("the token does not grant this path")
+    return expires_s
+
+
+def verify_scope(keys: Sequence[bytes], token: str, now_s: float) -> tuple[str, int]:
+    """Authenticate ``token`` and check its expiry; return its scope and expiry (the
+    checks of :func:`verify` before the path's, for a caller that checks the scope
+    itself, such as key delivery: a track's token grants that track's keys)."""
     if len(token) > MAX_TOKEN_CHARS or not TOKEN_SHAPE.match(token):
         raise TokenMalformedError("the token is not well formed")
     expires_text, scope_text, signature_text = token.split(".")
@@ -156,9 +166,7 @@ def verify(keys: Sequence[bytes], path: str, token: str, now_s: float) -> int:
         raise BadSignatureError("the token's signature does not match")
     if now_s > expires_s:
         raise TokenExpiredError("the token has expired")
-    if not covers(scope, path):
-        raise WrongPathError("the token does not grant this path")
-    return expires_s
+    return scope, expires_s
 
 
 def split_token_path(raw_path: str, *, strict: bool) -> tuple[str | None, str]:

@@ -23,6 +23,7 @@ from cadenza.origin.errors import (
     AccessDeniedError,
     AdminTokenInvalidError,
     AdminTokenMissingError,
+    KeyDeliveryError,
     OriginError,
     RangeNotSatisfiableError,
     RateLimitedError,
@@ -106,6 +107,15 @@ def _access_denied(request: web.Request, exc: Exception) -> web.Response:
     return _typed(exc)
 
 
+def _key_delivery(request: web.Request, exc: Exception) -> web.Response:
+    """Key delivery's errors (:mod:`cadenza.origin.licences`): never kept by a cache,
+    and a refusal counted with the other access-control refusals."""
+    assert isinstance(exc, KeyDeliveryError)
+    if exc.status == 403:
+        request.app[METRICS].access_denied.labels(exc.code).inc()
+    return _typed(exc, {"Cache-Control": "no-store, private"})
+
+
 def _not_switchable(_request: web.Request, exc: Exception) -> web.Response:
     """``?abr=origin`` for a track with nothing to decide: a conflict with the
     track's state (RFC 9110 15.5.10), with the reason and the groups there are."""
@@ -146,6 +156,7 @@ ERROR_RESPONSES: Final[Mapping[type[Exception], ErrorResponder]] = {
     RangeNotSatisfiableError: _range_not_satisfiable,
     StorageUnavailableError: _storage_unavailable,
     RateLimitedError: _rate_limited,
+    KeyDeliveryError: _key_delivery,
     AdminTokenMissingError: _admin_token_missing,
     AccessDeniedError: _access_denied,
     AdminTokenInvalidError: _access_denied,

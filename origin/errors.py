@@ -200,3 +200,46 @@ class ObjectTooLargeError(Exception):
     def __init__(self, size_bytes: int) -> None:
         self.size_bytes = size_bytes
         super().__init__(size_bytes)
+
+
+class KeyDeliveryError(OriginError):
+    """An error of ``/v1/licence/clearkey`` or ``/v1/keys/`` (:mod:`cadenza.origin.licences`):
+    its answer is ``Cache-Control: no-store, private`` like the keys themselves."""
+
+
+class BadLicenceRequestError(KeyDeliveryError, BadRequestError):
+    """A licence request body that is not a W3C ClearKey request, or a malformed key id."""
+
+    code = "bad_licence_request"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class KeyNotFoundError(KeyDeliveryError, ObjectNotFoundError):
+    """A key id the caller's grant does not hold (or, for a grant of everything, that
+    the key store does not hold): ``404``, told only to an authorised caller."""
+
+    code = "unknown_key"
+
+    def __init__(self, key_id: str) -> None:
+        self.key_id = key_id
+        super().__init__(f"no key {key_id} for this grant")
+
+
+class LicenceDeniedError(KeyDeliveryError, AccessDeniedError):
+    """A licence or key request refused by access control; ``reason`` is the failed
+    check's code (``token_missing``, ``bad_signature``, ``token_expired``...)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.code = reason
+        super().__init__(detail)
+
+
+class KeyDeliveryOffError(KeyDeliveryError):
+    """No key-encryption key is configured, so no key can be unwrapped."""
+
+    status = 503
+    code = "key_delivery_off"

@@ -14,7 +14,6 @@ leaves out (``*_created``, Redis health without Redis) is
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,22 +30,9 @@ from prometheus_client import (
     multiprocess,
 )
 
-from cadenza.abr.controller import Reason
-from cadenza.abr.policy import GuidanceSource
-from cadenza.origin.core.request import Handover
-from cadenza.origin.errors import (
-    AccessDeniedError,
-    AdminTokenInvalidError,
-    AdminTokenMissingError,
-    OriginError,
-    StorageTimeoutError,
-    StorageUnavailableError,
-)
 from cadenza.origin.metrics_batch import ObservationBatch
 from cadenza.origin.metrics_export import BuildInfo, Exported, WorkerProcesses
-from cadenza.origin.steering_policy import SteeringArg
-from cadenza.store.local import LocalStore
-from cadenza.store.s3read import S3Store
+from cadenza.origin.metrics_labels import preset_closed_sets
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 THROUGHPUT_BUCKETS_BPS = tuple(
@@ -57,24 +43,6 @@ BITRATE_BUCKETS_BPS = tuple(
 )
 QOE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
-# The closed label sets that are string literals at their call sites.
-CACHE_RESULTS: Final = ("hit", "miss", "collapsed", "stale")  # origin.cache.HotCache.get
-BEACON_KINDS: Final = ("request", "post")
-BEACON_RESULTS: Final = (
-    "ok",
-    "malformed",
-    "no_session",
-    "store_error",
-    "invalid",
-    "too_large",
-    "timeout",
-    "rate_limited",
-)
-REDIS_STORES: Final = ("sessions", "population")
-# The reason /v1/auth counts for a path that is not in canonical form.
-BAD_PATH_REASON: Final = "bad_path"
-# ``rendering`` reports a damaged presentation.json as backend "data".
-DATA_BACKEND: Final = "data"
 # The metric families /metrics leaves out when no Redis is configured.
 REDIS_ONLY: Final = frozenset({"cadenza_redis_up"})
 
@@ -198,38 +166,6 @@ class Metrics:
         """Create the series of ``metric`` for each label set, at 0."""
         for values in label_sets:
             self._child(metric, values)
-
-
-def _codes(error: type[OriginError]) -> set[str]:
-    """The ``code`` of ``error`` and of every subclass of it."""
-    codes = {error.code}
-    for subclass in error.__subclasses__():
-        codes |= _codes(subclass)
-    return codes
-
-
-def _preset_closed_sets(metrics: Metrics, *, redis: bool) -> None:
-    # Imported here: origin.access reads the app keys, which name this module's Metrics.
-    from cadenza.origin.access import IP_LIMITED_ROUTES
-
-    metrics.preset(metrics.cache_lookups, [(r,) for r in CACHE_RESULTS])
-    metrics.preset(metrics.beacons, itertools.product(BEACON_KINDS, BEACON_RESULTS))
-    metrics.preset(metrics.steered_manifests, [(s.value,) for s in GuidanceSource])
-    metrics.preset(metrics.abr_decisions, [(r.value,) for r in Reason])
-    metrics.preset(metrics.fast_path_handovers, [(h.value,) for h in Handover])
-    metrics.preset(metrics.steering_malformed, [(a.value,) for a in SteeringArg])
-    metrics.preset(metrics.ip_rate_limited, [(r,) for r in sorted(IP_LIMITED_ROUTES | {"other"})])
-    reasons = _codes(AccessDeniedError) | {
-        AdminTokenMissingError.code,
-        AdminTokenInvalidError.code,
-        BAD_PATH_REASON,
-    }
-    metrics.preset(metrics.access_denied, [(r,) for r in sorted(reasons)])
-    kinds = (StorageUnavailableError.kind, StorageTimeoutError.kind)
-    storage = [(b, k) for b in (LocalStore.name, S3Store.name) for k in kinds]
-    metrics.preset(metrics.storage_errors, [*storage, (DATA_BACKEND, StorageUnavailableError.kind)])
-    if redis:
-        metrics.preset(metrics.redis_fallbacks, [(s,) for s in REDIS_STORES])
 
 
 def create_metrics(*, shared_sessions: bool = False) -> Metrics:
@@ -414,5 +350,5 @@ def create_metrics(*, shared_sessions: bool = False) -> Metrics:
             registry=registry,
         ),
     )
-    _preset_closed_sets(metrics, redis=shared_sessions)
+    preset_closed_sets(metrics, redis=shared_sessions)
     return metrics

@@ -21,13 +21,15 @@ from cadenza.abr.guidance import (
 )
 from cadenza.abr.policy import Guidance
 from cadenza.abr.session import SessionState
+from cadenza.manifests.channels import CHANNELS_QUERY, keep_channels, parse_channels
 from cadenza.manifests.dash import render_mpd
+from cadenza.manifests.encryption import has_cbcs
 from cadenza.manifests.errors import InvalidPresentationError
 from cadenza.manifests.errors import NoMatchingRenditionsError as NoRenditionsInModel
 from cadenza.manifests.filters import InvalidFilterError, RenditionFilter, parse_filter_query
 from cadenza.manifests.hls import render_master
 from cadenza.manifests.jsonio import presentation_from_json
-from cadenza.manifests.model import MASTER_NAME, PRESENTATION_NAME, Presentation
+from cadenza.manifests.model import MASTER_NAME, MPD_NAME, PRESENTATION_NAME, Presentation
 from cadenza.manifests.steering import SteeringConfig
 from cadenza.origin.cache import CachedObject, build_cached
 from cadenza.origin.core.request import FILTER_KEYS
@@ -66,9 +68,14 @@ async def presentation_of(app: web.Application, track: str) -> tuple[Presentatio
     return presentation, obj
 
 
-def _selection(query: Mapping[str, str]) -> RenditionFilter:
+# The rendition filters, and ``?channels=`` (cadenza.manifests.channels) beside them.
+SELECTION_KEYS: Final = FILTER_KEYS | {CHANNELS_QUERY}
+
+
+def _selection(query: Mapping[str, str]) -> tuple[RenditionFilter, int | None]:
     try:
-        return parse_filter_query(query)
+        raw = query.get(CHANNELS_QUERY)
+        return parse_filter_query(query), None if raw is None else parse_channels(raw)
     except InvalidFilterError as exc:
         raise BadRequestError(str(exc)) from exc
 
@@ -76,7 +83,7 @@ def _selection(query: Mapping[str, str]) -> RenditionFilter:
 def filter_values(query: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """The rendition-filter arguments of a query, in key order (one reading of
     each: the shape a rendered manifest is cached under is also its filter)."""
-    return tuple((k, query[k]) for k in sorted(FILTER_KEYS & query.keys()))
+    return tuple((k, query[k]) for k in sorted(SELECTION_KEYS & query.keys()))
 
 
 def select(presentation: Presentation, selected: tuple[tuple[str, str], ...]) -> Presentation:
@@ -84,8 +91,11 @@ def select(presentation: Presentation, selected: tuple[tuple[str, str], ...]) ->
     :class:`BadRequestError` and :class:`NoMatchingRenditionsError`."""
     if not selected:
         return presentation
+    renditions, channels = _selection(dict(selected))
     try:
-        return _selection(dict(selected)).apply(presentation)
+        if channels is not None:
+            presentation = keep_channels(presentation, channels)
+        return renditions.apply(presentation)
     except NoRenditionsInModel as exc:
         raise NoMatchingRenditionsError(str(exc)) from exc
 
@@ -108,13 +118,17 @@ async def render_manifest(
     *,
     personal_pathways: bool,
     model: tuple[Presentation, CachedObject] | None = None,
+    licence_url: str | None = None,
 ) -> RenderedManifest:
     """A manifest rendered from the model: filtered by ``selected`` (see
     :func:`filter_values`), and steered for the session when one is known
     (``sid`` or CMCD ``sid``).  ``personal_pathways``: the steering block is
     this viewer's (signed, or named after the Host header); ``model``: the
-    track's :func:`presentation_of`, when the caller has it already.  No
-    request object: the fast transport renders with it too."""
+    track's :func:`presentation_of`, when the caller has it already;
+    ``licence_url``: this viewer's absolute ClearKey licence URL, written into
+    an MPD of ``cbcs`` renditions as ``dashif:Laurl`` (then the MPD is this
+    viewer's: ``private``, and its own ETag, as its bytes differ: RFC 9110
+    8.8.3).  No request object: the fast transport renders with it too."""
     track, _, name = key.partition("/")
     presentation, source = model or await presentation_of(app, track)
     # The selection and the guidance's start and cap decide which renditions
@@ -137,6 +151,11 @@ async def render_manifest(
         # shared cache, which keys on the path and would hand a forged Host
         # to every later viewer.
         control = f"private, max-age={settings.manifest_max_age_s}"
+    if name != MPD_NAME or not has_cbcs(shaped.renditions):
+        licence_url = None  # nothing to write it into: the shared bytes
+    if licence_url is not None:
+        # Its token and Host are this viewer's, as for personal pathways.
+        control = f"private, max-age={settings.manifest_max_age_s}"
     # The bytes depend only on these: steer, render, hash and gzip once per shape.
     # The hint is a function of the shaped presentation and these three: it is worked
     # out only when a shape is rendered, not on every request.
@@ -145,14 +164,16 @@ async def render_manifest(
         if guidance is None
         else (guidance.start_bitrate_bps, guidance.max_bitrate_bps, guidance.start_hint)
     )
-    shape = (key, source.etag, selected, guide, steering, control)
+    shape = (key, source.etag, selected, guide, steering, control, licence_url)
     rendered = app[RENDERED].get(shape)
     if rendered is None:
         hint = None if guidance is None else bitrate_hint(shaped, guidance)
         if guidance is not None:
             shaped = guide_presentation(shaped, guidance)
-        render = render_master if name == MASTER_NAME else render_mpd
-        text = render(shaped, steering, hint=hint)
+        if name == MASTER_NAME:
+            text = render_master(shaped, steering, hint=hint)
+        else:
+            text = render_mpd(shaped, steering, hint=hint, licence_url=licence_url)
         body = text.encode("utf-8")
         info = ObjectInfo(len(body), source.mtime_s, "")
         rendered = build_cached(key, StoredObject(info, body), control)

@@ -13,11 +13,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from cadenza.origin.errors import SettingsError
 from cadenza.origin.logs import LogFormat
@@ -30,38 +31,7 @@ from cadenza.origin.pathways import (
     parse_pathways,
 )
 from cadenza.origin.proxies import parse_networks
-
-_T = TypeVar("_T")
-_DOC_KEY = "cadenza"
-
-
-@dataclass(frozen=True, slots=True)
-class SettingDoc:
-    """What the settings table says about one field, and the other names it is read
-    under.  ``CADENZA_<NAME>`` is always read first; ``env_aliases`` after it, in
-    order (the first one set wins).  ``toml_aliases`` are older TOML keys: a file
-    that gives both spellings gets the field's own name's value."""
-
-    meaning: str
-    default_text: str | None = None  # None: the default value itself
-    env_aliases: tuple[str, ...] = ()
-    toml_aliases: tuple[str, ...] = ()
-    toml_only: bool = False  # the environment cannot hold it (a list of tables)
-
-
-def setting(
-    default: _T,
-    meaning: str,
-    *,
-    default_text: str | None = None,
-    env_aliases: tuple[str, ...] = (),
-    toml_aliases: tuple[str, ...] = (),
-    toml_only: bool = False,
-    secret: bool = False,
-) -> _T:
-    """A dataclass field with its documentation; a secret is kept out of ``repr``."""
-    doc = SettingDoc(meaning, default_text, env_aliases, toml_aliases, toml_only)
-    return field(default=default, repr=not secret, metadata={_DOC_KEY: doc})
+from cadenza.origin.setting_field import DOC_KEY, SettingDoc, describe, setting
 
 
 class AbrDelivery(enum.StrEnum):
@@ -74,7 +44,7 @@ class AbrDelivery(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class Settings:
     root: str = field(
-        metadata={_DOC_KEY: SettingDoc("package folder, or `s3://bucket/prefix`", "(required)")}
+        metadata={DOC_KEY: SettingDoc("package folder, or `s3://bucket/prefix`", "(required)")}
     )
     host: str = setting("127.0.0.1", "listen address")
     port: int = setting(8080, "listen port")
@@ -199,6 +169,22 @@ class Settings:
         default_text="(none: open)",
         secret=True,
     )
+    key_encryption_key: str | None = setting(
+        None,
+        "secret: 64 hex digits, the key-encryption key that unwraps content keys for "
+        "`/v1/licence/clearkey` and `/v1/keys/` (the packager's)",
+        default_text="(none: no key delivery)",
+        secret=True,
+    )
+    key_encryption_key_file: str | None = setting(
+        None, "a file holding the key-encryption key (instead of `key_encryption_key`)"
+    )
+    key_store: str | None = setting(
+        None, "the content keys' folder or `s3://` prefix", default_text="`<root>-keys`"
+    )
+    licence_rate_per_s: float = setting(
+        20.0, "licence and key requests per client address per second (`429` above)"
+    )
     pathways: tuple[PathwaySetting, ...] = setting(
         (),
         "the CDNs players are steered between: TOML `[[pathways]]` `id`, `base_url`, "
@@ -245,14 +231,6 @@ class Settings:
         return self.root.startswith("s3://")
 
 
-def describe(item: dataclasses.Field[Any]) -> SettingDoc:
-    """The documentation of one field of :class:`Settings`."""
-    doc = item.metadata.get(_DOC_KEY)
-    if not isinstance(doc, SettingDoc):
-        raise TypeError(f"Settings.{item.name} is not declared with setting(...)")
-    return doc
-
-
 def env_names(name: str) -> tuple[str, ...]:
     """The environment variables a setting is read from, the first one set winning."""
     return (f"CADENZA_{name.upper()}", *describe(_FIELDS[name]).env_aliases)
@@ -280,6 +258,7 @@ MIN_SECRET_CHARS = 16
 MAX_PORT = 65_535
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _HIDDEN = "(hidden)"  # what a SettingsError shows instead of a secret
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def _signing_keys(value: object) -> tuple[str, ...]:
@@ -304,6 +283,10 @@ def _coerce(name: str, value: object) -> object:
     kind = _FIELDS[name].type
     if name == "signing_keys":
         return _signing_keys(value)
+    if name == "key_encryption_key":
+        if not isinstance(value, str) or not _HEX64.fullmatch(value.strip()):
+            raise SettingsError(name, _HIDDEN, "expected 64 hex digits")
+        return value.strip()
     if name == "admin_token":
         if not isinstance(value, str) or len(value.strip()) < MIN_SECRET_CHARS:
             raise SettingsError(name, _HIDDEN, f"must be at least {MIN_SECRET_CHARS} characters")

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cadenza.origin.settings import Settings, describe, env_names
+from cadenza.origin.setting_field import describe
+from cadenza.origin.settings import Settings, env_names
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 TABLE_START = (

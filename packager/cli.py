@@ -37,6 +37,7 @@ from cadenza.packager.catalogue import (
 from cadenza.packager.config import CONFIG_CATALOGUES, CONFIG_INPUTS
 from cadenza.packager.config import apply_config_defaults as apply_config_defaults
 from cadenza.packager.errors import CatalogueError, InputError, LadderError, PackagerError
+from cadenza.packager.keys import add_encryption_arguments, encryption_options
 from cadenza.packager.ladder import load_ladder
 from cadenza.packager.output import prepare_output_root
 from cadenza.packager.report import adopt_runs
@@ -181,6 +182,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fail a track whose input is damaged (decodes shorter than its header's "
         "duration, or has undecodable packets) instead of packaging it with a warning",
     )
+    add_encryption_arguments(parser)
     chatter = parser.add_mutually_exclusive_group()
     chatter.add_argument(
         "-v",
@@ -283,12 +285,17 @@ def run(args: argparse.Namespace) -> int:
             destination.check()
     except PackagerError as exc:
         return _fail(exc, USAGE_ERROR)
+    try:
+        encryption = encryption_options(args, os.environ, s3)
+    except PackagerError as exc:
+        return _fail(exc, USAGE_ERROR)
     options = PackageOptions(
         ladder=ladder,
         segment_duration=args.segment_duration,
         single_file=args.single_file,
         force=args.force,
         strict=args.strict,
+        encryption=encryption,
     )
     report_name = REPORT_NAME
     if args.shard is not None:

@@ -100,6 +100,7 @@ def fingerprint_source(
     ladder: Ladder,
     segment_duration: Fraction,
     single_file: bool,
+    extra_options: tuple[tuple[str, str], ...] = (),
 ) -> Fingerprint:
     """Hash the source at ``local`` (read from ``given``, a path or URL) and make its
     fingerprint with the options that shape the output."""
@@ -115,7 +116,8 @@ def fingerprint_source(
         ladder=ladder_text(ladder),
         segment_duration_ticks=segment_duration.numerator,
         segment_duration_timescale=segment_duration.denominator,
-        options=(("layout", layout.value),),
+        # extra_options: the encryption's (packager.keys), so a change repackages.
+        options=(("layout", layout.value), *extra_options),
         cadenza_version=cadenza_version(),
     )
 
@@ -232,19 +234,29 @@ def local_previous(track_dir: Path) -> Previous:
     return Previous(read_presentation(data), names)
 
 
+def encryption_options(options: PackageOptions) -> tuple[tuple[str, str], ...]:
+    """The fingerprint options the encryption adds (none for clear output), so that a
+    change of scheme, key layout or chosen renditions repackages the track."""
+    return options.encryption.fingerprint_options() if options.encryption is not None else ()
+
+
 def decide_for_folder(source: Path, track_dir: Path, options: PackageOptions) -> Decision:
     """The decision for packaging ``source`` into the local ``track_dir``.
 
     ``options.fingerprint`` is used when the batch made it (it knows the source's
     URL), else the source is hashed here; with ``options.name_tag`` set the batch has
     decided already, against a remote destination, and this only carries it out."""
-    fingerprint = options.fingerprint or fingerprint_source(
-        source,
-        str(source),
-        ladder=options.ladder,
-        segment_duration=options.segment_duration,
-        single_file=options.single_file,
-    )
+    if options.fingerprint is not None:  # made with encryption_options(options) already
+        fingerprint = options.fingerprint
+    else:
+        fingerprint = fingerprint_source(
+            source,
+            str(source),
+            ladder=options.ladder,
+            segment_duration=options.segment_duration,
+            single_file=options.single_file,
+            extra_options=encryption_options(options),
+        )
     if options.name_tag is not None:
         return Decision(
             fingerprint, Verdict.REPACKAGE, forced=options.force, name_tag=options.name_tag

@@ -12,6 +12,9 @@ controls exactly what makes playback gapless and switchable:
 - one init segment for every rung of a switching group: only the bitrate
   fields of the sample entry differ between rungs, and
   :func:`with_group_bitrates` rewrites them alike.
+- for an encrypted track (``TrackConfig.protection``), the CENC ``cbcs`` boxes of
+  :mod:`cadenza.packager.mp4_protect`: ``enca`` + ``sinf`` and ``pssh`` in the init
+  segment, ``saiz`` + ``saio`` + ``senc`` at the end of each ``traf``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ from dataclasses import dataclass
 
 from cadenza.manifests.model import ByteRange, Codec
 from cadenza.packager.errors import Mp4Error
+from cadenza.packager.mp4_protect import (
+    Protection,
+    pssh_clearkey,
+    sample_encryption_boxes,
+    sinf,
+)
 from cadenza.packager.mp4read import Box, iter_boxes
 
 _MATRIX = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
@@ -42,6 +51,8 @@ class TrackConfig:
     bits_per_sample: int = 16
     track_id: int = 1
     language: str = "und"
+    # CENC cbcs (packager.mp4_protect): ``enca`` + ``sinf`` + ``pssh``, ``senc`` per fragment.
+    protection: Protection | None = None
 
     @property
     def timescale(self) -> int:
@@ -140,6 +151,8 @@ def _sample_entry(track: TrackConfig) -> bytes:
     sample_size = track.bits_per_sample if track.codec is Codec.FLAC else 16
     audio = struct.pack(">6xH8xHHHHI", 1, track.channels, sample_size, 0, 0, rate_field)
     btrt = _box(b"btrt", struct.pack(">III", 0, track.max_bitrate_bps, track.average_bitrate_bps))
+    if track.protection is not None:
+        return _box(b"enca", audio, config, btrt, sinf(kind, track.protection))
     return _box(kind, audio, config, btrt)
 
 
@@ -203,7 +216,8 @@ def build_init_segment(track: TrackConfig) -> bytes:
     trak = _box(b"trak", tkhd, edts, _box(b"mdia", mdhd, hdlr, minf))
     trex = _full_box(b"trex", 0, 0, struct.pack(">IIIII", track.track_id, 1, 0, 0, 0))
     mvex = _box(b"mvex", trex)
-    return _ftyp() + _box(b"moov", mvhd, trak, mvex)
+    pssh = b"" if track.protection is None else pssh_clearkey([track.protection.key_id])
+    return _ftyp() + _box(b"moov", mvhd, trak, mvex, pssh)
 
 
 def build_media_segment(
@@ -237,16 +251,19 @@ def build_media_segment(
             struct.pack(">II", d, len(s)) for s, d in zip(samples, durations_ticks, strict=True)
         )
 
-    def moof(data_offset: int) -> bytes:
+    def moof(data_offset: int, senc_entries_offset: int) -> bytes:
         trun = _full_box(
             b"trun", 0, trun_flags, struct.pack(">Ii", len(samples), data_offset), rows
         )
         mfhd = _full_box(b"mfhd", 0, 0, struct.pack(">I", sequence_number))
-        return _box(b"moof", mfhd, _box(b"traf", tfhd, tfdt, trun))
+        protection = b""
+        if track.protection is not None:  # senc last, its entries empty: they end the moof
+            protection = sample_encryption_boxes(len(samples), senc_entries_offset)
+        return _box(b"moof", mfhd, _box(b"traf", tfhd, tfdt, trun, protection))
 
-    size = len(moof(0))
+    size = len(moof(0, 0))
     head = _box(b"styp", b"msdh", struct.pack(">I", 0), b"msdhmsixcmfs") if styp else b""
-    return head + moof(size + 8) + _box(b"mdat", *samples)
+    return head + moof(size + 8, size) + _box(b"mdat", *samples)
 
 
 def build_sidx(

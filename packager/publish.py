@@ -17,6 +17,7 @@ from cadenza.manifests.model import (
     MASTER_NAME,
     MPD_NAME,
     PRESENTATION_NAME,
+    EncryptionScheme,
     Presentation,
 )
 from cadenza.packager.mp4 import with_group_bitrates
@@ -40,6 +41,11 @@ def share_group_inits(work_dir: Path, presentation: Presentation) -> None:
         peak_bps = max(r.peak_bitrate_bps for r in members)
         average_bps = max(r.average_bitrate_bps for r in members)
         for rendition in members:
+            if (
+                rendition.encryption is not None
+                and rendition.encryption.scheme is EncryptionScheme.AES_128
+            ):
+                continue  # encrypted whole (RFC 8216 AES-128): its bytes cannot be patched
             with open(work_dir / rendition.id / rendition.init_name, "r+b") as handle:
                 init = handle.read(rendition.init_size_bytes)
                 handle.seek(0)

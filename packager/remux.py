@@ -13,13 +13,20 @@ duration are worked out there, from :mod:`cadenza.packager.rung_headers`).
   timelines are compared and a rung that does not line up is refused.
 
 The output folder is built and committed exactly like ``cadenza package``'s
-(:mod:`cadenza.packager.output`, :mod:`cadenza.packager.publish`).  This module imports neither
+(:mod:`cadenza.packager.output`, :mod:`cadenza.packager.publish`), under the same
+republishing rule (:mod:`cadenza.packager.fingerprint`): the rung files are hashed into a
+fingerprint (:func:`fingerprint_rungs`), an up-to-date track is skipped, and a track
+segmented again gets a fresh version tag in every file name, the earlier packaging's
+files being carried over until ``cadenza gc``, so nothing published changes until the
+new set is whole.  This module imports neither
 numpy nor the encoders, so the command stays small and quick to start.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -29,9 +36,19 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Final
 
+from cadenza.manifests.fingerprint import Fingerprint
 from cadenza.manifests.model import Codec, Presentation, Rendition, SegmentLayout
 from cadenza.packager.errors import InputError, OutputError
-from cadenza.packager.output import commit_track, is_complete, new_temp_dir, oserror_reason
+from cadenza.packager.fingerprint import (
+    Decision,
+    Verdict,
+    cadenza_version,
+    decide,
+    hash_file,
+    local_previous,
+    source_location,
+)
+from cadenza.packager.output import commit_track, new_temp_dir, oserror_reason
 from cadenza.packager.publish import share_group_inits, write_manifests
 from cadenza.packager.rung_input import RungInput
 from cadenza.packager.segmenter import DEFAULT_SEGMENT_DURATION, RungPlan, Segmenter
@@ -40,6 +57,7 @@ __all__ = [
     "RemuxOptions",
     "RemuxResult",
     "RungInput",
+    "fingerprint_rungs",
     "nominal_bitrates",
     "remux_track",
     "rendition_ids",
@@ -65,9 +83,45 @@ class RemuxResult:
     track_id: str
     status: str  # "packaged" | "skipped"
     output: Path
+    reason: str | None = None  # why skipped or segmented again (Decision.reason)
     presentation: Presentation | None = None
     warnings: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+
+
+def fingerprint_rungs(
+    inputs: Sequence[Path],
+    *,
+    segment_duration: Fraction = DEFAULT_SEGMENT_DURATION,
+    single_file: bool = False,
+) -> Fingerprint:
+    """The fingerprint of a track segmented from ``inputs``, read in chunks.
+
+    The rung files together are the source: ``source_sha256`` is the SHA-256 of the
+    ladder text, which lists each rung file's own SHA-256 and size in ladder order (so
+    a changed, added, dropped or reordered rung changes both), and the location is
+    every file's absolute path. Nothing is decoded, so no ladder of codecs and bit
+    rates is known beyond the files themselves.
+    """
+    hashed = [hash_file(path) for path in inputs]
+    ladder = json.dumps(
+        [{"sha256": digest, "size_bytes": size} for digest, size in hashed],
+        separators=(",", ":"),
+    )
+    location = "\n".join(source_location(path, str(path)) for path in inputs)
+    layout = SegmentLayout.SINGLE if single_file else SegmentLayout.SEPARATE
+    return Fingerprint(
+        source_sha256=hashlib.sha256(ladder.encode()).hexdigest(),
+        source_size_bytes=sum(size for _digest, size in hashed),
+        source_name=", ".join(path.name for path in inputs),
+        source_location_sha256=hashlib.sha256(location.encode()).hexdigest(),
+        source_location=", ".join(str(path) for path in inputs),
+        ladder=ladder,
+        segment_duration_ticks=segment_duration.numerator,
+        segment_duration_timescale=segment_duration.denominator,
+        options=(("input", "encoded rungs"), ("layout", layout.value)),  # sorted, as read back
+        cadenza_version=cadenza_version(),
+    )
 
 
 def _check_compatible(rungs: Sequence[RungInput]) -> None:
@@ -180,6 +234,7 @@ def _presentation(
     rungs: Sequence[RungInput],
     renditions: Sequence[Rendition],
     segment_duration: Fraction,
+    fingerprint: Fingerprint,
 ) -> Presentation:
     """Timescale of the first rung; duration of the longest rung whose duration is exact
     (edit list, Ogg granule, FLAC), else of the longest rung: padding is no content."""
@@ -192,7 +247,22 @@ def _presentation(
         duration_ticks=duration,
         renditions=tuple(renditions),
         target_segment_duration_ticks=int(segment_duration * timescale),
+        fingerprint=fingerprint,
     )
+
+
+def _decide(
+    track_id: str, inputs: Sequence[Path], final_dir: Path, options: RemuxOptions
+) -> Decision:
+    """``cadenza package``'s rule (:func:`cadenza.packager.fingerprint.decide`) for the
+    rung files' fingerprint; a collision is an :class:`InputError` naming both sets."""
+    fingerprint = fingerprint_rungs(
+        inputs, segment_duration=options.segment_duration, single_file=options.single_file
+    )
+    decision = decide(fingerprint, local_previous(final_dir), force=options.force)
+    if decision.verdict is Verdict.COLLISION:
+        raise InputError(inputs[0], decision.collision_error(track_id))
+    return decision
 
 
 def remux_track(
@@ -201,15 +271,18 @@ def remux_track(
     """Segment ``inputs`` (one file per rung, in ladder order) into ``out_root/<track_id>/``.
 
     Raises :class:`~cadenza.packager.errors.PackagerError` (an :class:`InputError` naming the
-    file, or an :class:`OutputError`); nothing is left behind on failure.
+    file, or an :class:`OutputError`; an :class:`InputError` too when another set of
+    files already made this track, without ``force``); nothing is left behind on failure.
     """
     started = time.perf_counter()
     final_dir = out_root / track_id
     result = RemuxResult(track_id=track_id, status="skipped", output=final_dir)
-    if not options.force and is_complete(final_dir):
-        return result
     if not inputs:
         raise InputError(out_root, "no rung files given")
+    decision = _decide(track_id, inputs, final_dir, options)
+    result.reason = decision.reason
+    if decision.verdict is Verdict.SKIP:
+        return result
     layout = SegmentLayout.SINGLE if options.single_file else SegmentLayout.SEPARATE
     rungs: list[RungInput] = []
     work_dir: Path | None = None
@@ -229,6 +302,7 @@ def remux_track(
                 bits_per_sample=rung.bits_per_sample,
                 segment_duration=options.segment_duration,
                 layout=layout,
+                name_tag=decision.name_tag,
             )
             renditions.append(_segment_rung(rung, plan, work_dir / plan.rendition_id))
             rung.close()
@@ -243,7 +317,9 @@ def remux_track(
         ):
             os.rename(work_dir / rendition.id, work_dir / rendition_id)
             named.append(dataclasses.replace(rendition, id=rendition_id, target_bitrate_bps=target))
-        presentation = _presentation(track_id, rungs, named, options.segment_duration)
+        presentation = _presentation(
+            track_id, rungs, named, options.segment_duration, decision.fingerprint
+        )
         share_group_inits(work_dir, presentation)
         write_manifests(work_dir, presentation)
         commit_track(work_dir, final_dir)

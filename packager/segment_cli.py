@@ -5,9 +5,15 @@ ADTS, Opus in Ogg or MP4, FLAC native or in MP4); they are cut into CMAF
 segments with HLS and DASH manifests, like ``cadenza package`` output, without
 decoding or re-encoding.
 
-Exit status: 0 when the track is written (or already complete), 1 when an
-input or the output fails, 2 for a usage error (bad flags or track id, an
-unusable ``--out``).
+A track already segmented from the same files with the same options is skipped;
+otherwise (changed files or options, or ``--force``) it is segmented again under
+fresh version-tagged file names, as ``cadenza package`` republishes
+(:mod:`cadenza.packager.fingerprint`). Another set of files under the same track
+id is an error unless ``--force``.
+
+Exit status: 0 when the track is written (or already up to date), 1 when an
+input or the output fails (or the track id is taken by other files), 2 for a
+usage error (bad flags or track id, an unusable ``--out``).
 """
 
 from __future__ import annotations
@@ -65,7 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one file per rendition with byte ranges (HLS BYTERANGE, DASH on-demand SegmentBase)",
     )
     parser.add_argument(
-        "--force", action="store_true", help="segment again when the track is already complete"
+        "--force",
+        action="store_true",
+        help="segment again when the track is already up to date, or replace a track "
+        "made from other files (under new file names)",
     )
 
 
@@ -88,11 +97,16 @@ def run(args: argparse.Namespace) -> int:
         return 130
     if result.status == "skipped":
         print(
-            f"cadenza segment: {result.output} is already complete (--force redoes it)",
+            f"cadenza segment: {result.output} is already complete, {result.reason} "
+            "(--force redoes it)",
             file=sys.stderr,
         )
     else:
         assert result.presentation is not None
         ids = ", ".join(r.id for r in result.presentation.renditions)
-        print(f"cadenza segment: {result.output}: {ids} in {result.wall_s:.2f} s", file=sys.stderr)
+        why = f" ({result.reason})" if result.reason else ""
+        print(
+            f"cadenza segment: {result.output}: {ids} in {result.wall_s:.2f} s{why}",
+            file=sys.stderr,
+        )
     return 0

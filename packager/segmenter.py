@@ -25,6 +25,7 @@ from cadenza.manifests.model import (
     SINGLE_FILE_NAME,
     ByteRange,
     Codec,
+    EncryptionScheme,
     Rendition,
     Segment,
     SegmentLayout,
@@ -33,7 +34,14 @@ from cadenza.manifests.model import (
 )
 from cadenza.manifests.model import MEDIA_TEMPLATE as _MEDIA_TEMPLATE
 from cadenza.packager import mp4
+from cadenza.packager.encrypt import (
+    RenditionKey,
+    encrypt_samples_cbcs,
+    encrypt_segment_aes128,
+    segment_iv,
+)
 from cadenza.packager.errors import EncodeError
+from cadenza.packager.mp4_protect import Protection
 
 CODECS_STRING: Final = {Codec.AAC: "mp4a.40.2", Codec.OPUS: "opus", Codec.FLAC: "fLaC"}
 DEFAULT_SEGMENT_DURATION: Final = Fraction(4)  # seconds
@@ -53,6 +61,21 @@ class RungPlan:
     layout: SegmentLayout
     # The packaging's version tag in every file name (Rendition.name_tag); "" for none.
     name_tag: str = ""
+    # Encryption, the last step of each segment (packager.encrypt); None: clear.
+    key: RenditionKey | None = None
+
+    @property
+    def protection(self) -> Protection | None:
+        """The init segment's cbcs declaration (``sinf``, ``pssh``), if cbcs."""
+        key = self.key
+        if key is None or key.scheme is not EncryptionScheme.CBCS or key.iv is None:
+            return None
+        return Protection(key.key_id, key.iv)
+
+    @property
+    def aes128_key(self) -> RenditionKey | None:
+        key = self.key
+        return key if key is not None and key.scheme is EncryptionScheme.AES_128 else None
 
     def file_name(self, name: str) -> str:
         """``name`` (init.mp4, media.mp4, the media template) with this plan's tag."""
@@ -116,6 +139,7 @@ class Segmenter:
             average_bitrate_bps=average_bitrate_bps,
             max_bitrate_bps=max_bitrate_bps,
             bits_per_sample=self.plan.bits_per_sample or 16,
+            protection=self.plan.protection,
         )
 
     def _emit_segment(self) -> None:
@@ -131,14 +155,21 @@ class Segmenter:
             average_bitrate_bps=self.plan.bitrate_bps or 0,
             max_bitrate_bps=self.plan.bitrate_bps or 0,
         )
+        samples = self._pending
+        key = self.plan.key
+        if key is not None and key.scheme is EncryptionScheme.CBCS and key.iv is not None:
+            samples = encrypt_samples_cbcs(key.key, key.iv, samples)
         data = mp4.build_media_segment(
             track,
             number,
             self._decode_time_ticks,
-            self._pending,
+            samples,
             self._pending_durations,
             styp=self._single is None,
         )
+        aes128 = self.plan.aes128_key
+        if aes128 is not None:  # RFC 8216 5.2: segment n has media sequence number n
+            data = encrypt_segment_aes128(aes128.key, segment_iv(aes128, number), data)
         duration = self._pending_ticks
         if self._single is not None:
             self._single.write(data)
@@ -188,6 +219,7 @@ class Segmenter:
         if self._single is not None:
             segments, init_size, init_range, index_range = self._write_single_file(track)
         else:
+            # Clear even under AES-128: the playlist maps it before its EXT-X-KEY.
             init = mp4.build_init_segment(track)
             (self.folder / self.plan.file_name(INIT_NAME)).write_bytes(init)
             init_size = len(init)
@@ -211,6 +243,7 @@ class Segmenter:
             index_range=index_range,
             decoder_config=mp4.decoder_config(track),
             name_tag=self.plan.name_tag,
+            encryption=None if self.plan.key is None else self.plan.key.encryption,
         )
 
     def _write_single_file(

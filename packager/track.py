@@ -30,10 +30,16 @@ from cadenza.manifests.model import (
     SourceInfo,
 )
 from cadenza.packager.decode import Block, Decoder, SourceProbe, coalesce
-from cadenza.packager.downmix import StereoDownmix
+from cadenza.packager.downmix import (
+    DownmixMeter,
+    StereoDownmix,
+    is_downmix,
+    with_downmix_loudness,
+)
 from cadenza.packager.encode import RungEncoder, RungPlan
 from cadenza.packager.errors import LadderError, OutputError, PackagerError
 from cadenza.packager.fingerprint import Verdict, decide_for_folder
+from cadenza.packager.keys import EncryptionOptions, assign_keys, store_keys
 from cadenza.packager.ladder import SourceShape, fit_ladder
 from cadenza.packager.loudness import LoudnessMeter, channel_weights
 from cadenza.packager.output import (
@@ -69,6 +75,8 @@ class PackageOptions:
     # file names' version tag (else decided here against the local track folder).
     fingerprint: Fingerprint | None = None
     name_tag: str | None = None
+    # ``--encryption`` (packager.keys): None packages clear media.
+    encryption: EncryptionOptions | None = None
 
 
 @dataclass(slots=True)
@@ -218,6 +226,13 @@ def _encode_all(
     meter = _MeterSink(probe)
     sinks = [_encoder_sink(plan, probe, work_dir) for plan in plans]
     consumers = [_Consumer("loudness", meter)]
+    downmix_meter = (
+        DownmixMeter(probe.channel_names, probe.sample_rate_hz)
+        if any(is_downmix(plan.channels, probe.channels) for plan in plans)
+        else None
+    )
+    if downmix_meter is not None:  # the stereo downmix rungs' own loudness, same pass
+        consumers.append(_Consumer("downmix loudness", downmix_meter))
     consumers += [_Consumer(s.encoder.plan.rendition_id, s) for s in sinks]
     for consumer in consumers:
         consumer.start()
@@ -242,6 +257,9 @@ def _encode_all(
             raise consumer.error
     renditions = tuple(s.rendition for s in sinks if s.rendition is not None)
     assert len(renditions) == len(sinks)
+    if downmix_meter is not None:
+        loudness = downmix_meter.meter.result()
+        renditions = with_downmix_loudness(renditions, probe.channels, loudness)
     return renditions, meter.meter
 
 
@@ -272,6 +290,9 @@ def package_track(source: Path, out_root: Path, options: PackageOptions) -> Trac
                 options.ladder, decoder.probe, options.segment_duration, layout, result.warnings
             )
             plans = [replace(plan, name_tag=decision.name_tag) for plan in plans]
+            keys: dict[str, bytes] = {}
+            if options.encryption is not None:
+                plans, keys = assign_keys(plans, options.encryption)
             work_dir = new_temp_dir(out_root, track_id)
             tracker = DecodeTracker.start(track_id, decoder.probe)
             renditions, meter = _encode_all(decoder, plans, work_dir, tracker)
@@ -301,6 +322,8 @@ def package_track(source: Path, out_root: Path, options: PackageOptions) -> Trac
             result.warnings += decoder.report.warnings
         share_group_inits(work_dir, presentation)
         write_manifests(work_dir, presentation)
+        if options.encryption is not None:  # the keys are stored before the track shows
+            store_keys(options.encryption, keys)
         commit_track(work_dir, final_dir)
         work_dir = None
         result.status = "packaged"

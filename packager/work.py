@@ -26,6 +26,7 @@ from cadenza.packager.fingerprint import (
     Previous,
     Verdict,
     decide,
+    encryption_options,
     fingerprint_source,
     local_previous,
 )
@@ -112,6 +113,7 @@ class TrackWork:
                 ladder=options.ladder,
                 segment_duration=options.segment_duration,
                 single_file=options.single_file,
+                extra_options=encryption_options(options),
             )
             options = replace(options, track_id=item.track_id, fingerprint=fingerprint)
             decision: Decision | None = None

@@ -35,8 +35,19 @@ ALLOWED: dict[str, set[str]] = {
 THIRD_PARTY: dict[str, set[str]] = {
     "manifests": {"lxml"},
     "abr": {"numpy"},
-    "store": {"aioboto3", "botocore", "boto3"},
-    "packager": {"av", "numpy", "botocore", "boto3", "aioboto3", "dask", "distributed"},
+    # cryptography: the well-kept AES implementation (key wrap for the key store).
+    "store": {"aioboto3", "botocore", "boto3", "cryptography"},
+    # cryptography: AES-CBC for the packager's CENC cbcs and HLS AES-128 encryption.
+    "packager": {
+        "av",
+        "numpy",
+        "botocore",
+        "boto3",
+        "aioboto3",
+        "dask",
+        "distributed",
+        "cryptography",
+    },
     "origin": {
         "aiohttp",
         "multidict",

@@ -13,7 +13,10 @@ from aiohttp import web
 
 from cadenza.abr.cmcd import HEADER_NAMES as CMCD_HEADER_NAMES
 from cadenza.abr.session import SessionState
+from cadenza.manifests.encryption import clearkey_licence_url, has_cbcs
+from cadenza.manifests.model import MPD_NAME, Presentation
 from cadenza.manifests.steering import SteeringConfig
+from cadenza.origin.cache import CachedObject
 from cadenza.origin.core.decided import (
     asks_origin_abr,
     choose_decided_manifest,
@@ -23,6 +26,7 @@ from cadenza.origin.core.decided import (
 from cadenza.origin.core.heads import ObjectChoice, Redirect
 from cadenza.origin.core.request import MediaRequest
 from cadenza.origin.core.routes import is_track_manifest
+from cadenza.origin.errors import ObjectNotFoundError, StorageUnavailableError
 from cadenza.origin.keys import CLOCK, SETTINGS
 from cadenza.origin.objects import load_object
 from cadenza.origin.rendering import (
@@ -55,6 +59,7 @@ async def choose_object(
     steering: SteeringConfig | None = None,
     personal_pathways: bool = False,
     fold_on_failure: bool = True,
+    root_url: Callable[[], str] | None = None,
 ) -> ObjectChoice | Redirect:
     """The object that answers ``asked``, and a session's changes to its head.
 
@@ -67,6 +72,17 @@ async def choose_object(
     pathways are configured (its manifests are always rendered);
     ``personal_pathways``: that block is this viewer's.  Raises the storage's
     and the filter's errors, and ``ObjectTooLargeError``.
+
+    The MPD of a track with ``cbcs`` renditions is always rendered, with this
+    viewer's ClearKey licence URL below the URL ``root_url()`` builds (the
+    origin's root as the viewer reached it: scheme, host, and the MPD's
+    ``/t/<token>`` prefix; ``origin.licences.viewer_root_url``; called only
+    then, so a clear track's MPD never depends on the Host), and answered
+    private.  Without
+    ``root_url`` (the fast transport, which reads no Host) that raises
+    :class:`ViewerManifestError` before anything is touched, and the transport
+    hands the request to aiohttp; the stored MPD is never loaded for such a
+    track, so no hot copy without the URL can be served.
 
     Origin-decided playback (``?abr=origin`` manifests, ``group-<id>/`` paths)
     is :mod:`.decided`'s: a decided segment is a :class:`Redirect`."""
@@ -88,12 +104,27 @@ async def choose_object(
     model = None
     loaded = None
     rendered = None
+    licence_url = None
     try:
-        if rendered_always or guided:
+        if manifest and key.partition("/")[2] == MPD_NAME:
+            model = await _protected_model(app, track)
+            if model is not None:
+                if root_url is None:
+                    raise ViewerManifestError(key)
+                licence_url = clearkey_licence_url(root_url())
+                rendered_always = True
+        if (rendered_always or guided) and model is None:
             model = await presentation_of(app, track)
         if rendered_always:  # rendered whether or not a session steers it: checks the filter
             rendered = await render_manifest(
-                app, key, selected, None, steering, personal_pathways=personal_pathways, model=model
+                app,
+                key,
+                selected,
+                None,
+                steering,
+                personal_pathways=personal_pathways,
+                model=model,
+                licence_url=licence_url,
             )
         # A steered manifest is rendered instead of the file: load the file
         # later, if at all, unless CMCD is folded in first.
@@ -113,7 +144,14 @@ async def choose_object(
     observed = await _observe(app, track, asked, then) if session else None
     if observed is not None and settings.guidance and manifest:
         rendered = await render_manifest(
-            app, key, selected, observed, steering, personal_pathways=personal_pathways, model=model
+            app,
+            key,
+            selected,
+            observed,
+            steering,
+            personal_pathways=personal_pathways,
+            model=model,
+            licence_url=licence_url,
         )
     if rendered is not None:
         vary = "Accept-Encoding, CMCD-Session" if rendered.vary_session else None
@@ -128,6 +166,35 @@ async def choose_object(
         return ObjectChoice(obj, how)
     # A 304 keeps the shared head (core.heads.object_fields).
     return ObjectChoice(obj, how, control=private_control(obj.cache_control), cmsd=cmsd)
+
+
+class ViewerManifestError(Exception):
+    """The MPD at ``key`` names this viewer's licence URL, which only a transport
+    that reads the request's Host and forwarding fields can build: the fast
+    transport hands it to aiohttp."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"{key}: rendered per viewer (its licence URL)")
+        self.key = key
+
+
+async def _protected_model(
+    app: web.Application, track: str
+) -> tuple[Presentation, CachedObject] | None:
+    """The track's model when its MPD carries ``ContentProtection`` (a ``cbcs``
+    rendition), else None.  A track without a model, or with a damaged one, has
+    its MPD served as stored, as before encryption existed (it then names no
+    licence URL); a storage outage is raised (the stored MPD would not load
+    either)."""
+    try:
+        model = await presentation_of(app, track)
+    except ObjectNotFoundError:
+        return None
+    except StorageUnavailableError as exc:
+        if exc.backend != "data":
+            raise
+        return None
+    return model if has_cbcs(model[0].renditions) else None
 
 
 async def _observe(

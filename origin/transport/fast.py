@@ -38,7 +38,11 @@ once, with exactly one ``Host``, HTTP/1.1, no body and no fragment in the
 target (see :mod:`cadenza.origin.transport.parse`); a path of a media file
 that no other route answers and ``safe_key`` accepts; no query but a
 session's or a filter's, and no ``Range`` with one; a satisfiable range; no
-manifest when content steering is configured (those are always rendered); a
+manifest when content steering is configured (those are always rendered); no
+MPD of an encrypted track (rendered per viewer with a licence URL from its
+``Host``, which this path does not read: the answer core raises
+``ViewerManifestError``, a ``load_failed`` handover, and never loads the
+stored MPD, so no hot copy of it exists to answer from here); a
 load that succeeds (404, 503, too large: aiohttp answers or streams it, with
 its own error mapping).  An exception while answering hands over too.  So the
 fast path only ever answers what the full path would have answered

@@ -6,6 +6,9 @@
 //          notify: {at_s, file} (write file once currentTime >= at_s: a cue for the test),
 //          evaluate: "<JS expression>" (its value, at the end, in result.evaluated),
 //          throttle_steps: [step, ...], decisions_url,
+//          sequence: [{player, src, play_s, ...}] (several cases in one page load, each on a
+//          fresh <audio>; result.final.sequence_results holds one summary per case),
+//          dash_protection: dash.js setProtectionData's argument (EME),
 //          await_cmcd_key: "mtp" (the run ends only once a request carrying this CMCD key,
 //          in the CMCD query argument or a CMCD-* header, has finished: result.cmcd_key_seen
 //          holds its url and wall time; timeout_s bounds the wait)}
@@ -113,7 +116,7 @@ runInChromium(cfg, result, async (context) => {
       // not there yet (no request decided so far), or slow to answer: the next poll
     }
   };
-  if (cfg.player) {
+  if (cfg.player || cfg.sequence) {
     await page.evaluate((c) => window.cadenzaStart(c), cfg);
   }
   if (cfg.demo) {
@@ -144,6 +147,10 @@ runInChromium(cfg, result, async (context) => {
     snap = await page.evaluate(() => (window.cadenzaSnapshot ? window.cadenzaSnapshot() : null));
     if (snap === null) continue;
     result.samples.push({ t: (Date.now() - started) / 1000, wall: Date.now() / 1000, current_time: snap.current_time, bitrate_bps: snap.bitrate_bps, buffered: snap.buffered, rms: snap.rms });
+    if (cfg.sequence) {
+      if (snap.sequence_done) break;
+      continue; // each case of the sequence ends on its own (harness.js runSequence)
+    }
     if (snap.fatal) break;
     if (result.steps.length < steps.length) {
       if (cfg.decisions_url) await pollDecisions();

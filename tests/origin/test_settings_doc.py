@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from cadenza.origin.errors import SettingsError
-from cadenza.origin.settings import Settings, describe, env_names, load_settings
+from cadenza.origin.setting_field import describe
+from cadenza.origin.settings import Settings, env_names, load_settings
 from cadenza.origin.settings_doc import (
     TABLE_END,
     TABLE_START,

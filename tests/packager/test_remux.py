@@ -3,6 +3,8 @@ checked like ``cadenza package`` output and against the input's own packets."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import tempfile
 from fractions import Fraction
@@ -20,6 +22,7 @@ from cadenza.manifests.jsonio import presentation_from_json
 from cadenza.manifests.model import Codec, Presentation, Rendition, SegmentLayout
 from cadenza.packager import mp4
 from cadenza.packager.errors import InputError
+from cadenza.packager.fingerprint import current_names
 from cadenza.packager.mp4read import find_boxes, iter_boxes
 from cadenza.packager.remux import (
     RemuxOptions,
@@ -501,3 +504,84 @@ def test_decoded_length_matches_the_segments(remuxed: tuple[Path, Presentation])
     rendition = presentation.rendition("aac-128k")
     data = rendition_bytes(folder / rendition.id, rendition)
     assert decoded_ticks(data) == rendition.media_duration_ticks
+
+
+# -- republishing (the rule cadenza package follows) --------------------------------
+
+
+def test_a_republished_track_gets_new_names_and_keeps_the_old_set(
+    rung_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """Segments are served immutable: segmenting again (``force``) must write every
+    file under a fresh version tag, and the first set must stay whole beside it."""
+    files = [rung_files["aac64"], rung_files["aac128"]]
+    first = remux_track("t", files, tmp_path, RemuxOptions())
+    assert first.presentation is not None
+    assert {r.name_tag for r in first.presentation.renditions} == {""}
+    old_names = current_names(first.presentation)
+    old_bytes = {n: (tmp_path / "t" / n).read_bytes() for n in old_names if "/" in n}
+
+    again = remux_track("t", files, tmp_path, RemuxOptions(force=True))
+    assert (again.status, again.reason) == ("packaged", "repackaged: --force")
+    assert again.presentation is not None
+    tags = {r.name_tag for r in again.presentation.renditions}
+    assert len(tags) == 1 and "" not in tags
+    new_names = current_names(again.presentation)
+    assert not (new_names & set(old_bytes))  # no rendition file rewritten in place
+    for name, data in old_bytes.items():  # the earlier set is still served, unchanged
+        assert (tmp_path / "t" / name).read_bytes() == data
+    for name in new_names:
+        assert (tmp_path / "t" / name).is_file()
+    (tag,) = tags
+    for rendition in again.presentation.renditions:
+        playlist = m3u8.load(str(tmp_path / "t" / rendition.id / rendition.playlist_name))
+        uris = [s.uri for s in playlist.segments] + [playlist.segment_map[0].uri]
+        assert uris and all(tag in uri for uri in uris)
+    assert tag in (tmp_path / "t" / "manifest.mpd").read_text()
+
+
+def test_a_fingerprint_of_every_rung_file_decides_skip_or_redo(
+    rung_files: dict[str, Path], tmp_path: Path
+) -> None:
+    files = [rung_files["aac64"], rung_files["opus64-ogg"]]
+    first = remux_track("t", files, tmp_path, RemuxOptions())
+    assert first.presentation is not None
+    recorded = presentation_from_json((tmp_path / "t" / "presentation.json").read_bytes())
+    assert recorded.fingerprint is not None
+    rungs = json.loads(recorded.fingerprint.ladder)
+    assert [r["sha256"] for r in rungs] == [
+        hashlib.sha256(f.read_bytes()).hexdigest() for f in files
+    ]
+    assert recorded.fingerprint.source_name == "aac64.m4a, opus64-ogg.ogg"
+
+    same = remux_track("t", files, tmp_path, RemuxOptions())
+    assert (same.status, same.reason) == ("skipped", "up to date: fingerprint matches")
+
+    longer = remux_track("t", files, tmp_path, RemuxOptions(segment_duration=Fraction(6)))
+    assert (longer.status, longer.reason) == (
+        "packaged",
+        "repackaged: segment_duration changed",
+    )
+
+    changed = tmp_path / "in" / "aac64.m4a"  # same path as before for the location
+    changed.parent.mkdir()
+    changed.write_bytes(files[0].read_bytes())
+    remux_track("u", [changed, files[1]], tmp_path, RemuxOptions())
+    _encode(changed, "aac", "fltp", "ipod", 96_000, 44100)
+    redone = remux_track("u", [changed, files[1]], tmp_path, RemuxOptions())
+    assert (redone.status, redone.reason) == ("packaged", "repackaged: source, ladder changed")
+    assert redone.presentation is not None
+    assert redone.presentation.renditions[0].name_tag != ""
+
+
+def test_other_files_under_a_taken_track_id_are_refused_unless_forced(
+    rung_files: dict[str, Path], tmp_path: Path
+) -> None:
+    remux_track("t", [rung_files["aac64"]], tmp_path, RemuxOptions())
+    before = (tmp_path / "t" / "presentation.json").read_bytes()
+    with pytest.raises(InputError) as info:
+        remux_track("t", [rung_files["flac"]], tmp_path, RemuxOptions())
+    assert "aac64.m4a" in info.value.reason and "flac.flac" in info.value.reason
+    assert (tmp_path / "t" / "presentation.json").read_bytes() == before
+    forced = remux_track("t", [rung_files["flac"]], tmp_path, RemuxOptions(force=True))
+    assert forced.status == "packaged"

@@ -41,7 +41,9 @@
     source.connect(analyser);
     analyser.connect(ctx.destination);
     const buf = new Float32Array(analyser.fftSize);
-    setInterval(() => {
+    const timer = setInterval(() => {
+      // A sequence replaced this element: stop metering it.
+      if (!audio.isConnected) { clearInterval(timer); ctx.close(); return; }
       if (ctx.state !== "running") ctx.resume();
       analyser.getFloatTimeDomainData(buf);
       let sum = 0;
@@ -97,6 +99,8 @@
     player.on(dashjs.MediaPlayer.events.CONTENT_STEERING_REQUEST_COMPLETED, (e) => {
       noteSteering(e && e.currentSteeringResponseData && e.currentSteeringResponseData.pathwayPriority);
     });
+    // EME (encrypted content): e.g. {"org.w3.clearkey": {serverURL: <licence URL>}}.
+    if (cfg.dash_protection) player.setProtectionData(cfg.dash_protection);
     player.initialize(audio, src, true);
     window.cadenzaPlayer = player;
   }
@@ -127,7 +131,52 @@
     }
   }
 
+  // A sequence of cases in one page load (cfg.sequence: [{player, src, play_s, timeout_s,
+  // hls, dash, shaka, dash_protection}]): each plays on a fresh <audio> element until its
+  // currentTime reaches play_s, a fatal error or its timeout_s; its summary goes to
+  // state.sequence_results and state.sequence_done is set after the last.
+  function runSequence(cfg) {
+    state.sequence_results = [];
+    state.sequence_done = false;
+    let index = -1;
+    let began = 0;
+    const next = () => {
+      index += 1;
+      if (index >= cfg.sequence.length) { state.sequence_done = true; return; }
+      const old = document.getElementById("audio");
+      const fresh = document.createElement("audio");
+      fresh.id = "audio"; fresh.controls = true; fresh.crossOrigin = "anonymous";
+      old.replaceWith(fresh);
+      Object.assign(state, { startup_s: null, playing: false, errors: [], fatal: null, switches: [], bitrate_bps: null, rms: 0, rms_max: 0 });
+      began = now();
+      window.cadenzaStart(Object.assign({}, cfg, { sequence: undefined }, cfg.sequence[index]));
+    };
+    const finish = async () => {
+      const item = cfg.sequence[index];
+      const audio = document.getElementById("audio");
+      state.sequence_results.push({ player: item.player, src: item.src, name: item.name || null, current_time: audio.currentTime, rms_max: state.rms_max, startup_s: state.startup_s, fatal: state.fatal, errors: state.errors.slice(0, 20) });
+      const player = window.cadenzaPlayer;
+      window.cadenzaPlayer = null;
+      try {
+        if (player && player.destroy) await player.destroy();
+        else if (player && player.reset) player.reset();
+      } catch (e) { note("destroy-failed", String(e)); }
+      audio.pause();
+      next();
+    };
+    let busy = false;
+    const timer = setInterval(async () => {
+      if (busy || state.sequence_done) { if (state.sequence_done) clearInterval(timer); return; }
+      const item = cfg.sequence[index];
+      const audio = document.getElementById("audio");
+      const done = audio.currentTime >= (item.play_s || cfg.play_s || 2) || state.fatal || now() - began > (item.timeout_s || 30);
+      if (done) { busy = true; await finish(); busy = false; }
+    }, 200);
+    next();
+  }
+
   window.cadenzaStart = function (cfg) {
+    if (cfg.sequence) { runSequence(cfg); return; }
     const audio = document.getElementById("audio");
     audio.muted = false;
     audio.autoplay = true;
