@@ -17,13 +17,22 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Final, TypeVar
+from collections.abc import Iterator, Mapping
+from typing import Final, TypeVar
 
 from cadenza.manifests.encryption import encryption_from_dict, encryption_to_dict
 from cadenza.manifests.errors import InvalidPresentationError
 from cadenza.manifests.fingerprint import fingerprint_from_dict, fingerprint_to_dict
 from cadenza.manifests.groups import audio_object_type, can_share
+from cadenza.manifests.jsonfields import (
+    read_byte_range,
+    read_count,
+    read_enum,
+    read_field,
+    read_hex,
+    read_mapping,
+    read_positive,
+)
 from cadenza.manifests.model import (
     ByteRange,
     Codec,
@@ -172,95 +181,43 @@ def presentation_json_pieces(presentation: Presentation) -> Iterator[str]:
 # -- reading ---------------------------------------------------------------
 
 
-def _get(d: Mapping[str, Any], key: str, kind: type[T], where: str, optional: bool = False) -> T:
-    if key not in d or d[key] is None:
-        if optional:
-            return None  # type: ignore[return-value]
-        raise InvalidPresentationError(f"{where}{key}", "missing")
-    value = d[key]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InvalidPresentationError(f"{where}{key}", f"expected {kind.__name__}, got {value!r}")
-    return value
-
-
-def _count(d: Mapping[str, Any], key: str, where: str, optional: bool = False) -> int:
-    value = _get(d, key, int, where, optional)
-    if value is not None and value < 0:
-        raise InvalidPresentationError(f"{where}{key}", f"must not be negative, got {value}")
-    return value
-
-
-def _positive(d: Mapping[str, Any], key: str, where: str) -> int:
-    value = _count(d, key, where)
-    if value == 0:
-        raise InvalidPresentationError(f"{where}{key}", "must be positive")
-    return value
-
-
-def _mapping(value: object, field: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise InvalidPresentationError(field, "expected an object")
-    return value
-
-
-def _byte_range(value: object, field: str) -> ByteRange | None:
-    if value is None:
-        return None
-    if (
-        not isinstance(value, list)
-        or len(value) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
-    ):
-        raise InvalidPresentationError(field, "expected [offset_bytes, length_bytes]")
-    return ByteRange(value[0], value[1])
-
-
-def _enum(value: object, kind: Callable[[str], T], field: str) -> T:
-    try:
-        return kind(str(value))
-    except ValueError:
-        raise InvalidPresentationError(field, f"unknown value {value!r}") from None
-
-
 def _segment(raw: object, where: str) -> Segment:
-    d = _mapping(raw, where.rstrip("."))
+    d = read_mapping(raw, where.rstrip("."))
     return Segment(
-        number=_positive(d, "number", where),
-        start_ticks=_count(d, "start_ticks", where),
-        duration_ticks=_positive(d, "duration_ticks", where),
-        size_bytes=_positive(d, "size_bytes", where),
-        byte_range=_byte_range(d.get("byte_range"), f"{where}byte_range"),
+        number=read_positive(d, "number", where),
+        start_ticks=read_count(d, "start_ticks", where),
+        duration_ticks=read_positive(d, "duration_ticks", where),
+        size_bytes=read_positive(d, "size_bytes", where),
+        byte_range=read_byte_range(d.get("byte_range"), f"{where}byte_range"),
     )
 
 
 def _rendition(raw: object, where: str) -> Rendition:
-    d = _mapping(raw, where.rstrip("."))
-    bitrate = _mapping(d.get("bitrate_bps"), f"{where}bitrate_bps")
-    segments_raw = _get(d, "segments", list, where)
+    d = read_mapping(raw, where.rstrip("."))
+    bitrate = read_mapping(d.get("bitrate_bps"), f"{where}bitrate_bps")
+    segments_raw = read_field(d, "segments", list, where)
     if not segments_raw:
         raise InvalidPresentationError(f"{where}segments", "must not be empty")
     segments = tuple(_segment(s, f"{where}segments[{i}].") for i, s in enumerate(segments_raw))
     return Rendition(
-        id=_get(d, "id", str, where),
-        codec=_enum(d.get("codec"), Codec, f"{where}codec"),
-        codecs=_get(d, "codecs", str, where),
-        sample_rate_hz=_positive(d, "sample_rate_hz", where),
-        channels=_positive(d, "channels", where),
-        timescale=_positive(d, "timescale", where),
-        average_bitrate_bps=_count(bitrate, "average", f"{where}bitrate_bps."),
-        peak_bitrate_bps=_count(bitrate, "peak", f"{where}bitrate_bps."),
-        target_bitrate_bps=_count(bitrate, "target", f"{where}bitrate_bps.", optional=True),
-        encoder_delay_ticks=_count(d, "encoder_delay_ticks", where),
-        duration_ticks=_positive(d, "duration_ticks", where),
-        init_size_bytes=_positive(d, "init_size_bytes", where),
+        id=read_field(d, "id", str, where),
+        codec=read_enum(d.get("codec"), Codec, f"{where}codec"),
+        codecs=read_field(d, "codecs", str, where),
+        sample_rate_hz=read_positive(d, "sample_rate_hz", where),
+        channels=read_positive(d, "channels", where),
+        timescale=read_positive(d, "timescale", where),
+        average_bitrate_bps=read_count(bitrate, "average", f"{where}bitrate_bps."),
+        peak_bitrate_bps=read_count(bitrate, "peak", f"{where}bitrate_bps."),
+        target_bitrate_bps=read_count(bitrate, "target", f"{where}bitrate_bps.", optional=True),
+        encoder_delay_ticks=read_count(d, "encoder_delay_ticks", where),
+        duration_ticks=read_positive(d, "duration_ticks", where),
+        init_size_bytes=read_positive(d, "init_size_bytes", where),
         segments=segments,
-        bits_per_sample=_count(d, "bits_per_sample", where, optional=True),
-        layout=_enum(d.get("layout", "separate"), SegmentLayout, f"{where}layout"),
-        init_range=_byte_range(d.get("init_range"), f"{where}init_range"),
-        index_range=_byte_range(d.get("index_range"), f"{where}index_range"),
-        decoder_config=_hex(d.get("decoder_config_hex"), f"{where}decoder_config_hex"),
+        bits_per_sample=read_count(d, "bits_per_sample", where, optional=True),
+        layout=read_enum(d.get("layout", "separate"), SegmentLayout, f"{where}layout"),
+        init_range=read_byte_range(d.get("init_range"), f"{where}init_range"),
+        index_range=read_byte_range(d.get("index_range"), f"{where}index_range"),
+        decoder_config=read_hex(d.get("decoder_config_hex"), f"{where}decoder_config_hex"),
         name_tag=_name_tag(d.get("name_tag", ""), f"{where}name_tag"),
         encryption=encryption_from_dict(d.get("encryption"), f"{where}encryption"),
         loudness=_loudness(d.get("loudness"), f"{where}loudness."),
@@ -270,13 +227,13 @@ def _rendition(raw: object, where: str) -> Rendition:
 def _loudness(raw: object, where: str) -> Loudness | None:
     if raw is None:
         return None
-    ld = _mapping(raw, where.rstrip("."))
-    reason = _get(ld, "unmeasured_reason", str, where, optional=True)
+    ld = read_mapping(raw, where.rstrip("."))
+    reason = read_field(ld, "unmeasured_reason", str, where, optional=True)
     return Loudness(
         # Unmeasured (too short or silent to gate): null, and the reason says why.
-        integrated_lufs=_get(ld, "integrated_lufs", float, where, reason is not None),
-        true_peak_dbtp=_get(ld, "true_peak_dbtp", float, where),
-        loudness_range_lu=_get(ld, "loudness_range_lu", float, where, optional=True),
+        integrated_lufs=read_field(ld, "integrated_lufs", float, where, reason is not None),
+        true_peak_dbtp=read_field(ld, "true_peak_dbtp", float, where),
+        loudness_range_lu=read_field(ld, "loudness_range_lu", float, where, optional=True),
         unmeasured_reason=reason,
     )
 
@@ -288,31 +245,20 @@ def _name_tag(value: object, field: str) -> str:
     return value
 
 
-def _hex(value: object, field: str) -> bytes | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidPresentationError(field, "expected a hex string")
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise InvalidPresentationError(field, "expected a hex string") from None
-
-
 def _group(raw: object, where: str, renditions: Mapping[str, Rendition]) -> SwitchGroup:
-    d = _mapping(raw, where.rstrip("."))
-    ids_raw = _get(d, "rendition_ids", list, where)
+    d = read_mapping(raw, where.rstrip("."))
+    ids_raw = read_field(d, "rendition_ids", list, where)
     if not ids_raw or not all(isinstance(i, str) for i in ids_raw):
         raise InvalidPresentationError(f"{where}rendition_ids", "expected rendition ids")
     group = SwitchGroup(
-        id=_get(d, "id", str, where),
-        codec=_enum(d.get("codec"), Codec, f"{where}codec"),
-        codecs=_get(d, "codecs", str, where),
-        sample_rate_hz=_positive(d, "sample_rate_hz", where),
-        channels=_positive(d, "channels", where),
-        audio_object_type=_count(d, "audio_object_type", where, optional=True),
+        id=read_field(d, "id", str, where),
+        codec=read_enum(d.get("codec"), Codec, f"{where}codec"),
+        codecs=read_field(d, "codecs", str, where),
+        sample_rate_hz=read_positive(d, "sample_rate_hz", where),
+        channels=read_positive(d, "channels", where),
+        audio_object_type=read_count(d, "audio_object_type", where, optional=True),
         rendition_ids=tuple(ids_raw),
-        init_uri=_get(d, "init_uri", str, where),
+        init_uri=read_field(d, "init_uri", str, where),
     )
     members = []
     for rendition_id in group.rendition_ids:
@@ -356,11 +302,11 @@ def _groups(raw: object, renditions: tuple[Rendition, ...]) -> tuple[SwitchGroup
 
 
 def presentation_from_dict(d: object) -> Presentation:
-    doc = _mapping(d, "document")
+    doc = read_mapping(d, "document")
     schema = doc.get("schema")
     if schema != SCHEMA_VERSION:
         raise InvalidPresentationError("schema", f"unsupported version {schema!r}")
-    renditions_raw = _get(doc, "renditions", list, "")
+    renditions_raw = read_field(doc, "renditions", list, "")
     if not renditions_raw:
         raise InvalidPresentationError("renditions", "must not be empty")
     renditions = tuple(_rendition(r, f"renditions[{i}].") for i, r in enumerate(renditions_raw))
@@ -370,13 +316,13 @@ def presentation_from_dict(d: object) -> Presentation:
     loudness = _loudness(doc.get("loudness"), "loudness.")
     source = None
     if doc.get("source") is not None:
-        sd = _mapping(doc["source"], "source")
+        sd = read_mapping(doc["source"], "source")
         source = SourceInfo(
-            file_name=_get(sd, "file_name", str, "source."),
-            codec_name=_get(sd, "codec_name", str, "source."),
-            sample_rate_hz=_positive(sd, "sample_rate_hz", "source."),
-            channels=_positive(sd, "channels", "source."),
-            bits_per_sample=_count(sd, "bits_per_sample", "source.", optional=True),
+            file_name=read_field(sd, "file_name", str, "source."),
+            codec_name=read_field(sd, "codec_name", str, "source."),
+            sample_rate_hz=read_positive(sd, "sample_rate_hz", "source."),
+            channels=read_positive(sd, "channels", "source."),
+            bits_per_sample=read_count(sd, "bits_per_sample", "source.", optional=True),
         )
     metadata_raw = doc.get("metadata", [])
     if not isinstance(metadata_raw, list) or not all(
@@ -385,13 +331,13 @@ def presentation_from_dict(d: object) -> Presentation:
     ):
         raise InvalidPresentationError("metadata", "expected a list of [key, value] strings")
     return Presentation(
-        track_id=_get(doc, "track_id", str, ""),
-        timescale=_positive(doc, "timescale", ""),
-        duration_ticks=_positive(doc, "duration_ticks", ""),
+        track_id=read_field(doc, "track_id", str, ""),
+        timescale=read_positive(doc, "timescale", ""),
+        duration_ticks=read_positive(doc, "duration_ticks", ""),
         renditions=renditions,
         loudness=loudness,
         source=source,
-        target_segment_duration_ticks=_count(doc, "target_segment_duration_ticks", "", True),
+        target_segment_duration_ticks=read_count(doc, "target_segment_duration_ticks", "", True),
         metadata=tuple((m[0], m[1]) for m in metadata_raw),
         groups=_groups(doc.get("groups"), renditions),
         fingerprint=None
