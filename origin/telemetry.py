@@ -72,19 +72,18 @@ async def ingest(
     evictions_before: int = getattr(store, "evictions", 0)
     locks = app.get(SESSION_LOCKS)  # None: the store never awaits between get and put
     if locks is None and isinstance(store, MemorySessionStore):  # no await at all
-        state, changes = apply_cmcd(
+        state, changes = _change(
             store.get_now(sid),
+            sid,
             cmcd,
             now_s,
-            sid=sid,
-            is_request=is_request,
-            track=track,
-            network_key=network_key,
-            delivery=delivery,
-            also=also,
+            is_request,
+            track,
+            network_key,
+            delivery,
+            then,
+            also,
         )
-        if then is not None:
-            state = then(state)
         store.put_now(state)
     else:
         async with contextlib.nullcontext() if locks is None else locks.hold(sid):
