@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl
 
-from aiohttp import web
+from aiohttp import web, web_fileresponse
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
@@ -351,12 +351,28 @@ class AccessLog:
             request.method,
             redact_target(target),
             response.status,
-            response.body_length,
+            _sent_bytes(request, response),
             round(duration_s * 1e6),
             response.headers.get("X-Cadenza-Cache"),
             sid_of(target.partition("?")[2], request.headers.get("CMCD-Session")),
             "aiohttp",
         )
+
+
+def _sent_bytes(request: BaseRequest, response: web.StreamResponse) -> int:
+    """What aiohttp wrote for ``response``, head included. aiohttp counts only what goes
+    through its writer, so a file it sent with ``sendfile(2)`` (a :class:`FileResponse`,
+    uncompressed) is added at its Content-Length."""
+    sent = response.body_length
+    if (
+        isinstance(response, web.FileResponse)
+        and not web_fileresponse.NOSENDFILE
+        and not response.compression
+        and request.method != "HEAD"
+        and response.status in (200, 206)
+    ):
+        sent += response.content_length or 0
+    return sent
 
 
 def access_log_for(enabled: bool) -> AccessLog | None:

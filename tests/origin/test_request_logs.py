@@ -201,6 +201,23 @@ def test_both_transports_write_the_same_fields(json_origin: OriginProcess) -> No
     assert (tracks["status"], tracks["transport"], tracks["cache"]) == (status, "aiohttp", None)
 
 
+def test_a_file_aiohttp_sends_with_sendfile_is_logged_at_its_size(
+    json_origin: OriginProcess,
+) -> None:
+    """aiohttp counts only what passes through its writer; the player libraries go out
+    with sendfile(2), and the line must still say how much was sent."""
+    path = "/player/lib/hls.min.js"
+    status, headers, body = fetch(json_origin.url + path)
+    if status == 404:
+        pytest.skip("the player libraries are not installed here (npm ci)")
+    assert status == 200 and len(body) > 100_000
+    (line,) = _wait_for_access(json_origin, path)
+    assert (line["transport"], line["status"]) == ("aiohttp", 200)
+    head_bytes = int(line["sent_bytes"]) - len(body)  # type: ignore[call-overload]
+    assert 0 < head_bytes < 2048, line
+    assert int(headers["Content-Length"]) == len(body)
+
+
 def test_a_404_is_logged_with_its_url_and_session(json_origin: OriginProcess) -> None:
     path = f"/{TRACK}/aac-64k/seg-99999.m4s?sid=viewer-1&token=s3cret"
     assert fetch(json_origin.url + path)[0] == 404
