@@ -11,7 +11,12 @@ it), the origin's clock (the app's :data:`~cadenza.origin.keys.CLOCK`), the
 TCP delivery rate of the previous response when the origin served its bytes
 on this same connection (:mod:`cadenza.origin.tcp_info`), and the population
 prior of the session's network.  A malformed CMCD value is dropped (counted),
-never an error."""
+never an error.
+
+The decision also says how the segment is answered
+(:class:`~cadenza.abr.delivery.Delivery`): per ``abr_delivery``, always a redirect,
+always the bytes, or (``adaptive``) per request by
+:func:`cadenza.abr.delivery.deliver_decision`."""
 
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from cadenza.abr.cmcd import Cmcd, parse_request_cmcd
 from cadenza.abr.controller import DEFAULT_CONTROLLER, Decision, decide_rung
 from cadenza.abr.controller_inputs import parse_ect, parse_save_data, signals_from_cmcd
 from cadenza.abr.controller_table import decision_table
+from cadenza.abr.delivery import Delivery, deliver_decision
 from cadenza.abr.frozen import fast_init
 from cadenza.abr.population import network_key_for
 from cadenza.abr.session import SessionState, apply_cmcd, decision_fields, valid_sid
@@ -37,6 +43,7 @@ from cadenza.origin.core.group_segments import GroupSegment
 from cadenza.origin.errors import BadRequestError
 from cadenza.origin.keys import CLOCK, METRICS, POPULATION
 from cadenza.origin.rendering import nominal_segment_s
+from cadenza.origin.settings import AbrDelivery
 from cadenza.origin.tcp_info import Connection
 from cadenza.origin.telemetry import ingest
 
@@ -80,6 +87,7 @@ class Decided:
     rung: str  # the rendition id chosen
     decision: Decision
     switched: bool
+    delivery: Delivery
 
 
 def segment_numbered(rendition: Rendition, number: int) -> Segment | None:
@@ -125,12 +133,13 @@ async def decide_segment(
     headers: Mapping[str, str],
     remote: str | None,
     connection: Connection | None,
-    direct: bool,
+    mode: AbrDelivery,
 ) -> Decided:
     """Decide the rung of the group segment ``found`` for the request's session (a
-    new one for a request that names none, or an unknown one), and store the
-    decision.  ``direct``: the chosen bytes are served on ``connection`` (its
-    delivery rate is read at the session's next request on it).  Raises
+    new one for a request that names none, or an unknown one), and how it is
+    answered (per ``mode``), and store the decision.  A segment served directly
+    is served on ``connection`` (its delivery rate is read at the session's next
+    request on it).  Raises
     :class:`BadRequestError` for a ``max_bitrate`` that is not a number; a
     session store that fails decides without the session's past."""
     metrics = app[METRICS]
@@ -172,8 +181,17 @@ async def decide_segment(
             population=population,
         )
         rung = rendition_ids[decision.index]
+        object_bytes = found.sizes_bytes[rung]
+        if mode is AbrDelivery.REDIRECT:
+            delivery = Delivery.REDIRECT
+        elif mode is AbrDelivery.DIRECT:
+            delivery = Delivery.DIRECT
+        else:
+            delivery = deliver_decision(decision, signals, ladder[-1], object_bytes)
         previous = state.decisions[-1].rung if state.decisions else None
-        outcome.append(Decided(sid, rung, decision, previous is not None and previous != rung))
+        switched = previous is not None and previous != rung
+        outcome.append(Decided(sid, rung, decision, switched, delivery))
+        direct = delivery is Delivery.DIRECT
         return decision_fields(
             state,
             decision,
@@ -181,7 +199,7 @@ async def decide_segment(
             segment=number,
             rung=rung,
             now_s=now_s,
-            object_bytes=found.sizes_bytes[rung],
+            object_bytes=object_bytes,
             segment_duration_s=duration_s,
             delivery_rate_bps=delivery_bps,
             direct_peer=connection.peer if direct and connection is not None else None,
@@ -212,5 +230,6 @@ async def decide_segment(
             also=decide,
         )
     decided = outcome[-1]
-    metrics.decided(decided.decision.reason, decided.switched)  # a StrEnum: its value
+    # StrEnums: their values.
+    metrics.decided(decided.decision.reason, decided.switched, decided.delivery)
     return decided

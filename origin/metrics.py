@@ -79,6 +79,7 @@ class Metrics:
     fast_path_handovers: Counter
     abr_decisions: Counter
     abr_switches: Counter
+    abr_deliveries: Counter
     # Families /metrics leaves out (metrics_export.Exported).
     hidden: frozenset[str] = frozenset()
     # Labelled children, looked up once: ``labels()`` takes a lock and builds a
@@ -97,9 +98,10 @@ class Metrics:
     def beacon(self, kind: str, result: str) -> None:
         self._child(self.beacons, (kind, result)).inc()
 
-    def decided(self, reason: str, switched: bool) -> None:
-        """One segment the origin decided (``?abr=origin``)."""
+    def decided(self, reason: str, switched: bool, delivery: str) -> None:
+        """One segment the origin decided (``?abr=origin``), answered by ``delivery``."""
         self._child(self.abr_decisions, (reason,)).inc()
+        self._child(self.abr_deliveries, (delivery,)).inc()
         if switched:
             self.abr_switches.inc()
 
@@ -347,6 +349,13 @@ def create_metrics(*, shared_sessions: bool = False) -> Metrics:
         abr_switches=Counter(
             "cadenza_abr_switches",
             "Origin-decided segments whose rung differs from the session's previous one",
+            registry=registry,
+        ),
+        abr_deliveries=Counter(
+            "cadenza_abr_deliveries",
+            "Origin-decided segments by how they were answered: a redirect to the rung's "
+            "URL, or the bytes served directly",
+            ["delivery"],
             registry=registry,
         ),
     )

@@ -7,6 +7,7 @@ import itertools
 from typing import TYPE_CHECKING, Final
 
 from cadenza.abr.controller import Reason
+from cadenza.abr.delivery import Delivery
 from cadenza.abr.policy import GuidanceSource
 from cadenza.origin.core.request import Handover
 from cadenza.origin.errors import (
@@ -60,6 +61,7 @@ def preset_closed_sets(metrics: Metrics, *, redis: bool) -> None:
     metrics.preset(metrics.beacons, itertools.product(BEACON_KINDS, BEACON_RESULTS))
     metrics.preset(metrics.steered_manifests, [(s.value,) for s in GuidanceSource])
     metrics.preset(metrics.abr_decisions, [(r.value,) for r in Reason])
+    metrics.preset(metrics.abr_deliveries, [(d.value,) for d in Delivery])
     metrics.preset(metrics.fast_path_handovers, [(h.value,) for h in Handover])
     metrics.preset(metrics.steering_malformed, [(a.value,) for a in SteeringArg])
     metrics.preset(metrics.ip_rate_limited, [(r,) for r in sorted(IP_LIMITED_ROUTES | {"other"})])

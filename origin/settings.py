@@ -39,6 +39,9 @@ class AbrDelivery(enum.StrEnum):
 
     REDIRECT = "redirect"  # 302 to the chosen rung's own immutable, cacheable URL
     DIRECT = "direct"  # the chosen rung's bytes, served private
+    # Per request (cadenza.abr.delivery): the bytes while the session starts or its
+    # link is slower than the ladder needs, else the redirect.
+    ADAPTIVE = "adaptive"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +85,9 @@ class Settings:
         AbrDelivery.REDIRECT,
         "origin-decided ABR (`?abr=origin`): `redirect` answers a group segment `302` to "
         "the chosen rung's cacheable URL; `direct` serves that rung's bytes `private` (and "
-        "measures their TCP delivery rate)",
+        "measures their TCP delivery rate); `adaptive` serves the bytes before playback starts "
+        "and while the session's throughput estimate is below 1.25 times the top rung, and "
+        "redirects otherwise",
     )
     sessions_max: int = setting(100_000, "sessions kept (least recently updated evicted first)")
     session_ttl_s: float = setting(1800.0, "a session is forgotten this long after its last update")
@@ -314,7 +319,7 @@ def _coerce(name: str, value: object) -> object:
         try:
             return AbrDelivery(text.strip().lower())
         except ValueError:
-            raise SettingsError(name, value, "expected redirect or direct") from None
+            raise SettingsError(name, value, "expected redirect, direct or adaptive") from None
     if kind == "bool":
         if isinstance(value, bool):
             return value

@@ -12,7 +12,12 @@ the previous response's delivery rate, the bytes over the time they took after
 the first round trip; redirected (``origin``) it answers each segment request
 with a 302 to the chosen rung's URL, which costs the player one more round
 trip per segment: the session is simulated over the trace with twice its RTT
-(:func:`session_trace`).  Nothing here reads the trace's throughput.
+(:func:`session_trace`).  Adaptive (``origin-adaptive``) it chooses per
+segment with :func:`cadenza.abr.delivery.choose_delivery`: a served segment
+costs one RTT, a redirected one two (the redirect's round trip is charged
+before the real request goes out, see :meth:`OriginAdaptive.abandon`), and the
+delivery rate is known after served segments only.  Nothing here reads the
+trace's throughput.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ from cadenza.abr.controller import (
     decide_rung,
 )
 from cadenza.abr.controller_inputs import MTP_STEP_KBPS, Signals
+from cadenza.abr.delivery import DEFAULT_DELIVERY_RULE, Delivery, DeliveryRule, deliver_decision
 from cadenza.abr.policy import Population
-from cadenza.abr.sim.session import PolicyInput, PolicyName, SessionSetup
+from cadenza.abr.sim.link import chunk_size_bytes
+from cadenza.abr.sim.session import Flight, Measurement, PolicyInput, PolicyName, SessionSetup
 from cadenza.abr.traces import Trace
 
 
@@ -37,6 +44,10 @@ class OriginPlayerState:
     # The buffer when the previous object was requested, to tell a stall.
     previous_buffer_s: float = 0.0
     previous_playing: bool = False
+    # Adaptive delivery: the current request is redirected and its round trip not
+    # yet paid; the previous object was redirected.
+    redirect_due: bool = False
+    previous_redirected: bool = False
 
 
 def round_to(value: float, step: int) -> int:
@@ -67,9 +78,21 @@ class OriginDecided:
 
     def signals(self, inp: PolicyInput, state: OriginPlayerState) -> Signals:
         """What the request carries and what the origin measured, before the decision."""
-        delivery: float | None = None
         last = inp.history[-1] if inp.history else None
-        if last is not None and not self.redirect:
+        return self.signals_after(inp, state, last, served=not self.redirect)
+
+    def signals_after(
+        self,
+        inp: PolicyInput,
+        state: OriginPlayerState,
+        last: Measurement | None,
+        *,
+        served: bool,
+    ) -> Signals:
+        """:meth:`signals` given the previous object's download as the player saw it,
+        and whether the origin served it (then it knows its delivery rate)."""
+        delivery: float | None = None
+        if last is not None and served:
             # Round trips before the first byte (the origin's TCP RTT) are not delivery.
             transfer_s = max(last.download_s - inp.setup.trace.rtt_s, 1e-3)
             delivery = 8.0 * last.size_bytes / transfer_s
@@ -119,3 +142,73 @@ def session_trace(trace: Trace, redirects: int) -> Trace:
     if redirects == 0:
         return trace
     return replace(trace, rtt_s=trace.rtt_s * (1 + redirects))
+
+
+@dataclass(frozen=True, slots=True)
+class OriginAdaptive(OriginDecided):
+    """The ``origin`` player with ``abr_delivery = adaptive``: per segment, the origin
+    redirects or serves as :func:`cadenza.abr.delivery.choose_delivery` says, from
+    the decision's throughput estimate and believed buffer (and the trace's RTT,
+    which the origin knows from its TCP connection, when ``use_rtt``)."""
+
+    redirect: bool = False
+    rule: DeliveryRule = DEFAULT_DELIVERY_RULE
+    use_rtt: bool = False
+
+    @property
+    def name(self) -> str:
+        return ORIGIN_ADAPTIVE
+
+    def signals(self, inp: PolicyInput, state: OriginPlayerState) -> Signals:
+        # The redirect's round trip is charged as an aborted zero-byte attempt:
+        # the player's own sample of a redirected object spans both round trips.
+        real = [m for m in inp.history if not m.abandoned]
+        last = real[-1] if real else None
+        if last is not None and state.previous_redirected:
+            rtt_s = inp.setup.trace.rtt_s
+            last = Measurement(last.size_bytes, last.download_s + rtt_s, last.ttfb_s + rtt_s)
+        return self.signals_after(inp, state, last, served=not state.previous_redirected)
+
+    def choose(self, inp: PolicyInput, state: OriginPlayerState) -> tuple[int, OriginPlayerState]:
+        signals = self.signals(inp, state)
+        decision, controller = decide_rung(
+            inp.ladder_bps,
+            state.controller,
+            signals,
+            inp.now_s,
+            segment_duration_s=inp.segment_duration_s,
+            population=self.population,
+            config=self.config,
+        )
+        delivery = deliver_decision(
+            decision,
+            signals,
+            inp.ladder_bps[-1],
+            chunk_size_bytes(inp.ladder_bps[decision.index], inp.segment_duration_s),
+            inp.setup.trace.rtt_s if self.use_rtt else None,
+            self.rule,
+        )
+        redirected = delivery is Delivery.REDIRECT
+        return decision.index, OriginPlayerState(
+            controller,
+            inp.buffer_s,
+            inp.playing,
+            redirect_due=redirected,
+            previous_redirected=redirected,
+        )
+
+    def abandon(
+        self, flight: Flight, state: OriginPlayerState
+    ) -> tuple[float | None, int, OriginPlayerState]:
+        """A redirected request: the 302 arrives after one round trip, then the real
+        request goes out (for the same rung)."""
+        if not state.redirect_due:
+            return None, flight.rung, state
+        return flight.request_s + flight.ttfb_s, flight.rung, replace(state, redirect_due=False)
+
+    def session_trace(self, trace: Trace) -> Trace:
+        """The trace as is: redirects are charged per segment (:meth:`abandon`)."""
+        return trace
+
+
+ORIGIN_ADAPTIVE = "origin-adaptive"

@@ -10,7 +10,8 @@ for both transports (see ``docs/players.md``, "Origin-decided ABR"):
 - ``<track>/group-<id>/playlist.m3u8``: the group's media playlist;
 - ``<track>/group-<id>/seg-NNNNN.m4s``: a decision
   (:func:`cadenza.origin.deciding.decide_segment`), answered ``302`` to the
-  chosen rung's own segment, or (``abr_delivery = direct``) with its bytes.
+  chosen rung's own segment, or with its bytes: always (``abr_delivery =
+  direct``), or per request (``adaptive``, :mod:`cadenza.abr.delivery`).
 
 Every answer here is the session's: ``private``.  A track with no group to
 decide raises ``NotSwitchableError`` (409); an unknown group or segment 404."""
@@ -24,6 +25,7 @@ from typing import Final
 from aiohttp import web
 
 from cadenza.abr.cmcd import parse_request_cmcd
+from cadenza.abr.delivery import Delivery
 from cadenza.manifests.dash import render_group_mpd
 from cadenza.manifests.errors import NotSwitchableError
 from cadenza.manifests.groups import SwitchGroup, group_id_of_folder
@@ -46,7 +48,6 @@ from cadenza.origin.errors import ObjectNotFoundError, ObjectTooLargeError, Orig
 from cadenza.origin.keys import GROUP_SEGMENTS, SETTINGS
 from cadenza.origin.objects import load_object
 from cadenza.origin.rendering import filter_values, nominal_segment_s, presentation_of, select
-from cadenza.origin.settings import AbrDelivery
 from cadenza.origin.storage import ObjectInfo, StoredObject
 from cadenza.origin.telemetry import observe
 
@@ -217,7 +218,6 @@ async def choose_group_object(
         max_age_s = settings.manifest_max_age_s
         return _private(asked.key, text, source.mtime_s, max_age_s, vary_session=from_header)
     found = _group_segment(app, presentation, target)
-    direct = settings.abr_delivery is AbrDelivery.DIRECT
     decided = await decide_segment(
         app,
         track=target.track,
@@ -226,14 +226,14 @@ async def choose_group_object(
         headers=asked.headers,
         remote=asked.remote,
         connection=asked.connection,
-        direct=direct,
+        mode=settings.abr_delivery,
     )
     rung_id = decided.rung
     name = found.names[rung_id]
     location = found.locations[rung_id]
     if location is None:
         raise RedirectTargetError(f"../{rung_id}/{name}")
-    if direct:
+    if decided.delivery is Delivery.DIRECT:
         try:
             obj, how = await load_object(app, f"{target.track}/{rung_id}/{name}")
         except ObjectTooLargeError:  # not held in memory: the rung's own URL streams it

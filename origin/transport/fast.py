@@ -25,7 +25,7 @@ handed over is never folded in twice.
 Origin-decided playback (``docs/players.md``) is answered here too, by the
 same core: a group's media playlist (``group-<id>/playlist.m3u8?sid=``) and
 each decided segment (``group-<id>/seg-NNNNN.m4s?sid=&CMCD=``), whose
-``302`` to the chosen rung (or, with ``abr_delivery = direct``, its bytes)
+``302`` to the chosen rung (or its bytes: ``abr_delivery = direct`` or ``adaptive``)
 costs no handover, and the ``?abr=origin`` manifests; the connection's peer
 and socket go with the request, for the TCP delivery rate of the previous
 response.
