@@ -231,5 +231,5 @@ async def decide_segment(
         )
     decided = outcome[-1]
     # StrEnums: their values.
-    metrics.decided(decided.decision.reason, decided.switched, decided.delivery)
+    metrics.decided(decided.decision.reason, decided.switched)
     return decided

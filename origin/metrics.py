@@ -98,12 +98,17 @@ class Metrics:
     def beacon(self, kind: str, result: str) -> None:
         self._child(self.beacons, (kind, result)).inc()
 
-    def decided(self, reason: str, switched: bool, delivery: str) -> None:
-        """One segment the origin decided (``?abr=origin``), answered by ``delivery``."""
+    def decided(self, reason: str, switched: bool) -> None:
+        """One segment the origin decided (``?abr=origin``)."""
         self._child(self.abr_decisions, (reason,)).inc()
-        self._child(self.abr_deliveries, (delivery,)).inc()
         if switched:
             self.abr_switches.inc()
+
+    def delivered(self, delivery: str) -> None:
+        """How a decided segment was answered: ``redirect`` or ``direct`` (counted once
+        the answer is settled, so a direct choice that falls back to a redirect counts
+        as the redirect it is)."""
+        self._child(self.abr_deliveries, (delivery,)).inc()
 
     def _child(self, metric: Counter, values: tuple[str, ...]) -> Any:
         """``metric.labels(*values)``, once per value set (closed sets only)."""

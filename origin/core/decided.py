@@ -45,7 +45,7 @@ from cadenza.origin.deciding import (
     session_of,
 )
 from cadenza.origin.errors import ObjectNotFoundError, ObjectTooLargeError, OriginError
-from cadenza.origin.keys import GROUP_SEGMENTS, SETTINGS
+from cadenza.origin.keys import GROUP_SEGMENTS, METRICS, SETTINGS
 from cadenza.origin.objects import load_object
 from cadenza.origin.rendering import filter_values, nominal_segment_s, presentation_of, select
 from cadenza.origin.storage import ObjectInfo, StoredObject
@@ -233,10 +233,14 @@ async def choose_group_object(
     location = found.locations[rung_id]
     if location is None:
         raise RedirectTargetError(f"../{rung_id}/{name}")
+    metrics = app[METRICS]
     if decided.delivery is Delivery.DIRECT:
         try:
             obj, how = await load_object(app, f"{target.track}/{rung_id}/{name}")
         except ObjectTooLargeError:  # not held in memory: the rung's own URL streams it
+            metrics.delivered(Delivery.REDIRECT)
             return Redirect(location)
+        metrics.delivered(Delivery.DIRECT)
         return ObjectChoice(obj, how, control="private")
+    metrics.delivered(Delivery.REDIRECT)
     return Redirect(location)

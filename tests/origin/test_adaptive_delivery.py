@@ -110,3 +110,23 @@ def test_both_transports_deliver_adaptively_alike(packaged_root: Path) -> None:
             connection.close()
         fast.stop()
         plain.stop()
+
+
+async def test_a_direct_choice_too_large_to_hold_is_redirected_and_counted_so(
+    make_decided: MakeDecided, packaged_root: Path
+) -> None:
+    """A segment larger than the hot cache holds is never served from memory: the
+    decision falls back to the rung's own (streaming) URL, and is counted as the
+    redirect it became, not as direct."""
+    # Room for the manifests and the model, not for the segment the origin picks.
+    held = max(f.stat().st_size for f in (packaged_root / TRACK).iterdir() if f.is_file())
+    assert len(_bytes_of(packaged_root, "aac-64k", 1)) > held
+    client = await make_decided(
+        Clock(), abr_delivery=AbrDelivery.DIRECT, cache_max_object_bytes=held
+    )
+    answer = await client.get(segment(1, "big1"), allow_redirects=False)
+    assert answer.status == 302
+    assert rung_of(answer.headers["Location"]) == "aac-64k"
+    metrics = await (await client.get("/metrics")).text()
+    assert 'cadenza_abr_deliveries_total{delivery="redirect"} 1.0' in metrics
+    assert 'cadenza_abr_deliveries_total{delivery="direct"} 0.0' in metrics
