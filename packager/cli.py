@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from cadenza.manifests.ladder import DEFAULT_PRESET, PRESETS, Ladder
@@ -289,6 +290,10 @@ def run(args: argparse.Namespace) -> int:
         encryption = encryption_options(args, os.environ, s3)
     except PackagerError as exc:
         return _fail(exc, USAGE_ERROR)
+    if encryption is not None and args.cluster:
+        # The key-encryption key never travels over the cluster's connections: each
+        # Dask worker reads its own CADENZA_KEY_ENCRYPTION_KEY (docs/packaging.md).
+        encryption = replace(encryption, kek=None)
     options = PackageOptions(
         ladder=ladder,
         segment_duration=args.segment_duration,

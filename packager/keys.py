@@ -22,7 +22,7 @@ import fnmatch
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from cadenza.manifests.model import EncryptionScheme, SegmentLayout
 from cadenza.packager.encrypt import RenditionKey
@@ -72,6 +72,10 @@ class EncryptionOptions:
     renditions: str = "*"  # glob over rendition ids: the ones encrypted
     s3: S3Settings | None = None
     iv: str | None = None  # aes-128: an explicit IV (32 hex); None: the media sequence number
+    # The key-encryption key, read once by the command: a worker process may have been
+    # forked (forkserver) before the environment named it. None: read it from the
+    # environment where the keys are stored (a Dask worker's own; never sent over Dask).
+    kek: bytes | None = field(default=None, repr=False, compare=False)
 
     def fingerprint_options(self) -> tuple[tuple[str, str], ...]:
         """What of this shapes the output (the key store and key do not)."""
@@ -146,7 +150,7 @@ def make_options(
             f"the key store {location} is inside the output root {out}: keys would be served; "
             "set CADENZA_KEY_STORE to a place outside it"
         )
-    options = EncryptionOptions(chosen, location, unit, key_id, key, renditions, s3, iv)
+    options = EncryptionOptions(chosen, location, unit, key_id, key, renditions, s3, iv, kek=kek)
     if key_id is not None and key is not None:
         stored = _run_with_store(options, kek, lambda store: store.get(key_id))
         if stored is not None and stored != bytes.fromhex(key):
@@ -219,7 +223,7 @@ def store_keys(options: EncryptionOptions, keys: Mapping[str, bytes]) -> None:
     if not keys:
         return
     try:
-        kek = require_kek(os.environ)
+        kek = options.kek if options.kek is not None else require_kek(os.environ)
     except KeyStoreError as exc:
         raise EncryptionError(str(exc)) from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,29 @@ def test_s3_output_keeps_its_keys_beside_the_prefix(
             await store.close()
 
     assert asyncio.run(get()) == bytes.fromhex("33" * 16)
+
+
+def test_the_key_encryption_key_reaches_workers_forked_before_it_was_set(
+    make_input: MakeInput, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process with threads packages through a forkserver, started once and never
+    told of later environment changes: the command reads the key-encryption key and
+    hands it to each track's process."""
+    monkeypatch.delenv("CADENZA_KEY_ENCRYPTION_KEY", raising=False)
+    monkeypatch.delenv("CADENZA_KEY_STORE", raising=False)
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)  # forking is unsafe: forkserver it is
+    other.start()
+    try:
+        source = make_input("flac", 44100, 2, 1.0)
+        assert _package(source, tmp_path / "clear") == 0  # the forkserver starts here
+        monkeypatch.setenv("CADENZA_KEY_ENCRYPTION_KEY", KEK)
+        out = tmp_path / "enc"
+        assert _package(source, out, "--encryption", "cbcs") == 0
+        presentation = presentation_from_json(
+            (out / source.stem / "presentation.json").read_bytes()
+        )
+        assert all(r.encryption is not None for r in presentation.renditions)
+    finally:
+        release.set()
+        other.join()
