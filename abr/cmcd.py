@@ -13,7 +13,6 @@ headers in; nothing here reads a request.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Final
@@ -33,6 +32,7 @@ from cadenza.abr.cmcd_keys import (
 __all__ = [
     "HEADER_NAMES",
     "KEYS",
+    "KEY_PATTERN",
     "MAX_DECIMAL",
     "MAX_INTEGER",
     "MAX_LIST_ITEMS",
@@ -41,11 +41,12 @@ __all__ = [
     "BareItem",
     "Cmcd",
     "CmcdValue",
+    "InvalidValueError",
     "KeySpec",
     "Kind",
     "Malformed",
     "Token",
-    "from_json_object",
+    "check_type",
     "merge",
     "parse_cmcd",
     "parse_cmcd_lines",
@@ -63,7 +64,7 @@ MAX_DECIMAL: Final = 1e12
 
 # RFC 8941 keys are lower case; CMCD custom keys in the spec's own examples
 # (``com.example-myNumericKey``) are not, so upper case is accepted.
-_KEY_RE: Final = re.compile(r"[A-Za-z*][A-Za-z0-9_\-.*]*")
+KEY_PATTERN: Final = re.compile(r"[A-Za-z*][A-Za-z0-9_\-.*]*")
 _INT_RE: Final = re.compile(r"-?[0-9]{1,15}")
 _DEC_RE: Final = re.compile(r"-?[0-9]{1,12}\.[0-9]{1,3}")
 _TOKEN_RE: Final = re.compile(r"[A-Za-z*][A-Za-z0-9:/!#$%&'*+\-.^_`|~]*")
@@ -81,7 +82,7 @@ _PLAIN_MEMBER: Final = re.compile(
 )
 
 
-class _InvalidValueError(Exception):
+class InvalidValueError(Exception):
     pass
 
 
@@ -121,48 +122,48 @@ def _parse_string(text: str) -> tuple[str, str]:
         char = text[index]
         if char == "\\":
             if index + 1 >= len(text) or text[index + 1] not in '"\\':
-                raise _InvalidValueError("bad escape in string")
+                raise InvalidValueError("bad escape in string")
             out.append(text[index + 1])
             index += 2
             continue
         if char == '"':
             return "".join(out), text[index + 1 :]
         if not " " <= char <= "~":
-            raise _InvalidValueError("string holds a character outside printable ASCII")
+            raise InvalidValueError("string holds a character outside printable ASCII")
         out.append(char)
         index += 1
-    raise _InvalidValueError("unterminated string")
+    raise InvalidValueError("unterminated string")
 
 
 def _parse_bare(text: str) -> tuple[BareItem, str]:
     """One bare item at the start of ``text``; returns (item, rest)."""
     if not text:
-        raise _InvalidValueError("missing value")
+        raise InvalidValueError("missing value")
     if text[0] == '"':
         return _parse_string(text)
     if text[0] == "?":
         if text[1:2] in ("0", "1"):
             return text[1] == "1", text[2:]
-        raise _InvalidValueError("boolean must be ?0 or ?1")
+        raise InvalidValueError("boolean must be ?0 or ?1")
     if (match := _DEC_RE.match(text)) is not None:
         return float(match.group()), text[match.end() :]
     if (match := _INT_RE.match(text)) is not None:
         rest = text[match.end() :]
         if rest[:1].isdigit() or rest[:1] == ".":
-            raise _InvalidValueError("number too long or too precise")
+            raise InvalidValueError("number too long or too precise")
         return int(match.group()), rest
     if (match := _TOKEN_RE.match(text)) is not None:
         return Token(match.group()), text[match.end() :]
-    raise _InvalidValueError(f"cannot parse value starting {text[:10]!r}")
+    raise InvalidValueError(f"cannot parse value starting {text[:10]!r}")
 
 
 def _skip_params(text: str) -> str:
     """Drop RFC 8941 parameters (``;key=value``): CMCD defines none."""
     while text.startswith(";"):
         text = text[1:].lstrip(" ")
-        match = _KEY_RE.match(text)
+        match = KEY_PATTERN.match(text)
         if match is None:
-            raise _InvalidValueError("bad parameter key")
+            raise InvalidValueError("bad parameter key")
         text = text[match.end() :]
         if text.startswith("="):
             _, text = _parse_bare(text[1:])
@@ -175,29 +176,29 @@ def _parse_value(text: str) -> CmcdValue:
         rest = text[1:].lstrip(" ")
         while not rest.startswith(")"):
             if len(items) >= MAX_LIST_ITEMS:
-                raise _InvalidValueError(f"inner list longer than {MAX_LIST_ITEMS} items")
+                raise InvalidValueError(f"inner list longer than {MAX_LIST_ITEMS} items")
             item, rest = _parse_bare(rest)
             rest = _skip_params(rest)
             items.append(item)
             if not rest.startswith((" ", ")")):
-                raise _InvalidValueError("inner list items must be separated by spaces")
+                raise InvalidValueError("inner list items must be separated by spaces")
             rest = rest.lstrip(" ")
         value: CmcdValue = tuple(items)
         rest = rest[1:]
     else:
         value, rest = _parse_bare(text)
     if _skip_params(rest).strip(" \t"):
-        raise _InvalidValueError("trailing characters after value")
+        raise InvalidValueError("trailing characters after value")
     return value
 
 
-def _check_type(key: str, value: CmcdValue) -> CmcdValue:
+def check_type(key: str, value: CmcdValue) -> CmcdValue:
     spec = KEYS.get(key)
     if spec is None:
         return value
     if isinstance(value, tuple):
         if not spec.list_ok:
-            raise _InvalidValueError(f"{key} takes a single value, not a list")
+            raise InvalidValueError(f"{key} takes a single value, not a list")
         return tuple(_check_item(key, spec.kind, item) for item in value)
     return _check_item(key, spec.kind, value)
 
@@ -214,9 +215,9 @@ _TYPES_OF: Final[Mapping[Kind, tuple[type, ...]]] = {
 
 def _check_item(key: str, kind: Kind, item: BareItem) -> BareItem:
     if type(item) not in _TYPES_OF[kind]:
-        raise _InvalidValueError(f"{key} must be a {kind.value}")
+        raise InvalidValueError(f"{key} must be a {kind.value}")
     if kind is Kind.INTEGER and item < 0:  # type: ignore[operator]
-        raise _InvalidValueError(f"{key} must not be negative")
+        raise InvalidValueError(f"{key} must not be negative")
     return item
 
 
@@ -237,24 +238,24 @@ def _parse_member(member: str, fast: bool) -> tuple[str, CmcdValue] | Malformed:
         else:
             value = boolean != "0"  # no "=": true (CTA-5004 5.1)
         try:
-            return key, _check_type(key, value)
-        except _InvalidValueError as exc:
+            return key, check_type(key, value)
+        except InvalidValueError as exc:
             return Malformed(key, str(exc))
     member = member.strip(" \t")
-    match = _KEY_RE.match(member)
+    match = KEY_PATTERN.match(member)
     key = match.group() if match else member[:32]
     try:
         if match is None:
-            raise _InvalidValueError("bad key")
+            raise InvalidValueError("bad key")
         rest = member[match.end() :]
         if rest.startswith("="):
             value = _parse_value(rest[1:])
         else:
             if _skip_params(rest).strip():
-                raise _InvalidValueError("expected '=' after key")
+                raise InvalidValueError("expected '=' after key")
             value = True
-        return key, _check_type(key, value)
-    except _InvalidValueError as exc:
+        return key, check_type(key, value)
+    except InvalidValueError as exc:
         return Malformed(key, str(exc))
 
 
@@ -353,51 +354,3 @@ def parse_request_cmcd(query_value: str | None, headers: Mapping[str, str]) -> C
 def parse_cmcd_lines(body: str) -> list[Cmcd]:
     """A v2 event/response-mode body (``application/cmcd``): one dictionary a line."""
     return [parse_cmcd(line) for line in body.splitlines() if line.strip()]
-
-
-def from_json_object(data: Mapping[str, object]) -> Cmcd:
-    """CMCD keys given as a JSON object (dash.js's JSON mode, or a hand-made beacon)."""
-    values: dict[str, CmcdValue] = {}
-    malformed: list[Malformed] = []
-    for key, raw in data.items():
-        try:
-            if not isinstance(key, str) or _KEY_RE.fullmatch(key) is None:
-                raise _InvalidValueError("bad key")
-            value = _json_value(key, raw)
-            values[key] = _check_type(key, value)
-        except _InvalidValueError as exc:
-            malformed.append(Malformed(str(key)[:32], str(exc)))
-    return Cmcd(values, tuple(malformed))
-
-
-def _json_value(key: str, raw: object) -> CmcdValue:
-    spec = KEYS.get(key)
-    if isinstance(raw, list):
-        if len(raw) > MAX_LIST_ITEMS:
-            raise _InvalidValueError(f"list longer than {MAX_LIST_ITEMS} items")
-        return tuple(_json_bare(spec, item) for item in raw)
-    return _json_bare(spec, raw)
-
-
-def _json_bare(spec: KeySpec | None, raw: object) -> BareItem:
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, int):
-        # JSON integers have no bound; RFC 8941's have 15 digits, as the text form.
-        if abs(raw) > MAX_INTEGER:
-            raise _InvalidValueError(f"integer out of range (at most {MAX_INTEGER})")
-        return raw
-    if isinstance(raw, float):
-        if not math.isfinite(raw) or abs(raw) >= MAX_DECIMAL:
-            raise _InvalidValueError("number out of range")
-        if spec is not None and spec.kind is Kind.INTEGER and raw.is_integer():
-            return int(raw)
-        return raw
-    if isinstance(raw, str):
-        if len(raw) > 1024:
-            raise _InvalidValueError("string longer than 1024 characters")
-        # JSON has no token type: a string is a token where the key wants one.
-        if spec is not None and spec.kind is Kind.TOKEN:
-            return Token(raw)
-        return raw
-    raise _InvalidValueError(f"unsupported JSON type {type(raw).__name__}")

@@ -15,7 +15,8 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 
-from cadenza.abr.cmcd import from_json_object, parse_cmcd
+from cadenza.abr.cmcd import parse_cmcd
+from cadenza.abr.cmcd_json import from_json_object
 from cadenza.abr.errors import BeaconLogError
 from cadenza.abr.estimator import DualEwma
 from cadenza.abr.policy import Population

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from cadenza.abr.cmcd import Cmcd, from_json_object, parse_cmcd_lines
+from cadenza.abr.cmcd import Cmcd, parse_cmcd_lines
+from cadenza.abr.cmcd_json import from_json_object
 from cadenza.abr.population import network_key_for
 from cadenza.abr.session import Delivery, valid_sid
 from cadenza.origin.errors import (

@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 from cadenza.abr.cmcd import (
     MAX_TEXT_CHARS,
     Token,
-    from_json_object,
     parse_cmcd,
     parse_cmcd_lines,
     parse_request_cmcd,
 )
+from cadenza.abr.cmcd_json import from_json_object
 
 SID = "6e2fb550-c457-11e9-bb97-0800200c9a66"
 CID = "faec5fc2-ac30-11eabb37-0242ac130002"

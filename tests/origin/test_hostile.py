@@ -46,7 +46,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cadenza.origin as origin
-from cadenza.abr.cmcd import KEYS, from_json_object
+from cadenza.abr.cmcd import KEYS
+from cadenza.abr.cmcd_json import from_json_object
 from cadenza.origin.keys import SESSIONS
 from cadenza.origin.ranges import parse_range
 from cadenza.origin.settings import Settings

@@ -28,7 +28,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from cadenza.abr.cmcd import from_json_object
+from cadenza.abr.cmcd_json import from_json_object
 from cadenza.abr.population import population_of
 from cadenza.abr.session import SessionState, apply_cmcd
 from cadenza.origin.app import create_app
