@@ -49,12 +49,9 @@ fast path only ever answers what the full path would have answered
 identically, never answers an error, and leaves every framing decision
 (bodies, ``Content-Length`` with ``Transfer-Encoding``, upgrades) to aiohttp.
 
-Why: the aiohttp path costs ~240 µs of one core per hot 64 KB segment here
-(request and response objects, middleware, routing), several times the cost
-of sending the bytes; a bare aiohttp app is itself 0.21x nginx on this
-machine.  Request heads are parsed by httptools (the llhttp parser that
-aiohttp's C parser also wraps), one complete head at a time, so the framing
-and the handover point are always exact.
+Request heads are parsed by httptools (llhttp), one complete head at a time, so
+the framing and the handover point are always exact.  Why this path exists, with
+the measurements: docs/architecture.md, "A request, from socket to answer".
 
 Keep-alive: a connection with nothing answered for ``keepalive_timeout_s``
 is closed, as aiohttp does.  Back-pressure: while the transport's write
@@ -84,6 +81,7 @@ from cadenza.origin.core.request import Handover, MediaRequest
 from cadenza.origin.proxies import TrustedProxies, client_address
 from cadenza.origin.tcp_info import Connection, connection_of
 from cadenza.origin.transport import eager
+from cadenza.origin.transport.cutover import cut_over
 from cadenza.origin.transport.parse import HeadParser
 from cadenza.origin.transport.responder import Answer, HotResponder
 from cadenza.origin.transport.writev import send_pieces
@@ -379,18 +377,7 @@ class FastPathProtocol(asyncio.Protocol):
             self._send(transport, answered)  # ahead of anything aiohttp writes
         write_paused, eof = self._write_paused, self._eof
         self._forget()
-        handler = self._fallback()
-        transport.set_write_buffer_limits()  # aiohttp's own (asyncio's defaults)
-        transport.set_protocol(handler)
-        handler.connection_made(transport)
-        if not transport.is_closing():
-            transport.resume_reading()  # aiohttp reads from here on
-        if write_paused:
-            handler.pause_writing()  # it will see resume_writing
-        if pending:
-            handler.data_received(pending)
-        if eof:
-            handler.eof_received()
+        cut_over(transport, self._fallback(), pending, write_paused=write_paused, eof=eof)
 
     def _forget(self) -> None:
         self._transport = None
