@@ -26,6 +26,7 @@ from cachetools import LRUCache
 from cadenza.manifests.media_types import content_type_for, is_manifest
 from cadenza.origin.errors import StorageUnavailableError
 from cadenza.origin.storage import StoredObject
+from cadenza.store.api import Provenance
 
 
 def strong_etag(body: bytes) -> str:
@@ -45,6 +46,7 @@ class CachedObject:
     cache_control: str
     loaded_at_s: float
     manifest: bool
+    provenance: Provenance = Provenance.STORED  # how storage came by it (cadenza.store.api)
 
     @property
     def size_bytes(self) -> int:
@@ -72,6 +74,7 @@ def build_cached(
         cache_control=cache_control,
         loaded_at_s=clock(),
         manifest=manifest,
+        provenance=stored.provenance,
     )
 
 

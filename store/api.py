@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+import enum
 from email.utils import formatdate
 from pathlib import Path
 from typing import Protocol
@@ -33,10 +34,21 @@ class ObjectInfo:
         return formatdate(self.mtime_s, usegmt=True)
 
 
+class Provenance(enum.StrEnum):
+    """How an object came to be readable: the packager stored it, or a just-in-time
+    backend (:mod:`cadenza.packager.jit`) built it for this read, or built it on an
+    earlier read and wrote it back."""
+
+    STORED = "stored"
+    JIT_BUILT = "jit_built"
+    JIT_STORED = "jit_stored"
+
+
 @dataclass(frozen=True, slots=True)
 class StoredObject:
     info: ObjectInfo
     body: bytes
+    provenance: Provenance = Provenance.STORED
 
 
 class TrackReader(Protocol):
