@@ -20,6 +20,7 @@ import numpy.typing as npt
 from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
 from av.audio.stream import AudioStream
+from av.container import InputContainer
 
 from cadenza.manifests.ladder import MAX_SOURCE_RATE_HZ, MIN_SOURCE_RATE_HZ
 from cadenza.packager.errors import InputError
@@ -123,6 +124,11 @@ class Decoder(MediaReader):
         self._container = open_media(path)
         self._stream = self._audio_stream()
         self.probe = self._probe()
+
+    @property
+    def container(self) -> InputContainer:
+        """The open input (just-in-time packaging seeks in it: cadenza.packager.jit)."""
+        return self._container
 
     def _audio_stream(self) -> AudioStream:
         streams = self._container.streams

@@ -28,13 +28,20 @@ from cadenza.manifests.model import Codec, Rendition
 from cadenza.packager.errors import EncodeError
 from cadenza.packager.segmenter import CODECS_STRING, RungPlan, Segmenter
 
-__all__ = ["CODECS_STRING", "RungEncoder", "RungPlan"]
+__all__ = [
+    "CODECS_STRING",
+    "LAYOUTS",
+    "RungEncoder",
+    "RungPlan",
+    "encoder_delay_ticks",
+    "open_codec",
+]
 
-_LAYOUTS: Final = {1: "mono", 2: "stereo", 6: "5.1"}
+LAYOUTS: Final = {1: "mono", 2: "stereo", 6: "5.1"}
 
 
-def _open_codec(plan: RungPlan) -> AudioCodecContext:
-    layout = _LAYOUTS[plan.channels]
+def open_codec(plan: RungPlan) -> AudioCodecContext:
+    layout = LAYOUTS[plan.channels]
     if plan.codec is Codec.AAC:
         ctx = av.CodecContext.create("aac", "w")
         ctx.format = "fltp"
@@ -65,6 +72,16 @@ def _open_codec(plan: RungPlan) -> AudioCodecContext:
     return ctx
 
 
+def encoder_delay_ticks(codec: Codec, extradata: bytes, first_pts: int | None) -> int:
+    """The encoder's priming: Opus's pre-skip from its OpusHead (RFC 7845 5.1), else
+    how far before zero the first packet starts (FFmpeg's AAC: 1024 samples)."""
+    if codec is Codec.OPUS and len(extradata) >= 12:
+        return int.from_bytes(extradata[10:12], "little")
+    if first_pts is not None and first_pts < 0:
+        return -first_pts
+    return 0
+
+
 class RungEncoder:
     """Feed source frames in with :meth:`feed`, then call :meth:`finish` once."""
 
@@ -76,9 +93,9 @@ class RungEncoder:
         self._source_layout = source_layout
         self._source_ticks = 0
         self.folder = folder
-        self._ctx = _open_codec(plan)
+        self._ctx = open_codec(plan)
         self._resampler = AudioResampler(
-            format=self._ctx.format.name, layout=_LAYOUTS[plan.channels], rate=plan.sample_rate_hz
+            format=self._ctx.format.name, layout=LAYOUTS[plan.channels], rate=plan.sample_rate_hz
         )
         # AAC and Opus packets always decode to a whole frame, whatever FFmpeg's
         # trimmed packet duration says; the edit list removes the padding.
@@ -125,13 +142,6 @@ class RungEncoder:
             return  # FLAC's flush emits an empty packet carrying only side data
         self._segmenter.add(bytes(packet), duration)
 
-    def _encoder_delay_ticks(self, extradata: bytes) -> int:
-        if self.plan.codec is Codec.OPUS and len(extradata) >= 12:
-            return int.from_bytes(extradata[10:12], "little")  # OpusHead pre-skip (RFC 7845)
-        if self._first_pts is not None and self._first_pts < 0:
-            return -self._first_pts
-        return 0
-
     # -- finishing --------------------------------------------------------
     def finish(self) -> Rendition:
         """Flush, write the init segment (or the single file), describe the rendition."""
@@ -139,7 +149,7 @@ class RungEncoder:
         extradata = bytes(self._ctx.extradata or b"")
         return self._segmenter.finish(
             codec_private=extradata,
-            encoder_delay_ticks=self._encoder_delay_ticks(extradata),
+            encoder_delay_ticks=encoder_delay_ticks(self.plan.codec, extradata, self._first_pts),
             duration_ticks=self._input_ticks,
         )
 

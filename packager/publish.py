@@ -8,6 +8,7 @@ Shared by ``cadenza package`` (:mod:`cadenza.packager.track`) and ``cadenza segm
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from cadenza.manifests.dash import render_mpd
@@ -19,6 +20,7 @@ from cadenza.manifests.model import (
     PRESENTATION_NAME,
     EncryptionScheme,
     Presentation,
+    SwitchGroup,
 )
 from cadenza.packager.mp4 import with_group_bitrates
 from cadenza.packager.output import write_text_atomic
@@ -35,12 +37,12 @@ def share_group_inits(work_dir: Path, presentation: Presentation) -> None:
     single-file layout the init segment is the start of ``media.mp4``.
     """
     for group in presentation.groups:
-        if not group.switchable:
+        bitrates = group_bitrates(presentation, group)
+        if bitrates is None:
             continue
-        members = [presentation.rendition(i) for i in group.rendition_ids]
-        peak_bps = max(r.peak_bitrate_bps for r in members)
-        average_bps = max(r.average_bitrate_bps for r in members)
-        for rendition in members:
+        peak_bps, average_bps = bitrates
+        for rendition_id in group.rendition_ids:
+            rendition = presentation.rendition(rendition_id)
             if (
                 rendition.encryption is not None
                 and rendition.encryption.scheme is EncryptionScheme.AES_128
@@ -52,11 +54,32 @@ def share_group_inits(work_dir: Path, presentation: Presentation) -> None:
                 handle.write(with_group_bitrates(init, peak_bps, average_bps))
 
 
+def group_bitrates(presentation: Presentation, group: SwitchGroup) -> tuple[int, int] | None:
+    """(peak, average) bit/s the shared init segment of a switching group carries: the
+    highest of its rungs' (:func:`cadenza.packager.mp4.with_group_bitrates`); None for a
+    group of one, whose init segment is its rung's own."""
+    if not group.switchable:
+        return None
+    members = [presentation.rendition(i) for i in group.rendition_ids]
+    return max(r.peak_bitrate_bps for r in members), max(r.average_bitrate_bps for r in members)
+
+
+def render_manifests(presentation: Presentation) -> list[tuple[str, str | Iterator[str]]]:
+    """Every manifest of a track as ``(path relative to the track folder, text)``, in the
+    order they are written: media playlists, then the MPD and master playlist, then
+    ``presentation.json`` last (as pieces, so a long one need never be whole in memory).
+    The one rendering both the packager (:func:`write_manifests`) and just-in-time
+    packaging (:func:`cadenza.packager.jit.plan.track_files`) use."""
+    files: list[tuple[str, str | Iterator[str]]] = [
+        (f"{r.id}/{r.playlist_name}", render_media_playlist(r)) for r in presentation.renditions
+    ]
+    files.append((MPD_NAME, render_mpd(presentation)))
+    files.append((MASTER_NAME, render_master(presentation)))
+    files.append((PRESENTATION_NAME, presentation_json_pieces(presentation)))
+    return files
+
+
 def write_manifests(work_dir: Path, presentation: Presentation) -> None:
     """Media playlists, then the MPD and master playlist, then presentation.json last."""
-    for rendition in presentation.renditions:
-        playlist = work_dir / rendition.id / rendition.playlist_name
-        write_text_atomic(playlist, render_media_playlist(rendition))
-    write_text_atomic(work_dir / MPD_NAME, render_mpd(presentation))
-    write_text_atomic(work_dir / MASTER_NAME, render_master(presentation))
-    write_text_atomic(work_dir / PRESENTATION_NAME, presentation_json_pieces(presentation))
+    for name, text in render_manifests(presentation):
+        write_text_atomic(work_dir / name, text)

@@ -88,6 +88,24 @@ def segment_frames(plan: RungPlan, frame_ticks: int) -> int:
     return max(1, frames)
 
 
+def fragment_track_config(plan: RungPlan) -> mp4.TrackConfig:
+    """The track configuration a media segment is written with.  Fragment headers
+    depend on neither the edit list nor the codec configuration: a provisional
+    config will do (shared with just-in-time packaging, :mod:`cadenza.packager.jit`)."""
+    return mp4.TrackConfig(
+        codec=plan.codec,
+        sample_rate_hz=plan.sample_rate_hz,
+        channels=plan.channels,
+        codec_private=b"",
+        encoder_delay_ticks=0,
+        duration_ticks=0,
+        average_bitrate_bps=plan.bitrate_bps or 0,
+        max_bitrate_bps=plan.bitrate_bps or 0,
+        bits_per_sample=plan.bits_per_sample or 16,
+        protection=plan.protection,
+    )
+
+
 class Segmenter:
     """Feed packets in with :meth:`add`, then call :meth:`finish` once.
 
@@ -146,15 +164,7 @@ class Segmenter:
         if not self._pending:
             return
         number = len(self._segments) + 1
-        # Fragment headers depend on neither the edit list nor the codec
-        # configuration: a provisional track config will do.
-        track = self._track_config(
-            codec_private=b"",
-            encoder_delay_ticks=0,
-            duration_ticks=0,
-            average_bitrate_bps=self.plan.bitrate_bps or 0,
-            max_bitrate_bps=self.plan.bitrate_bps or 0,
-        )
+        track = fragment_track_config(self.plan)
         samples = self._pending
         key = self.plan.key
         if key is not None and key.scheme is EncryptionScheme.CBCS and key.iv is not None:
