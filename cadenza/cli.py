@@ -29,7 +29,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "cadenza.packager.gc",
         "remove republished tracks' earlier files once their grace period is over",
     ),
-    "serve": ("cadenza.origin.server", "serve packaged tracks over HTTP to CDNs and players"),
+    "serve": (
+        "cadenza.serve_command",
+        "serve packaged tracks (and, with --sources, source files just in time) over HTTP",
+    ),
     "abr": ("cadenza.abr_command", "simulate ABR policies over throughput traces"),
     "ladder": ("cadenza.ladder_command", "recommend a bitrate ladder for an audience"),
     "sign": ("cadenza.origin.sign_command", "print a signed URL for a track (signing_keys)"),

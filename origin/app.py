@@ -50,7 +50,7 @@ from cadenza.origin.keys import (
 )
 from cadenza.origin.large import serve_large
 from cadenza.origin.licences import add_licence_routes, viewer_root_url
-from cadenza.origin.lifecycle import redis_ctx, storage_ctx
+from cadenza.origin.lifecycle import WRAP_STORAGE, WrapStorage, redis_ctx, storage_ctx
 from cadenza.origin.metrics import Metrics, create_metrics
 from cadenza.origin.objects import (
     HEAD_STYLE,
@@ -146,8 +146,11 @@ def create_app(
     *,
     metrics: Metrics | None = None,
     clock: Callable[[], float] = time.time,
+    wrap_storage: WrapStorage | None = None,
 ) -> web.Application:
-    """The origin.  ``clock``: the time origin-decided ABR reads (seconds)."""
+    """The origin.  ``clock``: the time origin-decided ABR reads (seconds);
+    ``wrap_storage``: builds the storage the app reads from around the one the
+    settings name (``cadenza serve --sources``: the just-in-time store)."""
     trusted = TrustedProxies.of(settings.trusted_proxies)
     # Behind trusted proxies, request.remote is the client's before anything reads it.
     middlewares: list[Middleware] = [edge_middleware]
@@ -157,6 +160,8 @@ def create_app(
     app.on_response_prepare.append(_name_server)
     app[SETTINGS] = settings
     app[CLOCK] = clock
+    if wrap_storage is not None:
+        app[WRAP_STORAGE] = wrap_storage
     app[HEAD_STYLE] = HeadStyle.of(settings)
     app[SIGNING_KEYS] = tuple(key.encode("utf-8") for key in settings.signing_keys)
     app[METRICS] = metrics or create_metrics(shared_sessions=settings.redis_url is not None)

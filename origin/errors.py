@@ -76,6 +76,25 @@ class StorageTimeoutError(StorageUnavailableError):
     kind = "timeout"
 
 
+class BuilderBusyError(StorageUnavailableError):
+    """The just-in-time builder's queue is full (``jit_queue_max``): ``503`` with
+    ``Retry-After``, never an unbounded wait (RFC 9110 15.6.4)."""
+
+    code = "jit_busy"
+    kind = "busy"
+
+
+class SourceUnusableError(OriginError):
+    """A just-in-time track whose source file cannot be built from (corrupt,
+    truncated, no audio): ``502``, since the fault lies in what the origin builds
+    from, not in the request (a ``422`` would blame the request's content); the
+    detail names the file and the problem, never a server path.  The failure is
+    cached for ``jit_negative_ttl_s``, so a player retrying does not re-probe it."""
+
+    status = 502
+    code = "bad_source"
+
+
 class StoreUnavailableError(OriginError):
     """The shared session store (Redis) did not answer in time or failed.
 

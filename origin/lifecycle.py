@@ -4,8 +4,9 @@ a listen that failed (:class:`ListenError`)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Final
 
 from aiohttp import web
 
@@ -18,8 +19,10 @@ from cadenza.origin.keys import (
     STORAGE,
     STORE_HEALTH,
 )
+from cadenza.origin.metrics_jit import ReportsJitEvents
 from cadenza.origin.redis_store import RedisBackend
 from cadenza.origin.sessions import SessionLocks
+from cadenza.origin.settings import Settings
 from cadenza.origin.storage import LocalStorage, S3Storage, Storage
 from cadenza.origin.store_fallback import FallbackPopulationStore, FallbackSessionStore, StoreHealth
 
@@ -47,6 +50,13 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         await backend.close()
 
 
+# Builds another storage around the one the settings name (``cadenza serve --sources``
+# wraps it in the just-in-time store); module-level functions only, so that it travels
+# to the worker processes (``spawn``).
+WrapStorage = Callable[[Storage, Settings], Storage]
+WRAP_STORAGE: Final[web.AppKey[WrapStorage]] = web.AppKey("wrap_storage")
+
+
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     storage: Storage
@@ -60,6 +70,11 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         storage = s3
     else:
         storage = LocalStorage(Path(settings.root))
+    wrap = app.get(WRAP_STORAGE)
+    if wrap is not None:
+        storage = wrap(storage, settings)
+        if isinstance(storage, ReportsJitEvents):
+            storage.attach_events(app[METRICS].jit)
     app[STORAGE] = storage
     try:
         yield

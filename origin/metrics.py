@@ -32,6 +32,7 @@ from prometheus_client import (
 
 from cadenza.origin.metrics_batch import ObservationBatch
 from cadenza.origin.metrics_export import BuildInfo, Exported, WorkerProcesses
+from cadenza.origin.metrics_jit import JitMetrics
 from cadenza.origin.metrics_labels import preset_closed_sets
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -80,6 +81,7 @@ class Metrics:
     abr_decisions: Counter
     abr_switches: Counter
     abr_deliveries: Counter
+    jit: JitMetrics  # cadenza serve --sources (origin.metrics_jit)
     # Families /metrics leaves out (metrics_export.Exported).
     hidden: frozenset[str] = frozenset()
     # Labelled children, looked up once: ``labels()`` takes a lock and builds a
@@ -363,6 +365,7 @@ def create_metrics(*, shared_sessions: bool = False) -> Metrics:
             ["delivery"],
             registry=registry,
         ),
+        jit=JitMetrics(registry),
     )
     preset_closed_sets(metrics, redis=shared_sessions)
     return metrics

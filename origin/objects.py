@@ -39,6 +39,7 @@ async def load_object(app: web.Application, key: str) -> tuple[CachedObject, str
     obj, how = await app[CACHE].get(key, load)
     metrics = app[METRICS]
     metrics.cache_lookup(how)
+    metrics.jit.cache_answered(obj.provenance, how)  # a just-in-time object's hot answers
     if how != "hit":  # a hit changes nothing the gauge shows
         metrics.cache_bytes.set(app[CACHE].size_bytes)
     return obj, how

@@ -26,7 +26,7 @@ from cadenza.origin.access_log import access_log_for, aiohttp_access_logger
 from cadenza.origin.app import create_app
 from cadenza.origin.errors import SettingsError
 from cadenza.origin.keys import METRICS
-from cadenza.origin.lifecycle import ListenError
+from cadenza.origin.lifecycle import ListenError, WrapStorage
 from cadenza.origin.logs import LogFormat, RequestErrorLog, configure_logging, flush_logs
 from cadenza.origin.proxies import TrustedProxies
 from cadenza.origin.settings import LOG_LEVELS, Settings, load_settings
@@ -109,11 +109,13 @@ def make_site(
     )
 
 
-async def serve_until_signalled(settings: Settings, reuse_port: bool) -> None:
+async def serve_until_signalled(
+    settings: Settings, reuse_port: bool, wrap_storage: WrapStorage | None = None
+) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully: stop listening
     (new connections are refused), close idle keep-alive connections, let
     in-flight responses finish for up to ``shutdown_timeout_s``."""
-    app = create_app(settings)
+    app = create_app(settings, wrap_storage=wrap_storage)
     runner = make_runner(app, settings)
     await runner.setup()
     stop = asyncio.Event()
@@ -154,14 +156,15 @@ def _unflushed(transport: asyncio.BaseTransport) -> bool:
     return not transport.is_closing() or transport.get_write_buffer_size() > 0
 
 
-def _serve(settings: Settings, reuse_port: bool) -> None:
+def _serve(settings: Settings, reuse_port: bool, wrap_storage: WrapStorage | None = None) -> None:
     """One origin process (the only one, or a worker): exits with
-    :data:`EXIT_CANNOT_LISTEN` when its port cannot be bound."""
+    :data:`EXIT_CANNOT_LISTEN` when its port cannot be bound.  ``wrap_storage``: a
+    module-level function (it travels to spawned workers), see ``create_app``."""
     configure_logging(settings.log_level, settings.log_format)
     if settings.max_connections:
         _raise_open_files_limit(settings.max_connections + 64)
     try:
-        asyncio.run(serve_until_signalled(settings, reuse_port))
+        asyncio.run(serve_until_signalled(settings, reuse_port, wrap_storage))
     except ListenError as exc:
         flush_logs()
         print(f"cadenza serve: {exc}", file=sys.stderr, flush=True)
@@ -190,7 +193,9 @@ def check_listen(host: str, port: int) -> None:
                 raise ListenError(host, port, listen_reason(exc)) from exc
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, wrap_storage: WrapStorage | None = None) -> int:
+    """``cadenza serve``; ``wrap_storage`` as ``create_app``'s (``cadenza serve
+    --sources`` passes the just-in-time store's)."""
     try:
         settings = load_settings(
             {
@@ -210,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"cadenza serve: {settings.root} is not a directory", file=sys.stderr)
         return 2
     if settings.workers == 1:
-        _serve(settings, reuse_port=False)
+        _serve(settings, reuse_port=False, wrap_storage=wrap_storage)
         return 0
     try:
         check_listen(settings.host, settings.port)
@@ -224,7 +229,9 @@ def run(args: argparse.Namespace) -> int:
         context = multiprocessing.get_context("spawn")
 
         def start_worker() -> multiprocessing.process.BaseProcess:
-            worker = context.Process(target=_serve, args=(settings, True), daemon=True)
+            worker = context.Process(
+                target=_serve, args=(settings, True, wrap_storage), daemon=True
+            )
             worker.start()
             return worker
 

@@ -14,14 +14,18 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, TypeVar
 
 from cadenza.origin.errors import (
+    BuilderBusyError,
     ObjectNotFoundError,
     OriginError,
     StorageTimeoutError,
     StorageUnavailableError,
 )
+from cadenza.origin.errors import SourceUnusableError as OriginSourceUnusableError
 from cadenza.store.api import ObjectInfo, StoredObject, TrackReader
 from cadenza.store.errors import (
+    BuildBusyError,
     ObjectMissingError,
+    SourceUnusableError,
     StoreError,
     StoreTimeoutError,
     StoreUnavailableError,
@@ -45,6 +49,10 @@ def origin_error(exc: StoreError, backend: str) -> OriginError:
     """A store error as the origin error (and so the HTTP status) it answers with."""
     if isinstance(exc, ObjectMissingError):
         return ObjectNotFoundError(str(exc))
+    if isinstance(exc, BuildBusyError):
+        return BuilderBusyError(exc.detail, exc.backend)
+    if isinstance(exc, SourceUnusableError):
+        return OriginSourceUnusableError(str(exc))
     if isinstance(exc, StoreTimeoutError):
         return StorageTimeoutError(exc.detail, exc.backend)
     if isinstance(exc, StoreUnavailableError):

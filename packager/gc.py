@@ -20,6 +20,9 @@ hold:
 
 A track whose master playlist or MPD is newer than its ``presentation.json`` (an
 upload stopped between the two) is skipped and named: re-run ``cadenza package``.
+Hidden folders are never entered: the working folders, and the just-in-time
+write-back area (``ROOT/.jit``, :mod:`cadenza.packager.jit.writeback`), whose
+segments stay published for as long as their source lives.
 The default grace, a day, outlasts any playlist cache and a listener's session.
 
 Exit status: 0 when done, 1 when a deletion or a read fails, 2 for a usage error.

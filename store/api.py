@@ -14,9 +14,10 @@ Each backend (:mod:`cadenza.store.local`, :mod:`cadenza.store.s3read` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 import enum
+from collections.abc import Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 from typing import Protocol
@@ -42,6 +43,22 @@ class Provenance(enum.StrEnum):
     STORED = "stored"
     JIT_BUILT = "jit_built"
     JIT_STORED = "jit_stored"
+
+
+class ReadPriority(enum.StrEnum):
+    """Who waits for a read: a player, or nobody (a warm-up: prefetch, read-ahead).
+    A backend that builds objects (the just-in-time store) gives player reads the
+    room and refuses background builds when it has none to spare."""
+
+    PLAYER = "player"
+    BACKGROUND = "background"
+
+
+# Set by whoever reads on nobody's behalf, for the reads of its task (a context
+# variable follows the task through every await, so no signature changes).
+READ_PRIORITY: ContextVar[ReadPriority] = ContextVar(
+    "cadenza_read_priority", default=ReadPriority.PLAYER
+)
 
 
 @dataclass(frozen=True, slots=True)

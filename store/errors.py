@@ -33,6 +33,27 @@ class StoreTimeoutError(StoreUnavailableError):
     """The backend did not answer within the configured timeout."""
 
 
+class BuildBusyError(StoreUnavailableError):
+    """A just-in-time backend whose build queue is full: the object exists (it can be
+    built) but not now; ``retry_after_s`` is when to ask again."""
+
+    def __init__(self, backend: str, detail: str, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(backend, detail)
+
+
+class SourceUnusableError(StoreError):
+    """A just-in-time backend's source for ``key`` cannot be built from (corrupt,
+    truncated, no audio): ``source`` is its file name (never a server path),
+    ``reason`` what is wrong with it."""
+
+    def __init__(self, key: str, source: str, reason: str) -> None:
+        self.key = key
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{key}: source {source} cannot be used: {reason}")
+
+
 class RequestFailedError(StoreError):
     """An S3 request that still failed after the retries: ``url`` is the object or prefix
     it was about, ``reason`` what was tried and what S3 (or the network) answered."""

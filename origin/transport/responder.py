@@ -45,6 +45,7 @@ from cadenza.origin.objects import HEAD_STYLE
 from cadenza.origin.paths import safe_key
 from cadenza.origin.tcp_info import Connection
 from cadenza.origin.transport.parse import HeadParser
+from cadenza.store.api import Provenance
 
 _TOKEN_PATH: Final = TOKEN_PREFIX.encode()  # signed URLs: aiohttp strips or checks the token
 # Rendered 200 heads kept per (object, gzip, cache result) (an entry is ~400
@@ -255,6 +256,8 @@ class HotResponder:
             entry = (obj, head, answer.gzip)
             self._heads[(id(obj), accepts_gzip, "hit")] = entry
         body = object_body(obj, entry[2]) if is_get else None
+        if obj.provenance is not Provenance.STORED:  # a just-in-time object, hot
+            self._metrics.jit.cache_answered(obj.provenance, "hit")
         if not self._batch_latencies_s:
             asyncio.get_running_loop().call_soon(self._count_batch)
         self._batch_latencies_s.setdefault(route, []).append(time.perf_counter() - started_s)
