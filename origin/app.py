@@ -63,6 +63,7 @@ from cadenza.origin.player import (
     handle_player_page,
     handle_root,
 )
+from cadenza.origin.prefetch.hooks import add_prefetch, note_first_byte
 from cadenza.origin.proxies import TrustedProxies, client_middleware
 from cadenza.origin.session_api import handle_ladder_recommendation, handle_session, handle_sessions
 from cadenza.origin.sessions import MemoryPopulationStore, MemorySessionStore, RateLimiter
@@ -110,7 +111,9 @@ async def handle_file(request: web.Request) -> web.StreamResponse:
         )
     except ObjectTooLargeError:  # its CMCD is folded in, as for any file
         return await serve_large(request, key)
-    return object_response(request, asked, choice)
+    response = object_response(request, asked, choice)
+    note_first_byte(request.app, choice, asked.started_s)
+    return response
 
 
 async def handle_tracks(request: web.Request) -> web.Response:
@@ -199,6 +202,7 @@ def create_app(
     app.router.add_get("/v1/steering/{track}", handle_steering)
     app.router.add_get("/v1/pathways", handle_pathways)
     add_licence_routes(app)  # /v1/licence/clearkey, /v1/keys/<id>, and under /t/<token>
+    add_prefetch(app)  # POST /v1/sessions/{sid}/queue, and the prefetcher's tasks
     # [\s\S], not ".": a path with an encoded newline is still ours to refuse (400, 403).
     app.router.add_route("*", r"/{path:[\s\S]*}", _dispatch)
     return app

@@ -29,6 +29,7 @@ from cadenza.origin.errors import (
 )
 from cadenza.origin.keys import BEACON_LIMITER, CACHE, METRICS, SETTINGS
 from cadenza.origin.paths import safe_key
+from cadenza.origin.prefetch.beacon_nor import note_beacon
 from cadenza.origin.telemetry import ingest
 
 CMCD_CONTENT_TYPES: Final = frozenset({"application/cmcd", "text/plain", "text/cmcd"})
@@ -151,6 +152,7 @@ async def handle_beacons(request: web.Request) -> web.Response:
             network_key=network_key,
             delivery=_delivery(app, cmcd),
         )
+        note_beacon(app, sid, cmcd)  # its nor, for prefetch (origin.prefetch)
         metrics.beacon("post", "malformed" if cmcd.malformed else "ok")
         used += 1
     if used:

@@ -13,7 +13,8 @@ everywhere.  Keys (all under ``cadenza:``):
 - ``population:{network key}:estimates`` (hash sid -> latest estimate, bit/s)
   and ``population:{network key}:recent`` (sorted set sid -> time): the latest
   estimate of at most ``per_key`` recent sessions per key;
-- ``population:keys``: the network keys, scored by their last sample.
+- ``population:keys``: the network keys, scored by their last sample;
+- ``transitions:{track}``: next-track counts (:mod:`~cadenza.origin.redis_transitions`).
 
 This module holds the client (:class:`RedisBackend`); the stores are in
 :mod:`~cadenza.origin.redis_sessions` and :mod:`~cadenza.origin.redis_population`.
@@ -35,6 +36,7 @@ from redis.backoff import NoBackoff
 from cadenza.origin.redis_guard import KEY_PREFIX, guarded
 from cadenza.origin.redis_population import RedisPopulationStore
 from cadenza.origin.redis_sessions import RedisSessionStore
+from cadenza.origin.redis_transitions import RedisTransitionStore
 
 
 class RedisBackend:
@@ -65,6 +67,12 @@ class RedisBackend:
 
     def population(self, **options: Any) -> RedisPopulationStore:
         return RedisPopulationStore(
+            self.client, timeout_s=self.timeout_s, prefix=self.prefix, **options
+        )
+
+    def transitions(self, **options: Any) -> RedisTransitionStore:
+        """Next-track transitions (:mod:`~cadenza.origin.redis_transitions`)."""
+        return RedisTransitionStore(
             self.client, timeout_s=self.timeout_s, prefix=self.prefix, **options
         )
 

@@ -15,6 +15,7 @@ from cadenza.manifests.ladder import MAX_RUNGS
 from cadenza.manifests.model import Codec
 from cadenza.origin.errors import BadBeaconError, NotEnoughDataError, SessionNotFoundError
 from cadenza.origin.keys import POPULATION, PRESENTATIONS, SESSIONS
+from cadenza.origin.prefetch.hooks import session_prefetch
 from cadenza.origin.telemetry import guidance_for
 
 LADDER_MAX_SESSIONS: Final = 10_000
@@ -31,6 +32,7 @@ async def _report(app: web.Application, state: SessionState) -> dict[str, object
     else:
         report["recommended_max_bitrate_kbps"] = None
         report["guidance"] = None
+    report.update(await session_prefetch(app, state.sid, state.track))  # queue, predicted_next
     return report
 
 

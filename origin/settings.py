@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from cadenza.origin.pathways import (
 )
 from cadenza.origin.proxies import parse_networks
 from cadenza.origin.setting_field import DOC_KEY, SettingDoc, describe, setting
+from cadenza.origin.settings_secrets import HIDDEN, SECRET_VALUES
 
 
 class AbrDelivery(enum.StrEnum):
@@ -82,12 +82,13 @@ class Settings:
         toml_aliases=("steering",),
     )
     abr_delivery: AbrDelivery = setting(  # noqa: RUF009 (an enum member is immutable)
-        AbrDelivery.REDIRECT,
+        AbrDelivery.ADAPTIVE,
         "origin-decided ABR (`?abr=origin`): `redirect` answers a group segment `302` to "
         "the chosen rung's cacheable URL; `direct` serves that rung's bytes `private` (and "
-        "measures their TCP delivery rate); `adaptive` serves the bytes before playback starts "
-        "and while the session's throughput estimate is below 1.25 times the top rung, and "
-        "redirects otherwise",
+        "measures their TCP delivery rate); `adaptive` (the default: `direct`'s QoE, most "
+        "segments still redirected on fast links, see docs/abr.md) serves the bytes before "
+        "playback starts and while the session's throughput estimate is below 1.25 times the "
+        "top rung, and redirects otherwise",
     )
     sessions_max: int = setting(100_000, "sessions kept (least recently updated evicted first)")
     session_ttl_s: float = setting(1800.0, "a session is forgotten this long after its last update")
@@ -110,6 +111,16 @@ class Settings:
         10.0, "sustained beacon payloads per session per second (`429` above)"
     )
     beacon_burst: int = setting(50, "payloads a session may send at once")
+    prefetch: bool = setting(
+        True, "warm what sessions will likely play next (see [prefetch](#prefetch))"
+    )
+    prefetch_min_probability: float = setting(0.3, "a next track is prepared when this likely")
+    prefetch_max_tracks: int = setting(2, "most next tracks prepared per session and track")
+    prefetch_segments: int = setting(2, "media segments warmed per next track (after its init)")
+    prefetch_rate_per_s: float = setting(4.0, "objects warmed per second, all sessions together")
+    prefetch_burst: int = setting(16, "objects warmed at once, all sessions together")
+    prefetch_session_max: int = setting(12, "objects warmed per session per minute")
+    prefetch_queue_max: int = setting(50, "most track ids in a stated queue (`413` above)")
     ip_rate_per_s: float = setting(
         0.0,
         "sustained `/v1/` requests per client address per second (`429` with `Retry-After` "
@@ -259,43 +270,15 @@ _POSITIVE_INTS = frozenset(
 )
 _ZERO_MEANS_OFF = frozenset({"ip_rate_per_s", "pathway_recover_hold_s"})
 
-MIN_SECRET_CHARS = 16
 MAX_PORT = 65_535
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-_HIDDEN = "(hidden)"  # what a SettingsError shows instead of a secret
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-
-
-def _signing_keys(value: object) -> tuple[str, ...]:
-    """A comma-separated string (environment) or a list (TOML); never echoed."""
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list | tuple) or not all(isinstance(k, str) for k in items):
-        raise SettingsError("signing_keys", _HIDDEN, "expected comma-separated strings")
-    keys = tuple(k.strip() for k in items if k.strip())
-    if not keys and len(items) > 1:
-        # "," or ["", ""]: meant to sign, but would silently leave URLs unsigned.
-        raise SettingsError(
-            "signing_keys", _HIDDEN, "holds only empty keys; unset it to turn signing off"
-        )
-    if any(len(k) < MIN_SECRET_CHARS for k in keys):
-        raise SettingsError(
-            "signing_keys", _HIDDEN, f"each key must be at least {MIN_SECRET_CHARS} characters"
-        )
-    return keys
 
 
 def _coerce(name: str, value: object) -> object:
     kind = _FIELDS[name].type
-    if name == "signing_keys":
-        return _signing_keys(value)
-    if name == "key_encryption_key":
-        if not isinstance(value, str) or not _HEX64.fullmatch(value.strip()):
-            raise SettingsError(name, _HIDDEN, "expected 64 hex digits")
-        return value.strip()
-    if name == "admin_token":
-        if not isinstance(value, str) or len(value.strip()) < MIN_SECRET_CHARS:
-            raise SettingsError(name, _HIDDEN, f"must be at least {MIN_SECRET_CHARS} characters")
-        return value.strip()
+    secret = SECRET_VALUES.get(name)
+    if secret is not None:
+        return secret(value)
     try:
         if name == "pathways":
             return parse_pathways(value)
@@ -374,7 +357,7 @@ def load_settings(
         for key in table:
             if key not in _TOML_NAMES:
                 # Not echoed: a misspelt secret (signing_key = ...) must not reach a log.
-                raise SettingsError(key, _HIDDEN, f"unknown setting in {config_file}")
+                raise SettingsError(key, HIDDEN, f"unknown setting in {config_file}")
         # An old key first, so that its new name, when the file gives both, wins.
         for key in sorted(table, key=lambda k: k in _FIELDS):
             values[_TOML_NAMES[key]] = table[key]

@@ -29,6 +29,7 @@ from cadenza.origin.core.routes import is_track_manifest
 from cadenza.origin.errors import ObjectNotFoundError, StorageUnavailableError
 from cadenza.origin.keys import CLOCK, SETTINGS
 from cadenza.origin.objects import load_object
+from cadenza.origin.prefetch.hooks import note_media_request, preload_hint, settle_loaded
 from cadenza.origin.rendering import (
     cmsd_for,
     filter_values,
@@ -159,13 +160,21 @@ async def choose_object(
     if loaded is None:  # only a sid, that names no session: nothing folded in
         loaded = await load_object(app, key)
     obj, how = loaded
+    prefetched = settle_loaded(app, key, how)
+    link = None
+    if observed is not None and not manifest:  # prefetch learns from it (no I/O here)
+        note_media_request(app, asked, observed)
+        link = preload_hint(app, key, observed.sid)
+    # A session's hint makes the answer the session's (never a shared cache's).
+    control = None if link is None else private_control(obj.cache_control)
     if observed is None or not settings.guidance or not guided_segment(key):
-        return ObjectChoice(obj, how)
+        return ObjectChoice(obj, how, control=control, link=link, prefetched=prefetched)
     cmsd = await cmsd_for(app, key, observed, model)
     if cmsd is None:
-        return ObjectChoice(obj, how)
+        return ObjectChoice(obj, how, control=control, link=link, prefetched=prefetched)
     # A 304 keeps the shared head (core.heads.object_fields).
-    return ObjectChoice(obj, how, control=private_control(obj.cache_control), cmsd=cmsd)
+    control = private_control(obj.cache_control)
+    return ObjectChoice(obj, how, control=control, cmsd=cmsd, link=link, prefetched=prefetched)
 
 
 class ViewerManifestError(Exception):

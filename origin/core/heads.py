@@ -59,6 +59,9 @@ class ObjectChoice:
     control: str | None = None
     cmsd: tuple[str, str] | None = None
     vary: str | None = None
+    # A session's preload hint (origin.prefetch): ``Link`` (RFC 8288), with a private control.
+    link: str | None = None
+    prefetched: bool = False  # the first use of an object prefetch warmed
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +99,8 @@ def object_fields(
     """The header fields of a cached object's answer, in order, for both
     transports (aiohttp then adds Content-Length, Date and Server, as the fast
     transport does): the object's fields (a session's Cache-Control in place,
-    its Vary instead of a manifest's), the coding or range, CMSD (200 and 206
-    only), then CORS."""
+    its Vary instead of a manifest's), the coding or range, CMSD and a preload
+    ``Link`` (200 and 206 only), then CORS."""
     obj = choice.obj
     # A session's Cache-Control and CMSD go with 200 and 206 only.
     control = choice.control if choice.control is not None and answer.status != 304 else None
@@ -121,6 +124,8 @@ def object_fields(
         fields.append(("Content-Range", f"bytes {span.start}-{span.end}/{len(obj.body)}"))
     if choice.cmsd is not None and answer.status != 304:
         fields += (("CMSD-Static", choice.cmsd[0]), ("CMSD-Dynamic", choice.cmsd[1]))
+    if choice.link is not None and answer.status != 304:
+        fields.append(("Link", choice.link))
     fields += style.cors
     if style.vary_origin and not obj.manifest:
         fields.append(("Vary", "Origin"))
