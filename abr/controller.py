@@ -30,62 +30,30 @@ lowest rung, ``max_bitrate_bps`` and the ``slow-2g``/``2g``/``3g`` hints at
 the highest rung not above them (the lowest if none is); CMCD ``rtp`` caps the
 throughput the plan assumes.
 
-Measured in the simulator (``make abr-report``: 180 s sessions, the default
-AAC ladder; % of offline-optimal QoE_lin, then mean perceptual QoE), against
-the strongest other online policy of each set; ``origin`` pays one extra RTT
-per segment for its redirect, ``origin-served`` knows each response's
-delivery rate::
+The plan never looks past the track's end: with fewer segments left than its
+horizon (``Signals.remaining_segments``, which the origin knows from the
+requested segment's number) the decision comes from the table of a plan of
+that many segments (:func:`~cadenza.abr.controller_table.end_plan`).
 
-    set               best other online      robust-mpc   origin       origin-served
-    3g (synthetic)    bba         90  38.55  80  36.36    84  37.25    82  36.87
-    wifi (synthetic)  dashjs+c.   99  43.76  94  43.45   100  43.50   100  43.52
-    fibre (synthetic) hlsjs      100  44.43  97  43.92   100  44.42   100  44.43
-    satellite         hlsjs+c.    64  24.56  47  23.27    61  24.50    69  25.16
-    Norway 3G         dashjs+c.  100  43.83  98  43.74   100  43.75   100  43.83
-    FCC               robust-mpc  97  42.84  97  42.84    97  42.80    98  42.82
-    Norway 3G x0.2    robust-mpc  91  40.93  91  40.93    91  41.03    93  41.08
-    FCC x0.2          robust-mpc  74  20.20  74  20.20    70  19.79    79  20.51
+Measured in the simulator (``make abr-report``, ``docs/abr-results.md``; the
+table, the held-out checks and the levers measured and rejected are in
+``docs/abr.md``): served or with adaptive delivery the origin scores at least
+every other online policy on every bundled set but the synthetic 3g, where
+BBA leads (90 against 83 % of offline-optimal); behind a redirect per segment
+it also trails on satellite (62 against the guided hls.js's 64) and FCC x0.2
+(71 against robust MPC's 74).  Without any CMCD (the
+origin's request timing only, ``OriginDecided(cmcd=False)``) the redirected
+player loses most on satellite (34 against 62 %: behind a 400 ms round trip
+per request, gaps say little); served, the delivery rate makes up for the
+missing CMCD (69 % on satellite, 78 % on FCC x0.2).
 
-Served, the origin scores at least every other online policy on every set
-but the synthetic 3g, where BBA leads (its slow rate map rides out that set's
-seconds-long dips); redirected, it also trails on satellite and FCC x0.2.
-There the redirect's round trip makes the difference, not the decision:
-three FCC x0.2 sessions run below the lowest rung (38-48 kb/s), where every
-request's extra 80 ms adds to a stall, about 5 points of the set that no rung
-choice wins back.  Behind the same redirect the leaders fall further: robust
-MPC to 63.5 on FCC x0.2 (``tests/abr/test_origin_qoe.py`` keeps the origin
-ahead of it), the guided hls.js (always the lowest rung there) to 50.5 on
-satellite.  On 3g the gap is the decision's: BBA behind a redirect scores
-88.5.  Knowing each download's throughput exactly instead of from CMCD moves
-the redirected figures by 0.1 point at most.
-
-Two choices, made on these sets and checked on held-out traces (the synthetic
-scenarios with other seeds; Norway 3G and FCC scaled by 0.15, 0.3 and 0.5):
-planning on QoE_lin rather than perceptual QoE
-(:class:`~cadenza.abr.controller_table.Objective`; it starts at the top rung
-where the prior allows, so perceptual QoE drops by about 0.2 on wifi and
-Norway 3G), and capping each error of the robust discount at ``max_error``.
-Against the previous defaults (perceptual plan, uncapped errors) the
-redirected origin gained on every bundled set (3g 82 to 84, satellite 57 to
-61, FCC x0.2 69 to 70) and on every held-out set but satellite, unchanged
-(held-out 3g 74 to 79, Norway x0.3 94 to 96, FCC x0.3 90 to 91); served, it
-gained everywhere but the bundled 3g set (84 to 82; held-out 3g 78 to 83).
-A floor at BBA's rung above a buffer level, and a discount relieved as the
-buffer grows, won on 3g and lost satellite badly (a buffer map cannot tell a
-slow link from a dip), so the controller stays robust MPC.
-
-Without any CMCD (the origin's request timing only, ``OriginDecided(cmcd=False)``
-in :mod:`cadenza.abr.sim.origin`) the redirected player stays within 6 points
-of the table's ``origin`` column everywhere but on satellite (32 against 61 %:
-behind a 400 ms round trip per request, gaps say little); served, the delivery
-rate makes up for the missing CMCD (69 % on satellite, 77 % on FCC x0.2).
-
-Cost: ``bench/abr_decision.py`` measures about 10 us of CPU per decision
-(the online search it replaces: about 100 us); the table is built once per
-ladder, segment duration and configuration, in about 0.15 s for four rungs
-and 1.4 s for six (build it ahead, off the event loop).  A session's
-state is five numbers and a packed window of five (sample, error) float32
-pairs, about 230 bytes: 100,000 sessions hold about 23 MB.
+Cost: ``bench/abr_decision.py`` measures about 9 us of CPU per decision
+(the online search it replaces: about 115 us); the tables are built once per
+ladder, segment duration and configuration, in about 0.2 s for four rungs
+(the end-of-track plans' included) and 1.8 s for six (build them ahead, off
+the event loop).  A session's state is five numbers and a packed window of
+five (sample, error) float32 pairs, about 230 bytes: 100,000 sessions hold
+about 23 MB.
 """
 
 from __future__ import annotations
@@ -103,7 +71,13 @@ from cadenza.abr.controller_inputs import (
     MTP_STEP_KBPS,
     Signals,
 )
-from cadenza.abr.controller_table import DEFAULT_PLAN, NO_PREVIOUS, PlanConfig, decision_table
+from cadenza.abr.controller_table import (
+    DEFAULT_PLAN,
+    NO_PREVIOUS,
+    PlanConfig,
+    decision_table,
+    end_plan,
+)
 from cadenza.abr.frozen import fast_init
 from cadenza.abr.policy import Population, highest_at_or_below
 from cadenza.abr.sim.baselines import relative_error, robust_throughput_bps
@@ -320,7 +294,11 @@ def decide_rung(
 ) -> tuple[Decision, ControllerState]:
     """The rung for this request and the state to keep (see the module docstring)."""
     ladder = ladder_bps if isinstance(ladder_bps, tuple) else tuple(ladder_bps)
-    table = decision_table(ladder, segment_duration_s, config.plan)
+    plan = config.plan
+    remaining = signals.remaining_segments
+    if remaining is not None and remaining < plan.horizon:
+        plan = end_plan(plan, remaining)
+    table = decision_table(ladder, segment_duration_s, plan)
     state = INITIAL_STATE if state is None else state
     requests = state.requests
     gap_s = now_s - state.last_request_s if requests else None

@@ -57,6 +57,9 @@ class Signals:
     when the origin served its bytes itself (None after a redirect).
     ``save_data`` is the ``Save-Data: on`` client hint, ``max_bitrate_bps`` a
     limit the user or the service set, ``ect`` the ``ECT`` client hint.
+    ``remaining_segments`` is how many segments of the track are left, the
+    requested one included (the origin knows the track's segments; None when
+    unknown): the plan never looks past the track's end.
     """
 
     buffer_ms: int | None = None
@@ -70,6 +73,7 @@ class Signals:
     save_data: bool = False
     max_bitrate_bps: int | None = None
     ect: Ect | None = None
+    remaining_segments: int | None = None
 
 
 NO_SIGNALS: Final = Signals()
@@ -97,6 +101,7 @@ def signals_from_cmcd(
     save_data: bool = False,
     max_bitrate_bps: int | None = None,
     ect: Ect | None = None,
+    remaining_segments: int | None = None,
 ) -> Signals:
     """The controller's inputs from a parsed CMCD payload and the origin's own knowledge.
 
@@ -122,4 +127,5 @@ def signals_from_cmcd(
         save_data,
         max_bitrate_bps,
         ect,
+        remaining_segments,
     )

@@ -19,9 +19,11 @@ Quantisation: the buffer is floored to ``buffer_step_s`` and the throughput to
 a log grid of ``steps_per_octave`` per octave, so a looked-up decision is the
 online plan's at the largest grid state not above the real one (exactly equal
 at grid states; the throughput is under-estimated by less than one grid step,
-about 9 %).  Unlike the simulator's :class:`~cadenza.abr.sim.baselines.RobustMpc`
-the horizon does not shorten at the end of the content: the origin decides
-per request without knowing how much the player will still fetch.
+about 9 %).  As in the simulator's :class:`~cadenza.abr.sim.baselines.RobustMpc`
+the horizon shortens at the end of the content: the controller looks the last
+segments up in the table of a plan whose horizon is the segments left
+(:func:`end_plan`), so it never plans past the track's end (the buffer left
+then is worth nothing).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import enum
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Final
 
@@ -202,6 +204,22 @@ def plan_first_rung(
     return int(combos[int(np.argmax(values)), 0])
 
 
+# Plans shortened to the segments left, by (plan, segments left).
+_END_PLANS: dict[tuple[PlanConfig, int], PlanConfig] = {}
+
+
+def end_plan(plan: PlanConfig, remaining: int) -> PlanConfig:
+    """``plan`` with its horizon shortened to ``remaining`` segments (``plan`` itself
+    when at least its horizon is left, or ``remaining`` is not positive)."""
+    if remaining >= plan.horizon or remaining < 1:
+        return plan
+    key = (plan, remaining)
+    found = _END_PLANS.get(key)
+    if found is None:
+        found = _END_PLANS[key] = replace(plan, horizon=remaining)
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class DecisionTable:
     """First rungs of the best plans, indexed by (previous rung + 1, buffer cell,
@@ -250,7 +268,8 @@ class DecisionTable:
         return self.cells[row * self.throughput_cells + self.throughput_cell(throughput_bps)]
 
 
-@lru_cache(maxsize=64)
+# Room for the tables of about fifty ladders, each with its end-of-content plans.
+@lru_cache(maxsize=256)
 def decision_table(
     ladder_bps: tuple[int, ...], segment_duration_s: float, config: PlanConfig = DEFAULT_PLAN
 ) -> DecisionTable:

@@ -17,6 +17,7 @@ from typing import Final, cast
 
 from cadenza.abr.cmcd import Cmcd
 from cadenza.abr.controller import ControllerState, Decision, Reason
+from cadenza.abr.delivery import Delivery as DeliveryMode
 from cadenza.abr.estimator import DualEwma
 from cadenza.abr.frozen import fast_init
 from cadenza.abr.policy import SessionView
@@ -38,12 +39,15 @@ PACED_GAP_FRACTION: Final = 0.9
 @fast_init
 @dataclass(frozen=True, slots=True)
 class DecisionRecord:
-    """One segment the origin decided (``?abr=origin``): which rung, and why."""
+    """One segment the origin decided (``?abr=origin``): which rung, why, and how it
+    was answered (None: not recorded, as by a replica of an earlier version)."""
 
     segment: int
     rung: str  # the rendition id
     bitrate_bps: int
     reason: Reason
+    # How the segment was answered (:class:`cadenza.abr.delivery.Delivery`).
+    delivery: DeliveryMode | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -51,6 +55,7 @@ class DecisionRecord:
             "rung": self.rung,
             "bitrate_bps": self.bitrate_bps,
             "reason": self.reason.value,
+            "delivery": None if self.delivery is None else self.delivery.value,
         }
 
 
@@ -338,9 +343,11 @@ def decision_fields(
     segment_duration_s: float,
     delivery_rate_bps: float | None,
     direct_peer: str | None,
+    delivery: DeliveryMode | None = None,
 ) -> dict[str, object]:
-    """The fields :func:`record_decision` changes (for :func:`apply_cmcd`'s ``also``)."""
-    record = DecisionRecord(segment, rung, decision.bitrate_bps, decision.reason)
+    """The fields :func:`record_decision` changes (for :func:`apply_cmcd`'s ``also``);
+    ``delivery``: how the segment is answered, kept in its record."""
+    record = DecisionRecord(segment, rung, decision.bitrate_bps, decision.reason, delivery)
     decisions = state.decisions
     return {
         "controller": controller,
@@ -366,10 +373,11 @@ def record_decision(
     segment_duration_s: float,
     delivery_rate_bps: float | None,
     direct_peer: str | None,
+    delivery: DeliveryMode | None = None,
 ) -> SessionState:
     """The session after the origin decided ``segment`` (the latest
-    :data:`DECISIONS_KEPT` decisions are kept), with the request's timing
-    folded in as :func:`note_media_request` does."""
+    :data:`DECISIONS_KEPT` decisions are kept, each with its ``delivery``), with
+    the request's timing folded in as :func:`note_media_request` does."""
     fields = decision_fields(
         state,
         decision,
@@ -381,6 +389,7 @@ def record_decision(
         segment_duration_s=segment_duration_s,
         delivery_rate_bps=delivery_rate_bps,
         direct_peer=direct_peer,
+        delivery=delivery,
     )
     return _evolve(state, **fields)
 

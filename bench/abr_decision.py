@@ -15,12 +15,16 @@ import tracemalloc
 
 from cadenza.abr.controller import ControllerState, decide_rung
 from cadenza.abr.controller_inputs import Signals
-from cadenza.abr.controller_table import decision_table, plan_first_rung
+from cadenza.abr.controller_table import DEFAULT_PLAN, decision_table, end_plan, plan_first_rung
 
 LADDER_BPS = (64_000, 128_000, 256_000, 320_000)
 SEGMENT_S = 4.0
 DECISIONS = 50_000
 SESSIONS = 10_000
+
+
+# A 180 s track of 4 s segments: the last few decisions use the end-of-track plans.
+TRACK_SEGMENTS = 45
 
 
 def _signals(i: int) -> Signals:
@@ -29,6 +33,7 @@ def _signals(i: int) -> Signals:
         measured_kbps=100 + (i * 37) % 900,
         encoded_kbps=128,
         object_ms=4000,
+        remaining_segments=TRACK_SEGMENTS - i % TRACK_SEGMENTS,
     )
 
 
@@ -75,6 +80,11 @@ def main() -> int:
     decision_table(LADDER_BPS, SEGMENT_S)
     build_s = time.perf_counter() - start
     print(f"table build (once per ladder/segment/config): {build_s * 1000:.0f} ms")
+    start = time.perf_counter()
+    for remaining in range(1, DEFAULT_PLAN.horizon):
+        decision_table(LADDER_BPS, SEGMENT_S, end_plan(DEFAULT_PLAN, remaining))
+    end_ms = (time.perf_counter() - start) * 1000
+    print(f"end-of-track tables (the plans of 1-4 segments): {end_ms:.0f} ms")
     print(f"decide_rung: {per_decision_us():.1f} us/decision")
     print(f"online robust-MPC search: {online_us():.0f} us/decision")
     print(f"session state: {state_bytes():.0f} bytes/session")

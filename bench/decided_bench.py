@@ -135,12 +135,15 @@ class _Core:
         from aiohttp import web
 
         from cadenza.origin.app import create_app
-        from cadenza.origin.settings import Settings
+        from cadenza.origin.settings import AbrDelivery, Settings
         from cadenza.origin.tcp_info import Connection
         from cadenza.origin.transport.parse import HeadParser
         from cadenza.origin.transport.responder import HotResponder
 
-        app = create_app(Settings(root=str(self.package.root)), clock=SteppingClock())
+        # The redirect: every decided request answered alike (the default, adaptive,
+        # serves a slow session's bytes).
+        settings = Settings(root=str(self.package.root), abr_delivery=AbrDelivery.REDIRECT)
+        app = create_app(settings, clock=SteppingClock())
         self.runner = web.AppRunner(app)
         await self.runner.setup()  # the storage opens with the app
         self.responder = HotResponder(app)
@@ -275,7 +278,8 @@ def origin_server(root: Path, work_dir: Path) -> Iterator[tuple[str, int]]:
     argv += ["--host", http_bench.HOST, "--port", str(port), "--workers", "1"]
     # The access log off: a line per request is an operator's choice, paid alike by both
     # series, and would measure the logging, not the decision path.
-    env = {**os.environ, "CADENZA_ACCESS_LOG": "false"}
+    # The redirect, as in process: every decided request is answered the same way.
+    env = {**os.environ, "CADENZA_ACCESS_LOG": "false", "CADENZA_ABR_DELIVERY": "redirect"}
     with open(log_file, "wb") as sink:
         process = subprocess.Popen(
             argv, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, env=env

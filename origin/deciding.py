@@ -7,8 +7,9 @@ controller's state, all in one read-change-write of the session.
 The inputs: the CMCD keys ``bl``, ``mtp``, ``br``, ``d``, ``su``, ``bs``,
 ``rtp`` (CTA-5004, query or headers), the ``Save-Data`` and ``ECT`` client
 hints, a ``max_bitrate`` query argument (kb/s, as the rendition filters read
-it), the origin's clock (the app's :data:`~cadenza.origin.keys.CLOCK`), the
-TCP delivery rate of the previous response when the origin served its bytes
+it), the segments left in the track (so the plan never looks past its end),
+the origin's clock (the app's :data:`~cadenza.origin.keys.CLOCK`), the TCP
+delivery rate of the previous response when the origin served its bytes
 on this same connection (:mod:`cadenza.origin.tcp_info`), and the population
 prior of the session's network.  A malformed CMCD value is dropped (counted),
 never an error.
@@ -31,7 +32,7 @@ from aiohttp import web
 from cadenza.abr.cmcd import Cmcd, parse_request_cmcd
 from cadenza.abr.controller import DEFAULT_CONTROLLER, Decision, decide_rung
 from cadenza.abr.controller_inputs import parse_ect, parse_save_data, signals_from_cmcd
-from cadenza.abr.controller_table import decision_table
+from cadenza.abr.controller_table import decision_table, end_plan
 from cadenza.abr.delivery import Delivery, deliver_decision
 from cadenza.abr.frozen import fast_init
 from cadenza.abr.population import network_key_for
@@ -105,6 +106,13 @@ def group_ladder_bps(presentation: Presentation, group: SwitchGroup) -> tuple[in
     return tuple(nominal_bitrate_bps(presentation.rendition(i)) for i in group.rendition_ids)
 
 
+def segments_left(presentation: Presentation, group: SwitchGroup, segment: Segment) -> int | None:
+    """How many segments of the group's track are left from ``segment`` (it included),
+    by the top rung's segment numbers; None when the rung has none."""
+    segments = presentation.rendition(group.rendition_ids[-1]).segments
+    return segments[-1].number - segment.number + 1 if segments else None
+
+
 def rung_segment_bytes(presentation: Presentation, rung: str, segment: Segment) -> int:
     """The size of rung ``rung``'s segment of ``segment``'s number (``segment``'s own
     when the rung has none of that number)."""
@@ -112,16 +120,25 @@ def rung_segment_bytes(presentation: Presentation, rung: str, segment: Segment) 
     return segment.size_bytes if chosen is None else chosen.size_bytes
 
 
+def build_tables(ladder_bps: tuple[int, ...], segment_duration_s: float) -> None:
+    """The controller's decision tables for one ladder: the full plan's and those of
+    the plans shortened to the track's last segments."""
+    plan = DEFAULT_CONTROLLER.plan
+    for remaining in range(plan.horizon, 0, -1):
+        decision_table(ladder_bps, segment_duration_s, end_plan(plan, remaining))
+
+
 async def prepare_decisions(presentation: Presentation) -> None:
-    """Build the controller's decision table for each switchable group of a track off the
-    event loop, when its ``?abr=origin`` manifest is asked for, so that its first decided
-    segment finds the table in the cache (:func:`cadenza.abr.controller_table.decision_table`
-    is cached by its arguments; a 6-rung table takes over a second to build, which on the
-    loop would stall every other connection)."""
+    """Build the controller's decision tables for each switchable group of a track off the
+    event loop (:func:`build_tables`), when its ``?abr=origin`` manifest is asked for, so
+    that its decided segments find them in the cache
+    (:func:`cadenza.abr.controller_table.decision_table` is cached by its arguments; a
+    6-rung table takes over a second to build, which on the loop would stall every other
+    connection)."""
     duration_s = nominal_segment_s(presentation)
     for group in presentation.switchable_groups():
         ladder = group_ladder_bps(presentation, group)
-        await asyncio.to_thread(decision_table, ladder, duration_s, DEFAULT_CONTROLLER.plan)
+        await asyncio.to_thread(build_tables, ladder, duration_s)
 
 
 async def decide_segment(
@@ -155,6 +172,7 @@ async def decide_segment(
     duration_s = found.segment_duration_s
     rendition_ids = found.group.rendition_ids
     number = found.segment.number
+    remaining = segments_left(found.presentation, found.group, found.segment)
     save_data = parse_save_data(headers.get("Save-Data"))
     ect = parse_ect(headers.get("ECT"))
     now_s = app[CLOCK]()
@@ -171,6 +189,7 @@ async def decide_segment(
             save_data=save_data,
             max_bitrate_bps=cap_bps,
             ect=ect,
+            remaining_segments=remaining,
         )
         decision, controller = decide_rung(
             ladder,
@@ -203,6 +222,7 @@ async def decide_segment(
             segment_duration_s=duration_s,
             delivery_rate_bps=delivery_bps,
             direct_peer=connection.peer if direct and connection is not None else None,
+            delivery=delivery,
         )
 
     try:

@@ -15,6 +15,7 @@ from typing import Final
 from redis.asyncio import Redis
 
 from cadenza.abr.controller import ControllerState, Reason
+from cadenza.abr.delivery import Delivery
 from cadenza.abr.estimator import DualEwma, Ewma
 from cadenza.abr.session import DecisionRecord, SessionState
 from cadenza.origin.redis_guard import KEY_PREFIX, batches, guarded, reply_text
@@ -24,6 +25,7 @@ log = logging.getLogger("cadenza.origin.redis")
 _SESSION_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(SessionState))
 _CONTROLLER_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(ControllerState))
 _REASONS: Final = frozenset(reason.value for reason in Reason)
+_DELIVERIES: Final = frozenset(delivery.value for delivery in Delivery)
 
 
 # -- session records ---------------------------------------------------------
@@ -50,6 +52,12 @@ def _decode_controller(data: dict[str, object]) -> ControllerState:
     return ControllerState(**fields, window=base64.b64decode(window, validate=True))  # type: ignore[arg-type]
 
 
+def _decode_delivery(value: object) -> Delivery | None:
+    """A decision's delivery; None when the record has none (an earlier replica's)
+    or one this version does not know (a newer replica's)."""
+    return Delivery(value) if isinstance(value, str) and value in _DELIVERIES else None
+
+
 def _decode_decisions(items: list[dict[str, object]]) -> tuple[DecisionRecord, ...]:
     """The decisions whose reason this version knows (a newer replica's are skipped)."""
     return tuple(
@@ -58,6 +66,7 @@ def _decode_decisions(items: list[dict[str, object]]) -> tuple[DecisionRecord, .
             str(item["rung"]),
             int(str(item["bitrate_bps"])),
             Reason(str(item["reason"])),
+            _decode_delivery(item.get("delivery")),
         )
         for item in items
         if item.get("reason") in _REASONS

@@ -96,8 +96,9 @@ class OriginDecided:
             # Round trips before the first byte (the origin's TCP RTT) are not delivery.
             transfer_s = max(last.download_s - inp.setup.trace.rtt_s, 1e-3)
             delivery = 8.0 * last.size_bytes / transfer_s
+        remaining = inp.setup.chunk_count - inp.chunk_index
         if not self.cmcd:
-            return Signals(delivery_rate_bps=delivery)
+            return Signals(delivery_rate_bps=delivery, remaining_segments=remaining)
         stalled = (
             last is not None
             and state.previous_playing
@@ -114,6 +115,7 @@ class OriginDecided:
             startup=not inp.playing,
             starved=stalled,
             delivery_rate_bps=delivery,
+            remaining_segments=remaining,
         )
 
     def choose(self, inp: PolicyInput, state: OriginPlayerState) -> tuple[int, OriginPlayerState]:

@@ -4,6 +4,7 @@ plan, caps that always hold, the buffer and start rules, and purity."""
 from __future__ import annotations
 
 import itertools
+import struct
 from dataclasses import replace
 
 import numpy as np
@@ -30,6 +31,7 @@ from cadenza.abr.controller_table import (
     Objective,
     PlanConfig,
     decision_table,
+    end_plan,
     plan_first_rung,
     plan_horizon,
     plan_values,
@@ -391,3 +393,34 @@ def test_a_corrupted_stored_state_still_gives_a_decision(state: ControllerState)
         )
         assert decision.bitrate_bps == LADDER[decision.index]
         assert len(new_state.window) % 8 == 0
+
+
+def test_end_plans_shorten_the_horizon_to_the_segments_left() -> None:
+    assert end_plan(DEFAULT_PLAN, DEFAULT_PLAN.horizon) is DEFAULT_PLAN
+    assert end_plan(DEFAULT_PLAN, 40) is DEFAULT_PLAN
+    assert end_plan(DEFAULT_PLAN, 0) is DEFAULT_PLAN  # nothing sensible to shorten to
+    short = end_plan(DEFAULT_PLAN, 2)
+    assert short == replace(DEFAULT_PLAN, horizon=2)
+    assert end_plan(DEFAULT_PLAN, 2) is short  # kept: a decision does not build a plan
+
+
+def test_the_last_segment_is_planned_to_the_track_end() -> None:
+    """At 200 kb/s with 4 s of buffer after a 256 kb/s segment, the five-segment plan
+    steps down (five more 256 kb/s segments would stall); with one segment left there is
+    no later segment to protect, and the plan keeps 256 kb/s."""
+    window = struct.pack("<ff", 200_000.0, 0.0) * 3
+    state = ControllerState(3, 10.0, 2, 4.0, 200_000.0, window)
+    chosen = {}
+    for remaining in (None, 10, 5, 2, 1):
+        signals = Signals(buffer_ms=4000, delivery_rate_bps=200_000.0, remaining_segments=remaining)
+        decision, _ = decide_rung(LADDER, state, signals, 16.0, segment_duration_s=SEGMENT_S)
+        assert decision.throughput_bps == pytest.approx(200_000.0)
+        chosen[remaining] = decision.index
+    assert chosen == {None: 1, 10: 1, 5: 1, 2: 1, 1: 2}
+    assert plan_first_rung(LADDER, 200_000.0, 4.0, 2, SEGMENT_S, end_plan(DEFAULT_PLAN, 1)) == 2
+
+
+def test_signals_carry_the_segments_left() -> None:
+    signals = signals_from_cmcd(parse_cmcd("bl=1000"), remaining_segments=7)
+    assert (signals.buffer_ms, signals.remaining_segments) == (1000, 7)
+    assert signals_from_cmcd(parse_cmcd("bl=1000")).remaining_segments is None

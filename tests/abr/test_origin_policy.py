@@ -84,6 +84,20 @@ def test_the_request_carries_the_cmcd_a_player_sends() -> None:
     assert first.measured_kbps is None
 
 
+def test_the_request_tells_how_many_segments_are_left() -> None:
+    """The origin knows the track's segments and which one is asked for: the requested
+    one and those after it (40 s of 4 s segments: ten), with or without CMCD."""
+    last = Measurement(size_bytes=64_000, download_s=0.5)
+    for cmcd in (True, False):
+        player = OriginDecided(cmcd=cmcd)
+        assert (
+            player.signals(policy_input((), 0.0, False), OriginPlayerState()).remaining_segments
+            == 10
+        )
+        inp = policy_input((last,) * 9, buffer_s=7.0, playing=True)
+        assert player.signals(inp, OriginPlayerState()).remaining_segments == 1
+
+
 def test_served_mode_knows_the_delivery_rate_and_notes_a_stall() -> None:
     last = Measurement(size_bytes=64_000, download_s=0.6)
     inp = policy_input((last,), buffer_s=2.0, playing=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cadenza.origin.settings import AbrDelivery, load_settings
+from cadenza.origin.settings import AbrDelivery, Settings, load_settings
 from tests.origin.conftest import TRACK
 from tests.origin.test_origin_decided import (
     FAST,
@@ -45,10 +45,11 @@ async def test_adaptive_serves_the_start_redirects_a_fast_link_and_serves_a_slow
     assert start.status == 200
     assert start.headers["Cache-Control"] == "private"
     assert await start.read() == _bytes_of(packaged_root, "aac-64k", 1)
-    # (The fixture track has three segments: the session asks for them again.)
-    # A link with room above the ladder: redirected to the top rung's public URL.
+    # (The fixture track has three segments: the session asks for them again, from the
+    # first, since near the track's end a climb from the lowest rung is not worth its
+    # switch.)  A link with room above the ladder: redirected to the top rung's public URL.
     answers = []
-    for n in (2, 3, 1):
+    for n in (1, 2, 3):
         clock.now_s += 1.0
         answers.append(await client.get(segment(n, "a1", FAST), allow_redirects=False))
     assert [a.status for a in answers] == [302, 302, 302]
@@ -62,9 +63,27 @@ async def test_adaptive_serves_the_start_redirects_a_fast_link_and_serves_a_slow
     decisions = (await report(client, "a1"))["decisions"]
     assert await slow.read() == _bytes_of(packaged_root, decisions[-1]["rung"], 2)
     assert len(decisions) == 5
+    # Each decision records how it was answered (GET /v1/sessions/{sid}).
+    assert [d["delivery"] for d in decisions] == ["direct", *["redirect"] * 3, "direct"]
     metrics = await (await client.get("/metrics")).text()
     assert 'cadenza_abr_deliveries_total{delivery="redirect"} 3.0' in metrics
     assert 'cadenza_abr_deliveries_total{delivery="direct"} 2.0' in metrics
+
+
+async def test_adaptive_is_the_default_delivery(
+    make_decided: MakeDecided, packaged_root: Path
+) -> None:
+    """With no ``abr_delivery`` set, a session's start is served (its bytes, ``private``)
+    and a fast link is redirected to the rung's cacheable URL."""
+    clock = Clock()
+    client = await make_decided(clock, abr_delivery=Settings(root="/srv").abr_delivery)
+    start = await client.get(segment(1, "def1"), allow_redirects=False)
+    assert (start.status, start.headers["Cache-Control"]) == (200, "private")
+    assert await start.read() == _bytes_of(packaged_root, "aac-64k", 1)
+    clock.now_s += 1.0
+    fast = await client.get(segment(1, "def1", FAST), allow_redirects=False)
+    assert fast.status == 302
+    assert rung_of(fast.headers["Location"]) == "aac-320k"
 
 
 async def test_redirect_and_direct_modes_count_their_delivery(

@@ -23,6 +23,7 @@ from lxml import etree
 from cadenza.abr.controller import ControllerState, Reason, decide_rung
 from cadenza.abr.controller_inputs import Signals
 from cadenza.abr.controller_table import decision_table
+from cadenza.abr.delivery import Delivery
 from cadenza.abr.session import (
     DECISIONS_KEPT,
     DecisionRecord,
@@ -67,6 +68,8 @@ async def make_decided(packaged_root: Path) -> AsyncIterator[MakeDecided]:
     clients: list[TestClient[Any, Any]] = []
 
     async def make(clock: Clock, **overrides: Any) -> TestClient[Any, Any]:
+        # Redirect unless asked otherwise: these tests read the decision off the 302.
+        overrides.setdefault("abr_delivery", AbrDelivery.REDIRECT)
         settings = Settings(root=str(packaged_root), **overrides)
         client: TestClient[Any, Any] = TestClient(TestServer(create_app(settings, clock=clock)))
         await client.start_server()
@@ -237,15 +240,17 @@ async def test_a_group_segment_redirects_to_a_rung_and_the_target_is_public(
 async def test_the_manifest_builds_the_decision_table_before_the_first_segment(
     make_decided: MakeDecided,
 ) -> None:
-    """The decision table is built off the event loop when the ?abr=origin manifest is
-    asked for, so the first decided segment finds it cached instead of building it on
-    the loop."""
+    """The decision tables (the full plan's and those of the track's last segments) are
+    built off the event loop when the ?abr=origin manifest is asked for, so the decided
+    segments find them cached instead of building them on the loop."""
     decision_table.cache_clear()
     client = await make_decided(Clock())
     assert (await client.get(f"/{TRACK}/master.m3u8?abr=origin&sid=t1")).status == 200
     built = decision_table.cache_info()
     assert built.currsize >= 1 and built.hits == 0
     assert (await client.get(segment(1, "t1"), allow_redirects=False)).status == 302
+    # The track's last segments are planned to its end, from tables built alike.
+    assert (await client.get(segment(3, "t1"), allow_redirects=False)).status == 302
     after = decision_table.cache_info()
     assert after.currsize == built.currsize and after.hits > built.hits
 
@@ -261,6 +266,7 @@ async def test_decisions_are_listed_and_counted(make_decided: MakeDecided) -> No
         (3, "aac-320k"),
     ]
     assert {d["reason"] for d in data["decisions"]} == {"mpc"}
+    assert {d["delivery"] for d in data["decisions"]} == {"redirect"}
     assert data["requests"] == 3
     await decide(client, 1, "d1", "max_bitrate=128")  # a switch down
     metrics = await (await client.get("/metrics")).text()
@@ -275,12 +281,14 @@ async def test_save_data_max_bitrate_and_ect_cap_the_choice(make_decided: MakeDe
     await warm_fast(client, clock, "c1")
     clock.now_s += 1.0
     assert await decide(client, 1, "c1", FAST, **{"Save-Data": "on"}) == "aac-64k"
+    # (The fixture track has three segments and the plan never looks past the last: a
+    # climb back from the lowest rung is worth its switch from the first segment only.)
     clock.now_s += 1.0
-    assert await decide(client, 2, "c1", FAST, "max_bitrate=200") == "aac-128k"
+    assert await decide(client, 1, "c1", FAST, "max_bitrate=200") == "aac-128k"
     clock.now_s += 1.0
     assert await decide(client, 3, "c1", FAST, ECT="2g") == "aac-64k"
     clock.now_s += 1.0
-    assert await decide(client, 3, "c1", FAST, ECT="4g") == "aac-320k"  # 4g caps nothing
+    assert await decide(client, 1, "c1", FAST, ECT="4g") == "aac-320k"  # 4g caps nothing
     reasons = [d["reason"] for d in (await report(client, "c1"))["decisions"]][-4:]
     assert reasons == [Reason.SAVE_DATA, Reason.MAX_BITRATE, Reason.ECT_CAP, Reason.MPC]
     bad = await client.get(segment(1, "c1", "max_bitrate=lots"), allow_redirects=False)
@@ -347,7 +355,7 @@ async def test_direct_delivery_serves_the_rung_bytes_privately(
 def test_abr_delivery_is_a_setting() -> None:
     settings = load_settings({"root": "/srv"}, {"CADENZA_ABR_DELIVERY": "direct"})
     assert settings.abr_delivery is AbrDelivery.DIRECT
-    assert Settings(root="/srv").abr_delivery is AbrDelivery.REDIRECT
+    assert Settings(root="/srv").abr_delivery is AbrDelivery.ADAPTIVE  # chosen by measurement
 
 
 # -- the session record ------------------------------------------------------
@@ -359,7 +367,10 @@ def test_decisions_survive_the_redis_encoding_and_old_records_still_decode() -> 
         1.0,
         2.0,
         controller=ControllerState(requests=2, last_request_s=2.0, window=b"\x00\x01\xfe\xff"),
-        decisions=(DecisionRecord(7, "aac-128k", 128_000, Reason.MPC),),
+        decisions=(
+            DecisionRecord(7, "aac-128k", 128_000, Reason.MPC),
+            DecisionRecord(8, "aac-256k", 256_000, Reason.MPC, Delivery.DIRECT),
+        ),
         origin_rate_bps=1e6,
     )
     assert decode_session(encode_session(state)) == state
@@ -371,6 +382,12 @@ def test_decisions_survive_the_redis_encoding_and_old_records_still_decode() -> 
     newer = json.loads(encode_session(state))
     newer["decisions"].append({"segment": 8, "rung": "x", "bitrate_bps": 1, "reason": "future"})
     assert decode_session(json.dumps(newer)).decisions == state.decisions
+    # A decision without its delivery (an earlier replica's) or with one this version does
+    # not know (a newer one's) is kept, its delivery unknown.
+    mixed = json.loads(encode_session(state))
+    del mixed["decisions"][1]["delivery"]
+    mixed["decisions"][0]["delivery"] = "pushed"
+    assert [d.delivery for d in decode_session(json.dumps(mixed)).decisions] == [None, None]
 
 
 # -- both transports, raw sockets ---------------------------------------------
@@ -406,6 +423,7 @@ class KeepAlive:
 
 
 def _threaded(root: Path, clock: Clock, **overrides: Any) -> ThreadedOrigin:
+    overrides.setdefault("abr_delivery", AbrDelivery.REDIRECT)  # decisions read off the 302
     origin = ThreadedOrigin(Settings(root=str(root), **overrides))
     read_clock: Callable[[], float] = clock
     origin.app[CLOCK] = read_clock
@@ -442,11 +460,11 @@ def test_both_transports_decide_alike_and_the_fast_one_keeps_the_connection(
     requests = [
         (f"/{TRACK}/manifest.mpd?abr=origin&sid=b1", ()),
         (segment(1, "b1"), ()),
-        (segment(2, "b1", FAST), ()),
-        (segment(3, "b1", FAST, "max_bitrate=128"), ()),
+        (segment(1, "b1", FAST), ()),
+        (segment(2, "b1", FAST, "max_bitrate=128"), ()),
         (segment(3, "b1", FAST), ("ECT: 2g",)),
         (segment(3, "b1", FAST), ("Save-Data: on",)),
-        (segment(3, "b1", FAST), ("HEAD",)),
+        (segment(1, "b1", FAST), ("HEAD",)),
         (f"/{TRACK}/group-aac/playlist.m3u8?sid=b1", ()),
         (f"/{TRACK}/group-nope/seg-00001.m4s?sid=b1", ()),
     ]
@@ -698,7 +716,12 @@ def test_a_session_keeps_its_latest_decisions() -> None:
             segment_duration_s=4.0,
             delivery_rate_bps=None,
             direct_peer=None,
+            delivery=Delivery.DIRECT if number % 2 else Delivery.REDIRECT,
         )
     assert len(state.decisions) == DECISIONS_KEPT
     assert state.decisions[0].segment == 11
+    assert [d.delivery for d in state.decisions[:2]] == [Delivery.DIRECT, Delivery.REDIRECT]
+    first = state.to_dict()["decisions"][0]  # type: ignore[index]
+    assert sorted(first) == ["bitrate_bps", "delivery", "reason", "rung", "segment"]
+    assert (first["segment"], first["delivery"]) == (11, "direct")
     assert state.controller is not None and state.controller.requests == DECISIONS_KEPT + 10

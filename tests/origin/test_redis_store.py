@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -29,8 +30,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from cadenza.abr.cmcd_json import from_json_object
+from cadenza.abr.controller import Reason
+from cadenza.abr.delivery import Delivery
 from cadenza.abr.population import population_of
-from cadenza.abr.session import SessionState, apply_cmcd
+from cadenza.abr.session import DecisionRecord, SessionState, apply_cmcd
 from cadenza.origin.app import create_app
 from cadenza.origin.errors import SettingsError, StoreUnavailableError
 from cadenza.origin.metrics import create_metrics
@@ -137,6 +140,30 @@ async def test_session_round_trip_through_redis(
     store = other_backend.sessions(max_sessions=100, ttl_s=600.0)
     assert await store.get("nobody") is None
     assert await store.get("junk") is None  # unreadable records are no sessions
+
+
+async def test_decisions_keep_their_delivery_through_redis(
+    backend: RedisBackend, other_backend: RedisBackend, redis_server: RedisServer
+) -> None:
+    """Each decision's delivery (redirect or the bytes served) is in the shared record,
+    so another replica reports it; a decision recorded without one reads as None."""
+    decided = (
+        DecisionRecord(1, "aac-64k", 64_000, Reason.START_DEFAULT, Delivery.DIRECT),
+        DecisionRecord(2, "aac-320k", 320_000, Reason.MPC, Delivery.REDIRECT),
+        DecisionRecord(3, "aac-320k", 320_000, Reason.MPC),
+    )
+    state = dataclasses.replace(_played("dl1", time.time()), decisions=decided)
+    await backend.sessions(max_sessions=100, ttl_s=600.0).put(state)
+    restored = await other_backend.sessions(max_sessions=100, ttl_s=600.0).get("dl1")
+    assert restored is not None and restored.decisions == decided
+    reported = restored.to_dict()["decisions"]
+    assert isinstance(reported, list)
+    assert [d["delivery"] for d in reported] == ["direct", "redirect", None]
+    with redis_server.client() as client:
+        record = client.get("cadenza:session:dl1")
+        assert isinstance(record, bytes)
+        stored = [d["delivery"] for d in json.loads(record)["decisions"]]
+        assert stored == ["direct", "redirect", None]
 
 
 async def test_sessions_expire_after_the_ttl(

@@ -17,7 +17,7 @@ from cadenza.cli import main
 from cadenza.manifests.jsonio import presentation_from_json
 from cadenza.manifests.model import PRESENTATION_NAME
 from cadenza.origin.app import create_app
-from cadenza.origin.settings import Settings
+from cadenza.origin.settings import AbrDelivery, Settings
 from tests.conftest import MakeInput
 
 LADDER = '[[rung]]\ncodec = "aac"\nbitrate_kbps = 64\n[[rung]]\ncodec = "aac"\nbitrate_kbps = 128\n'
@@ -39,7 +39,9 @@ async def test_the_origin_serves_only_the_new_set_and_keeps_the_old_answering(
     [tag] = {r.name_tag for r in new.renditions}
     assert tag
 
-    client: TestClient[Any, Any] = TestClient(TestServer(create_app(Settings(root=str(out)))))
+    # The redirect (the default, adaptive, serves a session's start itself).
+    settings = Settings(root=str(out), abr_delivery=AbrDelivery.REDIRECT)
+    client: TestClient[Any, Any] = TestClient(TestServer(create_app(settings)))
     await client.start_server()
     try:
         master = await (await client.get("/song/master.m3u8")).text()
