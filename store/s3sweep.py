@@ -36,9 +36,12 @@ async def _list(client: Any, prefix: S3Url) -> dict[str, float]:
     return found
 
 
-async def get_object_or_none(client: Any, url: S3Url, doing: str = "reading") -> bytes | None:
-    """The object's bytes, or None when it does not exist; any other failure is a
-    :class:`RequestFailedError` saying what was being done."""
+async def get_object_dated_or_none(
+    client: Any, url: S3Url, doing: str = "reading"
+) -> tuple[bytes, float] | None:
+    """The object's bytes and its modification time (seconds), or None when it does
+    not exist; any other failure is a :class:`RequestFailedError` saying what was being
+    done."""
     try:
         response = await client.get_object(Bucket=url.bucket, Key=url.key)
         async with response["Body"] as body:
@@ -47,7 +50,13 @@ async def get_object_or_none(client: Any, url: S3Url, doing: str = "reading") ->
         if is_not_found(exc):
             return None
         raise request_failed(url, doing, exc) from exc
-    return data
+    return data, float(response["LastModified"].timestamp())
+
+
+async def get_object_or_none(client: Any, url: S3Url, doing: str = "reading") -> bytes | None:
+    """:func:`get_object_dated_or_none` without the date."""
+    found = await get_object_dated_or_none(client, url, doing)
+    return None if found is None else found[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,8 @@ from cadenza.manifests.media_types import content_type_for
 from cadenza.packager.fingerprint import new_name_tag
 from cadenza.store.atomic import oserror_reason, write_atomic
 from cadenza.store.errors import LocalFileError
-from cadenza.store.s3client import S3Settings, is_not_found, open_client, request_failed, s3_errors
+from cadenza.store.s3client import S3Settings, open_client
+from cadenza.store.s3sweep import get_object_dated_or_none
 from cadenza.store.s3url import S3Url
 from cadenza.store.s3write import put_object
 
@@ -244,17 +245,8 @@ class S3WriteBack(WriteBack):
 
     def _get(self, relative: str) -> tuple[bytes, float] | None:
         async def get() -> tuple[bytes, float] | None:
-            url = self.prefix.join(relative)
             async with open_client(self._settings) as client:
-                try:
-                    response = await client.get_object(Bucket=url.bucket, Key=url.key)
-                    async with response["Body"] as body:
-                        data: bytes = await body.read()
-                except s3_errors() as exc:
-                    if is_not_found(exc):
-                        return None
-                    raise request_failed(url, "reading", exc) from exc
-            return data, response["LastModified"].timestamp()
+                return await get_object_dated_or_none(client, self.prefix.join(relative))
 
         return asyncio.run(get())
 
