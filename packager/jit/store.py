@@ -20,9 +20,10 @@ prefetch and the request after it, encode once.
 
 Read-ahead: a player that reads a rendition's media playlist reads its init and first
 segment next, and one that reads segment *n* soon reads *n + 1*; those are built in the
-background (:data:`~cadenza.store.api.READ_PRIORITY`), only when a build thread is idle,
-so the next request finds them made.  An object built ahead is answered as
-``JIT_STORED``: it was not built for the read that gets it.
+background (:data:`~cadenza.store.api.READ_PRIORITY`: on the pool's own background
+thread, when it is free), starting as the read arrives, so segment *n + 1* is built
+beside segment *n* and a player filling its buffer finds it made.  An object built
+ahead is answered as ``JIT_STORED``: it was not built for the read that gets it.
 """
 
 from __future__ import annotations
@@ -178,9 +179,9 @@ class JitStore:
         if plan is None:  # no such source (any more)
             return await self._from_lineage(track_id, name, miss, rebuild=False)
         if name in plan.files or name in plan.media:
-            obj = await self._from_plan(plan, key, name)
+            # Started before this read's own build: the next one builds beside it.
             self._maybe_read_ahead(plan, name)
-            return obj
+            return await self._from_plan(plan, key, name)
         return await self._from_lineage(track_id, name, miss, rebuild=False)
 
     def _maybe_read_ahead(self, plan: TrackPlan, name: str) -> None:

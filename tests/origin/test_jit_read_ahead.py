@@ -5,7 +5,9 @@ takes the place of one a player waits for."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -68,41 +70,86 @@ async def test_read_ahead_is_off_when_configured_so(
     assert store.events.builds.get(("segment", "ok")) == 1
 
 
-async def _in_background(pool: BuildPool, key: str, value: str) -> tuple[str, bool]:
+async def _in_background(pool: BuildPool, key: str, build: Callable[[], str]) -> tuple[str, bool]:
     READ_PRIORITY.set(ReadPriority.BACKGROUND)  # this task's reads only
-    return await pool.run(key, BuildKind.SEGMENT, lambda: value)
+    return await pool.run(key, BuildKind.SEGMENT, build)
 
 
-async def test_a_background_build_needs_an_idle_thread_and_players_keep_theirs() -> None:
-    events = CountingEvents()
-    pool = BuildPool(2, 4, events)
-    release, started = threading.Event(), threading.Event()
-
-    def held() -> str:
+def _held(started: threading.Event, release: threading.Event, value: str) -> Callable[[], str]:
+    def build() -> str:
         started.set()
         release.wait(30)
-        return "held"
+        return value
 
-    player = asyncio.ensure_future(pool.run("a", BuildKind.SEGMENT, held))
+    return build
 
-    async def running() -> bool:
-        return started.is_set()
 
-    await wait_for_async(running, "the player's build started")
-    # One of two threads busy: the other is kept for players, a background build is
-    # refused at once (never queued ahead of a player's).
+async def _until(event: threading.Event, what: str) -> None:
+    async def happened() -> bool:
+        return event.is_set()
+
+    await wait_for_async(happened, what)
+
+
+async def test_background_builds_have_their_own_lower_priority_thread() -> None:
+    events = CountingEvents()
+    pool = BuildPool(1, 0, events)
+    player_started, player_release = threading.Event(), threading.Event()
+    player = asyncio.ensure_future(
+        pool.run("a", BuildKind.SEGMENT, _held(player_started, player_release, "player"))
+    )
+    await _until(player_started, "the player's build started")
+    # The one player thread is busy and the queue is empty: a background build still
+    # runs, on its own thread, niced.
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+
+    def niceness() -> str:
+        return str(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) - base)
+
+    assert await asyncio.ensure_future(_in_background(pool, "b", niceness)) == ("10", True)
+    # While one background build runs, another is refused at once, never queued.
+    ahead_started, ahead_release = threading.Event(), threading.Event()
+    ahead = asyncio.ensure_future(
+        _in_background(pool, "c", _held(ahead_started, ahead_release, "ahead"))
+    )
+    await _until(ahead_started, "the background build started")
     with pytest.raises(BuildBusyError):
-        await asyncio.ensure_future(_in_background(pool, "b", "ahead"))
+        await asyncio.ensure_future(_in_background(pool, "d", lambda: "never"))
     assert events.builds[("segment", "deferred")] == 1
-    assert READ_PRIORITY.get() is ReadPriority.PLAYER  # the task's setting stayed there
-    # A player's build still gets the idle thread.
-    assert await pool.run("c", BuildKind.SEGMENT, lambda: "player") == ("player", True)
-    # A background read of a key being built joins that build rather than being refused.
-    joined = asyncio.ensure_future(_in_background(pool, "a", "never"))
+    assert READ_PRIORITY.get() is ReadPriority.PLAYER  # the tasks' setting stayed there
+    # A player's read of the key being built in the background joins that build.
+    joined = asyncio.ensure_future(pool.run("c", BuildKind.SEGMENT, lambda: "never"))
     await asyncio.sleep(0)
-    release.set()
-    assert await player == ("held", True)
-    assert await joined == ("held", False)
-    # Idle again: the background build runs.
-    assert await asyncio.ensure_future(_in_background(pool, "b", "ahead")) == ("ahead", True)
+    ahead_release.set()
+    player_release.set()
+    assert await ahead == ("ahead", True)
+    assert await joined == ("ahead", False)
+    assert await player == ("player", True)
+    await pool.close()
+
+
+async def test_a_background_build_borrows_a_player_thread_only_while_another_stays_idle() -> None:
+    events = CountingEvents()
+    pool = BuildPool(2, 0, events)
+    ahead_started, ahead_release = threading.Event(), threading.Event()
+    ahead = asyncio.ensure_future(
+        _in_background(pool, "a", _held(ahead_started, ahead_release, "ahead"))
+    )
+    await _until(ahead_started, "the background thread is building")
+    # Its own thread busy, both player threads idle: it borrows one, one stays idle.
+    borrowed_started, borrowed_release = threading.Event(), threading.Event()
+    borrowed = asyncio.ensure_future(
+        _in_background(pool, "b", _held(borrowed_started, borrowed_release, "borrowed"))
+    )
+    await _until(borrowed_started, "a player thread lent to a background build")
+    assert pool.pending == 1
+    # Now only one player thread is idle: it is kept for players.
+    with pytest.raises(BuildBusyError):
+        await asyncio.ensure_future(_in_background(pool, "c", lambda: "never"))
+    assert events.builds[("segment", "deferred")] == 1
+    assert await pool.run("d", BuildKind.SEGMENT, lambda: "player") == ("player", True)
+    ahead_release.set()
+    borrowed_release.set()
+    assert await ahead == ("ahead", True)
+    assert await borrowed == ("borrowed", True)
     await pool.close()
