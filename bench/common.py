@@ -110,3 +110,24 @@ def median_run(runs: Sequence[ProcessRun]) -> ProcessRun:
 def clean(path: Path) -> None:
     if path.exists():
         subprocess.run(["rm", "-rf", str(path)], check=True)
+
+
+def group_cpu_s(pgid: int, *, reaped_children: bool = False) -> float:
+    """CPU seconds (``utime + stime``) of every live process in the process group
+    ``pgid``, read from ``/proc`` (proc(5)); with ``reaped_children``, also the
+    ``cutime + cstime`` of the children they waited for (a build's child process)."""
+    tick_s = 1.0 / os.sysconf("SC_CLK_TCK")
+    last = 15 if reaped_children else 13
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                text = stat.read()
+        except OSError:
+            continue  # gone meanwhile
+        fields = text[text.rindex(")") + 2 :].split()  # after the command name
+        if int(fields[2]) == pgid:  # pgrp
+            total += sum(int(value) for value in fields[11:last])
+    return total * tick_s

@@ -54,7 +54,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from bench import http_bench
-from bench.common import Row, median
+from bench.common import Row, group_cpu_s, median
 
 HERE = Path(__file__).resolve().parent
 LUA_SCRIPT = HERE / "decided.lua"
@@ -248,24 +248,6 @@ def profile(package: http_bench.Package, requests: int = IN_PROCESS_REQUESTS) ->
 
 
 # --------------------------------------------------------------------------- under wrk
-
-
-def group_cpu_s(pgid: int) -> float:
-    """User + system CPU seconds of every live process in the process group ``pgid``."""
-    tick_s = 1.0 / os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
-                text = stat.read()
-        except OSError:
-            continue  # gone meanwhile
-        fields = text[text.rindex(")") + 2 :].split()  # after the command name
-        if int(fields[2]) == pgid:  # pgrp
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total * tick_s
 
 
 @contextmanager

@@ -49,7 +49,7 @@ from pathlib import Path
 from urllib.parse import quote, urljoin, urlsplit
 
 from bench import http_bench, package_bench
-from bench.common import Row, clean, median, run_process
+from bench.common import Row, clean, group_cpu_s, median, run_process
 from cadenza.manifests.ladder import DEFAULT_LADDER
 from cadenza.manifests.model import Codec
 
@@ -245,25 +245,6 @@ def play(
 # --------------------------------------------------------------------------- processes
 
 
-def group_cpu_s(pgid: int) -> float:
-    """CPU seconds of the process group ``pgid``: every live member's ``utime + stime``,
-    and the ``cutime + cstime`` of the children they reaped (proc(5))."""
-    tick_s = 1.0 / os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
-                text = stat.read()
-        except OSError:
-            continue  # gone meanwhile
-        fields = text[text.rindex(")") + 2 :].split()  # after the command name
-        if int(fields[2]) == pgid:  # pgrp
-            total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
-    return total * tick_s
-
-
 @contextmanager
 def origin(root: Path, work: Path, sources: Path | None) -> Iterator[tuple[str, int]]:
     """A fresh ``cadenza serve ROOT`` (``--sources DIR`` for JIT), 1 worker, on a free
@@ -345,18 +326,18 @@ def one_run(
     with origin(root, work, sources) as (base, pgid):
         player = Player(base)
         try:
-            before = group_cpu_s(pgid)
+            before = group_cpu_s(pgid, reaped_children=True)
             limit = None if whole else START_SEGMENTS
             paced = None if cmcd or not whole else PACED_SEGMENT
             first = play(player, TRACK_NAME, TOP_AAC, limit=limit, cmcd_sid=sid, paced=paced)
             written_back = sources is None or wait_written_back(root, len(first.segments))
-            cold = group_cpu_s(pgid)
+            cold = group_cpu_s(pgid, reaped_children=True)
             stored = tree_bytes(root)
             samples = jit_samples(base)
             plays = WARM_PLAYS if whole else 0
             for _ in range(plays):
                 play(player, TRACK_NAME, TOP_AAC, cmcd_sid=sid)
-            warm = group_cpu_s(pgid)
+            warm = group_cpu_s(pgid, reaped_children=True)
         finally:
             player.close()
     warm_s = (warm - cold) / max(1, plays)
