@@ -47,6 +47,7 @@ validates against the official XSD (tests/data/schemas).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -87,7 +88,7 @@ def xs_duration(ticks: int, timescale: int) -> str:
     return f"PT{millis // 1000}.{millis % 1000:03d}S"
 
 
-def _q(tag: str) -> str:
+def qname(tag: str) -> str:
     return f"{{{NS}}}{tag}"
 
 
@@ -115,30 +116,37 @@ def _program_information(mpd: etree._Element, p: Presentation) -> None:
     values = dict(p.metadata)
     if not any(key in values for _, key in _PROGRAM_INFORMATION):
         return
-    info = etree.SubElement(mpd, _q("ProgramInformation"))
+    info = etree.SubElement(mpd, qname("ProgramInformation"))
     for tag, key in _PROGRAM_INFORMATION:
         if key in values:
-            etree.SubElement(info, _q(tag)).text = clean_text(values[key])
+            etree.SubElement(info, qname(tag)).text = clean_text(values[key])
 
 
 def _timeline(parent: etree._Element, r: Rendition) -> None:
-    timeline = etree.SubElement(parent, _q("SegmentTimeline"))
+    add_timeline(parent, [(s.start_ticks, s.duration_ticks) for s in r.segments])
+
+
+def add_timeline(parent: etree._Element, spans: list[tuple[int, int]]) -> None:
+    """A run-length ``SegmentTimeline`` (5.3.9.6) of (start, duration) ticks: ``t``
+    only where a segment does not follow the one before, ``r`` for repeats."""
+    timeline = etree.SubElement(parent, qname("SegmentTimeline"))
     expected_start: int | None = None
     run: list[int] = []  # [t or -1, d, r]
-    for segment in r.segments:
-        if run and segment.duration_ticks == run[1] and segment.start_ticks == expected_start:
+    for start_ticks, duration_ticks in spans:
+        if run and duration_ticks == run[1] and start_ticks == expected_start:
             run[2] += 1
         else:
             if run:
                 _s(timeline, run)
-            start = segment.start_ticks if segment.start_ticks != expected_start else -1
-            run = [start, segment.duration_ticks, 0]
-        expected_start = segment.start_ticks + segment.duration_ticks
-    _s(timeline, run)
+            start = start_ticks if start_ticks != expected_start else -1
+            run = [start, duration_ticks, 0]
+        expected_start = start_ticks + duration_ticks
+    if run:
+        _s(timeline, run)
 
 
 def _s(timeline: etree._Element, run: list[int]) -> None:
-    element = etree.SubElement(timeline, _q("S"))
+    element = etree.SubElement(timeline, qname("S"))
     if run[0] >= 0:
         element.set("t", str(run[0]))
     element.set("d", str(run[1]))
@@ -153,12 +161,12 @@ def _representation_element(
     r: Rendition,
     protection: tuple[str, str | None] | None = None,
 ) -> etree._Element:
-    rep = etree.SubElement(adaptation, _q("Representation"))
+    rep = etree.SubElement(adaptation, qname("Representation"))
     rep.set("id", rep_id)
     rep.set("bandwidth", str(bandwidth_bps))
     rep.set("codecs", r.codecs)
     rep.set("audioSamplingRate", str(r.sample_rate_hz))
-    channels = etree.SubElement(rep, _q("AudioChannelConfiguration"))
+    channels = etree.SubElement(rep, qname("AudioChannelConfiguration"))
     channels.set("schemeIdUri", CHANNEL_SCHEME)
     channels.set("value", str(r.channels))
     if protection is not None:  # (key id, licence URL) of this Representation's own
@@ -167,7 +175,7 @@ def _representation_element(
 
 
 def _template(parent: etree._Element, r: Rendition, initialization: str, media: str) -> None:
-    template = etree.SubElement(parent, _q("SegmentTemplate"))
+    template = etree.SubElement(parent, qname("SegmentTemplate"))
     template.set("timescale", str(r.timescale))
     template.set("initialization", initialization)
     template.set("media", media)
@@ -182,15 +190,15 @@ def _representation(
     if r.layout is SegmentLayout.SINGLE:
         if r.init_range is None or r.index_range is None:
             raise ValueError(f"{r.id}: single-file layout needs init_range and index_range")
-        etree.SubElement(rep, _q("BaseURL")).text = f"{r.id}/{r.init_name}"
-        base = etree.SubElement(rep, _q("SegmentBase"))
+        etree.SubElement(rep, qname("BaseURL")).text = f"{r.id}/{r.init_name}"
+        base = etree.SubElement(rep, qname("SegmentBase"))
         base.set("timescale", str(r.timescale))
         base.set("indexRange", f"{r.index_range.offset_bytes}-{r.index_range.last_byte}")
         base.set("indexRangeExact", "true")
-        init = etree.SubElement(base, _q("Initialization"))
+        init = etree.SubElement(base, qname("Initialization"))
         init.set("range", f"{r.init_range.offset_bytes}-{r.init_range.last_byte}")
     else:
-        etree.SubElement(rep, _q("BaseURL")).text = f"{r.id}/"
+        etree.SubElement(rep, qname("BaseURL")).text = f"{r.id}/"
         _template(rep, r, r.init_name, r.media_template)
 
 
@@ -204,7 +212,7 @@ def _mpd_head(
     duration = xs_duration(p.duration_ticks, p.timescale)
     # The default namespace's prefix is None, which lxml's stubs do not allow for.
     nsmap: dict[Any, str] = {None: NS, **dash_namespaces(p.renditions)}
-    mpd = etree.Element(_q("MPD"), nsmap=nsmap)
+    mpd = etree.Element(qname("MPD"), nsmap=nsmap)
     mpd.set("profiles", PROFILE_ON_DEMAND if single else PROFILE_LIVE)
     mpd.set("type", "static")
     mpd.set("mediaPresentationDuration", duration)
@@ -212,24 +220,24 @@ def _mpd_head(
     _program_information(mpd, p)
     if steering is not None:
         for pathway in steering.pathways:
-            base = etree.SubElement(mpd, _q("BaseURL"))
+            base = etree.SubElement(mpd, qname("BaseURL"))
             base.set("serviceLocation", pathway.id)
             base.text = pathway.track_url(p.track_id)
     if hint is not None:
-        service = etree.SubElement(mpd, _q("ServiceDescription"))
+        service = etree.SubElement(mpd, qname("ServiceDescription"))
         service.set("id", "0")
-        bandwidth = etree.SubElement(service, _q("OperatingBandwidth"))
+        bandwidth = etree.SubElement(service, qname("OperatingBandwidth"))
         bandwidth.set("mediaType", "audio")
         if hint.min_bitrate_bps is not None:
             bandwidth.set("min", str(hint.min_bitrate_bps))
         bandwidth.set("max", str(hint.max_bitrate_bps))
         bandwidth.set("target", str(hint.start_bitrate_bps))
     if steering is not None:
-        element = etree.SubElement(mpd, _q("ContentSteering"))
+        element = etree.SubElement(mpd, qname("ContentSteering"))
         element.set("defaultServiceLocation", steering.default)
         element.set("queryBeforeStart", "true" if steering.query_before_start else "false")
         element.text = steering.server_uri
-    period = etree.SubElement(mpd, _q("Period"))
+    period = etree.SubElement(mpd, qname("Period"))
     period.set("id", "0")
     period.set("start", "PT0S")
     period.set("duration", duration)
@@ -246,7 +254,7 @@ def _adaptation_set(
 ) -> etree._Element:
     """An AdaptationSet and the descriptors every set carries (loudness, metadata),
     then its ``Label``, in the order of RepresentationBaseType's sequence."""
-    adaptation = etree.SubElement(period, _q("AdaptationSet"))
+    adaptation = etree.SubElement(period, qname("AdaptationSet"))
     adaptation.set("id", str(index))
     adaptation.set("contentType", "audio")
     adaptation.set("mimeType", "audio/mp4")
@@ -255,16 +263,26 @@ def _adaptation_set(
     if protection is not None:  # (key id, licence URL)
         add_content_protection(adaptation, NS, *protection)
     if loudness is not None:
-        prop = etree.SubElement(adaptation, _q("SupplementalProperty"))
+        prop = etree.SubElement(adaptation, qname("SupplementalProperty"))
         prop.set("schemeIdUri", LOUDNESS_SCHEME)
         prop.set("value", loudness)
     for key, text in p.metadata:
-        prop = etree.SubElement(adaptation, _q("SupplementalProperty"))
+        prop = etree.SubElement(adaptation, qname("SupplementalProperty"))
         prop.set("schemeIdUri", DASH_SCHEME_PREFIX + key)
         prop.set("value", clean_text(text))
     if label is not None:
-        etree.SubElement(adaptation, _q("Label")).text = label
+        etree.SubElement(adaptation, qname("Label")).text = label
     return adaptation
+
+
+def adaptation_set_keys(kinds: Iterable[tuple[Codec, int]]) -> list[tuple[Codec, int]]:
+    """The AdaptationSets of renditions of these (codec, channels): one per pair, in
+    codec order, then the most channels first (5.1 before its stereo downmix)."""
+    present = set(kinds)
+    counts = sorted({channels for _, channels in present}, reverse=True)
+    return [
+        (codec, channels) for codec in Codec for channels in counts if (codec, channels) in present
+    ]
 
 
 def channels_label(channels: int) -> str:
@@ -272,7 +290,7 @@ def channels_label(channels: int) -> str:
     return {1: "Mono", 2: "Stereo", 6: "5.1", 8: "7.1"}.get(channels, f"{channels} channels")
 
 
-def _text(mpd: etree._Element) -> str:
+def mpd_text(mpd: etree._Element) -> str:
     body: bytes = etree.tostring(mpd, xml_declaration=True, encoding="UTF-8", pretty_print=True)
     return body.decode("utf-8")
 
@@ -295,14 +313,8 @@ def render_mpd(
         p = replace(p, renditions=listed)
     single = {r.layout for r in p.renditions} == {SegmentLayout.SINGLE}
     mpd, period = _mpd_head(p, single, steering, hint)
-    # Codec order, then the most channels first (5.1 before its stereo downmix).
-    counts = sorted({r.channels for r in p.renditions}, reverse=True)
-    sets = [
-        (codec, channels)
-        for codec in Codec
-        for channels in counts
-        if any(r.codec is codec and r.channels == channels for r in p.renditions)
-    ]
+    counts = {r.channels for r in p.renditions}
+    sets = adaptation_set_keys((r.codec, r.channels) for r in p.renditions)
     for index, (codec, channels) in enumerate(sets):
         label = channels_label(channels) if len(counts) > 1 else None
         members = [r for r in p.renditions if r.codec is codec and r.channels == channels]
@@ -315,7 +327,7 @@ def render_mpd(
             _representation(
                 adaptation, rendition, None if own is None else (own.key_id, licence_url)
             )
-    return _text(mpd)
+    return mpd_text(mpd)
 
 
 def group_media_template(
@@ -349,4 +361,4 @@ def render_group_mpd(
         )
         media = group_media_template(group, session_id, top.media_template)
         _template(rep, top, group.init_uri, media)
-    return _text(mpd)
+    return mpd_text(mpd)

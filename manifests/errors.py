@@ -83,3 +83,12 @@ class InvalidEncryptionError(ManifestError):
         self.field = field
         self.reason = reason
         super().__init__(f"invalid encryption {field}: {reason}")
+
+
+class InvalidLiveStateError(InvalidPresentationError):
+    """A ``live.json`` document that does not describe a valid live stream: ``field``
+    names the field at fault (``renditions[0].segments[3].parts[1].size_bytes``)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(field, reason)
+        self.args = (f"invalid live state: {field}: {reason}",)

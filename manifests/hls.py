@@ -75,7 +75,7 @@ START_BITRATE_DATA_ID = "com.cadenza.start-bitrate"
 MAX_BITRATE_DATA_ID = "com.cadenza.max-bitrate"
 
 
-def _seconds(ticks: int, timescale: int) -> str:
+def decimal_seconds(ticks: int, timescale: int) -> str:
     """Decimal seconds with 6 places: exact to the microsecond, deterministic."""
     micro = (Fraction(ticks, timescale) * 1_000_000).__round__()
     return f"{micro // 1_000_000}.{micro % 1_000_000:06d}"
@@ -199,11 +199,15 @@ def render_group_playlist(p: Presentation, group_id: str, *, session_id: str | N
     )
 
 
-def _stream_inf(r: Rendition) -> str:
+def stream_inf_tag(peak_bps: int, average_bps: int, codecs: str) -> str:
+    """A variant's ``EXT-X-STREAM-INF`` (RFC 8216 4.3.4.2), without its URI line."""
     return (
-        f"#EXT-X-STREAM-INF:BANDWIDTH={r.peak_bitrate_bps},"
-        f'AVERAGE-BANDWIDTH={r.average_bitrate_bps},CODECS="{r.codecs}"'
+        f'#EXT-X-STREAM-INF:BANDWIDTH={peak_bps},AVERAGE-BANDWIDTH={average_bps},CODECS="{codecs}"'
     )
+
+
+def _stream_inf(r: Rendition) -> str:
+    return stream_inf_tag(r.peak_bitrate_bps, r.average_bitrate_bps, r.codecs)
 
 
 def render_media_playlist(r: Rendition) -> str:
@@ -245,7 +249,7 @@ def _media_playlist(r: Rendition, map_tag: str, segment_uri: Callable[[Segment],
         *_key_and_map(r, map_tag),
     ]
     for s in r.segments:
-        lines.append(f"#EXTINF:{_seconds(s.duration_ticks, r.timescale)},")
+        lines.append(f"#EXTINF:{decimal_seconds(s.duration_ticks, r.timescale)},")
         if s.byte_range is not None:
             lines.append(
                 f"#EXT-X-BYTERANGE:{s.byte_range.length_bytes}@{s.byte_range.offset_bytes}"

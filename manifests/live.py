@@ -84,6 +84,13 @@ class LiveRendition:
     bitrate_bps: int  # the rung's target (FLAC: its PCM rate)
     frame_ticks: int  # codec frame: parts and segments are whole frames
     segments: tuple[LiveSegment, ...]  # the DVR window, oldest first; the last may be open
+    # What left the window, kept by cadenza.manifests.live_window.trim_window:
+    # EXT-X-DISCONTINUITY-SEQUENCE (RFC 8216bis 4.4.3.3), the discontinuities removed;
+    discontinuity_sequence: int = 0
+    # the number and start of the segment that began the DASH Period the window's first
+    # segment belongs to (the Period's id and start; ISO/IEC 23009-1 5.3.2).
+    period_number: int = 1
+    period_start_ticks: int = 0
 
     @property
     def init_name(self) -> str:

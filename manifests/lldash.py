@@ -1,0 +1,235 @@
+"""The low-latency DASH MPD of a live stream (ISO/IEC 23009-1, and the DASH-IF
+"Low-latency Modes for DASH" guidelines), rendered from the
+:mod:`cadenza.manifests.live` model.  Pure: the origin renders it per request.
+
+- ``type="dynamic"`` (5.4) while the stream runs, with ``availabilityStartTime`` (tick 0
+  of every rendition), ``publishTime`` (the model's last write, so an unchanged stream
+  renders the same MPD), ``minimumUpdatePeriod`` (the segment target: a new segment
+  enters the timeline that often), ``timeShiftBufferDepth`` (the DVR window) and
+  ``suggestedPresentationDelay`` (the latency target).  ``type="static"`` with
+  ``mediaPresentationDuration`` once it ended.
+- An MPD-level ``ServiceDescription`` (K.4; DASH-IF low latency 9.X.4.2) with
+  ``Latency`` ``target``/``min``/``max`` in milliseconds and ``PlaybackRate``
+  ``min``/``max`` for catch-up (an audio player may drift a few per cent without
+  an audible change of pitch), and a ``UTCTiming`` element
+  (``urn:mpeg:dash:utc:http-iso:2014``, 5.8.5.7) pointing at the origin's clock, so
+  a player computes segment availability on the server's time.
+- One ``AdaptationSet`` per codec and channel count, as VOD's MPD
+  (:func:`cadenza.manifests.dash.adaptation_set_keys`), one ``Representation`` per
+  rendition with ``BaseURL`` ``<rendition>/`` and a ``SegmentTemplate``:
+  ``$Number$`` media (``seg-$Number%05d$.m4s``), ``startNumber``,
+  ``presentationTimeOffset`` (the Period's start), and a ``SegmentTimeline`` of the
+  window's complete segments plus the open one (at the expected duration).  While
+  live, ``availabilityTimeOffset`` is the segment target less the part target and
+  ``availabilityTimeComplete="false"`` (5.3.9.5.3): a segment may be requested once
+  its first part exists, and the origin answers it with chunked transfer as the
+  parts arrive.
+- Periods (:func:`cadenza.manifests.live_window.split_periods`): a discontinuity, or
+  media again after a gap, begins a new Period, whose id is the number of the segment
+  that began it and whose start is that segment's start; gap segments are left out of
+  the timeline.
+
+Element order follows the schema's sequences; every MPD rendered here validates
+against the official XSD (tests/data/schemas).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from lxml import etree
+
+from cadenza.manifests.dash import (
+    CHANNEL_SCHEME,
+    NS,
+    PROFILE_LIVE,
+    adaptation_set_keys,
+    add_timeline,
+    channels_label,
+    mpd_text,
+    qname,
+)
+from cadenza.manifests.hls import decimal_seconds
+from cadenza.manifests.live import (
+    LIVE_INIT_TEMPLATE,
+    LivePresentation,
+    LiveRendition,
+    LiveSegment,
+)
+from cadenza.manifests.live_window import PeriodRun, split_periods
+from cadenza.manifests.llhls import live_bitrates_bps
+from cadenza.manifests.model import MEDIA_TEMPLATE, Codec
+
+UTC_TIMING_SCHEME = "urn:mpeg:dash:utc:http-iso:2014"
+LATENCY_FLOOR_MS = 1_000  # the latency aimed at, when parts allow it
+LATENCY_PARTS = 3  # as LL-HLS's PART-HOLD-BACK: three parts behind the live edge
+PLAYBACK_RATE_MIN = "0.96"
+PLAYBACK_RATE_MAX = "1.04"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def xs_datetime(ms: int) -> str:
+    """xs:dateTime in UTC with milliseconds."""
+    instant = _EPOCH + timedelta(milliseconds=ms)
+    return instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def _duration(value_us: int) -> str:
+    return f"PT{decimal_seconds(value_us, 1_000_000)}S"
+
+
+def latency_ms(p: LivePresentation) -> tuple[int, int, int]:
+    """(target, min, max) latency in milliseconds: three parts behind the live edge, but
+    not under a second; min half the target (never below a part), max three times it."""
+    part_ms = -(-p.part_target_us // 1000)
+    target = max(LATENCY_FLOOR_MS, LATENCY_PARTS * part_ms)
+    return target, max(part_ms, target // 2), 3 * target
+
+
+def _expected_ticks(p: LivePresentation, r: LiveRendition) -> int:
+    """The open segment's duration once complete: the last complete segment's, else the
+    segment target rounded up to whole codec frames."""
+    for s in reversed(r.segments):
+        if s.complete and not s.gap:
+            return s.duration_ticks
+    frames = -(-p.segment_target_us * r.timescale // (1_000_000 * r.frame_ticks))
+    return max(1, frames) * r.frame_ticks
+
+
+def _period_bounds(runs: list[PeriodRun], index: int) -> tuple[int, int | None]:
+    """[first, last) segment numbers of Period ``index``."""
+    run = runs[index]
+    first = run.segments[0].number if run.segments else run.number
+    following = runs[index + 1] if index + 1 < len(runs) else None
+    return first, None if following is None else following.segments[0].number
+
+
+def _start_ticks(r: LiveRendition, run: PeriodRun, reference: LiveRendition) -> int:
+    """The Period's start in ``r``'s timescale: where ``r``'s own segment that began it
+    starts, when known."""
+    for s in r.segments:
+        if s.number == run.number:
+            return s.start_ticks
+    if r.period_number == run.number:
+        return r.period_start_ticks
+    return run.start_ticks * r.timescale // reference.timescale
+
+
+def _head(p: LivePresentation) -> etree._Element:
+    nsmap: dict[Any, str] = {None: NS}
+    mpd = etree.Element(qname("MPD"), nsmap=nsmap)
+    mpd.set("profiles", PROFILE_LIVE)
+    mpd.set("availabilityStartTime", xs_datetime(p.availability_start_ms))
+    mpd.set("publishTime", xs_datetime(p.updated_ms))
+    mpd.set("minBufferTime", _duration(p.segment_target_us))
+    if p.ended:
+        mpd.set("type", "static")
+        end_us = max((_end_us(r) for r in p.renditions), default=0)
+        mpd.set("mediaPresentationDuration", _duration(end_us))
+        return mpd
+    target, low, high = latency_ms(p)
+    mpd.set("type", "dynamic")
+    mpd.set("minimumUpdatePeriod", _duration(p.segment_target_us))
+    mpd.set("timeShiftBufferDepth", _duration(p.window_us))
+    mpd.set("suggestedPresentationDelay", _duration(target * 1000))
+    service = etree.SubElement(mpd, qname("ServiceDescription"))
+    service.set("id", "0")
+    latency = etree.SubElement(service, qname("Latency"))
+    latency.set("referenceId", "0")
+    latency.set("target", str(target))
+    latency.set("min", str(low))
+    latency.set("max", str(high))
+    rate = etree.SubElement(service, qname("PlaybackRate"))
+    rate.set("min", PLAYBACK_RATE_MIN)
+    rate.set("max", PLAYBACK_RATE_MAX)
+    return mpd
+
+
+def _end_us(r: LiveRendition) -> int:
+    if not r.segments:
+        return 0
+    last = r.segments[-1]
+    return (last.start_ticks + last.duration_ticks) * 1_000_000 // r.timescale
+
+
+def _template(
+    rep: etree._Element,
+    p: LivePresentation,
+    r: LiveRendition,
+    segments: list[LiveSegment],
+    start_ticks: int,
+) -> None:
+    template = etree.SubElement(rep, qname("SegmentTemplate"))
+    template.set("timescale", str(r.timescale))
+    init = segments[-1].init if segments else (r.segments[-1].init if r.segments else 0)
+    template.set("initialization", LIVE_INIT_TEMPLATE.format(init=init))
+    template.set("media", MEDIA_TEMPLATE)
+    number = segments[0].number if segments else (r.segments[-1].number + 1 if r.segments else 1)
+    template.set("startNumber", str(number))
+    template.set("presentationTimeOffset", str(start_ticks))
+    if not p.ended:
+        offset_us = max(0, p.segment_target_us - p.part_target_us)
+        template.set("availabilityTimeOffset", decimal_seconds(offset_us, 1_000_000))
+        template.set("availabilityTimeComplete", "false")
+    spans = [
+        (s.start_ticks, s.duration_ticks if s.complete else _expected_ticks(p, r)) for s in segments
+    ]
+    add_timeline(template, spans)
+
+
+def _period(mpd: etree._Element, p: LivePresentation, runs: list[PeriodRun], index: int) -> None:
+    reference = p.renditions[0]
+    run = runs[index]
+    first, following = _period_bounds(runs, index)
+    period = etree.SubElement(mpd, qname("Period"))
+    period.set("id", str(run.number))
+    period.set("start", f"PT{decimal_seconds(run.start_ticks, reference.timescale)}S")
+    counts = {r.channels for r in p.renditions}
+    keys = adaptation_set_keys((Codec(r.codec), r.channels) for r in p.renditions)
+    for set_index, (codec, channels) in enumerate(keys):
+        adaptation = etree.SubElement(period, qname("AdaptationSet"))
+        adaptation.set("id", str(set_index))
+        adaptation.set("contentType", "audio")
+        adaptation.set("mimeType", "audio/mp4")
+        adaptation.set("segmentAlignment", "true")
+        adaptation.set("startWithSAP", "1")
+        if len(counts) > 1:
+            etree.SubElement(adaptation, qname("Label")).text = channels_label(channels)
+        for r in p.renditions:
+            if Codec(r.codec) is not codec or r.channels != channels:
+                continue
+            segments = [
+                s
+                for s in r.segments
+                if not s.gap and s.number >= first and (following is None or s.number < following)
+            ]
+            rep = etree.SubElement(adaptation, qname("Representation"))
+            rep.set("id", r.id)
+            rep.set("bandwidth", str(live_bitrates_bps(r)[0]))
+            rep.set("codecs", r.codecs)
+            rep.set("audioSamplingRate", str(r.sample_rate_hz))
+            layout = etree.SubElement(rep, qname("AudioChannelConfiguration"))
+            layout.set("schemeIdUri", CHANNEL_SCHEME)
+            layout.set("value", str(r.channels))
+            etree.SubElement(rep, qname("BaseURL")).text = f"{r.id}/"
+            _template(rep, p, r, segments, _start_ticks(r, run, reference))
+
+
+def render_live_mpd(p: LivePresentation, *, now_ms: int, time_url: str) -> str:
+    """The MPD as the model stands (see the module docstring); ``time_url``: the
+    absolute or MPD-relative URL of the origin's ISO 8601 clock.  ``now_ms`` is taken
+    for symmetry with the playlists: the MPD depends on the model alone, so every
+    request between two writes gets the same document."""
+    del now_ms
+    mpd = _head(p)
+    runs = [run for run in split_periods(p.renditions[0]) if run.media] or [
+        split_periods(p.renditions[0])[-1]
+    ]
+    for index in range(len(runs)):
+        _period(mpd, p, runs, index)
+    if not p.ended:
+        timing = etree.SubElement(mpd, qname("UTCTiming"))
+        timing.set("schemeIdUri", UTC_TIMING_SCHEME)
+        timing.set("value", time_url)
+    return mpd_text(mpd)
