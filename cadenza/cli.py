@@ -25,6 +25,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "cadenza.packager.segment_cli",
         "segment pre-encoded rungs into CMAF, HLS and DASH",
     ),
+    "live": (
+        "cadenza.packager.live.cli",
+        "package a live input as it arrives (LL-HLS and LL-DASH, about a second of latency)",
+    ),
     "gc": (
         "cadenza.packager.gc",
         "remove republished tracks' earlier files once their grace period is over",

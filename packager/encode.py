@@ -31,6 +31,7 @@ from cadenza.packager.segmenter import CODECS_STRING, RungPlan, Segmenter
 __all__ = [
     "CODECS_STRING",
     "LAYOUTS",
+    "PacketEncoder",
     "RungEncoder",
     "RungPlan",
     "encoder_delay_ticks",
@@ -82,32 +83,26 @@ def encoder_delay_ticks(codec: Codec, extradata: bytes, first_pts: int | None) -
     return 0
 
 
-class RungEncoder:
-    """Feed source frames in with :meth:`feed`, then call :meth:`finish` once."""
+class PacketEncoder:
+    """One rung's resampler and encoder: :meth:`encode` takes planar float source
+    samples and returns the coded packets they complete (``None`` flushes).
 
-    def __init__(
-        self, plan: RungPlan, folder: Path, *, source_rate_hz: int, source_layout: str
-    ) -> None:
+    Shared by :class:`RungEncoder` (VOD) and the live ingest
+    (:mod:`cadenza.packager.live`), so both encode with the same settings.
+    """
+
+    def __init__(self, plan: RungPlan, *, source_rate_hz: int, source_layout: str) -> None:
         self.plan = plan
         self._source_rate_hz = source_rate_hz
         self._source_layout = source_layout
         self._source_ticks = 0
-        self.folder = folder
-        self._ctx = open_codec(plan)
+        self.ctx = open_codec(plan)
         self._resampler = AudioResampler(
-            format=self._ctx.format.name, layout=LAYOUTS[plan.channels], rate=plan.sample_rate_hz
+            format=self.ctx.format.name, layout=LAYOUTS[plan.channels], rate=plan.sample_rate_hz
         )
-        # AAC and Opus packets always decode to a whole frame, whatever FFmpeg's
-        # trimmed packet duration says; the edit list removes the padding.
-        self._fixed_frame_ticks: int | None = (
-            None if plan.codec is Codec.FLAC else self._ctx.frame_size
-        )
-        self._segmenter = Segmenter(plan, folder, frame_ticks=self._ctx.frame_size or 4096)
-        self._input_ticks = 0
-        self._first_pts: int | None = None
+        self.input_ticks = 0  # resampled samples handed to the encoder
 
-    # -- encoding ---------------------------------------------------------
-    def feed(self, samples: npt.NDArray[np.float32] | None) -> None:
+    def encode(self, samples: npt.NDArray[np.float32] | None) -> list[Packet[Any]]:
         """Encode one block of planar float source samples, shape (channels, n),
         or flush everything with ``None``.
 
@@ -122,17 +117,48 @@ class RungEncoder:
             frame.time_base = Fraction(1, self._source_rate_hz)
             frame.pts = self._source_ticks
             self._source_ticks += samples.shape[1]
+        packets: list[Packet[Any]] = []
         try:
-            outs = self._resampler.resample(frame)
-            for out in outs:
-                self._input_ticks += out.samples
-                for packet in self._ctx.encode(out):
-                    self._take(packet)
+            for out in self._resampler.resample(frame):
+                self.input_ticks += out.samples
+                packets += self.ctx.encode(out)
             if frame is None:
-                for packet in self._ctx.encode(None):
-                    self._take(packet)
+                packets += self.ctx.encode(None)
         except av.error.FFmpegError as exc:
             raise EncodeError(self.plan.rendition_id, f"encoder failed: {exc}") from exc
+        return packets
+
+
+class RungEncoder:
+    """Feed source frames in with :meth:`feed`, then call :meth:`finish` once."""
+
+    def __init__(
+        self, plan: RungPlan, folder: Path, *, source_rate_hz: int, source_layout: str
+    ) -> None:
+        self.plan = plan
+        self.folder = folder
+        self._encoder = PacketEncoder(
+            plan, source_rate_hz=source_rate_hz, source_layout=source_layout
+        )
+        self._ctx = self._encoder.ctx
+        # AAC and Opus packets always decode to a whole frame, whatever FFmpeg's
+        # trimmed packet duration says; the edit list removes the padding.
+        self._fixed_frame_ticks: int | None = (
+            None if plan.codec is Codec.FLAC else self._ctx.frame_size
+        )
+        self._segmenter = Segmenter(plan, folder, frame_ticks=self._ctx.frame_size or 4096)
+        self._first_pts: int | None = None
+
+    @property
+    def _input_ticks(self) -> int:
+        return self._encoder.input_ticks
+
+    # -- encoding ---------------------------------------------------------
+    def feed(self, samples: npt.NDArray[np.float32] | None) -> None:
+        """Encode one block of planar float source samples, shape (channels, n),
+        or flush everything with ``None`` (:meth:`PacketEncoder.encode`)."""
+        for packet in self._encoder.encode(samples):
+            self._take(packet)
 
     def _take(self, packet: Packet[Any]) -> None:
         if self._first_pts is None:

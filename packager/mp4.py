@@ -220,6 +220,12 @@ def build_init_segment(track: TrackConfig) -> bytes:
     return _ftyp() + _box(b"moov", mvhd, trak, mvex, pssh)
 
 
+def build_styp() -> bytes:
+    """The segment type box that starts a media segment (14496-12 8.16.2); a live
+    segment's first part carries it (CMAF chunks after it do not)."""
+    return _box(b"styp", b"msdh", struct.pack(">I", 0), b"msdhmsixcmfs")
+
+
 def build_media_segment(
     track: TrackConfig,
     sequence_number: int,
@@ -262,7 +268,7 @@ def build_media_segment(
         return _box(b"moof", mfhd, _box(b"traf", tfhd, tfdt, trun, protection))
 
     size = len(moof(0, 0))
-    head = _box(b"styp", b"msdh", struct.pack(">I", 0), b"msdhmsixcmfs") if styp else b""
+    head = build_styp() if styp else b""
     return head + moof(size + 8, size) + _box(b"mdat", *samples)
 
 

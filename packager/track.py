@@ -145,7 +145,7 @@ def plan_rungs(
     return plans
 
 
-class _Consumer(threading.Thread):
+class Consumer(threading.Thread):
     """Runs ``consume`` on every queued frame, then on ``None`` to finish.
 
     After a failure it keeps draining its queue so the decoder never blocks.
@@ -225,15 +225,15 @@ def _encode_all(
     probe = decoder.probe
     meter = _MeterSink(probe)
     sinks = [_encoder_sink(plan, probe, work_dir) for plan in plans]
-    consumers = [_Consumer("loudness", meter)]
+    consumers = [Consumer("loudness", meter)]
     downmix_meter = (
         DownmixMeter(probe.channel_names, probe.sample_rate_hz)
         if any(is_downmix(plan.channels, probe.channels) for plan in plans)
         else None
     )
     if downmix_meter is not None:  # the stereo downmix rungs' own loudness, same pass
-        consumers.append(_Consumer("downmix loudness", downmix_meter))
-    consumers += [_Consumer(s.encoder.plan.rendition_id, s) for s in sinks]
+        consumers.append(Consumer("downmix loudness", downmix_meter))
+    consumers += [Consumer(s.encoder.plan.rendition_id, s) for s in sinks]
     for consumer in consumers:
         consumer.start()
     try:

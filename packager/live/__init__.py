@@ -1,0 +1,1 @@
+"""``cadenza live``: ingest a live input and package it as it arrives (LL-HLS, LL-DASH)."""

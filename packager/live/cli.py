@@ -1,0 +1,193 @@
+"""``cadenza live INPUT --out DIR``: package a live input as it arrives (LL-HLS and
+LL-DASH files under ``DIR/<track_id>/``; ``cadenza serve DIR`` serves them).
+
+Exit status (the table of ``cadenza package``, :mod:`cadenza.packager.cli`): 0 when
+the stream ended (the input ended, or ``--max-duration``), 1 when the input fails
+(never starts, cannot be read) or an encoder fails, 2 for a usage error (bad flags, an
+invalid ladder, an unusable ``--out``, ``s3://`` output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+from cadenza.manifests.ladder import Ladder, Rung
+from cadenza.manifests.model import Codec
+from cadenza.packager.args import segment_duration
+from cadenza.packager.cli import USAGE_ERROR, log_level
+from cadenza.packager.errors import LadderError, OutputError, PackagerError
+from cadenza.packager.ladder import load_ladder
+from cadenza.packager.live.grid import (
+    DEFAULT_PART_DURATION,
+    DEFAULT_SEGMENT_DURATION,
+    DEFAULT_WINDOW_S,
+)
+from cadenza.packager.live.ingest import DEFAULT_START_TIMEOUT_S, LiveOptions, run_live
+from cadenza.packager.live.source import LiveInput, is_network
+from cadenza.packager.output import track_id_for
+from cadenza.store.s3url import is_s3_url
+
+FAILED = 1
+LIVE_LADDER_NAME = "live"
+# Small enough to run in real time with headroom on two cores (docs/packaging.md, Live).
+LIVE_LADDER = Ladder(
+    LIVE_LADDER_NAME,
+    (
+        Rung(Codec.AAC, 64_000),
+        Rung(Codec.AAC, 128_000),
+        Rung(Codec.OPUS, 96_000),
+    ),
+)
+
+
+def _part_duration(text: str) -> Fraction:
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not Fraction(1, 10) <= value <= Fraction(2):
+        raise argparse.ArgumentTypeError("must be between 0.1 and 2 seconds")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "input",
+        metavar="INPUT",
+        help="a file, or a URL FFmpeg reads live (http(s)/Icecast, srt://, rtmp:// "
+        "where the FFmpeg build has them)",
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="writes DIR/<track_id>/")
+    parser.add_argument(
+        "--track-id", metavar="ID", help="the track's folder name (default: the input's stem)"
+    )
+    parser.add_argument(
+        "--ladder",
+        default=LIVE_LADDER_NAME,
+        metavar="FILE|PRESET",
+        help="AAC and Opus rungs, encoded at 48 kHz (default: live = AAC 64k, 128k, Opus 96k)",
+    )
+    parser.add_argument(
+        "--part-duration",
+        type=_part_duration,
+        default=DEFAULT_PART_DURATION,
+        metavar="S",
+        help="CMAF chunk (LL-HLS part) duration, rounded to whole frames of every codec "
+        f"(default: {float(DEFAULT_PART_DURATION)})",
+    )
+    parser.add_argument(
+        "--segment-duration",
+        type=segment_duration,
+        default=DEFAULT_SEGMENT_DURATION,
+        metavar="S",
+        help="segment duration, rounded to whole parts (default: 2, i.e. 1.92 s)",
+    )
+    parser.add_argument(
+        "--window",
+        type=_positive,
+        default=DEFAULT_WINDOW_S,
+        metavar="S",
+        help=f"DVR window kept, seconds (default: {DEFAULT_WINDOW_S:g})",
+    )
+    parser.add_argument(
+        "--realtime", action="store_true", help="pace a file at 1x wall clock (a demo source)"
+    )
+    parser.add_argument("--loop", action="store_true", help="restart a file at its end")
+    parser.add_argument(
+        "--max-duration",
+        type=_positive,
+        metavar="S",
+        help="stop after S seconds of media, and end the stream",
+    )
+    parser.add_argument(
+        "--start-timeout",
+        type=_positive,
+        default=DEFAULT_START_TIMEOUT_S,
+        metavar="S",
+        help=f"fail when no audio arrives within S seconds (default: {DEFAULT_START_TIMEOUT_S:g})",
+    )
+    chatter = parser.add_mutually_exclusive_group()
+    chatter.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    chatter.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _fail(message: object, status: int) -> int:
+    print(f"cadenza live: {message}", file=sys.stderr)
+    return status
+
+
+def _ladder(spec: str) -> Ladder:
+    return LIVE_LADDER if spec == LIVE_LADDER_NAME else load_ladder(spec)
+
+
+def run(args: argparse.Namespace) -> int:
+    log_level(args)
+    if is_s3_url(args.out):
+        return _fail(
+            "--out s3://... is not supported for live yet (parts would need a streaming "
+            "upload per chunk); write to a local DIR and serve it",
+            USAGE_ERROR,
+        )
+    try:
+        ladder = _ladder(args.ladder)
+    except LadderError as exc:
+        return _fail(exc, USAGE_ERROR)
+    name: str = args.input
+    if not is_network(name) and not Path(name).is_file():
+        return _fail(f"{name}: no such file", FAILED)
+    track_id = args.track_id or track_id_for(Path(name.rstrip("/").rsplit("/", 1)[-1] or "live"))
+    options = LiveOptions(
+        ladder=ladder,
+        part_duration=args.part_duration,
+        segment_duration=args.segment_duration,
+        window_s=args.window,
+        max_duration_s=args.max_duration,
+        start_timeout_s=args.start_timeout,
+        detect_stalls=args.realtime or is_network(name),
+    )
+    source = LiveInput(name, realtime=args.realtime, loop=args.loop)
+    warnings: list[str] = []  # the ladder fitted to the input (rungs skipped or lowered)
+    signal.signal(signal.SIGTERM, _interrupt)  # a stop ends the stream (ENDLIST)
+    try:
+        final = run_live(
+            source,
+            Path(args.out),
+            track_id,
+            options,
+            clock=time.time,
+            name=name,
+            warnings=warnings,
+        )
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except (LadderError, OutputError) as exc:
+        return _fail(exc, USAGE_ERROR)
+    except PackagerError as exc:
+        return _fail(exc, FAILED)
+    for warning in warnings:
+        print(f"cadenza live: warning: {warning}", file=sys.stderr)
+    segments = final.renditions[0].segments if final.renditions else ()
+    print(
+        f"cadenza live: {track_id}: ended after {len(segments)} segments in the window",
+        file=sys.stderr,
+    )
+    return 0

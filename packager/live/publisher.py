@@ -1,0 +1,259 @@
+"""Publish the live track as parts arrive: part files, whole segments, ``live.json``
+and the media playlists, in that order, each written atomically, so a reader never
+sees a name that is not there (the layout is :mod:`cadenza.manifests.live`'s).
+
+Segments are whole parts of the grid; one is closed early when the input's state
+changes (a stall begins or ends, a format change), so every segment is all media
+or all gap (RFC 8216bis 4.4.4.7 EXT-X-GAP; no files are written for a gap).  The
+DVR window keeps the newest segments; older ones leave ``live.json`` first and
+their files go a grace period later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from cadenza.manifests.live import (
+    LIVE_INIT_TEMPLATE,
+    LIVE_SEGMENT_TEMPLATE,
+    LIVE_STATE_NAME,
+    LivePart,
+    LivePresentation,
+    LiveRendition,
+    LiveSegment,
+)
+from cadenza.manifests.live_json import live_to_json
+from cadenza.manifests.live_window import trim_window, window_start_number
+from cadenza.manifests.lldash import render_live_mpd
+from cadenza.manifests.llhls import render_live_master, render_live_media_playlist
+from cadenza.manifests.model import MASTER_NAME, MPD_NAME, PLAYLIST_NAME
+from cadenza.packager import mp4
+from cadenza.packager.live.files import Reaper, write_atomic
+from cadenza.packager.live.grid import LiveGrid
+from cadenza.packager.live.rungs import EncodedPart
+
+log = logging.getLogger(__name__)
+
+TIME_URL = "/v1/time"  # the origin's UTCTiming endpoint (ISO/IEC 23009-1 5.8.4.11)
+
+
+@dataclass(frozen=True, slots=True)
+class RenditionInfo:
+    id: str
+    codec: str
+    codecs: str
+    channels: int
+    bitrate_bps: int
+    frame_ticks: int
+
+
+@dataclass(slots=True)
+class _OpenSegment:
+    number: int
+    start_ticks: int
+    init: int
+    gap: bool
+    discontinuity: bool
+    parts: dict[str, list[LivePart]] = field(default_factory=dict)
+    data: dict[str, list[bytes]] = field(default_factory=dict)
+
+    @property
+    def part_count(self) -> int:
+        return max((len(p) for p in self.parts.values()), default=0)
+
+
+class Publisher:
+    def __init__(
+        self,
+        folder: Path,
+        track_id: str,
+        grid: LiveGrid,
+        renditions: Sequence[RenditionInfo],
+        *,
+        clock: Callable[[], float],
+        window_s: float,
+    ) -> None:
+        self.folder = folder
+        self._track_id = track_id
+        self._grid = grid
+        self._infos = tuple(renditions)
+        self._clock = clock
+        self._window_us = round(window_s * 1_000_000)
+        self.availability_start_ms = round(clock() * 1000)
+        # Each rendition's complete segments in the window, with what left it
+        # (cadenza.manifests.live_window.trim_window).
+        self._windows = {info.id: self._empty(info) for info in self._infos}
+        self._open: _OpenSegment | None = None
+        self._next_number = 1
+        self._init = 0
+        self._pending_discontinuity = False
+        self._ended = False
+        self._manifests_due = True  # master.m3u8 and manifest.mpd, with the first part
+        self._reaper = Reaper(clock, grace_s=grid.segment_us / 1_000_000)
+        self.presentation: LivePresentation | None = None
+
+    # -- inits and format changes --------------------------------------------------
+    def write_inits(self, inits: Mapping[str, bytes]) -> None:
+        """Init segment ``n`` of every rendition (the first, or after a format change)."""
+        for rid, data in inits.items():
+            (self.folder / rid).mkdir(parents=True, exist_ok=True)
+            write_atomic(self.folder / rid / LIVE_INIT_TEMPLATE.format(init=self._init), data)
+
+    def begin_new_init(self, inits: Mapping[str, bytes], reason: str) -> None:
+        """A format change: the current segment ends, the next one needs init n+1 and
+        starts with a discontinuity (EXT-X-DISCONTINUITY; a new DASH Period)."""
+        log.warning("%s: %s: new init segments, discontinuity", self._track_id, reason)
+        self._close_open()
+        self._init += 1
+        self._pending_discontinuity = True
+        self._manifests_due = True  # rewritten with the next part (a new Period)
+        self.write_inits(inits)
+
+    # -- parts ---------------------------------------------------------------------
+    def add_part(self, index: int, parts: Mapping[str, EncodedPart] | None) -> None:
+        """Grid part ``index``: every rendition's part, or None for a gap."""
+        gap = parts is None
+        seg = self._open
+        if seg is not None and (
+            seg.gap != gap
+            or self._pending_discontinuity
+            or seg.part_count >= self._grid.parts_per_segment
+        ):
+            self._close_open()
+            seg = None
+        if seg is None:
+            seg = _OpenSegment(
+                number=self._next_number,
+                start_ticks=self._grid.part_start(index),
+                init=self._init,
+                gap=gap,
+                discontinuity=self._pending_discontinuity,
+            )
+            self._next_number += 1
+            self._pending_discontinuity = False
+            self._open = seg
+        for info in self._infos:
+            part_list = seg.parts.setdefault(info.id, [])
+            chunks = seg.data.setdefault(info.id, [])
+            if parts is None:
+                part_list.append(LivePart(len(part_list), self._grid.part_ticks, 0))
+                continue
+            encoded = parts[info.id]
+            data = encoded.data if part_list else mp4.build_styp() + encoded.data
+            part = LivePart(len(part_list), encoded.duration_ticks, len(data))
+            write_atomic(self.folder / info.id / part.name(seg.number), data)
+            part_list.append(part)
+            chunks.append(data)
+        if seg.part_count >= self._grid.parts_per_segment:
+            self._close_open()
+        self._publish()
+        if self._manifests_due:
+            self._write_manifests()
+
+    def end(self) -> None:
+        """The stream ended: the last segment is closed, ENDLIST / type="static"."""
+        self._close_open()
+        self._ended = True
+        self._publish()
+        self._write_manifests()
+
+    # -- internals -----------------------------------------------------------------
+    def _close_open(self) -> None:
+        seg = self._open
+        if seg is None:
+            return
+        self._open = None
+        if not seg.gap:
+            for info in self._infos:
+                name = LIVE_SEGMENT_TEMPLATE.format(number=seg.number)
+                write_atomic(self.folder / info.id / name, b"".join(seg.data[info.id]))
+        for info in self._infos:
+            window = self._windows[info.id]
+            closed = self._skeleton(seg, complete=True, parts=tuple(seg.parts[info.id]))
+            self._windows[info.id] = replace(window, segments=(*window.segments, closed))
+        self._trim_window()
+
+    @staticmethod
+    def _skeleton(seg: _OpenSegment, *, complete: bool, parts: tuple[LivePart, ...]) -> LiveSegment:
+        return LiveSegment(
+            number=seg.number,
+            start_ticks=seg.start_ticks,
+            parts=parts,
+            complete=complete,
+            init=seg.init,
+            gap=seg.gap,
+            discontinuity=seg.discontinuity,
+        )
+
+    def _trim_window(self) -> None:
+        """Drop the segments older than the window from every rendition alike (the
+        first rendition's durations decide), and schedule their files' removal."""
+        first = window_start_number(self._windows[self._infos[0].id], self._window_us)
+        paths: list[Path] = []
+        for info in self._infos:
+            window = self._windows[info.id]
+            for gone in window.segments:
+                if gone.number >= first:
+                    break
+                if not gone.gap:
+                    paths.append(self.folder / info.id / gone.name)
+                    paths += [self.folder / info.id / p.name(gone.number) for p in gone.parts]
+            self._windows[info.id] = trim_window(window, first)
+        if paths:
+            self._reaper.schedule(paths)
+
+    def _empty(self, info: RenditionInfo) -> LiveRendition:
+        return LiveRendition(
+            id=info.id,
+            codec=info.codec,
+            codecs=info.codecs,
+            sample_rate_hz=self._grid.timescale,
+            channels=info.channels,
+            timescale=self._grid.timescale,
+            bitrate_bps=info.bitrate_bps,
+            frame_ticks=info.frame_ticks,
+            segments=(),
+        )
+
+    def _rendition(self, info: RenditionInfo) -> LiveRendition:
+        window = self._windows[info.id]
+        if self._open is None:
+            return window
+        parts = tuple(self._open.parts.get(info.id, []))
+        segment = self._skeleton(self._open, complete=False, parts=parts)
+        return replace(window, segments=(*window.segments, segment))
+
+    def _publish(self) -> None:
+        presentation = LivePresentation(
+            track_id=self._track_id,
+            renditions=tuple(self._rendition(info) for info in self._infos),
+            availability_start_ms=self.availability_start_ms,
+            part_target_us=self._grid.part_us,
+            segment_target_us=self._grid.segment_us,
+            window_us=self._window_us,
+            updated_ms=round(self._clock() * 1000),
+            ended=self._ended,
+        )
+        self.presentation = presentation
+        write_atomic(self.folder / LIVE_STATE_NAME, live_to_json(presentation).encode())
+        now_ms = presentation.updated_ms
+        for info in self._infos:
+            playlist = render_live_media_playlist(presentation, info.id, now_ms=now_ms)
+            write_atomic(self.folder / info.id / PLAYLIST_NAME, playlist.encode())
+        self._reaper.reap()
+
+    def _write_manifests(self) -> None:
+        presentation = self.presentation
+        assert presentation is not None
+        write_atomic(self.folder / MASTER_NAME, render_live_master(presentation).encode())
+        mpd = render_live_mpd(presentation, now_ms=presentation.updated_ms, time_url=TIME_URL)
+        write_atomic(self.folder / MPD_NAME, mpd.encode())
+        self._manifests_due = False
+
+    def finish(self) -> None:
+        """Nothing is left to remove them later: the files of segments out of the
+        window go now."""
+        self._reaper.reap(everything=True)

@@ -1,0 +1,226 @@
+"""The live input: anything FFmpeg opens (a file, an HTTP/Icecast stream, SRT or RTMP
+where the build has them), demuxed and decoded on a thread of its own and handed
+over normalised to the ingest format: planar float at
+:data:`~cadenza.packager.live.grid.LIVE_RATE_HZ`, in the layout it started with.
+
+The ingest reads with a timeout (:meth:`LiveInput.read`), so a source that stops
+delivering is noticed while the wall clock runs on.  A network source that fails or
+ends is reopened (a reconnect); a file ends, or with ``loop`` starts again on the
+same timeline.  With ``realtime`` a file is paced at 1x wall clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Protocol
+
+import av
+import av.error
+import numpy as np
+from av.audio.frame import AudioFrame
+from av.audio.resampler import AudioResampler
+
+from cadenza.packager.decode import DECODE_FORMAT, Block
+from cadenza.packager.encode import LAYOUTS
+from cadenza.packager.live.grid import LIVE_RATE_HZ
+
+log = logging.getLogger(__name__)
+
+QUEUE_BLOCKS: Final = 64  # about 1.4 s of 1024-sample frames: bounds a fast file's lead
+RECONNECT_WAIT_S: Final = 1.0
+OPEN_TIMEOUT_S: Final = 10.0
+REALTIME_BLOCK_TICKS: Final = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FormatChange:
+    """The input's rate or channel layout changed; ``reason`` says from what to what."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfInput:
+    reason: str
+
+
+Item = Block | FormatChange | EndOfInput
+
+
+class LiveSource(Protocol):
+    """What the ingest reads: a block, a format change, the end, or None when nothing
+    came within ``timeout_s`` (None: wait as long as it takes)."""
+
+    @property
+    def layout(self) -> str: ...
+
+    def read(self, timeout_s: float | None) -> Item | None: ...
+
+    def close(self) -> None: ...
+
+
+def ingest_layout(channels: int) -> str:
+    """The layout blocks are normalised to: the source's own when a rung can take it
+    (mono, stereo, 5.1), else stereo."""
+    return LAYOUTS.get(channels, "stereo")
+
+
+def is_network(url: str) -> bool:
+    return "://" in url and not url.startswith("file:")
+
+
+class LiveInput:
+    """Decodes ``url`` on a daemon thread; :meth:`read` hands the blocks over."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        realtime: bool = False,
+        loop: bool = False,
+        open_timeout_s: float = OPEN_TIMEOUT_S,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self._realtime = realtime
+        self._loop = loop
+        self._open_timeout_s = open_timeout_s
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._queue: queue.Queue[Item] = queue.Queue(QUEUE_BLOCKS)
+        self._stop = threading.Event()
+        self._layout: str | None = None
+        self._started = 0.0  # monotonic instant of the first read (realtime pacing)
+        self._ticks = 0  # samples handed over
+        self._thread = threading.Thread(target=self._run, name="live input", daemon=True)
+        self._thread.start()
+
+    @property
+    def layout(self) -> str:
+        assert self._layout is not None, "read a block first"
+        return self._layout
+
+    def read(self, timeout_s: float | None) -> Item | None:
+        try:
+            return self._queue.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        self._stop.set()
+        while True:  # unblock a reader waiting on a full queue
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+
+    # -- the reader thread ------------------------------------------------------
+    def _put(self, item: Item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        try:
+            self._read_all()
+        except Exception as exc:  # reported to the ingest, which ends the stream
+            log.exception("%s: the input reader failed", self.url)
+            self._put(EndOfInput(f"the input reader failed: {exc}"))
+
+    def _read_all(self) -> None:
+        fmt: tuple[int, str] | None = None
+        resampler: AudioResampler | None = None
+        network = is_network(self.url)
+        self._started = self._monotonic()
+        while not self._stop.is_set():
+            try:
+                for frame in self._frames():
+                    new_fmt = (frame.sample_rate, frame.layout.name)
+                    if fmt is None:
+                        self._layout = ingest_layout(frame.layout.nb_channels)
+                    elif new_fmt != fmt:
+                        reason = (
+                            f"input went from {fmt[0]} Hz {fmt[1]} to {new_fmt[0]} Hz {new_fmt[1]}"
+                        )
+                        if resampler is not None:  # what the old one still holds
+                            self._hand_over(resampler.resample(None))
+                        self._put(FormatChange(reason))
+                    if new_fmt != fmt or resampler is None:
+                        fmt = new_fmt
+                        resampler = AudioResampler(
+                            format=DECODE_FORMAT, layout=self.layout, rate=LIVE_RATE_HZ
+                        )
+                    self._hand_over(resampler.resample(frame))
+                    if self._stop.is_set():
+                        return
+            except _ReadFailedError as exc:
+                if not network:
+                    self._put(EndOfInput(exc.reason))
+                    return
+                log.warning("%s: %s; reconnecting", self.url, exc.reason)
+            if self._stop.is_set():
+                return
+            if network:
+                self._stop.wait(RECONNECT_WAIT_S)
+                continue
+            if not self._loop:
+                if resampler is not None:
+                    self._hand_over(resampler.resample(None))
+                self._put(EndOfInput("the input ended"))
+                return
+
+    def _hand_over(self, frames: list[AudioFrame]) -> None:
+        for out in frames:
+            samples: Block = np.asarray(out.to_ndarray(), dtype=np.float32)
+            for block in self._paced(samples):
+                self._ticks += block.shape[1]
+                if self._realtime:
+                    ahead = self._started + self._ticks / LIVE_RATE_HZ - self._monotonic()
+                    if ahead > 0:
+                        self._sleep(ahead)
+                self._put(block)
+
+    def _paced(self, samples: Block) -> Iterator[Block]:
+        """The samples as blocks; paced in real time, in blocks of at most a codec
+        frame, as a live source delivers them (a FLAC file's 4096-sample frames would
+        otherwise hold each part back by most of a frame)."""
+        step = REALTIME_BLOCK_TICKS if self._realtime else samples.shape[1]
+        for start in range(0, samples.shape[1], step):
+            block: Block = np.ascontiguousarray(samples[:, start : start + step], dtype=np.float32)
+            block.flags.writeable = False
+            yield block
+
+    def _frames(self) -> Iterator[AudioFrame]:
+        target = self.url if is_network(self.url) else str(Path(self.url))
+        try:
+            container = av.open(target, mode="r", timeout=self._open_timeout_s)
+        except av.error.FFmpegError as exc:
+            raise _ReadFailedError(f"FFmpeg cannot open it: {exc.strerror}") from exc
+        with container:
+            if not container.streams.audio:
+                raise _ReadFailedError("it has no audio stream")
+            stream = container.streams.audio[0]
+            try:
+                for packet in container.demux(stream):
+                    try:
+                        yield from packet.decode()
+                    except av.error.InvalidDataError:
+                        continue  # one damaged packet: skip it, as a player would
+            except av.error.FFmpegError as exc:
+                raise _ReadFailedError(f"reading stopped: {exc.strerror}") from exc
+
+
+class _ReadFailedError(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
