@@ -51,6 +51,7 @@ from cadenza.origin.keys import (
 from cadenza.origin.large import serve_large
 from cadenza.origin.licences import add_licence_routes, viewer_root_url
 from cadenza.origin.lifecycle import WRAP_STORAGE, WrapStorage, redis_ctx, storage_ctx
+from cadenza.origin.live.serve import add_live, answer_live
 from cadenza.origin.metrics import Metrics, create_metrics
 from cadenza.origin.objects import (
     HEAD_STYLE,
@@ -99,6 +100,9 @@ async def handle_file(request: web.Request) -> web.StreamResponse:
     key = target.key
     if "/" not in key:
         raise ObjectNotFoundError("only files inside a track folder are served")
+    live = await answer_live(request, key)  # a live track's own answers (origin.live)
+    if live is not None:
+        return live
     asked = describe_media_request(request, key)
     steering, personal = _steering(request, target)
     try:
@@ -203,6 +207,7 @@ def create_app(
     app.router.add_get("/v1/pathways", handle_pathways)
     add_licence_routes(app)  # /v1/licence/clearkey, /v1/keys/<id>, and under /t/<token>
     add_prefetch(app)  # POST /v1/sessions/{sid}/queue, and the prefetcher's tasks
+    add_live(app)  # GET /v1/time, and the live tracks' watches
     # [\s\S], not ".": a path with an encoded newline is still ours to refuse (400, 403).
     app.router.add_route("*", r"/{path:[\s\S]*}", _dispatch)
     return app

@@ -34,6 +34,7 @@ from cadenza.origin.metrics_batch import ObservationBatch
 from cadenza.origin.metrics_export import BuildInfo, Exported, WorkerProcesses
 from cadenza.origin.metrics_jit import JitMetrics
 from cadenza.origin.metrics_labels import preset_closed_sets
+from cadenza.origin.metrics_live import LiveMetrics
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 THROUGHPUT_BUCKETS_BPS = tuple(
@@ -82,6 +83,7 @@ class Metrics:
     abr_switches: Counter
     abr_deliveries: Counter
     jit: JitMetrics  # cadenza serve --sources (origin.metrics_jit)
+    live: LiveMetrics  # live tracks (origin.live, origin.metrics_live)
     # Families /metrics leaves out (metrics_export.Exported).
     hidden: frozenset[str] = frozenset()
     # Labelled children, looked up once: ``labels()`` takes a lock and builds a
@@ -366,6 +368,7 @@ def create_metrics(*, shared_sessions: bool = False) -> Metrics:
             registry=registry,
         ),
         jit=JitMetrics(registry),
+        live=LiveMetrics(registry),
     )
     preset_closed_sets(metrics, redis=shared_sessions)
     return metrics

@@ -241,6 +241,9 @@ class Settings:
     pathway_recover_hold_s: float = setting(
         10.0, "a pathway back up ranks after steady ones this long (0: at once)"
     )
+    live_poll_s: float = setting(
+        0.05, "a watched live track's `live.json` is checked this often for a new part"
+    )
 
     @property
     def is_s3(self) -> bool:

@@ -25,9 +25,11 @@ from cadenza.origin.core.decided import (
 )
 from cadenza.origin.core.heads import ObjectChoice, Redirect
 from cadenza.origin.core.request import MediaRequest
-from cadenza.origin.core.routes import is_track_manifest
+from cadenza.origin.core.routes import RouteClass, is_track_manifest
 from cadenza.origin.errors import ObjectNotFoundError, StorageUnavailableError
 from cadenza.origin.keys import CLOCK, SETTINGS
+from cadenza.origin.live.errors import LiveTrackError
+from cadenza.origin.live.keys import has_live_state, is_live_track
 from cadenza.origin.objects import load_object
 from cadenza.origin.prefetch.hooks import note_media_request, preload_hint, settle_loaded
 from cadenza.origin.rendering import (
@@ -96,6 +98,8 @@ async def choose_object(
     if manifest and asks_origin_abr(asked):
         return await choose_decided_manifest(app, asked)
     track = key.partition("/")[0]
+    if asked.route == RouteClass.MANIFEST and await is_live_track(app, key):
+        raise LiveTrackError(key)  # rendered per request (origin.live), never the stored file
     query = asked.query or {}
     selected = filter_values(query) if manifest else ()
     session = names_a_session(asked)
@@ -115,7 +119,12 @@ async def choose_object(
                 licence_url = clearkey_licence_url(root_url())
                 rendered_always = True
         if (rendered_always or guided) and model is None:
-            model = await presentation_of(app, track)
+            try:
+                model = await presentation_of(app, track)
+            except ObjectNotFoundError:
+                # A live track's media has no VOD model: no CMSD, its CMCD still folded in.
+                if manifest or not await has_live_state(app, track):
+                    raise
         if rendered_always:  # rendered whether or not a session steers it: checks the filter
             rendered = await render_manifest(
                 app,
@@ -167,7 +176,7 @@ async def choose_object(
         link = preload_hint(app, key, observed.sid)
     # A session's hint makes the answer the session's (never a shared cache's).
     control = None if link is None else private_control(obj.cache_control)
-    if observed is None or not settings.guidance or not guided_segment(key):
+    if observed is None or not settings.guidance or not guided_segment(key) or model is None:
         return ObjectChoice(obj, how, control=control, link=link, prefetched=prefetched)
     cmsd = await cmsd_for(app, key, observed, model)
     if cmsd is None:
