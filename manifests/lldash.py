@@ -4,8 +4,10 @@
 
 - ``type="dynamic"`` (5.4) while the stream runs, with ``availabilityStartTime`` (tick 0
   of every rendition), ``publishTime`` (the model's last write, so an unchanged stream
-  renders the same MPD), ``minimumUpdatePeriod`` (the segment target: a new segment
-  enters the timeline that often), ``timeShiftBufferDepth`` (the DVR window) and
+  renders the same MPD), ``minimumUpdatePeriod`` (the part target: the open segment
+  enters the timeline once its first part exists, and a player refreshing only once a
+  segment would learn of it up to a segment late, past a one-second latency target, and
+  stall), ``timeShiftBufferDepth`` (the DVR window) and
   ``suggestedPresentationDelay`` (the latency target).  ``type="static"`` with
   ``mediaPresentationDuration`` once it ended.
 - An MPD-level ``ServiceDescription`` (K.4; DASH-IF low latency 9.X.4.2) with
@@ -130,7 +132,7 @@ def _head(p: LivePresentation) -> etree._Element:
         return mpd
     target, low, high = latency_ms(p)
     mpd.set("type", "dynamic")
-    mpd.set("minimumUpdatePeriod", _duration(p.segment_target_us))
+    mpd.set("minimumUpdatePeriod", _duration(p.part_target_us))
     mpd.set("timeShiftBufferDepth", _duration(p.window_us))
     mpd.set("suggestedPresentationDelay", _duration(target * 1000))
     service = etree.SubElement(mpd, qname("ServiceDescription"))

@@ -152,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
     except LadderError as exc:
         return _fail(exc, USAGE_ERROR)
     name: str = args.input
-    if not is_network(name) and not Path(name).is_file():
+    # exists(), not is_file(): a named pipe (FIFO) is a live input FFmpeg reads too
+    if not is_network(name) and not Path(name).exists():
         return _fail(f"{name}: no such file", FAILED)
     track_id = args.track_id or track_id_for(Path(name.rstrip("/").rsplit("/", 1)[-1] or "live"))
     options = LiveOptions(

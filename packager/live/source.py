@@ -36,6 +36,9 @@ QUEUE_BLOCKS: Final = 64  # about 1.4 s of 1024-sample frames: bounds a fast fil
 RECONNECT_WAIT_S: Final = 1.0
 OPEN_TIMEOUT_S: Final = 10.0
 REALTIME_BLOCK_TICKS: Final = 1024
+# FFmpeg format options for a stream: analyse a quarter second, 32 KiB (audio headers
+# say all there is to say within a packet or two).
+STREAM_PROBE: Final = {"analyzeduration": "250000", "probesize": "32768"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,8 +205,17 @@ class LiveInput:
 
     def _frames(self) -> Iterator[AudioFrame]:
         target = self.url if is_network(self.url) else str(Path(self.url))
+        # A stream (network, pipe): probe briefly.  FFmpeg's default analyses 5 s of it
+        # before opening returns, then hands that backlog over at once, and the timeline
+        # leads the wall clock (the availability start, EXT-X-PROGRAM-DATE-TIME) by it.
+        live = is_network(self.url) or not Path(self.url).is_file()
         try:
-            container = av.open(target, mode="r", timeout=self._open_timeout_s)
+            container = av.open(
+                target,
+                mode="r",
+                timeout=self._open_timeout_s,
+                container_options=STREAM_PROBE if live else None,
+            )
         except av.error.FFmpegError as exc:
             raise _ReadFailedError(f"FFmpeg cannot open it: {exc.strerror}") from exc
         with container:

@@ -6,6 +6,8 @@
 //          notify: {at_s, file} (write file once currentTime >= at_s: a cue for the test),
 //          evaluate: "<JS expression>" (its value, at the end, in result.evaluated),
 //          throttle_steps: [step, ...], decisions_url,
+//          run_s: end the run after this many wall-clock seconds (live: currentTime starts
+//          at the live edge), live: true (harness.js records latency samples and stalls),
 //          sequence: [{player, src, play_s, ...}] (several cases in one page load, each on a
 //          fresh <audio>; result.final.sequence_results holds one summary per case),
 //          dash_protection: dash.js setProtectionData's argument (EME),
@@ -147,6 +149,7 @@ runInChromium(cfg, result, async (context) => {
     snap = await page.evaluate(() => (window.cadenzaSnapshot ? window.cadenzaSnapshot() : null));
     if (snap === null) continue;
     result.samples.push({ t: (Date.now() - started) / 1000, wall: Date.now() / 1000, current_time: snap.current_time, bitrate_bps: snap.bitrate_bps, buffered: snap.buffered, rms: snap.rms });
+    if (cfg.run_s && Date.now() - started >= cfg.run_s * 1000) break; // live: a wall-clock run
     if (cfg.sequence) {
       if (snap.sequence_done) break;
       continue; // each case of the sequence ends on its own (harness.js runSequence)

@@ -61,7 +61,7 @@ def test_dynamic_mpd_low_latency_attributes() -> None:
     assert mpd.get("availabilityStartTime") == "2025-12-06T05:46:40.000Z"
     assert mpd.get("publishTime") == "2025-12-06T05:46:50.000Z"
     assert mpd.get("timeShiftBufferDepth") == "PT30.000000S"
-    assert mpd.get("minimumUpdatePeriod") == "PT1.000000S"
+    assert mpd.get("minimumUpdatePeriod") == "PT0.250000S"  # a part: the open segment's news
     assert mpd.get("suggestedPresentationDelay") == "PT1.000000S"
     latency = _one(mpd, "d:ServiceDescription/d:Latency")
     assert (latency.get("target"), latency.get("min"), latency.get("max")) == (

@@ -175,11 +175,48 @@
     next();
   }
 
+  // Live (cfg.live): every 0.5 s the playhead's wall-clock time as the player maps it
+  // (hls.js: hls.playingDate, from EXT-X-PROGRAM-DATE-TIME; dash.js: timeAsUTC(), from the
+  // MPD's availabilityStartTime) against this page's clock, plus each `waiting` event and
+  // each dash.js buffer-empty event after playback first started, by wall time.
+  function probeLive(audio) {
+    const live = { samples: [], waiting: [], buffer_empty: [] };
+    state.live = live;
+    audio.addEventListener("waiting", () => { if (state.playing) live.waiting.push(Date.now() / 1000); });
+    const player = window.cadenzaPlayer;
+    if (state.player === "dash" && player) {
+      player.on(dashjs.MediaPlayer.events.BUFFER_EMPTY, () => { if (state.playing) live.buffer_empty.push(Date.now() / 1000); });
+    }
+    setInterval(() => {
+      const wall = Date.now() / 1000;
+      let mapped = null;
+      let reported = null;
+      try {
+        if (state.player === "hls" && player.playingDate) {
+          mapped = player.playingDate.getTime() / 1000;
+          reported = player.latency;
+        } else if (state.player === "dash" && state.playing) {
+          mapped = player.timeAsUTC();
+          reported = player.getCurrentLiveLatency();
+        }
+      } catch (e) {
+        // not mapped yet (no manifest or no playhead): no sample
+      }
+      if (live.samples.length < 2000) {
+        live.samples.push({ wall, current_time: audio.currentTime, playing: state.playing && !audio.paused,
+          latency_s: mapped ? wall - mapped : null, player_latency_s: reported, rate: audio.playbackRate });
+      }
+    }, 500);
+  }
+
   window.cadenzaStart = function (cfg) {
     if (cfg.sequence) { runSequence(cfg); return; }
     const audio = document.getElementById("audio");
     audio.muted = false;
-    audio.autoplay = true;
+    // Live dash.js starts playback itself (initialize's autoplay): a `play` event before
+    // it listens means it never sees playback start, and never refreshes a dynamic MPD.
+    const playsItself = cfg.live && cfg.player === "dash";
+    audio.autoplay = !playsItself;
     state.player = cfg.player;
     state.src = cfg.src;
     state.started_at = now();
@@ -193,7 +230,8 @@
     else if (cfg.player === "dash") startDash(audio, cfg.src, cfg);
     else if (cfg.player === "shaka") startShaka(audio, cfg.src, cfg);
     else throw new Error(`unknown player ${cfg.player}`);
-    audio.play().catch((e) => note("play-rejected", String(e)));
+    if (cfg.live) probeLive(audio);
+    if (!playsItself) audio.play().catch((e) => note("play-rejected", String(e)));
   };
 
   function cmsdSeen() {
