@@ -1,4 +1,5 @@
-"""Command-line value types shared by ``cadenza package`` and ``cadenza segment``.
+"""Command-line value types shared by ``cadenza package``, ``cadenza segment`` and
+``cadenza live``.
 
 Kept free of heavy imports: ``cadenza segment`` loads neither numpy nor the encoders.
 """
@@ -23,4 +24,15 @@ def segment_duration(text: str) -> Fraction:
         raise argparse.ArgumentTypeError(
             f"must be between {float(MIN_SEGMENT_S)} and {float(MAX_SEGMENT_S)} seconds"
         )
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A duration in seconds, more than 0 (``--timeout``, ``--window``...)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
     return value

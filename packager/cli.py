@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from cadenza.manifests.ladder import DEFAULT_PRESET, PRESETS, Ladder
-from cadenza.packager.args import segment_duration
+from cadenza.packager.args import positive_seconds, segment_duration
 from cadenza.packager.batch import REPORT_NAME, default_jobs, expand_inputs, run_batch
 from cadenza.packager.catalogue import (
     TrackInput,
@@ -59,16 +59,6 @@ def _jobs(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
     return value
 
 
@@ -160,7 +150,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--track-timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=DEFAULT_TRACK_TIMEOUT_S,
         metavar="S",
         help="give up on a track after S seconds; each track runs in its own process "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cadenza.manifests.ladder import Ladder, Rung
 from cadenza.manifests.model import Codec
-from cadenza.packager.args import segment_duration
+from cadenza.packager.args import positive_seconds, segment_duration
 from cadenza.packager.cli import USAGE_ERROR, log_level
 from cadenza.packager.errors import LadderError, OutputError, PackagerError
 from cadenza.packager.ladder import load_ladder
@@ -52,16 +52,6 @@ def _part_duration(text: str) -> Fraction:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not Fraction(1, 10) <= value <= Fraction(2):
         raise argparse.ArgumentTypeError("must be between 0.1 and 2 seconds")
-    return value
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
     return value
 
 
@@ -99,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--window",
-        type=_positive,
+        type=positive_seconds,
         default=DEFAULT_WINDOW_S,
         metavar="S",
         help=f"DVR window kept, seconds (default: {DEFAULT_WINDOW_S:g})",
@@ -110,13 +100,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", action="store_true", help="restart a file at its end")
     parser.add_argument(
         "--max-duration",
-        type=_positive,
+        type=positive_seconds,
         metavar="S",
         help="stop after S seconds of media, and end the stream",
     )
     parser.add_argument(
         "--start-timeout",
-        type=_positive,
+        type=positive_seconds,
         default=DEFAULT_START_TIMEOUT_S,
         metavar="S",
         help=f"fail when no audio arrives within S seconds (default: {DEFAULT_START_TIMEOUT_S:g})",
