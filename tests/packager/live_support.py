@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -10,7 +9,6 @@ from typing import Any
 
 import av
 import numpy as np
-from pymp4.parser import Box
 
 from cadenza.manifests.live import LivePresentation, LiveRendition
 from cadenza.packager.live.grid import LIVE_RATE_HZ
@@ -89,26 +87,6 @@ def blocks(seconds: float, block_s: float = 1024 / LIVE_RATE_HZ) -> list[np.ndar
         n = min(step, ticks - start)
         out.append(np.ascontiguousarray(tone(n / LIVE_RATE_HZ, start_ticks=start)))
     return out
-
-
-def parse_boxes(data: bytes) -> list[Any]:
-    """Every top-level box, by pymp4; the whole input consumed."""
-    stream = io.BytesIO(data)
-    boxes = []
-    while stream.tell() < len(data):
-        boxes.append(Box.parse_stream(stream))
-    assert stream.tell() == len(data)
-    return boxes
-
-
-def walk(box: Any) -> Iterator[Any]:
-    yield box
-    for child in box.get("children") or []:
-        yield from walk(child)
-
-
-def find(boxes: list[Any], kind: bytes) -> list[Any]:
-    return [b for top in boxes for b in walk(top) if b.type == kind]
 
 
 def stream_bytes(folder: Path, rendition: LiveRendition) -> bytes:

@@ -33,10 +33,12 @@ import pytest
 from hachoir.field import Field, FieldSet
 from hachoir.parser.container.mp4 import MP4File
 from hachoir.stream import StringInputStream
-from pymp4.parser import Box
 
 from cadenza.cli import main
 from tests.conftest import MakeInput
+from tests.packager.pymp4_boxes import find as _find
+from tests.packager.pymp4_boxes import parse_boxes as _pymp4_boxes
+from tests.packager.pymp4_boxes import walk as _walk
 
 DURATION_S = 9.0  # three segments of 4 s: two full, one short
 SAMPLE_ENTRY = {"aac": b"mp4a", "opus": b"Opus", "flac": b"fLaC"}
@@ -101,26 +103,6 @@ def packaged(
 
 
 # -- pymp4 --------------------------------------------------------------------------
-
-
-def _pymp4_boxes(data: bytes) -> list[Any]:
-    """Top-level boxes, the whole file consumed (a box that overruns its file fails)."""
-    stream = io.BytesIO(data)
-    boxes = []
-    while stream.tell() < len(data):
-        boxes.append(Box.parse_stream(stream))
-    assert stream.tell() == len(data)
-    return boxes
-
-
-def _walk(box: Any) -> Iterator[Any]:
-    yield box
-    for child in box.get("children") or []:
-        yield from _walk(child)
-
-
-def _find(boxes: list[Any], kind: bytes) -> list[Any]:
-    return [b for top in boxes for b in _walk(top) if b.type == kind]
 
 
 def _one(boxes: list[Any], kind: bytes) -> Any:

@@ -22,14 +22,8 @@ from cadenza.packager.live.ingest import LiveOptions, run_live
 from cadenza.packager.live.source import LiveInput
 from samples.make_sample import synthesize, write_audio
 from tests.conftest import MakeInput
-from tests.packager.live_support import (
-    FakeClock,
-    decode,
-    find,
-    named_files,
-    parse_boxes,
-    stream_bytes,
-)
+from tests.packager.live_support import FakeClock, decode, named_files, stream_bytes
+from tests.packager.pymp4_boxes import find, parse_boxes
 
 SOURCE_S = 6.0
 PART_TICKS = 15360  # 0.32 s: 15 AAC frames, 16 Opus frames
