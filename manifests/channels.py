@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from cadenza.manifests.errors import NoMatchingRenditionsError
-from cadenza.manifests.filters import InvalidFilterError
+from cadenza.manifests.filters import InvalidFilterError, P
 
 if TYPE_CHECKING:
     from cadenza.manifests.model import Loudness, Presentation, Rendition
@@ -69,7 +69,7 @@ def parse_channels(raw: str) -> int:
     return int(raw)
 
 
-def keep_channels(p: Presentation, channels: int) -> Presentation:
+def keep_channels(p: P, channels: int) -> P:
     """``p`` with only its ``channels``-channel renditions; raises
     :class:`~cadenza.manifests.errors.NoMatchingRenditionsError` when it has none."""
     kept = tuple(r for r in p.renditions if r.channels == channels)

@@ -7,11 +7,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cadenza.manifests.errors import ManifestError, NoMatchingRenditionsError
+from cadenza.manifests.live import LivePresentation, LiveRendition
 from cadenza.manifests.model import Codec, Presentation, Rendition
 
 MAX_KBPS = 10_000_000
+# A VOD presentation or a live stream: both list renditions with codecs and bitrates.
+P = TypeVar("P", Presentation, LivePresentation)
 
 
 class InvalidFilterError(ManifestError):
@@ -39,11 +43,18 @@ class RenditionFilter:
         return self.codecs is None and self.min_bitrate_bps is None and self.max_bitrate_bps is None
 
     def matches(self, r: Rendition) -> bool:
-        bitrate = _bitrate_bps(r)
+        return self._matches_rung(r.codec, _bitrate_bps(r))
+
+    def _keeps(self, r: Rendition | LiveRendition) -> bool:
+        if isinstance(r, Rendition):
+            return self.matches(r)
+        return self._matches_rung(Codec(r.codec), r.bitrate_bps)
+
+    def _matches_rung(self, codec: Codec, bitrate_bps: int) -> bool:
         return (
-            (self.codecs is None or r.codec in self.codecs)
-            and (self.min_bitrate_bps is None or bitrate >= self.min_bitrate_bps)
-            and (self.max_bitrate_bps is None or bitrate <= self.max_bitrate_bps)
+            (self.codecs is None or codec in self.codecs)
+            and (self.min_bitrate_bps is None or bitrate_bps >= self.min_bitrate_bps)
+            and (self.max_bitrate_bps is None or bitrate_bps <= self.max_bitrate_bps)
         )
 
     def describe(self) -> str:
@@ -56,8 +67,10 @@ class RenditionFilter:
             parts.append(f"max_bitrate={self.max_bitrate_bps // 1000}")
         return "&".join(parts) or "no filter"
 
-    def apply(self, p: Presentation) -> Presentation:
-        kept = tuple(r for r in p.renditions if self.matches(r))
+    def apply(self, p: P) -> P:
+        """``p`` with its matching renditions: a VOD presentation, or a live stream's
+        (its master playlist and MPD; each media playlist is one rendition's)."""
+        kept = tuple(r for r in p.renditions if self._keeps(r))
         if not kept:
             raise NoMatchingRenditionsError(self.describe())
         return dataclasses.replace(p, renditions=kept)

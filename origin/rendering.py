@@ -26,7 +26,12 @@ from cadenza.manifests.dash import render_mpd
 from cadenza.manifests.encryption import has_cbcs
 from cadenza.manifests.errors import InvalidPresentationError
 from cadenza.manifests.errors import NoMatchingRenditionsError as NoRenditionsInModel
-from cadenza.manifests.filters import InvalidFilterError, RenditionFilter, parse_filter_query
+from cadenza.manifests.filters import (
+    InvalidFilterError,
+    P,
+    RenditionFilter,
+    parse_filter_query,
+)
 from cadenza.manifests.hls import render_master
 from cadenza.manifests.jsonio import presentation_from_json
 from cadenza.manifests.model import MASTER_NAME, MPD_NAME, PRESENTATION_NAME, Presentation
@@ -86,9 +91,10 @@ def filter_values(query: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple((k, query[k]) for k in sorted(SELECTION_KEYS & query.keys()))
 
 
-def select(presentation: Presentation, selected: tuple[tuple[str, str], ...]) -> Presentation:
-    """``presentation`` filtered by ``selected`` (see :func:`filter_values`).  Raises
-    :class:`BadRequestError` and :class:`NoMatchingRenditionsError`."""
+def select(presentation: P, selected: tuple[tuple[str, str], ...]) -> P:
+    """``presentation`` (VOD or live) filtered by ``selected`` (see
+    :func:`filter_values`).  Raises :class:`BadRequestError` and
+    :class:`NoMatchingRenditionsError`."""
     if not selected:
         return presentation
     renditions, channels = _selection(dict(selected))

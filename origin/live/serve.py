@@ -52,6 +52,7 @@ from cadenza.origin.live.keys import LIVE_TRACKS, SEGMENT_FEEDS, live_watch_for
 from cadenza.origin.live.open_segment import SegmentFeeds, find_segment
 from cadenza.origin.live.watch import LiveTracks, LiveWatch
 from cadenza.origin.metrics_live import BlockingOutcome
+from cadenza.origin.rendering import filter_values, select
 from cadenza.origin.telemetry import observe_request
 
 TIME_PATH: Final = "/v1/time"
@@ -137,9 +138,11 @@ async def answer_live(request: web.Request, key: str) -> web.StreamResponse | No
     if is_manifest(name):  # a session's CMCD is folded in, as for a VOD manifest
         await observe_request(request, watch.track)
     if name == MASTER_NAME:
-        return _text(render_live_master(model), M3U8_TYPE, control)
+        filtered = select(model, filter_values(request.query))
+        return _text(render_live_master(filtered), M3U8_TYPE, control)
     if name == MPD_NAME:
-        mpd = render_live_mpd(model, now_ms=now_ms, time_url=time_url(request))
+        filtered = select(model, filter_values(request.query))
+        mpd = render_live_mpd(filtered, now_ms=now_ms, time_url=time_url(request))
         return _text(mpd, MPD_TYPE, control)
     rendition_id, slash, file = name.partition("/")
     if slash and "/" not in file and _has_rendition(model, rendition_id):
@@ -267,6 +270,8 @@ async def _open_segment(
         if got is None:
             raise LiveNotReadyError(watch.track, f"{rendition_id} segment {number}", timeout_s)
         segment = find_segment(watch.model, rendition_id, number)
+    if segment is not None and segment.gap:  # EXT-X-GAP: the stalled input made no media
+        raise ObjectNotFoundError(f"{watch.track}/{rendition_id}/{segment.name}: a gap, no media")
     if segment is None or segment.complete:
         return None
     app = request.app

@@ -301,3 +301,22 @@ async def test_cmcd_sessions_are_kept_on_live(live: tuple[Client, LiveTrackWrite
     assert session.status == 200
     part = await client.get(f"/radio/aac-64k/seg-00001.p0.m4s?CMCD={cmcd}")
     assert part.status == 200
+
+
+async def test_rendition_filters_apply_to_the_live_master_and_mpd(
+    live: tuple[Client, LiveTrackWriter],
+) -> None:
+    client, writer = live
+    writer.add_part()
+    master = await (await client.get("/radio/master.m3u8?max_bitrate=64")).text()
+    assert "aac-64k/playlist.m3u8" in master
+    assert "aac-128k" not in master
+    mpd = await (await client.get("/radio/manifest.mpd?min_bitrate=100")).text()
+    assert 'id="aac-128k"' in mpd
+    assert 'id="aac-64k"' not in mpd
+    # The same refusals as for a VOD track: a bad value, and a filter nothing matches.
+    bad = await client.get("/radio/master.m3u8?codec=mp3")
+    assert bad.status == 400
+    assert "unknown codec" in await bad.text()
+    none = await client.get("/radio/manifest.mpd?codec=opus")
+    assert none.status == 404
