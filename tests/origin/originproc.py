@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.origin.conftest import free_port
+from bench.http_bench import free_port  # not conftest: `make bench` imports this without pytest
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0

@@ -8,55 +8,33 @@ all 1,000 waiting (a condition, polled), the test writes the part and every
 request must be answered ``200`` with a playlist listing it.  Checked: the
 count waiting, every answer, the outcome counter.  RSS before, while holding
 them, and after is printed and written to ``live-load.json`` in the test's tmp
-folder; it is not asserted (the machine is shared)."""
+folder; it is not asserted (the machine is shared).  The clients and the wait
+are :mod:`tests.origin.live_load`'s, which ``make bench``'s ``live`` suite shares."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 import urllib.request
 from pathlib import Path
 
+from tests.origin.live_load import ANSWERED_COUNTER, Answer, ClientFleet, metric, wait_held
 from tests.origin.live_track import LiveTrackWriter
 from tests.origin.originproc import OriginProcess, cadenza_serve, raise_open_files_limit
-from tests.origin.waiting import wait_for
 
 CLIENTS = 1000
-REQUEST = (
-    b"GET /radio/aac-64k/playlist.m3u8?_HLS_msn=1&_HLS_part=1 HTTP/1.1\r\n"
-    b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n"
-)
+BLOCKING = "/radio/aac-64k/playlist.m3u8?_HLS_msn=1&_HLS_part=1"
 
 
-def _metric(url: str, name: str) -> float:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
-        text = response.read().decode()
-    found = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
-    return float(found[1]) if found else 0.0
-
-
-async def _ask(port: int) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(REQUEST)
-    await writer.drain()
-    answer = await reader.read()
-    writer.close()
-    return answer
-
-
-async def _hold(origin: OriginProcess, release: LiveTrackWriter) -> tuple[list[bytes], int]:
+async def _hold(origin: OriginProcess, release: LiveTrackWriter) -> tuple[list[Answer], int]:
     """The answers of CLIENTS blocking requests released by one part, and the
     server's RSS (KiB) while it held them all."""
-    asked = [asyncio.ensure_future(_ask(origin.port)) for _ in range(CLIENTS)]
-
-    def all_blocked() -> bool:
-        return _metric(origin.url, "cadenza_live_blocked_requests") >= CLIENTS
-
-    await asyncio.to_thread(wait_for, all_blocked, f"{CLIENTS} blocked requests")
-    rss_holding = origin.rss_kib()
-    release.add_part()
-    return list(await asyncio.gather(*asked)), rss_holding
+    async with ClientFleet(origin.url, CLIENTS) as fleet:
+        asked = fleet.ask(BLOCKING)
+        await wait_held(origin.url, CLIENTS)
+        rss_holding = origin.rss_kib()
+        release.add_part()
+        return await asked, rss_holding
 
 
 def test_one_worker_holds_a_thousand_blocking_reloads(tmp_path: Path) -> None:
@@ -71,10 +49,9 @@ def test_one_worker_holds_a_thousand_blocking_reloads(tmp_path: Path) -> None:
         rss_before = origin.rss_kib()
         answers, rss_holding = asyncio.run(_hold(origin, writer))
         rss_after = origin.rss_kib()
-        statuses = [a.split(b" ", 2)[1] for a in answers]
-        assert statuses == [b"200"] * CLIENTS
-        assert all(b'URI="seg-00001.p1.m4s"' in a for a in answers)
-        answered = _metric(origin.url, 'cadenza_live_blocking_requests_total{outcome="answered"}')
+        assert [a.status for a in answers] == [200] * CLIENTS
+        assert all(b'URI="seg-00001.p1.m4s"' in a.body for a in answers)
+        answered = metric(origin.url, ANSWERED_COUNTER)
         assert answered == CLIENTS
     figures = {
         "clients": CLIENTS,
