@@ -41,6 +41,9 @@ class LivePart:
     index: int  # from 0 within its segment
     duration_ticks: int
     size_bytes: int
+    # The input stalled across it: the rungs encoded silence, so the file exists and
+    # the timeline stays continuous, but it is marked ``GAP=YES`` (RFC 8216bis 4.4.4.9).
+    gap: bool = False
 
     def name(self, segment_number: int) -> str:
         return LIVE_PART_TEMPLATE.format(number=segment_number, part=self.index)
@@ -53,8 +56,11 @@ class LiveSegment:
     parts: tuple[LivePart, ...]
     complete: bool  # its last part is written, and so is the whole-segment file
     init: int  # which init segment it needs (LIVE_INIT_TEMPLATE)
-    # The input stalled across this segment's time: no media, marked EXT-X-GAP
-    # (RFC 8216bis 4.4.4.7) and, in DASH, left out of the timeline.
+    # The input stalled across all of this segment's time: every part is a gap, and
+    # the segment is marked EXT-X-GAP (RFC 8216bis 4.4.4.7); in DASH the segment after
+    # it begins a new Period.  Its file holds the silence the rungs encoded, so a
+    # player that computes segment numbers from the clock (DASH ``@duration``) plays
+    # silence through the stall instead of failing on a missing segment.
     gap: bool = False
     # A format change (rate, layout) or a restarted input precedes it:
     # EXT-X-DISCONTINUITY, and a new DASH Period.

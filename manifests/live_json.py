@@ -60,14 +60,7 @@ def _rendition_to_dict(r: LiveRendition) -> dict[str, object]:
                 "init": s.init,
                 "gap": s.gap,
                 "discontinuity": s.discontinuity,
-                "parts": [
-                    {
-                        "index": part.index,
-                        "duration_ticks": part.duration_ticks,
-                        "size_bytes": part.size_bytes,
-                    }
-                    for part in s.parts
-                ],
+                "parts": [_part_dict(part) for part in s.parts],
             }
             for s in r.segments
         ],
@@ -163,6 +156,17 @@ def _rendition(d: Mapping[str, Any], where: str) -> LiveRendition:
     )
 
 
+def _part_dict(part: LivePart) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "index": part.index,
+        "duration_ticks": part.duration_ticks,
+        "size_bytes": part.size_bytes,
+    }
+    if part.gap:  # written only when set: the file is rewritten after every part
+        d["gap"] = True
+    return d
+
+
 def _segment(d: Mapping[str, Any], where: str) -> LiveSegment:
     parts = []
     for i, raw in enumerate(_list(d, "parts", where)):
@@ -176,6 +180,7 @@ def _segment(d: Mapping[str, Any], where: str) -> LiveSegment:
                 index=index,
                 duration_ticks=read_positive(part, "duration_ticks", at),
                 size_bytes=read_count(part, "size_bytes", at),
+                gap=read_field(part, "gap", bool, at) if "gap" in part else False,
             )
         )
     return LiveSegment(

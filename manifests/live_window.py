@@ -1,14 +1,14 @@
 """The DVR window of a live rendition: what leaves it, where the stream stands, and the
 DASH Periods the window holds.  Pure functions of :mod:`cadenza.manifests.live`.
 
-Periods (ISO/IEC 23009-1 5.3.2): a new Period begins at the first segment with media
-after a discontinuity (a format change or a restarted input) or after a gap.  A gap is
-left out of the DASH timeline, and ``$Number$`` addressing numbers a timeline's
-segments consecutively from ``startNumber``: the segment after a gap can only keep its
-number as the first of a new Period.  A Period is named by the number of the segment
-that began it and starts where that segment starts, so its id and start stay the
-same in every MPD while any of it is in the window; :func:`trim_window` records the
-Period of the window's first segment when the segment that began it leaves.
+Periods (ISO/IEC 23009-1 5.3.2): a new Period begins at each discontinuity (a format
+change or a restarted input).  A stall does not begin one: its gap parts hold the
+silence the rungs encoded while the input gave nothing, on the same timeline, so a
+DASH player plays through it (the MPD marks it with an event instead).  A Period is
+named by the number of the segment that began it and starts where that segment
+starts, so its id and start stay the same in every MPD while any of it is in the
+window; :func:`trim_window` records the Period of the window's first segment when the
+segment that began it leaves.
 """
 
 from __future__ import annotations
@@ -27,11 +27,6 @@ class PeriodRun:
     start_ticks: int  # where that segment starts: the Period's start
     segments: tuple[LiveSegment, ...]
 
-    @property
-    def media(self) -> tuple[LiveSegment, ...]:
-        """Its segments with media: consecutive numbers, a gap only ever ends a Period."""
-        return tuple(s for s in self.segments if not s.gap)
-
 
 def split_periods(rendition: LiveRendition) -> list[PeriodRun]:
     """The window's segments by Period, oldest first; never empty (an empty window is
@@ -42,18 +37,13 @@ def split_periods(rendition: LiveRendition) -> list[PeriodRun]:
 def _split(segments: Sequence[LiveSegment], number: int, start_ticks: int) -> list[PeriodRun]:
     runs: list[PeriodRun] = []
     current: list[LiveSegment] = []
-    pending = False
-    after_gap = False
     for segment in segments:
-        pending = pending or segment.discontinuity or after_gap
-        if pending and not segment.gap:
-            if any(not s.gap for s in current):
-                runs.append(PeriodRun(number, start_ticks, tuple(current)))
-                current = []
+        if segment.discontinuity and current:
+            runs.append(PeriodRun(number, start_ticks, tuple(current)))
+            current = []
+        if segment.discontinuity:
             number, start_ticks = segment.number, segment.start_ticks
-            pending = False
         current.append(segment)
-        after_gap = segment.gap
     runs.append(PeriodRun(number, start_ticks, tuple(current)))
     return runs
 

@@ -176,8 +176,8 @@ def _segment_lines(
         lines.append(f'#EXT-X-MAP:URI="{LIVE_INIT_TEMPLATE.format(init=s.init)}"')
     lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{program_date_time(segment_start_ms(p, r, s))}")
     if _keeps_parts(r, s, target_s):
-        gap = ",GAP=YES" if s.gap else ""
         for part in s.parts:
+            gap = ",GAP=YES" if s.gap or part.gap else ""  # 4.4.4.9
             lines.append(
                 f"#EXT-X-PART:DURATION={decimal_seconds(part.duration_ticks, r.timescale)},"
                 f'URI="{part.name(s.number)}",INDEPENDENT=YES{gap}'

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from cadenza.manifests.live import LIVE_STATE_NAME, LivePresentation, LiveRendition
 from cadenza.manifests.lldash import render_live_mpd
-from cadenza.manifests.llhls import render_live_master, render_live_media_playlist
+from cadenza.manifests.llhls import render_live_master
 from cadenza.manifests.media_types import cache_control_for, is_manifest
 from cadenza.manifests.model import MASTER_NAME, MPD_NAME, PLAYLIST_NAME
 from cadenza.origin.core.heads import cors_fields
@@ -103,9 +103,9 @@ def blocking_control(presentation: LivePresentation, manifest_max_age_s: int) ->
     return f"public, max-age={max(1, presentation.segment_target_us // 1_000_000)}"
 
 
-def _text(body: str, content_type: str, control: str) -> web.Response:
+def _text(body: str | bytes, content_type: str, control: str) -> web.Response:
     return web.Response(
-        body=body.encode("utf-8"),
+        body=body if isinstance(body, bytes) else body.encode("utf-8"),
         headers={
             "Content-Type": content_type,
             "Cache-Control": control,
@@ -202,8 +202,7 @@ async def _media_playlist(
             raise LiveNotReadyError(watch.track, _asked(rendition_id, directives), timeout_s)
         metrics.blocking_done(BlockingOutcome.ANSWERED)
         model = got
-    now_ms = int(app[CLOCK]() * 1000)
-    body = render_live_media_playlist(model, rendition_id, skip=directives.skip, now_ms=now_ms)
+    body = watch.media_playlist(model, rendition_id, directives.skip)
     if directives.blocking:
         control = blocking_control(model, settings.manifest_max_age_s)
     else:
@@ -270,8 +269,6 @@ async def _open_segment(
         if got is None:
             raise LiveNotReadyError(watch.track, f"{rendition_id} segment {number}", timeout_s)
         segment = find_segment(watch.model, rendition_id, number)
-    if segment is not None and segment.gap:  # EXT-X-GAP: the stalled input made no media
-        raise ObjectNotFoundError(f"{watch.track}/{rendition_id}/{segment.name}: a gap, no media")
     if segment is None or segment.complete:
         return None
     app = request.app

@@ -26,10 +26,11 @@ from typing import Final
 from cadenza.manifests.errors import InvalidLiveStateError
 from cadenza.manifests.live import LIVE_STATE_NAME, LivePresentation
 from cadenza.manifests.live_json import live_from_json
+from cadenza.manifests.llhls import render_live_media_playlist
 from cadenza.manifests.model import PRESENTATION_NAME
 from cadenza.origin.errors import ObjectNotFoundError, OriginError, StorageUnavailableError
 from cadenza.origin.metrics_live import LiveMetrics
-from cadenza.origin.storage import Storage, StoredObject
+from cadenza.origin.storage import ObjectInfo, Storage, StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ NOT_LIVE_TTL_S: Final = 2.0  # a track found not live is asked about again after
 IDLE_S: Final = 2.0  # a watch with no request for this long stops polling
 # A modification time this recent may hide a later rewrite of the same size within
 # the same timestamp tick (a jiffy on Linux file systems, a second on S3): the file is
-# read again (and parsed only when its bytes differ).
+# read again (and parsed only when its bytes differ).  The backend's validator is part
+# of the stamp too: S3's ETag changes with the bytes, whatever the two clocks say.
 RECENT_S: Final = 2.0
 _NOT_LIVE_KEPT: Final = 4096  # tracks remembered as not live (then forgotten at once)
 
@@ -59,7 +61,7 @@ class LiveWatch:
         self.track = track
         self.model = model
         self._storage = storage
-        self._stamp = (stored.info.mtime_s, stored.info.size_bytes)
+        self._stamp = _stamp(stored.info)
         self._body = stored.body
         self._poll_s = poll_s
         self._metrics = metrics
@@ -69,6 +71,10 @@ class LiveWatch:
         self._asked_s = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self.stopped = False
+        # Media playlists rendered from one model, by (rendition, skip): a part's
+        # arrival releases every blocked reload at once, and they share one rendering.
+        self._rendered_for: LivePresentation | None = None
+        self._rendered: dict[tuple[str, bool], bytes] = {}
 
     @property
     def key(self) -> str:
@@ -79,6 +85,20 @@ class LiveWatch:
         self._asked_s = time.monotonic()
         if self._task is None and not self.stopped:
             self._task = asyncio.get_running_loop().create_task(self._poll())
+
+    def media_playlist(self, model: LivePresentation, rendition_id: str, skip: bool) -> bytes:
+        """``model``'s media playlist of ``rendition_id`` (a delta update when
+        ``skip``), rendered once per model however many requests it answers."""
+        if self._rendered_for is not model:
+            self._rendered_for, self._rendered = model, {}
+        key = (rendition_id, skip)
+        body = self._rendered.get(key)
+        if body is None:
+            text = render_live_media_playlist(
+                model, rendition_id, skip=skip, now_ms=model.updated_ms
+            )
+            body = self._rendered[key] = text.encode("utf-8")
+        return body
 
     async def wait_change(self, timeout_s: float, *, request: bool = True) -> bool:
         """Wait for the next change of the model; False after ``timeout_s`` without
@@ -118,11 +138,10 @@ class LiveWatch:
         """Re-read ``live.json`` when its size or modification time changed; True
         when the model changed (every waiter is then woken)."""
         info = await self._storage.head(self.key)
-        stamp = (info.mtime_s, info.size_bytes)
-        if stamp == self._stamp and time.time() - info.mtime_s > RECENT_S:
+        if _stamp(info) == self._stamp and time.time() - info.mtime_s > RECENT_S:
             return False
         stored = await self._storage.read(self.key)
-        self._stamp = (stored.info.mtime_s, stored.info.size_bytes)
+        self._stamp = _stamp(stored.info)
         if stored.body == self._body:
             return False
         self._body = stored.body
@@ -153,6 +172,10 @@ class LiveWatch:
         self.stopped = True
         if self._task is not None:
             self._task.cancel()
+
+
+def _stamp(info: ObjectInfo) -> tuple[float, int, str]:
+    return info.mtime_s, info.size_bytes, info.etag_hint
 
 
 async def _exists(storage: Storage, key: str) -> bool:

@@ -40,15 +40,16 @@ def make_rendition(
         number = first + i
         is_open = i == segments - 1 and open_parts is not None
         count = open_parts if is_open and open_parts is not None else parts_per_segment
-        size = 0 if number in gaps else 2_000
+        gap = number in gaps
+        size = 300 if gap else 2_000  # a gap holds encoded silence
         built.append(
             LiveSegment(
                 number=number,
                 start_ticks=(number - 1) * parts_per_segment * part_ticks,
-                parts=tuple(LivePart(k, part_ticks, size) for k in range(count)),
+                parts=tuple(LivePart(k, part_ticks, size, gap=gap) for k in range(count)),
                 complete=not is_open,
                 init=sum(1 for d in discontinuities if d <= number),
-                gap=number in gaps,
+                gap=gap,
                 discontinuity=number in discontinuities,
             )
         )

@@ -12,7 +12,12 @@ from lxml import etree
 from cadenza.manifests.dash import NS
 from cadenza.manifests.live import LivePresentation
 from cadenza.manifests.live_window import trim_window
-from cadenza.manifests.lldash import UTC_TIMING_SCHEME, latency_ms, render_live_mpd
+from cadenza.manifests.lldash import (
+    GAP_EVENT_SCHEME,
+    UTC_TIMING_SCHEME,
+    latency_ms,
+    render_live_mpd,
+)
 from tests.manifests.test_live_json import live_models, make_live, make_rendition
 
 SCHEMA = etree.XMLSchema(
@@ -54,6 +59,19 @@ def _timeline(template: etree._Element) -> list[tuple[int, int]]:
     return spans
 
 
+def _starts(template: etree._Element, numbers: list[int]) -> dict[int, int]:
+    """Each of ``numbers``' media start as the template addresses it: from the
+    SegmentTimeline when there is one (numbers from startNumber), else from
+    ``@duration`` (5.3.9.5.3: presentationTimeOffset + (n - startNumber) x duration)."""
+    first = int(_attr(template, "startNumber"))
+    if template.find("d:SegmentTimeline", N) is not None:
+        spans = _timeline(template)
+        return {first + i: t for i, (t, _) in enumerate(spans)}
+    offset = int(template.get("presentationTimeOffset", "0"))
+    duration = int(_attr(template, "duration"))
+    return {n: offset + (n - first) * duration for n in numbers if n >= first}
+
+
 def test_dynamic_mpd_low_latency_attributes() -> None:
     p = make_live()
     mpd = _mpd(p)
@@ -85,8 +103,33 @@ def test_dynamic_mpd_low_latency_attributes() -> None:
     assert template.get("startNumber") == "1"
     assert float(_attr(template, "availabilityTimeOffset")) == 0.75  # 1 s segment - 0.25 s part
     assert template.get("availabilityTimeComplete") == "false"
-    # Nine complete segments and the open one, at the duration of the last complete.
-    assert _timeline(template) == [(n * 49152, 49152) for n in range(10)]
+    # The open Period's segments are all on one grid: numbered by @duration, so a player
+    # computes the next one from the clock rather than waiting for an MPD listing it.
+    assert template.find("d:SegmentTimeline", N) is None
+    assert template.get("duration") == "49152"
+    assert template.get("presentationTimeOffset") == "0"
+
+
+def test_open_period_numbers_from_its_first_segment_after_the_window_moved() -> None:
+    r = trim_window(make_rendition(segments=14), 6)
+    template = _one(_mpd(make_live(r)), ".//d:SegmentTemplate")
+    assert (template.get("startNumber"), template.get("duration")) == ("1", "49152")
+    numbers = [s.number for s in r.segments]
+    assert numbers[0] == 6
+    assert _starts(template, numbers) == {s.number: s.start_ticks for s in r.segments}
+
+
+def test_a_segment_off_the_grid_falls_back_to_a_timeline() -> None:
+    r = make_rendition(segments=6)
+    short = replace(r.segments[2], parts=r.segments[2].parts[:3])  # cut short, complete
+    later = tuple(
+        replace(s, start_ticks=s.start_ticks - r.segments[2].parts[3].duration_ticks)
+        for s in r.segments[3:]
+    )
+    r = replace(r, segments=(*r.segments[:2], short, *later))
+    template = _one(_mpd(make_live(r)), ".//d:SegmentTemplate")
+    assert template.get("duration") is None
+    assert _starts(template, []) == {s.number: s.start_ticks for s in r.segments}
 
 
 def test_latency_follows_the_part_target() -> None:
@@ -95,19 +138,53 @@ def test_latency_follows_the_part_target() -> None:
     assert latency_ms(slow) == (1500, 750, 4500)
 
 
-def test_gap_is_left_out_and_begins_a_new_period() -> None:
-    p = make_live(make_rendition(gaps={4, 5}), make_rendition("aac-128k", gaps={4, 5}))
-    mpd = _mpd(p)
-    periods = mpd.findall("d:Period", N)
-    assert [(x.get("id"), x.get("start")) for x in periods] == [
-        ("1", "PT0.000000S"),
-        ("6", "PT5.120000S"),
+def test_a_stall_keeps_the_period_and_is_marked_by_events() -> None:
+    """Segments 4 and 5 and two parts of 6 are the stalled input's silence: still
+    numbered by @duration in the one Period (a player plays through them), and marked
+    by one Event covering them."""
+    r = make_rendition(gaps={4, 5})
+    six = r.segments[5]
+    six = replace(six, parts=tuple(replace(x, gap=x.index < 2) for x in six.parts))
+    r = replace(r, segments=(*r.segments[:5], six, *r.segments[6:]))
+    mpd = _mpd(make_live(r, replace(r, id="aac-128k")))
+    [period] = mpd.findall("d:Period", N)
+    template = _one(period, ".//d:SegmentTemplate")
+    assert (template.get("startNumber"), template.get("duration")) == ("1", "49152")
+    assert _starts(template, list(range(1, 11))) == {n: (n - 1) * 49152 for n in range(1, 11)}
+    stream = _one(period, "d:EventStream")
+    assert stream.get("schemeIdUri") == GAP_EVENT_SCHEME
+    assert stream.get("timescale") == "48000"
+    events = [
+        (int(_attr(e, "presentationTime")), int(_attr(e, "duration")))
+        for e in stream.findall("d:Event", N)
     ]
+    assert events == [(3 * 49152, 2 * 49152 + 2 * 12288)]
+
+
+def test_no_gap_no_event_stream() -> None:
+    assert _mpd(make_live()).find("d:Period/d:EventStream", N) is None
+
+
+def test_a_discontinuity_that_cuts_a_segment_short_keeps_numbering_by_duration() -> None:
+    r = make_rendition(segments=8, discontinuities={5})
+    short = replace(r.segments[3], parts=r.segments[3].parts[:2])
+    cut = r.segments[3].parts[2].duration_ticks * 2
+    later = tuple(replace(s, start_ticks=s.start_ticks - cut) for s in r.segments[4:])
+    r = replace(r, segments=(*r.segments[:3], short, *later))
+    periods = _mpd(make_live(r)).findall("d:Period", N)
+    assert [x.get("id") for x in periods] == ["1", "5"]
     first, second = (_one(x, ".//d:SegmentTemplate") for x in periods)
-    assert _timeline(first) == [(n * 49152, 49152) for n in range(3)]
-    assert second.get("startNumber") == "6"
-    assert second.get("presentationTimeOffset") == str(5 * 49152)
-    assert _timeline(second) == [(n * 49152, 49152) for n in range(5, 10)]
+    # A closed Period's last segment may be short: the next Period's start ends it.
+    assert first.get("duration") == "49152"
+    assert second.get("presentationTimeOffset") == str(short.start_ticks + short.duration_ticks)
+    assert _starts(second, [5, 6, 7, 8]) == {s.number: s.start_ticks for s in later}
+
+
+def test_an_ended_stream_lists_its_segments_in_a_timeline() -> None:
+    r = make_rendition(open_parts=None, gaps={3})
+    template = _one(_mpd(make_live(r, ended=True)), "d:Period/.//d:SegmentTemplate")
+    assert template.get("duration") is None
+    assert _timeline(template)[:3] == [(n * 49152, 49152) for n in range(3)]
 
 
 def test_discontinuity_begins_a_period_with_its_init() -> None:
@@ -179,13 +256,24 @@ def test_any_model_renders_a_valid_mpd(p: LivePresentation) -> None:
     listed: list[int] = []
     for period in mpd.findall("d:Period", N):
         template = _one(period, ".//d:Representation/d:SegmentTemplate")
-        start = int(_attr(template, "startNumber"))
-        spans = _timeline(template)
-        listed.extend(range(start, start + len(spans)))
         by_number = {s.number: s for s in reference.segments}
-        for number, (t, _) in zip(range(start, start + len(spans)), spans, strict=True):
-            assert by_number[number].start_ticks == t
-            assert not by_number[number].gap
-    expected = [s.number for s in reference.segments if not s.gap]
-    assert listed == expected
+        following = period.getnext()
+        end = (
+            int(_attr(following, "id"))
+            if following is not None and following.tag == period.tag
+            else None
+        )
+        if template.find("d:SegmentTimeline", N) is None:  # numbered by @duration
+            assert not p.ended
+            numbers = [
+                n for n in by_number if n >= int(_attr(period, "id")) and (end is None or n < end)
+            ]
+        else:
+            numbers = sorted(_starts(template, []))
+        starts = _starts(template, numbers)
+        listed.extend(numbers)
+        for number in numbers:
+            assert by_number[number].start_ticks == starts[number]
+    # Every segment of the window is addressed once, gaps included (they hold silence).
+    assert listed == [s.number for s in reference.segments]
     assert mpd.get("type") == ("static" if p.ended else "dynamic")

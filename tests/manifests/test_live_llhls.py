@@ -139,6 +139,19 @@ def test_gap_is_marked_on_segment_and_parts() -> None:
     assert not any(s.gap_tag for s in playlist.segments if s.uri != "seg-00008.m4s")
 
 
+def test_a_stall_within_a_segment_marks_only_its_parts() -> None:
+    """The input stalled for two parts of segment 9: the segment keeps its place on the
+    grid (its file holds the silence), only those parts carry GAP=YES (4.4.4.9)."""
+    r = make_rendition()
+    nine = r.segments[8]
+    stalled = tuple(replace(part, gap=part.index in (1, 2)) for part in nine.parts)
+    r = replace(r, segments=(*r.segments[:8], replace(nine, parts=stalled), r.segments[9]))
+    playlist = _playlist(make_live(r, make_rendition("aac-128k")))
+    mixed = next(s for s in playlist.segments if s.uri == "seg-00009.m4s")
+    assert not mixed.gap_tag
+    assert [part.gap for part in mixed.parts] == [None, "YES", "YES", None]
+
+
 def test_discontinuity_new_map_and_sequence() -> None:
     rendition = make_rendition(discontinuities={6})
     p = make_live(rendition, make_rendition("aac-128k", discontinuities={6}))
@@ -219,13 +232,12 @@ def test_window_start_and_trim_keep_periods() -> None:
     # 4 s of window: the newest segment is half written, so five segments cover it.
     assert window_start_number(r, 4_000_000) == 8
     before = {run.number: run.start_ticks for run in split_periods(r)}
-    assert list(before) == [1, 5, 8]
+    assert list(before) == [1, 8]  # a discontinuity begins a Period; a gap does not
     for first in range(1, 13):
         trimmed = trim_window(r, first)
         after = split_periods(trimmed)
         for run in after:
-            if run.media:
-                assert before[run.number] == run.start_ticks
+            assert before[run.number] == run.start_ticks
         assert trimmed.discontinuity_sequence == (1 if first > 8 else 0)
 
 
