@@ -1,18 +1,24 @@
-"""``cadenza live INPUT --out DIR``: package a live input as it arrives (LL-HLS and
-LL-DASH files under ``DIR/<track_id>/``; ``cadenza serve DIR`` serves them).
+"""``cadenza live INPUT --out DIR|s3://BUCKET/PREFIX``: package a live input as it
+arrives (LL-HLS and LL-DASH files under ``DIR/<track_id>/``, or objects under
+``PREFIX/<track_id>/``; ``cadenza serve DIR`` or ``cadenza serve s3://BUCKET/PREFIX``
+serves them).
 
 Exit status (the table of ``cadenza package``, :mod:`cadenza.packager.cli`): 0 when
 the stream ended (the input ended, or ``--max-duration``), 1 when the input fails
-(never starts, cannot be read) or an encoder fails, 2 for a usage error (bad flags, an
-invalid ladder, an unusable ``--out``, ``s3://`` output).
+(never starts, cannot be read), an encoder fails or S3 fails mid-stream (or cannot
+keep up), 2 for a usage error (bad flags, an invalid ladder, an unusable ``--out``:
+a folder that cannot be made, an S3 endpoint that cannot be reached or a bucket
+that does not exist, checked before anything is encoded).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,7 +26,7 @@ from cadenza.manifests.ladder import Ladder, Rung
 from cadenza.manifests.model import Codec
 from cadenza.packager.args import positive_seconds, segment_duration
 from cadenza.packager.cli import USAGE_ERROR, log_level
-from cadenza.packager.errors import LadderError, OutputError, PackagerError
+from cadenza.packager.errors import LadderError, OutputError, PackagerError, store_errors
 from cadenza.packager.ladder import load_ladder
 from cadenza.packager.live.grid import (
     DEFAULT_PART_DURATION,
@@ -28,9 +34,12 @@ from cadenza.packager.live.grid import (
     DEFAULT_WINDOW_S,
 )
 from cadenza.packager.live.ingest import DEFAULT_START_TIMEOUT_S, LiveOptions, run_live
+from cadenza.packager.live.sink_s3 import S3Output
 from cadenza.packager.live.source import LiveInput, is_network
 from cadenza.packager.output import track_id_for
-from cadenza.store.s3url import is_s3_url
+from cadenza.store.s3client import S3Settings
+from cadenza.store.s3url import is_s3_url, parse_s3_url
+from cadenza.store.s3write import S3TrackWriter
 
 FAILED = 1
 LIVE_LADDER_NAME = "live"
@@ -62,7 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a file, or a URL FFmpeg reads live (http(s)/Icecast, srt://, rtmp:// "
         "where the FFmpeg build has them)",
     )
-    parser.add_argument("--out", required=True, metavar="DIR", help="writes DIR/<track_id>/")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR|s3://BUCKET/PREFIX",
+        help="writes DIR/<track_id>/, or uploads each part to s3://BUCKET/PREFIX/<track_id>/ "
+        "(AWS_ENDPOINT_URL and the usual AWS credentials as for cadenza package)",
+    )
     parser.add_argument(
         "--track-id", metavar="ID", help="the track's folder name (default: the input's stem)"
     )
@@ -129,14 +144,26 @@ def _ladder(spec: str) -> Ladder:
     return LIVE_LADDER if spec == LIVE_LADDER_NAME else load_ladder(spec)
 
 
+def s3_output(text: str) -> S3Output:
+    """``--out s3://…`` checked before anything is encoded: the bucket must answer,
+    within two quick attempts (an unreachable endpoint or a missing bucket is a usage
+    error, not a stream that fails later).  Raises a :class:`PackagerError`."""
+    with store_errors():
+        root = parse_s3_url(text, prefix=True)
+        settings = S3Settings(endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+        quick = replace(settings, max_attempts=2, connect_timeout_s=3.0, read_timeout_s=10.0)
+        S3TrackWriter(root, quick).check()
+    return S3Output(root, settings)
+
+
 def run(args: argparse.Namespace) -> int:
     log_level(args)
+    out: Path | S3Output = Path(args.out)
     if is_s3_url(args.out):
-        return _fail(
-            "--out s3://... is not supported for live yet (parts would need a streaming "
-            "upload per chunk); write to a local DIR and serve it",
-            USAGE_ERROR,
-        )
+        try:
+            out = s3_output(args.out)
+        except PackagerError as exc:
+            return _fail(f"--out: {exc}", USAGE_ERROR)
     try:
         ladder = _ladder(args.ladder)
     except LadderError as exc:
@@ -161,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         final = run_live(
             source,
-            Path(args.out),
+            out,
             track_id,
             options,
             clock=time.time,

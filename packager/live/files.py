@@ -1,4 +1,4 @@
-"""Atomic writes and deferred removal for the live track folder."""
+"""Atomic writes and deferred removal for the live track."""
 
 from __future__ import annotations
 
@@ -16,24 +16,28 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 class Reaper:
-    """Removes files some time after they were dropped from ``live.json``, so a reader
-    that fetched the model just before can still fetch them."""
+    """Removes objects some time after they were dropped from ``live.json``, so a
+    reader that fetched the model just before can still fetch them; ``remove`` is the
+    sink's (:meth:`cadenza.packager.live.sink.LiveSink.remove`)."""
 
-    def __init__(self, clock: Callable[[], float], grace_s: float) -> None:
+    def __init__(
+        self, clock: Callable[[], float], grace_s: float, remove: Callable[[str], None]
+    ) -> None:
         self._clock = clock
         self._grace_s = grace_s
-        self._due: list[tuple[float, Path]] = []
+        self._remove = remove
+        self._due: list[tuple[float, str]] = []
 
-    def schedule(self, paths: list[Path]) -> None:
+    def schedule(self, names: list[str]) -> None:
         when = self._clock() + self._grace_s
-        self._due += [(when, p) for p in paths]
+        self._due += [(when, name) for name in names]
 
     def reap(self, *, everything: bool = False) -> None:
         now = self._clock()
         keep = []
-        for when, path in self._due:
+        for when, name in self._due:
             if everything or when <= now:
-                path.unlink(missing_ok=True)
+                self._remove(name)
             else:
-                keep.append((when, path))
+                keep.append((when, name))
         self._due = keep

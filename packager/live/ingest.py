@@ -6,15 +6,15 @@ timeline, the stall handling and the start timeout run without sleeping in tests
 An input that delivers nothing for a part's duration is a stall: the rungs are fed
 silence up to the next part boundary past the wall clock, so their timelines keep
 pace and stay continuous, and the parts made wholly of that silence are published
-as gaps (no media).  A format change is absorbed by the input's normalisation; the
-next part boundary gets new init segments and a discontinuity.
+marked as gaps (their files hold the silence).  A format change is absorbed by the
+input's normalisation; the next part boundary gets new init segments and a
+discontinuity.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import shutil
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -27,11 +27,11 @@ import numpy as np
 from av.audio.layout import AudioLayout
 
 from cadenza.manifests.ladder import Ladder
-from cadenza.manifests.live import LIVE_STATE_NAME, LivePresentation
-from cadenza.manifests.model import PRESENTATION_NAME, SegmentLayout
+from cadenza.manifests.live import LivePresentation
+from cadenza.manifests.model import SegmentLayout
 from cadenza.packager.decode import Block, SourceProbe
 from cadenza.packager.downmix import StereoDownmix
-from cadenza.packager.errors import InputError, LadderError, OutputError
+from cadenza.packager.errors import InputError, LadderError
 from cadenza.packager.live.grid import (
     DEFAULT_PART_DURATION,
     DEFAULT_SEGMENT_DURATION,
@@ -42,13 +42,16 @@ from cadenza.packager.live.grid import (
 )
 from cadenza.packager.live.publisher import Publisher, RenditionInfo
 from cadenza.packager.live.rungs import EncodedPart, LiveRung
-from cadenza.packager.live.source import EndOfInput, FormatChange, LiveSource
+from cadenza.packager.live.sink import LiveSink, open_sink
+from cadenza.packager.live.sink_s3 import S3Output
+from cadenza.packager.live.source import EndOfInput, FormatChange, LiveSource, Reconnecting
 from cadenza.packager.track import Consumer, plan_rungs
 
 log = logging.getLogger(__name__)
 
 DEFAULT_START_TIMEOUT_S: Final = 10.0
 START_POLL_S: Final = 0.5
+RECONNECT_LOG_EVERY: Final = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,34 +71,38 @@ def _first_block(
     source: LiveSource, name: str, clock: Callable[[], float], timeout_s: float
 ) -> Block:
     started = clock()
+    tried = ""  # why the last attempt failed
     while True:
         item = source.read(min(START_POLL_S, timeout_s))
         if isinstance(item, EndOfInput):
             raise InputError(name, f"no audio: {item.reason}")
         if isinstance(item, np.ndarray):
             return item
+        if isinstance(item, Reconnecting):
+            _log_reconnect(name, item, 0, tried)
+            tried = item.reason
         if clock() - started >= timeout_s:
-            raise InputError(name, f"no audio arrived within {timeout_s:g} s (--start-timeout)")
+            why = f"; the last attempt: {tried}" if tried else ""
+            raise InputError(
+                name, f"no audio arrived within {timeout_s:g} s (--start-timeout){why}"
+            )
 
 
-def _prepare_folder(folder: Path) -> None:
-    """A fresh folder; a previous live stream's files there are removed, a packaged
-    (VOD) track is refused."""
-    if (folder / PRESENTATION_NAME).exists():
-        raise OutputError(folder, "holds a packaged track; choose another --track-id")
-    if (folder / LIVE_STATE_NAME).exists():
-        shutil.rmtree(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(folder, f"cannot create: {exc.strerror}") from exc
+def _log_reconnect(name: str, item: Reconnecting, position_ticks: int, last_reason: str) -> None:
+    """A warning for the first attempt, a new reason, and every tenth attempt; the
+    others are debug (a server down for minutes is not a warning a second)."""
+    loud = item.attempt % RECONNECT_LOG_EVERY == 1 or item.reason != last_reason
+    level = logging.WARNING if loud else logging.DEBUG
+    at_s = position_ticks / LIVE_RATE_HZ
+    message = "%s: %s; reconnecting (attempt %d, at %.2f s)"
+    log.log(level, message, name, item.reason, item.attempt, at_s)
 
 
 class _Ingest:
     def __init__(
         self,
         source: LiveSource,
-        folder: Path,
+        sink: LiveSink,
         track_id: str,
         options: LiveOptions,
         clock: Callable[[], float],
@@ -134,7 +141,7 @@ class _Ingest:
         ]
         self.consumers = [Consumer(r.plan.rendition_id, r) for r in self.rungs]
         self.publisher = Publisher(
-            folder,
+            sink,
             track_id,
             self.grid,
             [
@@ -226,7 +233,7 @@ class _Ingest:
         while self.change_at and self.change_at[0][0] <= index:
             _, reason = self.change_at.pop(0)
             self.publisher.begin_new_init(self.inits(), reason)
-        self.publisher.add_part(index, None if self.is_fill(index) else parts)
+        self.publisher.add_part(index, parts, gap=self.is_fill(index))
         end = self.grid.part_start(index + 1)
         while self.arrivals and self.arrivals[0][0] < end:
             self.arrivals.popleft()
@@ -275,6 +282,7 @@ class _Ingest:
 
     def abort(self) -> None:
         self._stop_threads()
+        self.publisher.abort()
 
 
 def _ingest_probe(name: str, layout: str) -> SourceProbe:
@@ -294,7 +302,7 @@ def _ingest_probe(name: str, layout: str) -> SourceProbe:
 
 def run_live(
     source: LiveSource,
-    out_root: Path,
+    out_root: Path | S3Output,
     track_id: str,
     options: LiveOptions,
     *,
@@ -306,14 +314,15 @@ def run_live(
     ``max_duration_s`` of media); returns the final model (``ended=True``)."""
     notes = warnings if warnings is not None else []
     first = _first_block(source, name, clock, options.start_timeout_s)
-    folder = out_root / track_id
-    _prepare_folder(folder)
-    ingest = _Ingest(source, folder, track_id, options, clock, notes)
+    sink = open_sink(out_root, track_id)  # a local folder or an S3 prefix, prepared
+    ingest = _Ingest(source, sink, track_id, options, clock, notes)
     ingest.start()
     part_s = ingest.grid.part_ticks / LIVE_RATE_HZ
     try:
         try:
             running = ingest.feed(first)
+            lost_s: float | None = None  # when a reconnect began
+            tried = ""  # why the last reconnect was needed
             while running:
                 item = source.read(part_s if options.detect_stalls else None)
                 if item is None:
@@ -323,7 +332,15 @@ def run_live(
                     break
                 elif isinstance(item, FormatChange):
                     ingest.note_change(item.reason)
+                elif isinstance(item, Reconnecting):
+                    _log_reconnect(name, item, ingest.position, tried)
+                    lost_s, tried = clock() if lost_s is None else lost_s, item.reason
                 else:
+                    if lost_s is not None:
+                        log.warning(
+                            "%s: reconnected: audio again after %.1f s", name, clock() - lost_s
+                        )
+                        lost_s = None
                     running = ingest.feed(item)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM (the command): end the stream
             log.warning("%s: interrupted; ending the stream", name)

@@ -1,12 +1,17 @@
 """Publish the live track as parts arrive: part files, whole segments, ``live.json``
-and the media playlists, in that order, each written atomically, so a reader never
-sees a name that is not there (the layout is :mod:`cadenza.manifests.live`'s).
+and the media playlists, in that order, each written whole to the track's sink (a
+folder or an S3 prefix, :mod:`cadenza.packager.live.sink`) with a barrier between
+the steps, so a reader never sees a name that is not there (the layout is
+:mod:`cadenza.manifests.live`'s).
 
-Segments are whole parts of the grid; one is closed early when the input's state
-changes (a stall begins or ends, a format change), so every segment is all media
-or all gap (RFC 8216bis 4.4.4.7 EXT-X-GAP; no files are written for a gap).  The
-DVR window keeps the newest segments; older ones leave ``live.json`` first and
-their files go a grace period later.
+Segments are whole parts of the grid, closed early only by a format change (a
+discontinuity).  A stall does not cut a segment: the silence the rungs encoded while
+the input gave nothing is published like any part, so every segment number on the
+grid has its files and a DASH player that numbers segments from the clock plays the
+silence; those parts are marked ``gap`` (``GAP=YES``, RFC 8216bis 4.4.4.9), and a
+segment made only of them is a gap segment (EXT-X-GAP, 4.4.4.7).  The DVR window
+keeps the newest segments; older ones leave ``live.json`` first and their files go a
+grace period later.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from cadenza.manifests.live import (
     LIVE_INIT_TEMPLATE,
@@ -31,9 +35,10 @@ from cadenza.manifests.lldash import render_live_mpd
 from cadenza.manifests.llhls import render_live_master, render_live_media_playlist
 from cadenza.manifests.model import MASTER_NAME, MPD_NAME, PLAYLIST_NAME
 from cadenza.packager import mp4
-from cadenza.packager.live.files import Reaper, write_atomic
+from cadenza.packager.live.files import Reaper
 from cadenza.packager.live.grid import LiveGrid
 from cadenza.packager.live.rungs import EncodedPart
+from cadenza.packager.live.sink import LiveSink
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +73,7 @@ class _OpenSegment:
 class Publisher:
     def __init__(
         self,
-        folder: Path,
+        sink: LiveSink,
         track_id: str,
         grid: LiveGrid,
         renditions: Sequence[RenditionInfo],
@@ -76,7 +81,7 @@ class Publisher:
         clock: Callable[[], float],
         window_s: float,
     ) -> None:
-        self.folder = folder
+        self.sink = sink
         self._track_id = track_id
         self._grid = grid
         self._infos = tuple(renditions)
@@ -92,15 +97,15 @@ class Publisher:
         self._pending_discontinuity = False
         self._ended = False
         self._manifests_due = True  # master.m3u8 and manifest.mpd, with the first part
-        self._reaper = Reaper(clock, grace_s=grid.segment_us / 1_000_000)
+        self._reaper = Reaper(clock, grace_s=grid.segment_us / 1_000_000, remove=sink.remove)
         self.presentation: LivePresentation | None = None
 
     # -- inits and format changes --------------------------------------------------
     def write_inits(self, inits: Mapping[str, bytes]) -> None:
         """Init segment ``n`` of every rendition (the first, or after a format change)."""
         for rid, data in inits.items():
-            (self.folder / rid).mkdir(parents=True, exist_ok=True)
-            write_atomic(self.folder / rid / LIVE_INIT_TEMPLATE.format(init=self._init), data)
+            self.sink.publish(f"{rid}/{LIVE_INIT_TEMPLATE.format(init=self._init)}", data)
+        self.sink.barrier()
 
     def begin_new_init(self, inits: Mapping[str, bytes], reason: str) -> None:
         """A format change: the current segment ends, the next one needs init n+1 and
@@ -113,14 +118,12 @@ class Publisher:
         self.write_inits(inits)
 
     # -- parts ---------------------------------------------------------------------
-    def add_part(self, index: int, parts: Mapping[str, EncodedPart] | None) -> None:
-        """Grid part ``index``: every rendition's part, or None for a gap."""
-        gap = parts is None
+    def add_part(self, index: int, parts: Mapping[str, EncodedPart], *, gap: bool = False) -> None:
+        """Grid part ``index``: every rendition's part; ``gap``: made of the silence
+        fed while the input stalled."""
         seg = self._open
         if seg is not None and (
-            seg.gap != gap
-            or self._pending_discontinuity
-            or seg.part_count >= self._grid.parts_per_segment
+            self._pending_discontinuity or seg.part_count >= self._grid.parts_per_segment
         ):
             self._close_open()
             seg = None
@@ -135,16 +138,14 @@ class Publisher:
             self._next_number += 1
             self._pending_discontinuity = False
             self._open = seg
+        seg.gap = seg.gap and gap  # a gap segment: every part so far a gap
         for info in self._infos:
             part_list = seg.parts.setdefault(info.id, [])
             chunks = seg.data.setdefault(info.id, [])
-            if parts is None:
-                part_list.append(LivePart(len(part_list), self._grid.part_ticks, 0))
-                continue
             encoded = parts[info.id]
             data = encoded.data if part_list else mp4.build_styp() + encoded.data
-            part = LivePart(len(part_list), encoded.duration_ticks, len(data))
-            write_atomic(self.folder / info.id / part.name(seg.number), data)
+            part = LivePart(len(part_list), encoded.duration_ticks, len(data), gap=gap)
+            self.sink.publish(f"{info.id}/{part.name(seg.number)}", data)
             part_list.append(part)
             chunks.append(data)
         if seg.part_count >= self._grid.parts_per_segment:
@@ -166,10 +167,9 @@ class Publisher:
         if seg is None:
             return
         self._open = None
-        if not seg.gap:
-            for info in self._infos:
-                name = LIVE_SEGMENT_TEMPLATE.format(number=seg.number)
-                write_atomic(self.folder / info.id / name, b"".join(seg.data[info.id]))
+        for info in self._infos:
+            name = LIVE_SEGMENT_TEMPLATE.format(number=seg.number)
+            self.sink.publish(f"{info.id}/{name}", b"".join(seg.data[info.id]))
         for info in self._infos:
             window = self._windows[info.id]
             closed = self._skeleton(seg, complete=True, parts=tuple(seg.parts[info.id]))
@@ -192,18 +192,17 @@ class Publisher:
         """Drop the segments older than the window from every rendition alike (the
         first rendition's durations decide), and schedule their files' removal."""
         first = window_start_number(self._windows[self._infos[0].id], self._window_us)
-        paths: list[Path] = []
+        names: list[str] = []
         for info in self._infos:
             window = self._windows[info.id]
             for gone in window.segments:
                 if gone.number >= first:
                     break
-                if not gone.gap:
-                    paths.append(self.folder / info.id / gone.name)
-                    paths += [self.folder / info.id / p.name(gone.number) for p in gone.parts]
+                names.append(f"{info.id}/{gone.name}")
+                names += [f"{info.id}/{p.name(gone.number)}" for p in gone.parts]
             self._windows[info.id] = trim_window(window, first)
-        if paths:
-            self._reaper.schedule(paths)
+        if names:
+            self._reaper.schedule(names)
 
     def _empty(self, info: RenditionInfo) -> LiveRendition:
         return LiveRendition(
@@ -238,22 +237,31 @@ class Publisher:
             ended=self._ended,
         )
         self.presentation = presentation
-        write_atomic(self.folder / LIVE_STATE_NAME, live_to_json(presentation).encode())
+        self.sink.barrier()  # the parts and segments it names are in place
+        self.sink.publish(LIVE_STATE_NAME, live_to_json(presentation).encode())
+        self.sink.barrier()
         now_ms = presentation.updated_ms
         for info in self._infos:
             playlist = render_live_media_playlist(presentation, info.id, now_ms=now_ms)
-            write_atomic(self.folder / info.id / PLAYLIST_NAME, playlist.encode())
+            self.sink.publish(f"{info.id}/{PLAYLIST_NAME}", playlist.encode())
         self._reaper.reap()
+        self.sink.barrier()
 
     def _write_manifests(self) -> None:
         presentation = self.presentation
         assert presentation is not None
-        write_atomic(self.folder / MASTER_NAME, render_live_master(presentation).encode())
+        self.sink.publish(MASTER_NAME, render_live_master(presentation).encode())
         mpd = render_live_mpd(presentation, now_ms=presentation.updated_ms, time_url=TIME_URL)
-        write_atomic(self.folder / MPD_NAME, mpd.encode())
+        self.sink.publish(MPD_NAME, mpd.encode())
+        self.sink.barrier()
         self._manifests_due = False
 
     def finish(self) -> None:
         """Nothing is left to remove them later: the files of segments out of the
-        window go now."""
+        window go now; then the sink is closed (everything in place)."""
         self._reaper.reap(everything=True)
+        self.sink.close()
+
+    def abort(self) -> None:
+        """The ingest failed: the sink stops, whatever it has not written yet."""
+        self.sink.abort()

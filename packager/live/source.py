@@ -5,8 +5,13 @@ over normalised to the ingest format: planar float at
 
 The ingest reads with a timeout (:meth:`LiveInput.read`), so a source that stops
 delivering is noticed while the wall clock runs on.  A network source that fails or
-ends is reopened (a reconnect); a file ends, or with ``loop`` starts again on the
-same timeline.  With ``realtime`` a file is paced at 1x wall clock.
+ends is reopened a second later, again and again (:class:`Reconnecting` tells the
+ingest each time; an Icecast server hands a listener that comes back the live
+position, so what was missed meanwhile is lost and the ingest marks it a gap); a file
+ends, or with ``loop`` starts again on the same timeline.  With ``realtime`` a file
+is paced at 1x wall clock.  FFmpeg's ``timeout`` bounds both the open and each read
+(:data:`OPEN_TIMEOUT_S`): a server that accepts and then sends nothing is given up
+after it and reconnected.
 """
 
 from __future__ import annotations
@@ -53,12 +58,21 @@ class EndOfInput:
     reason: str
 
 
-Item = Block | FormatChange | EndOfInput
+@dataclass(frozen=True, slots=True)
+class Reconnecting:
+    """A network input failed or ended and is reopened :data:`RECONNECT_WAIT_S` later;
+    ``reason`` says why, ``attempt`` counts the tries since audio last came (1 first)."""
+
+    reason: str
+    attempt: int
+
+
+Item = Block | FormatChange | EndOfInput | Reconnecting
 
 
 class LiveSource(Protocol):
-    """What the ingest reads: a block, a format change, the end, or None when nothing
-    came within ``timeout_s`` (None: wait as long as it takes)."""
+    """What the ingest reads: a block, a format change, a reconnect, the end, or None
+    when nothing came within ``timeout_s`` (None: wait as long as it takes)."""
 
     @property
     def layout(self) -> str: ...
@@ -144,10 +158,12 @@ class LiveInput:
         fmt: tuple[int, str] | None = None
         resampler: AudioResampler | None = None
         network = is_network(self.url)
+        attempt = 0  # reconnects since audio last came
         self._started = self._monotonic()
         while not self._stop.is_set():
             try:
                 for frame in self._frames():
+                    attempt = 0
                     new_fmt = (frame.sample_rate, frame.layout.name)
                     if fmt is None:
                         self._layout = ingest_layout(frame.layout.nb_channels)
@@ -166,14 +182,21 @@ class LiveInput:
                     self._hand_over(resampler.resample(frame))
                     if self._stop.is_set():
                         return
+                reason = "the stream ended"
             except _ReadFailedError as exc:
                 if not network:
                     self._put(EndOfInput(exc.reason))
                     return
-                log.warning("%s: %s; reconnecting", self.url, exc.reason)
+                reason = exc.reason
             if self._stop.is_set():
                 return
-            if network:
+            if network:  # the ingest logs it, and marks the time without input a gap
+                # A fresh resampler for the next connection.  The few samples the old
+                # one holds are dropped, as the decoder's are: the failure may be seen
+                # only after a stall was filled, and they would land after the gap.
+                resampler = None
+                attempt += 1
+                self._put(Reconnecting(reason, attempt))
                 self._stop.wait(RECONNECT_WAIT_S)
                 continue
             if not self._loop:
@@ -216,6 +239,10 @@ class LiveInput:
                 timeout=self._open_timeout_s,
                 container_options=STREAM_PROBE if live else None,
             )
+        except av.error.ExitError as exc:  # PyAV's timeout interrupts FFmpeg with this
+            raise _ReadFailedError(
+                f"nothing came within {self._open_timeout_s:g} s of connecting"
+            ) from exc
         except av.error.FFmpegError as exc:
             raise _ReadFailedError(f"FFmpeg cannot open it: {exc.strerror}") from exc
         with container:
@@ -228,6 +255,10 @@ class LiveInput:
                         yield from packet.decode()
                     except av.error.InvalidDataError:
                         continue  # one damaged packet: skip it, as a player would
+            except av.error.ExitError as exc:
+                raise _ReadFailedError(
+                    f"reading stopped: nothing came for {self._open_timeout_s:g} s"
+                ) from exc
             except av.error.FFmpegError as exc:
                 raise _ReadFailedError(f"reading stopped: {exc.strerror}") from exc
 

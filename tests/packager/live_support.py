@@ -90,9 +90,12 @@ def blocks(seconds: float, block_s: float = 1024 / LIVE_RATE_HZ) -> list[np.ndar
 
 
 def stream_bytes(folder: Path, rendition: LiveRendition) -> bytes:
-    """init + every (complete, non-gap) segment, as a player appends them."""
+    """init + every complete segment (gaps hold the stall's silence), as a DASH
+    player appends them."""
     data = [(folder / rendition.id / rendition.init_name).read_bytes()]
-    data += [(folder / rendition.id / s.name).read_bytes() for s in rendition.segments if not s.gap]
+    data += [
+        (folder / rendition.id / s.name).read_bytes() for s in rendition.segments if s.complete
+    ]
     return b"".join(data)
 
 
@@ -113,8 +116,6 @@ def named_files(presentation: LivePresentation) -> list[Path]:
     for r in presentation.renditions:
         names.append(Path(r.id) / r.init_name)
         for s in r.segments:
-            if s.gap:
-                continue
             names += [Path(r.id) / p.name(s.number) for p in s.parts]
             if s.complete:
                 names.append(Path(r.id) / s.name)

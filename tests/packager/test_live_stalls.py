@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cadenza.manifests.live import LIVE_STATE_NAME, LivePresentation
@@ -50,29 +51,35 @@ def _run(script: list[object], folder: Path, clock: FakeClock) -> LivePresentati
 
 
 def test_a_stall_becomes_gap_segments_and_the_timeline_keeps_pace(tmp_path: Path) -> None:
-    """4 s of input, 5 s of nothing, 4 s more: the stall's whole parts are gaps, no
-    file is written for them, and the input after it lands where the wall clock is."""
+    """4 s of input, 5 s of nothing, 4 s more: the stall's whole parts are gaps that
+    hold silence, the segments stay on the grid, and the input after it lands where
+    the wall clock is."""
     clock = FakeClock()
     stall_reads = 16  # one per part: 5.12 s
     final = _run([*blocks(4.0), *[STALL] * stall_reads, *blocks(4.0)], tmp_path, clock)
     for r in final.renditions:
-        gaps = [s for s in r.segments if s.gap]
-        assert gaps, "a 5 s stall makes gap segments"
-        assert all(p.size_bytes == 0 for s in gaps for p in s.parts)
-        for s in gaps:
-            assert not (tmp_path / "t" / r.id / s.name).exists()
-        # Contiguous: each segment starts where the one before ended.
+        assert [s for s in r.segments if s.gap], "a 5 s stall makes whole gap segments"
+        gap_parts = [(s, p) for s in r.segments for p in s.parts if p.gap or s.gap]
+        assert all(s.gap == all(p.gap for p in s.parts) for s in r.segments)
+        # The grid is kept: every segment but the last is six parts, and contiguous.
+        assert all(len(s.parts) == 6 for s in r.segments[:-1])
         for before, after in zip(r.segments, r.segments[1:], strict=False):
             assert after.start_ticks == before.start_ticks + before.duration_ticks
-        gap_ticks = sum(s.duration_ticks for s in gaps)
+        gap_ticks = sum(p.duration_ticks for _, p in gap_parts)
         assert 4.5 * LIVE_RATE_HZ <= gap_ticks <= 5.2 * LIVE_RATE_HZ
         end = r.segments[-1].start_ticks + r.segments[-1].duration_ticks
         assert end >= (8 + 4.5) * LIVE_RATE_HZ  # media + the stall's time
-        # The media either side decodes whole.
-        media = [s for s in r.segments if not s.gap]
-        assert decode(stream_bytes(tmp_path / "t", r)).shape[1] == sum(
-            s.duration_ticks for s in media
-        )
+        # The whole stream decodes, the stall's parts as silence, the media around it not.
+        complete = [s for s in r.segments if s.complete]
+        pcm = decode(stream_bytes(tmp_path / "t", r))
+        assert pcm.shape[1] == sum(s.duration_ticks for s in complete)
+        for s, p in gap_parts:
+            if not s.complete:
+                continue
+            at = s.start_ticks + sum(x.duration_ticks for x in s.parts[: p.index])
+            inner = pcm[:, at + 2048 : at + p.duration_ticks - 2048]  # codec edges aside
+            assert float(np.abs(inner).max(initial=0.0)) < 1e-3, (s.number, p.index)
+        assert float(np.abs(pcm[:, : 3 * LIVE_RATE_HZ]).max()) > 0.05
     # One segmentation for every rendition: they switch at the same boundaries.
     skeletons = {
         tuple((s.number, s.gap, s.start_ticks) for s in r.segments) for r in final.renditions
