@@ -71,6 +71,38 @@ def trim_window(rendition: LiveRendition, first_number: int) -> LiveRendition:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class GapRun:
+    """A run of consecutive gap parts (the stalled input's silence)."""
+
+    start_ticks: int
+    duration_ticks: int
+    # Media follows it in the window, or the stream ended: its duration is final.  A
+    # run still growing at the live edge has no duration yet (a marker with an id must
+    # not change an attribute it already stated: RFC 8216bis 4.4.5.1).
+    closed: bool
+
+
+def gap_runs(segments: Sequence[LiveSegment], *, ended: bool) -> list[GapRun]:
+    """The runs of gap parts in ``segments``, oldest first."""
+    runs: list[GapRun] = []
+    for s in segments:
+        at = s.start_ticks
+        for part in s.parts:
+            last = runs[-1] if runs else None
+            if not (part.gap or s.gap):
+                if last is not None and not last.closed:
+                    runs[-1] = replace(last, closed=True)
+            elif last is not None and not last.closed:
+                runs[-1] = replace(last, duration_ticks=last.duration_ticks + part.duration_ticks)
+            else:
+                runs.append(GapRun(at, part.duration_ticks, closed=False))
+            at += part.duration_ticks
+    if ended and runs:
+        runs[-1] = replace(runs[-1], closed=True)
+    return runs
+
+
 def window_start_number(rendition: LiveRendition, window_us: int) -> int:
     """The number of the oldest segment to keep so the window holds at least
     ``window_us`` of the newest media (open segment included)."""

@@ -68,7 +68,7 @@ from cadenza.manifests.live import (
     LiveRendition,
     LiveSegment,
 )
-from cadenza.manifests.live_window import PeriodRun, split_periods
+from cadenza.manifests.live_window import PeriodRun, gap_runs, split_periods
 from cadenza.manifests.llhls import live_bitrates_bps
 from cadenza.manifests.model import MEDIA_TEMPLATE, Codec
 
@@ -244,27 +244,14 @@ def _template(
     add_timeline(template, spans)
 
 
-def _gap_runs(segments: list[LiveSegment]) -> list[tuple[int, int]]:
-    """(start, duration) ticks of each run of consecutive gap parts."""
-    runs: list[tuple[int, int]] = []
-    for s in segments:
-        at = s.start_ticks
-        for part in s.parts:
-            if part.gap or s.gap:
-                if runs and runs[-1][0] + runs[-1][1] == at:
-                    runs[-1] = (runs[-1][0], runs[-1][1] + part.duration_ticks)
-                else:
-                    runs.append((at, part.duration_ticks))
-            at += part.duration_ticks
-    return runs
-
-
 def _gap_events(
     period: etree._Element,
     reference: LiveRendition,
     run: PeriodRun,
     first: int,
     following: int | None,
+    *,
+    ended: bool,
 ) -> None:
     """The Period's ``EventStream`` of its gaps (schema: before the AdaptationSets);
     times in the first rendition's timescale, relative to the Period's start; an
@@ -274,18 +261,19 @@ def _gap_events(
         for s in reference.segments
         if s.number >= first and (following is None or s.number < following)
     ]
-    gaps = _gap_runs(segments)
+    gaps = gap_runs(segments, ended=ended)
     if not gaps:
         return
     stream = etree.SubElement(period, qname("EventStream"))
     stream.set("schemeIdUri", GAP_EVENT_SCHEME)
     stream.set("timescale", str(reference.timescale))
     start = _start_ticks(reference, run, reference)
-    for at, duration in gaps:
+    for gap in gaps:
         event = etree.SubElement(stream, qname("Event"))
-        event.set("presentationTime", str(at - start))
-        event.set("duration", str(duration))
-        event.set("id", str(at))
+        event.set("presentationTime", str(gap.start_ticks - start))
+        if gap.closed:  # a run still growing at the live edge has no duration yet
+            event.set("duration", str(gap.duration_ticks))
+        event.set("id", str(gap.start_ticks))
 
 
 def _period(mpd: etree._Element, p: LivePresentation, runs: list[PeriodRun], index: int) -> None:
@@ -295,7 +283,7 @@ def _period(mpd: etree._Element, p: LivePresentation, runs: list[PeriodRun], ind
     period = etree.SubElement(mpd, qname("Period"))
     period.set("id", str(run.number))
     period.set("start", f"PT{decimal_seconds(run.start_ticks, reference.timescale)}S")
-    _gap_events(period, reference, run, first, following)
+    _gap_events(period, reference, run, first, following, ended=p.ended or following is not None)
     counts = {r.channels for r in p.renditions}
     keys = adaptation_set_keys((Codec(r.codec), r.channels) for r in p.renditions)
     for set_index, (codec, channels) in enumerate(keys):

@@ -47,7 +47,13 @@ from cadenza.manifests.live import (
     LiveSegment,
     segment_start_ms,
 )
-from cadenza.manifests.live_window import has_position, last_position, next_part, too_far_ahead
+from cadenza.manifests.live_window import (
+    gap_runs,
+    has_position,
+    last_position,
+    next_part,
+    too_far_ahead,
+)
 from cadenza.manifests.model import PLAYLIST_NAME
 
 # The blocking-reload helpers live with the window (cadenza.manifests.live_window) and
@@ -71,6 +77,8 @@ PART_HOLD_BACK_PARTS = 3  # 4.4.3.8: PART-HOLD-BACK SHOULD be >= 3 part targets
 SKIP_TARGET_DURATIONS = 6  # 4.4.3.8: CAN-SKIP-UNTIL MUST be >= 6 target durations
 PART_TARGET_DURATIONS_KEPT = 3  # 4.4.4.9: parts older than 3 target durations go
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# EXT-X-DATERANGE CLASS of a stalled input's silence (4.4.5.1: reverse-DNS, ours).
+GAP_DATERANGE_CLASS = "com.cadenza.live.gap"
 
 
 def program_date_time(ms: int) -> str:
@@ -219,6 +227,7 @@ def render_live_media_playlist(
     if r.discontinuity_sequence or any(s.discontinuity for s in r.segments):
         lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{r.discontinuity_sequence}")
     lines.append("#EXT-X-INDEPENDENT-SEGMENTS")
+    lines.extend(_gap_dateranges(p, r))
     if skipped:
         lines.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}")
     previous_init: int | None = None
@@ -233,6 +242,24 @@ def render_live_media_playlist(
         lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{hint}"')
     lines.extend(_rendition_reports(p, r))
     return "\n".join(lines) + "\n"
+
+
+def _gap_dateranges(p: LivePresentation, r: LiveRendition) -> list[str]:
+    """An ``EXT-X-DATERANGE`` (4.4.5.1) per run of gap parts in the window, so a gap
+    shorter than a segment stays marked once its parts leave the playlist; all of them,
+    delta update or not (6.2.5.1: a delta update keeps its date ranges unless the
+    server offers to skip them, which this one does not)."""
+    lines = []
+    for gap in gap_runs(r.segments, ended=p.ended):
+        start_ms = p.availability_start_ms + gap.start_ticks * 1000 // r.timescale
+        line = (
+            f'#EXT-X-DATERANGE:ID="gap-{gap.start_ticks}",CLASS="{GAP_DATERANGE_CLASS}",'
+            f'START-DATE="{program_date_time(start_ms)}"'
+        )
+        if gap.closed:
+            line += f",DURATION={decimal_seconds(gap.duration_ticks, r.timescale)}"
+        lines.append(line)
+    return lines
 
 
 def _rendition_reports(p: LivePresentation, r: LiveRendition) -> list[str]:

@@ -277,3 +277,15 @@ def test_any_model_renders_a_valid_mpd(p: LivePresentation) -> None:
     # Every segment of the window is addressed once, gaps included (they hold silence).
     assert listed == [s.number for s in reference.segments]
     assert mpd.get("type") == ("static" if p.ended else "dynamic")
+
+
+def test_a_gap_at_the_live_edge_has_an_event_without_duration() -> None:
+    r = make_rendition()
+    last = r.segments[-1]  # the open segment: both its parts so far are the stall's
+    stalled = replace(last, parts=tuple(replace(x, gap=True) for x in last.parts), gap=True)
+    r = replace(r, segments=(*r.segments[:-1], stalled))
+    [event] = _mpd(make_live(r, replace(r, id="aac-128k"))).findall(
+        "d:Period/d:EventStream/d:Event", N
+    )
+    assert event.get("presentationTime") == str(stalled.start_ticks)
+    assert event.get("duration") is None  # still growing: no duration to take back

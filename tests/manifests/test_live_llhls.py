@@ -11,7 +11,7 @@ import m3u8
 import pytest
 from hypothesis import given, settings
 
-from cadenza.manifests.live import LivePresentation
+from cadenza.manifests.live import LivePresentation, LiveRendition
 from cadenza.manifests.live_window import (
     has_position,
     last_position,
@@ -22,6 +22,7 @@ from cadenza.manifests.live_window import (
     window_start_number,
 )
 from cadenza.manifests.llhls import (
+    GAP_DATERANGE_CLASS,
     program_date_time,
     render_live_master,
     render_live_media_playlist,
@@ -275,3 +276,50 @@ def test_presentation_updates_render_deterministically() -> None:
     assert render_live_media_playlist(p, "aac-64k", now_ms=1) == render_live_media_playlist(
         replace(p), "aac-64k", now_ms=2
     )
+
+
+def _stalled(segments: int, gap_parts: dict[int, set[int]]) -> LiveRendition:
+    """A rendition whose segment n has the parts ``gap_parts[n]`` marked gap."""
+    r = make_rendition(segments=segments)
+    marked = []
+    for s in r.segments:
+        gaps = gap_parts.get(s.number, set())
+        parts = tuple(replace(x, gap=x.index in gaps) for x in s.parts)
+        marked.append(replace(s, parts=parts, gap=bool(parts) and all(x.gap for x in parts)))
+    return replace(r, segments=tuple(marked))
+
+
+def _dateranges(playlist: m3u8.M3U8) -> list[m3u8.model.DateRange]:
+    """The library files a date range under the segment (or part) it precedes."""
+    found = [d for s in playlist.segments for d in s.dateranges]
+    found += [d for s in playlist.segments for p in s.parts for d in p.dateranges]
+    return found
+
+
+def test_each_run_of_gap_parts_is_a_date_range() -> None:
+    """A 2-part gap inside segment 3 and one across segments 5-6: one EXT-X-DATERANGE
+    each, dated by the wall clock, kept in a delta update that skips their segments."""
+    r = _stalled(10, {3: {1, 2}, 5: {2, 3}, 6: {0, 1, 2, 3}})
+    p = make_live(r, replace(r, id="aac-128k"))
+    part_s = 12288 / 48000
+    for skip in (False, True):
+        playlist = _playlist(p, skip=skip)
+        ranges = [(d.id, d.class_, d.start_date, d.duration) for d in _dateranges(playlist)]
+        assert ranges == [
+            # Segment 3 starts at 2 x 4 x 12288 ticks, its part 1 one part later.
+            ("gap-110592", GAP_DATERANGE_CLASS, "2025-12-06T05:46:42.304Z", 2 * part_s),
+            ("gap-221184", GAP_DATERANGE_CLASS, "2025-12-06T05:46:44.608Z", 6 * part_s),
+        ]
+
+
+def test_a_gap_still_growing_has_no_duration_yet() -> None:
+    r = _stalled(10, {9: {2, 3}, 10: {0, 1}})  # segment 10 is the open one
+    playlist = _playlist(make_live(r, replace(r, id="aac-128k")))
+    [growing] = _dateranges(playlist)
+    assert growing.duration is None
+    ended = make_live(
+        replace(r, segments=(*r.segments[:-1], replace(r.segments[-1], complete=True))),
+        ended=True,
+    )
+    [closed] = _dateranges(_playlist(ended))
+    assert closed.duration == pytest.approx(4 * 12288 / 48000)
