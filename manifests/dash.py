@@ -202,6 +202,25 @@ def _representation(
         _template(rep, r, r.init_name, r.media_template)
 
 
+def add_pathway_base_urls(mpd: etree._Element, steering: SteeringConfig, track_id: str) -> None:
+    """One MPD-level ``BaseURL`` per pathway, its ``serviceLocation`` the pathway id
+    (ISO/IEC 23009-1 5.6.2): the track folder on that pathway."""
+    for pathway in steering.pathways:
+        base = etree.SubElement(mpd, qname("BaseURL"))
+        base.set("serviceLocation", pathway.id)
+        base.text = pathway.track_url(track_id)
+
+
+def add_content_steering(mpd: etree._Element, steering: SteeringConfig) -> None:
+    """The ``ContentSteering`` element (DASH-IF content steering): the steering
+    server's URI and the pathway to start on.  Its place in the MPD's sequence is
+    after ``ServiceDescription``, before the first ``Period``."""
+    element = etree.SubElement(mpd, qname("ContentSteering"))
+    element.set("defaultServiceLocation", steering.default)
+    element.set("queryBeforeStart", "true" if steering.query_before_start else "false")
+    element.text = steering.server_uri
+
+
 def _mpd_head(
     p: Presentation, single: bool, steering: SteeringConfig | None, hint: BitrateHint | None
 ) -> tuple[etree._Element, etree._Element]:
@@ -219,10 +238,7 @@ def _mpd_head(
     mpd.set("minBufferTime", MIN_BUFFER_TIME)
     _program_information(mpd, p)
     if steering is not None:
-        for pathway in steering.pathways:
-            base = etree.SubElement(mpd, qname("BaseURL"))
-            base.set("serviceLocation", pathway.id)
-            base.text = pathway.track_url(p.track_id)
+        add_pathway_base_urls(mpd, steering, p.track_id)
     if hint is not None:
         service = etree.SubElement(mpd, qname("ServiceDescription"))
         service.set("id", "0")
@@ -233,10 +249,7 @@ def _mpd_head(
         bandwidth.set("max", str(hint.max_bitrate_bps))
         bandwidth.set("target", str(hint.start_bitrate_bps))
     if steering is not None:
-        element = etree.SubElement(mpd, qname("ContentSteering"))
-        element.set("defaultServiceLocation", steering.default)
-        element.set("queryBeforeStart", "true" if steering.query_before_start else "false")
-        element.text = steering.server_uri
+        add_content_steering(mpd, steering)
     period = etree.SubElement(mpd, qname("Period"))
     period.set("id", "0")
     period.set("start", "PT0S")

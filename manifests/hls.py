@@ -103,10 +103,7 @@ def _head(
     (:func:`cadenza.manifests.channels.loudness_of`)."""
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS"]
     if steering is not None:
-        lines.append(
-            f'#EXT-X-CONTENT-STEERING:SERVER-URI="{steering.server_uri}",'
-            f'PATHWAY-ID="{steering.default}"'
-        )
+        lines.append(content_steering_tag(steering))
     if loudness is not None:
         values = {
             "integrated": loudness.integrated_lufs,
@@ -146,12 +143,36 @@ def render_master(
             lines.append(_stream_inf(r))
             lines.append(r.playlist_uri)
         return "\n".join(lines) + "\n"
-    for pathway in steering.pathways:
-        base = pathway.track_url(p.track_id)
-        for r in listed:
-            lines.append(f'{_stream_inf(r)},PATHWAY-ID="{pathway.id}",STABLE-VARIANT-ID="{r.id}"')
-            lines.append(base + r.playlist_uri)
+    variants = [(r.id, _stream_inf(r), r.playlist_uri) for r in listed]
+    lines += steered_variants(steering, p.track_id, variants)
     return "\n".join(lines) + "\n"
+
+
+def content_steering_tag(steering: SteeringConfig) -> str:
+    """``EXT-X-CONTENT-STEERING`` (RFC 8216bis 4.4.6.6): the steering server and the
+    pathway to start on."""
+    return (
+        f'#EXT-X-CONTENT-STEERING:SERVER-URI="{steering.server_uri}",'
+        f'PATHWAY-ID="{steering.default}"'
+    )
+
+
+def steered_variants(
+    steering: SteeringConfig, track_id: str, variants: list[tuple[str, str, str]]
+) -> list[str]:
+    """Every variant once per pathway, in the configuration's order: its
+    ``EXT-X-STREAM-INF`` with ``PATHWAY-ID`` and ``STABLE-VARIANT-ID`` (the rendition
+    id, the same on every pathway), then its absolute URI on that pathway.
+    ``variants``: (rendition id, stream-inf tag, playlist URI relative to the track)."""
+    lines = []
+    for pathway in steering.pathways:
+        base = pathway.track_url(track_id)
+        for rendition_id, stream_inf, uri in variants:
+            lines.append(
+                f'{stream_inf},PATHWAY-ID="{pathway.id}",STABLE-VARIANT-ID="{rendition_id}"'
+            )
+            lines.append(base + uri)
+    return lines
 
 
 def render_group_master(

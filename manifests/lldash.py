@@ -56,6 +56,8 @@ from cadenza.manifests.dash import (
     NS,
     PROFILE_LIVE,
     adaptation_set_keys,
+    add_content_steering,
+    add_pathway_base_urls,
     add_timeline,
     channels_label,
     mpd_text,
@@ -71,6 +73,7 @@ from cadenza.manifests.live import (
 from cadenza.manifests.live_window import PeriodRun, gap_runs, split_periods
 from cadenza.manifests.llhls import live_bitrates_bps
 from cadenza.manifests.model import MEDIA_TEMPLATE, Codec
+from cadenza.manifests.steering import SteeringConfig
 
 UTC_TIMING_SCHEME = "urn:mpeg:dash:utc:http-iso:2014"
 # The stalled input's silence: one Event per run of gap parts (a scheme of our own; a
@@ -170,7 +173,9 @@ def _start_ticks(r: LiveRendition, run: PeriodRun, reference: LiveRendition) -> 
     return run.start_ticks * r.timescale // reference.timescale
 
 
-def _head(p: LivePresentation) -> etree._Element:
+def _head(p: LivePresentation, steering: SteeringConfig | None) -> etree._Element:
+    """The MPD element with its attributes and, in the schema's order, the pathways'
+    ``BaseURL``s, the ``ServiceDescription`` and ``ContentSteering``."""
     nsmap: dict[Any, str] = {None: NS}
     mpd = etree.Element(qname("MPD"), nsmap=nsmap)
     mpd.set("profiles", PROFILE_LIVE)
@@ -181,12 +186,17 @@ def _head(p: LivePresentation) -> etree._Element:
         mpd.set("type", "static")
         end_us = max((_end_us(r) for r in p.renditions), default=0)
         mpd.set("mediaPresentationDuration", _duration(end_us))
+        if steering is not None:
+            add_pathway_base_urls(mpd, steering, p.track_id)
+            add_content_steering(mpd, steering)
         return mpd
     target, low, high = latency_ms(p)
     mpd.set("type", "dynamic")
     mpd.set("minimumUpdatePeriod", _duration(p.part_target_us))
     mpd.set("timeShiftBufferDepth", _duration(p.window_us))
     mpd.set("suggestedPresentationDelay", _duration(target * 1000))
+    if steering is not None:
+        add_pathway_base_urls(mpd, steering, p.track_id)
     service = etree.SubElement(mpd, qname("ServiceDescription"))
     service.set("id", "0")
     latency = etree.SubElement(service, qname("Latency"))
@@ -197,6 +207,8 @@ def _head(p: LivePresentation) -> etree._Element:
     rate = etree.SubElement(service, qname("PlaybackRate"))
     rate.set("min", PLAYBACK_RATE_MIN)
     rate.set("max", PLAYBACK_RATE_MAX)
+    if steering is not None:
+        add_content_steering(mpd, steering)
     return mpd
 
 
@@ -324,13 +336,16 @@ def _period(mpd: etree._Element, p: LivePresentation, runs: list[PeriodRun], ind
             )
 
 
-def render_live_mpd(p: LivePresentation, *, now_ms: int, time_url: str) -> str:
+def render_live_mpd(
+    p: LivePresentation, *, now_ms: int, time_url: str, steering: SteeringConfig | None = None
+) -> str:
     """The MPD as the model stands (see the module docstring); ``time_url``: the
-    absolute or MPD-relative URL of the origin's ISO 8601 clock.  ``now_ms`` is taken
+    absolute or MPD-relative URL of the origin's ISO 8601 clock; ``steering``: the
+    pathways and the steering server, as in VOD's MPD.  ``now_ms`` is taken
     for symmetry with the playlists: the MPD depends on the model alone, so every
     request between two writes gets the same document."""
     del now_ms
-    mpd = _head(p)
+    mpd = _head(p, steering)
     runs = split_periods(p.renditions[0])
     for index in range(len(runs)):
         _period(mpd, p, runs, index)

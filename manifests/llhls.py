@@ -38,7 +38,13 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 from cadenza.manifests.channels import hls_channel_count
-from cadenza.manifests.hls import VERSION, decimal_seconds, stream_inf_tag
+from cadenza.manifests.hls import (
+    VERSION,
+    content_steering_tag,
+    decimal_seconds,
+    steered_variants,
+    stream_inf_tag,
+)
 from cadenza.manifests.live import (
     LIVE_INIT_TEMPLATE,
     LIVE_PART_TEMPLATE,
@@ -55,6 +61,7 @@ from cadenza.manifests.live_window import (
     too_far_ahead,
 )
 from cadenza.manifests.model import PLAYLIST_NAME
+from cadenza.manifests.steering import SteeringConfig
 
 # The blocking-reload helpers live with the window (cadenza.manifests.live_window) and
 # are re-exported here, beside the playlist they answer for.
@@ -139,14 +146,23 @@ def live_bitrates_bps(r: LiveRendition) -> tuple[int, int]:
     return peak, int((sum(rates) / len(rates)).__ceil__())
 
 
-def render_live_master(p: LivePresentation) -> str:
+def render_live_master(p: LivePresentation, steering: SteeringConfig | None = None) -> str:
     """The multivariant playlist: one variant per rendition, as VOD's
     (:func:`cadenza.manifests.hls.render_master`); ``BANDWIDTH`` is the highest
-    segment bitrate seen in the window (4.3.4.2), at least the rung's target."""
+    segment bitrate seen in the window (4.3.4.2), at least the rung's target.  With
+    ``steering``, the content steering tag and every variant once per pathway, as
+    VOD's."""
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS"]
-    for r in listed_renditions(p):
-        lines.append(stream_inf_tag(*live_bitrates_bps(r), r.codecs))
-        lines.append(f"{r.id}/{PLAYLIST_NAME}")
+    variants = [
+        (r.id, stream_inf_tag(*live_bitrates_bps(r), r.codecs), f"{r.id}/{PLAYLIST_NAME}")
+        for r in listed_renditions(p)
+    ]
+    if steering is None:
+        for _, stream_inf, uri in variants:
+            lines += [stream_inf, uri]
+    else:
+        lines.append(content_steering_tag(steering))
+        lines += steered_variants(steering, p.track_id, variants)
     return "\n".join(lines) + "\n"
 
 

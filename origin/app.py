@@ -100,11 +100,12 @@ async def handle_file(request: web.Request) -> web.StreamResponse:
     key = target.key
     if "/" not in key:
         raise ObjectNotFoundError("only files inside a track folder are served")
-    live = await answer_live(request, key)  # a live track's own answers (origin.live)
+    steering, personal = _steering(request, target)
+    # A live track's own answers (origin.live).
+    live = await answer_live(request, key, steering=steering, personal_pathways=personal)
     if live is not None:
         return live
     asked = describe_media_request(request, key)
-    steering, personal = _steering(request, target)
     try:
         choice = await choose_object(
             request.app,

@@ -36,6 +36,7 @@ from cadenza.manifests.lldash import render_live_mpd
 from cadenza.manifests.llhls import render_live_master
 from cadenza.manifests.media_types import cache_control_for, is_manifest
 from cadenza.manifests.model import MASTER_NAME, MPD_NAME, PLAYLIST_NAME
+from cadenza.manifests.steering import SteeringConfig
 from cadenza.origin.core.heads import cors_fields
 from cadenza.origin.core.routes import RouteClass, route_class
 from cadenza.origin.errors import ObjectNotFoundError
@@ -118,11 +119,20 @@ def time_url(request: web.Request) -> str:
     return f"{request.url.origin()}{TIME_PATH}"
 
 
-async def answer_live(request: web.Request, key: str) -> web.StreamResponse | None:
+async def answer_live(
+    request: web.Request,
+    key: str,
+    *,
+    steering: SteeringConfig | None = None,
+    personal_pathways: bool = False,
+) -> web.StreamResponse | None:
     """The answer to ``key`` when its track is live and the answer is live's own;
     None for everything the answer core serves as it does for VOD (a track that
     is not live, a complete part or segment, an init segment).  ``live.json``
-    itself is never served (``404``), live or not."""
+    itself is never served (``404``), live or not.  ``steering``: the track's
+    content-steering block for its master playlist or MPD, as for VOD
+    (``personal_pathways``: it names this viewer's token or Host, so the answer is
+    ``private``)."""
     name = key.partition("/")[2]
     if name == LIVE_STATE_NAME:
         raise ObjectNotFoundError("a live track's state is not served")
@@ -137,12 +147,14 @@ async def answer_live(request: web.Request, key: str) -> web.StreamResponse | No
     control = reload_control(model, settings.manifest_max_age_s)
     if is_manifest(name):  # a session's CMCD is folded in, as for a VOD manifest
         await observe_request(request, watch.track)
-    if name == MASTER_NAME:
+    if name in (MASTER_NAME, MPD_NAME):
         filtered = select(model, filter_values(request.query))
-        return _text(render_live_master(filtered), M3U8_TYPE, control)
-    if name == MPD_NAME:
-        filtered = select(model, filter_values(request.query))
-        mpd = render_live_mpd(filtered, now_ms=now_ms, time_url=time_url(request))
+        if personal_pathways:
+            control = control.replace("public", "private", 1)
+        if name == MASTER_NAME:
+            return _text(render_live_master(filtered, steering), M3U8_TYPE, control)
+        url = time_url(request)
+        mpd = render_live_mpd(filtered, now_ms=now_ms, time_url=url, steering=steering)
         return _text(mpd, MPD_TYPE, control)
     rendition_id, slash, file = name.partition("/")
     if slash and "/" not in file and _has_rendition(model, rendition_id):

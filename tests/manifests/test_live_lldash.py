@@ -18,6 +18,7 @@ from cadenza.manifests.lldash import (
     latency_ms,
     render_live_mpd,
 )
+from cadenza.manifests.steering import Pathway, SteeringConfig
 from tests.manifests.test_live_json import live_models, make_live, make_rendition
 
 SCHEMA = etree.XMLSchema(
@@ -289,3 +290,24 @@ def test_a_gap_at_the_live_edge_has_an_event_without_duration() -> None:
     )
     assert event.get("presentationTime") == str(stalled.start_ticks)
     assert event.get("duration") is None  # still growing: no duration to take back
+
+
+def test_steered_live_mpd_is_valid_with_a_base_url_per_pathway() -> None:
+    steering = SteeringConfig(
+        "https://steer.example/v1/steering/radio?protocol=dash",
+        (Pathway("cdn-a", "https://a.example"), Pathway("cdn-b", "https://b.example")),
+        "cdn-b",
+    )
+    for ended in (False, True):
+        p = make_live(ended=ended)
+        text = render_live_mpd(p, now_ms=p.updated_ms, time_url=TIME_URL, steering=steering)
+        mpd = etree.fromstring(text.encode())
+        SCHEMA.assertValid(mpd)
+        bases = [(b.get("serviceLocation"), b.text) for b in mpd.findall("d:BaseURL", N)]
+        assert bases == [
+            ("cdn-a", "https://a.example/radio/"),
+            ("cdn-b", "https://b.example/radio/"),
+        ]
+        element = _one(mpd, "d:ContentSteering")
+        assert element.get("defaultServiceLocation") == "cdn-b"
+        assert element.text == steering.server_uri

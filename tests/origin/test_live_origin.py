@@ -17,8 +17,10 @@ import pytest
 from aiohttp import ClientPayloadError, web
 from aiohttp.test_utils import TestClient, TestServer
 
+from cadenza.manifests.hls import parse_master
 from cadenza.origin.app import create_app
 from cadenza.origin.keys import METRICS
+from cadenza.origin.pathways import PathwaySetting
 from cadenza.origin.settings import Settings
 from tests.origin.live_track import LiveTrackWriter
 from tests.origin.waiting import wait_for_async
@@ -320,3 +322,40 @@ async def test_rendition_filters_apply_to_the_live_master_and_mpd(
     assert "unknown codec" in await bad.text()
     none = await client.get("/radio/manifest.mpd?codec=opus")
     assert none.status == 404
+
+
+async def test_live_manifests_are_steered_like_vod(tmp_path: Path) -> None:
+    """With pathways configured, the live master playlist lists every variant once
+    per pathway under the steering tag, and the MPD names a BaseURL per pathway and
+    the steering server (still XSD-valid: tests/manifests check the schema)."""
+    writer = LiveTrackWriter(tmp_path)
+    settings = Settings(
+        root=str(tmp_path),
+        live_poll_s=0.01,
+        pathways=(
+            PathwaySetting("cdn-a", "http://127.0.0.1:9/a"),
+            PathwaySetting("cdn-b", "http://127.0.0.1:9/b"),
+        ),
+        content_steering_url="https://steer.example",
+        pathway_health_interval_s=3600.0,
+    )
+    client: Client = TestClient(TestServer(create_app(settings)))
+    await client.start_server()
+    try:
+        writer.add_part()
+        master = await client.get("/radio/master.m3u8")
+        text = await master.text()
+        assert '#EXT-X-CONTENT-STEERING:SERVER-URI="https://steer.example/v1/steering/radio' in text
+        variants = parse_master(text)
+        assert sorted((v.pathway_id, v.uri) for v in variants) == [
+            ("cdn-a", "http://127.0.0.1:9/a/radio/aac-128k/playlist.m3u8"),
+            ("cdn-a", "http://127.0.0.1:9/a/radio/aac-64k/playlist.m3u8"),
+            ("cdn-b", "http://127.0.0.1:9/b/radio/aac-128k/playlist.m3u8"),
+            ("cdn-b", "http://127.0.0.1:9/b/radio/aac-64k/playlist.m3u8"),
+        ]
+        assert master.headers["Cache-Control"].startswith("public")
+        mpd = await (await client.get("/radio/manifest.mpd")).text()
+        assert '<BaseURL serviceLocation="cdn-b">http://127.0.0.1:9/b/radio/</BaseURL>' in mpd
+        assert '<ContentSteering defaultServiceLocation="cdn-a"' in mpd
+    finally:
+        await client.close()
