@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from enum import StrEnum
 from typing import Final
 
 from cadenza.abr.policy import Guidance
@@ -133,12 +134,27 @@ def segment_duration_ms(rendition: Rendition, file_name: str) -> int | None:
     return None
 
 
+class CmsdStreamType(StrEnum):
+    """CMSD ``st`` (CTA-5006 4.2): the stream the object belongs to."""
+
+    VOD = "v"
+    LIVE = "l"
+
+
 def cmsd_static(rendition: Rendition, duration_ms: int | None) -> str:
     """``CMSD-Static`` for an audio object of a VOD presentation (CTA-5006 4.2)."""
-    parts = ["ot=a", f"br={rendition_bitrate_bps(rendition) // 1000}"]
+    return cmsd_static_fields(rendition_bitrate_bps(rendition), duration_ms, CmsdStreamType.VOD)
+
+
+def cmsd_static_fields(
+    bitrate_bps: int, duration_ms: int | None, stream_type: CmsdStreamType
+) -> str:
+    """``CMSD-Static`` of an audio object (CTA-5006 4.2): ``ot=a``, its encoded
+    bitrate ``br`` and duration ``d`` (kb/s, ms), and the stream type ``st``."""
+    parts = ["ot=a", f"br={bitrate_bps // 1000}"]
     if duration_ms is not None:
         parts.append(f"d={duration_ms}")
-    parts.append("st=v")
+    parts.append(f"st={stream_type.value}")
     return ",".join(parts)
 
 

@@ -218,13 +218,21 @@ async def cmsd_for(
     except KeyError:
         return None
     guidance = await guidance_for(app, presentation, observed.state, observed.network_key)
-    etp_bps = await origin_etp_bps(app, observed.state, observed.network_key)
-    dynamic = (
-        f'"{SERVER_ID}";mb={guidance.max_bitrate_bps // 1000}'
-        if etp_bps is None
-        else cmsd_dynamic(etp_bps, guidance.max_bitrate_bps)
-    )
+    dynamic = await cmsd_dynamic_for(app, observed, guidance.max_bitrate_bps)
     return cmsd_static(rendition, segment_duration_ms(rendition, name)), dynamic
+
+
+async def cmsd_dynamic_for(
+    app: web.Application, observed: Observed, max_bitrate_bps: int | None
+) -> str:
+    """``CMSD-Dynamic`` for a session (CTA-5006 4.3): this server's ``etp`` when it
+    has one (:func:`origin_etp_bps`), and the guidance's ``mb`` when there is one."""
+    etp_bps = await origin_etp_bps(app, observed.state, observed.network_key)
+    if etp_bps is not None:
+        return cmsd_dynamic(etp_bps, max_bitrate_bps)
+    if max_bitrate_bps is not None:
+        return f'"{SERVER_ID}";mb={max_bitrate_bps // 1000}'
+    return f'"{SERVER_ID}"'
 
 
 async def origin_etp_bps(

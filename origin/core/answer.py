@@ -28,6 +28,7 @@ from cadenza.origin.core.request import MediaRequest
 from cadenza.origin.core.routes import RouteClass, is_track_manifest
 from cadenza.origin.errors import ObjectNotFoundError, StorageUnavailableError
 from cadenza.origin.keys import CLOCK, SETTINGS
+from cadenza.origin.live.cmsd import live_cmsd_for
 from cadenza.origin.live.errors import LiveTrackError
 from cadenza.origin.live.keys import has_live_state, is_live_track
 from cadenza.origin.objects import load_object
@@ -176,9 +177,12 @@ async def choose_object(
         link = preload_hint(app, key, observed.sid)
     # A session's hint makes the answer the session's (never a shared cache's).
     control = None if link is None else private_control(obj.cache_control)
-    if observed is None or not settings.guidance or not guided_segment(key) or model is None:
+    if observed is None or not settings.guidance or not guided_segment(key):
         return ObjectChoice(obj, how, control=control, link=link, prefetched=prefetched)
-    cmsd = await cmsd_for(app, key, observed, model)
+    if model is None:  # a live track's media: CMSD from the live model
+        cmsd = await live_cmsd_for(app, key, observed)
+    else:
+        cmsd = await cmsd_for(app, key, observed, model)
     if cmsd is None:
         return ObjectChoice(obj, how, control=control, link=link, prefetched=prefetched)
     # A 304 keeps the shared head (core.heads.object_fields).

@@ -34,8 +34,14 @@ async def is_live_track(app: web.Application, key: str) -> bool:
     return await live_watch_for(app, key) is not None
 
 
+async def live_watch_of(app: web.Application, track: str) -> LiveWatch | None:
+    """The watch of live ``track``, whatever the hot cache holds; None when it is
+    not live."""
+    tracks = app.get(LIVE_TRACKS)
+    return None if tracks is None else await tracks.watch(track)
+
+
 async def has_live_state(app: web.Application, track: str) -> bool:
     """Whether ``track`` is live, whatever the hot cache holds (a session's media
     request asks it only once the track's VOD model is found missing)."""
-    tracks = app.get(LIVE_TRACKS)
-    return tracks is not None and await tracks.watch(track) is not None
+    return await live_watch_of(app, track) is not None

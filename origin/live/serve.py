@@ -48,12 +48,13 @@ from cadenza.origin.live.blocking import (
     check_not_too_far,
     parse_directives,
 )
+from cadenza.origin.live.cmsd import live_cmsd_for
 from cadenza.origin.live.errors import DeliveryDirectiveError, LiveNotReadyError
 from cadenza.origin.live.keys import LIVE_TRACKS, SEGMENT_FEEDS, live_watch_for
 from cadenza.origin.live.open_segment import SegmentFeeds, find_segment
 from cadenza.origin.live.watch import LiveTracks, LiveWatch
 from cadenza.origin.metrics_live import BlockingOutcome
-from cadenza.origin.rendering import filter_values, select
+from cadenza.origin.rendering import filter_values, private_control, select
 from cadenza.origin.telemetry import observe_request
 
 TIME_PATH: Final = "/v1/time"
@@ -284,22 +285,22 @@ async def _open_segment(
     if segment is None or segment.complete:
         return None
     app = request.app
-    await observe_request(request, watch.track)  # answered here, not by the core
+    observed = await observe_request(request, watch.track)  # answered here, not by the core
     settings = app[SETTINGS]
     metrics = app[METRICS].live
     feed = app[SEGMENT_FEEDS].feed(watch, rendition_id, number, timeout_s)
-    response = web.StreamResponse(
-        status=200,
-        headers={
-            "Content-Type": "audio/mp4",
-            # The same bytes as the whole segment's file, which never changes.
-            "Cache-Control": cache_control_for(
-                f"{rendition_id}/{segment.name}", segment_max_age_s=settings.segment_max_age_s
-            ),
-            "X-Cadenza-Cache": "live",
-            **cors_fields(settings),
-        },
+    # The same bytes as the whole segment's file, which never changes.
+    control = cache_control_for(
+        f"{rendition_id}/{segment.name}", segment_max_age_s=settings.segment_max_age_s
     )
+    headers = {"Content-Type": "audio/mp4", "X-Cadenza-Cache": "live", **cors_fields(settings)}
+    if observed is not None and settings.guidance:  # a known session: CMSD, as the core's
+        cmsd = await live_cmsd_for(app, f"{watch.track}/{rendition_id}/{segment.name}", observed)
+        if cmsd is not None:
+            headers["CMSD-Static"], headers["CMSD-Dynamic"] = cmsd
+            control = private_control(control)
+    headers["Cache-Control"] = control
+    response = web.StreamResponse(status=200, headers=headers)
     response.enable_chunked_encoding()
     await response.prepare(request)
     sent = 0

@@ -303,6 +303,21 @@ async def test_cmcd_sessions_are_kept_on_live(live: tuple[Client, LiveTrackWrite
     assert session.status == 200
     part = await client.get(f"/radio/aac-64k/seg-00001.p0.m4s?CMCD={cmcd}")
     assert part.status == 200
+    # CMSD as on a VOD segment of a known session (CTA-5006): the part's own duration
+    # (a 256 ms part target), the rung's bitrate, a live stream; answered private.
+    assert part.headers["CMSD-Static"] == "ot=a,br=64,d=256,st=l"
+    assert part.headers["CMSD-Dynamic"].startswith('"cadenza"')
+    assert part.headers["Cache-Control"].startswith("private")
+    # Without a session: the shared immutable part, no CMSD.
+    plain = await client.get("/radio/aac-64k/seg-00001.p0.m4s")
+    assert "CMSD-Static" not in plain.headers
+    assert "immutable" in plain.headers["Cache-Control"]
+    assert plain.headers["Cache-Control"].startswith("public")
+    # The open segment, streamed by the live path, carries it too.
+    streamed = await client.get(f"/radio/aac-64k/seg-00001.m4s?CMCD={cmcd}", timeout=None)
+    headers = streamed.headers
+    assert headers["CMSD-Static"].endswith(",st=l") and "d=" not in headers["CMSD-Static"]
+    streamed.close()
 
 
 async def test_rendition_filters_apply_to_the_live_master_and_mpd(
