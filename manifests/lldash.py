@@ -288,6 +288,27 @@ def _gap_events(
         event.set("id", str(gap.start_ticks))
 
 
+def _producer_reference_time(
+    adaptation: etree._Element,
+    p: LivePresentation,
+    r: LiveRendition,
+    run: PeriodRun,
+    reference: LiveRendition,
+) -> None:
+    """``ProducerReferenceTime`` (5.12; the DASH-IF low-latency guidelines recommend
+    it): the wall-clock instant at which the encoder took in the Period's first
+    sample, and that sample's media time in ``r``'s timescale.  Tick t of every
+    rendition is ``availability_start_ms`` + t, so it restates the stream's mapping
+    where a player measuring its latency looks for it."""
+    start_ticks = _start_ticks(r, run, reference)
+    element = etree.SubElement(adaptation, qname("ProducerReferenceTime"))
+    element.set("id", "0")
+    element.set("type", "encoder")
+    wall_ms = p.availability_start_ms + start_ticks * 1000 // r.timescale
+    element.set("wallClockTime", xs_datetime(wall_ms))
+    element.set("presentationTime", str(start_ticks))
+
+
 def _period(mpd: etree._Element, p: LivePresentation, runs: list[PeriodRun], index: int) -> None:
     reference = p.renditions[0]
     run = runs[index]
@@ -307,9 +328,10 @@ def _period(mpd: etree._Element, p: LivePresentation, runs: list[PeriodRun], ind
         adaptation.set("startWithSAP", "1")
         if len(counts) > 1:
             etree.SubElement(adaptation, qname("Label")).text = channels_label(channels)
-        for r in p.renditions:
-            if Codec(r.codec) is not codec or r.channels != channels:
-                continue
+        members = [r for r in p.renditions if Codec(r.codec) is codec and r.channels == channels]
+        if not p.ended:
+            _producer_reference_time(adaptation, p, members[0], run, reference)
+        for r in members:
             segments = [
                 s
                 for s in r.segments

@@ -311,3 +311,20 @@ def test_steered_live_mpd_is_valid_with_a_base_url_per_pathway() -> None:
         element = _one(mpd, "d:ContentSteering")
         assert element.get("defaultServiceLocation") == "cdn-b"
         assert element.text == steering.server_uri
+
+
+def test_producer_reference_time_restates_the_wall_clock_of_each_period() -> None:
+    r = make_rendition(discontinuities={7})
+    mpd = _mpd(make_live(r, replace(r, id="aac-128k")))
+    found = [
+        (_attr(x, "id"), _attr(prt, "wallClockTime"), _attr(prt, "presentationTime"))
+        for x in mpd.findall("d:Period", N)
+        for prt in x.findall("d:AdaptationSet/d:ProducerReferenceTime", N)
+    ]
+    start = 6 * 49152  # segment 7 starts after six of 1.024 s
+    assert found == [
+        ("1", "2025-12-06T05:46:40.000Z", "0"),
+        ("7", "2025-12-06T05:46:46.144Z", str(start)),
+    ]
+    ended = make_live(make_rendition(open_parts=None), ended=True)
+    assert _mpd(ended).find(".//d:ProducerReferenceTime", N) is None
