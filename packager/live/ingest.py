@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_START_TIMEOUT_S: Final = 10.0
 START_POLL_S: Final = 0.5
+# Tick 0's instant (_Ingest.anchor) moves only for arrivals earlier than this, and is
+# settled at the latest this long after the first block.
+ANCHOR_JITTER_S: Final = 0.001
+ANCHOR_SETTLE_MAX_S: Final = 2.0
 RECONNECT_LOG_EVERY: Final = 10
 
 
@@ -69,7 +73,8 @@ class LiveOptions:
 
 def _first_block(
     source: LiveSource, name: str, clock: Callable[[], float], timeout_s: float
-) -> Block:
+) -> tuple[Block, float]:
+    """The input's first block of audio, and when it arrived."""
     started = clock()
     tried = ""  # why the last attempt failed
     while True:
@@ -77,7 +82,7 @@ def _first_block(
         if isinstance(item, EndOfInput):
             raise InputError(name, f"no audio: {item.reason}")
         if isinstance(item, np.ndarray):
-            return item
+            return item, clock()
         if isinstance(item, Reconnecting):
             _log_reconnect(name, item, 0, tried)
             tried = item.reason
@@ -158,7 +163,10 @@ class _Ingest:
             clock=clock,
             window_s=options.window_s,
         )
-        self.started_s = clock()
+        self.started_s = self.publisher.availability_start_ms / 1000  # see anchor()
+        self.first_arrival_s: float | None = None
+        self.lowered_s = self.started_s  # when started_s last moved earlier
+        self.warned_ahead = False
         self.position = 0  # ticks fed to the rungs
         self.fills: list[tuple[int, int]] = []  # silence fed for stalls, [start, end)
         self.change_at: list[tuple[int, str]] = []  # format changes: (part index, reason)
@@ -176,8 +184,10 @@ class _Ingest:
         return {r.plan.rendition_id: r.init_segment() for r in self.rungs}
 
     # -- feeding -------------------------------------------------------------------
-    def feed(self, block: Block) -> bool:
-        """Hand ``block`` to every rung; False once --max-duration is reached."""
+    def feed(self, block: Block, *, arrived_s: float | None = None, silence: bool = False) -> bool:
+        """Hand ``block`` to every rung; False once --max-duration is reached.
+        ``arrived_s``: when it arrived, when that was before now; ``silence``: a
+        stall's fill, not input."""
         if self.max_ticks is not None:
             room = self.max_ticks - self.position
             if room <= 0:
@@ -186,12 +196,48 @@ class _Ingest:
         for consumer in self.consumers:
             consumer.queue.put(block)
         self.position += block.shape[1]
-        self.arrivals.append((self.position, self.clock()))
+        arrived = self.clock() if arrived_s is None else arrived_s
+        self.arrivals.append((self.position, arrived))
+        if not silence:  # a stall's fill runs up to a part past the clock by design
+            self.anchor(arrived)
         self.check_errors()
         return self.max_ticks is None or self.position < self.max_ticks
 
+    def anchor(self, arrived_s: float) -> None:
+        """Tick 0's wall-clock instant: the earliest (arrival - ticks fed so far),
+        while the first part is not published yet.  The block that arrives first
+        does not start the stream: FFmpeg's probe of a stream, or a server's burst
+        on connect (Icecast sends seconds of audio at once), hands over audio
+        captured earlier, and a program date-time from the first arrival would put
+        every later sample that far ahead of its real capture.  Once live.json is
+        out the instant is fixed; a later burst is reported, not followed."""
+        part_s = self.grid.part_ticks / LIVE_RATE_HZ
+        start_s = arrived_s - self.position / LIVE_RATE_HZ
+        ahead_s = self.started_s - start_s
+        now_s = self.clock()
+        if self.first_arrival_s is None:
+            self.first_arrival_s = arrived_s
+        if ahead_s > ANCHOR_JITTER_S and self.publisher.anchor(start_s):
+            self.started_s = start_s
+            self.lowered_s = now_s
+        elif ahead_s > part_s and not self.warned_ahead:
+            self.warned_ahead = True
+            log.warning(
+                "%s: the input ran %.2f s ahead of real time after the stream started "
+                "(a burst?): its timeline and program date-times are that far ahead",
+                self.publisher.track_id,
+                ahead_s,
+            )
+        # Settled once arrivals kept pace for a part (the burst is over), or after
+        # ANCHOR_SETTLE_MAX_S whatever the input does (a file read faster than real
+        # time runs ahead for good).
+        if now_s - self.lowered_s >= part_s or now_s - self.first_arrival_s >= ANCHOR_SETTLE_MAX_S:
+            self.publisher.settle()
+
     def fill_stall(self) -> bool:
-        """Nothing came for a part: silence up to the part boundary past the wall clock."""
+        """Nothing came for a part: silence up to the part boundary past the wall clock
+        (and no burst is running: tick 0's instant is settled)."""
+        self.publisher.settle()
         wall = round((self.clock() - self.started_s) * LIVE_RATE_HZ)
         part = self.grid.part_ticks
         target = (max(self.position, wall) // part + 1) * part
@@ -201,7 +247,7 @@ class _Ingest:
         silence: Block = np.zeros((self.channels, target - start), dtype=np.float32)
         silence.flags.writeable = False
         self.fills.append((start, target))
-        return self.feed(silence)
+        return self.feed(silence, silence=True)
 
     def note_change(self, reason: str) -> None:
         part = self.grid.part_ticks
@@ -313,14 +359,14 @@ def run_live(
     """Package ``source`` live into ``out_root/track_id/`` until it ends (or
     ``max_duration_s`` of media); returns the final model (``ended=True``)."""
     notes = warnings if warnings is not None else []
-    first = _first_block(source, name, clock, options.start_timeout_s)
+    first, first_arrived_s = _first_block(source, name, clock, options.start_timeout_s)
     sink = open_sink(out_root, track_id)  # a local folder or an S3 prefix, prepared
     ingest = _Ingest(source, sink, track_id, options, clock, notes)
     ingest.start()
     part_s = ingest.grid.part_ticks / LIVE_RATE_HZ
     try:
         try:
-            running = ingest.feed(first)
+            running = ingest.feed(first, arrived_s=first_arrived_s)
             lost_s: float | None = None  # when a reconnect began
             tried = ""  # why the last reconnect was needed
             while running:

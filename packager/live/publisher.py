@@ -17,6 +17,7 @@ grace period later.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -87,7 +88,12 @@ class Publisher:
         self._infos = tuple(renditions)
         self._clock = clock
         self._window_us = round(window_s * 1_000_000)
+        # Tick 0's wall-clock instant: moved earlier by anchor() until the first
+        # live.json is written, then fixed (a lock: the ingest's thread anchors, the
+        # publishing thread publishes).
         self.availability_start_ms = round(clock() * 1000)
+        self._anchor_lock = threading.Lock()
+        self._anchored = False
         # Each rendition's complete segments in the window, with what left it
         # (cadenza.manifests.live_window.trim_window).
         self._windows = {info.id: self._empty(info) for info in self._infos}
@@ -150,6 +156,8 @@ class Publisher:
             chunks.append(data)
         if seg.part_count >= self._grid.parts_per_segment:
             self._close_open()
+        if not self._dated():  # held until tick 0's instant is settled (see anchor)
+            return
         self._publish()
         if self._manifests_due:
             self._write_manifests()
@@ -225,11 +233,37 @@ class Publisher:
         segment = self._skeleton(self._open, complete=False, parts=parts)
         return replace(window, segments=(*window.segments, segment))
 
+    @property
+    def track_id(self) -> str:
+        return self._track_id
+
+    def anchor(self, start_s: float) -> bool:
+        """Move tick 0's wall-clock instant to ``start_s``; False once it is settled
+        (:meth:`settle`: the instant is then fixed)."""
+        with self._anchor_lock:
+            if self._anchored:
+                return False
+            self.availability_start_ms = round(start_s * 1000)
+            return True
+
+    def settle(self) -> None:
+        """Fix tick 0's instant: parts are published from the next one on (live.json
+        and the playlists name every part written before it too)."""
+        with self._anchor_lock:
+            self._anchored = True
+
+    def _dated(self) -> bool:
+        with self._anchor_lock:
+            return self._anchored
+
     def _publish(self) -> None:
+        with self._anchor_lock:
+            self._anchored = True  # the end of a stream that never settled
+            start_ms = self.availability_start_ms
         presentation = LivePresentation(
             track_id=self._track_id,
             renditions=tuple(self._rendition(info) for info in self._infos),
-            availability_start_ms=self.availability_start_ms,
+            availability_start_ms=start_ms,
             part_target_us=self._grid.part_us,
             segment_target_us=self._grid.segment_us,
             window_us=self._window_us,

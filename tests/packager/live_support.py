@@ -68,14 +68,25 @@ class ScriptedSource:
             assert timeout_s is not None, "a stall needs a read timeout"
             self._clock.advance(timeout_s)
             return None
-        if isinstance(item, np.ndarray):
+        if isinstance(item, Instant):
+            item = item.block
+        elif isinstance(item, np.ndarray):
             self._clock.advance(item.shape[1] / LIVE_RATE_HZ)
+        if isinstance(item, np.ndarray):
             item.flags.writeable = False
         assert isinstance(item, np.ndarray | FormatChange | EndOfInput)
         return item
 
     def close(self) -> None:
         self.closed = True
+
+
+class Instant:
+    """A block delivered without the clock moving: part of a burst (a server that
+    hands over seconds of audio at once on connect)."""
+
+    def __init__(self, block: np.ndarray) -> None:
+        self.block = block
 
 
 def blocks(seconds: float, block_s: float = 1024 / LIVE_RATE_HZ) -> list[np.ndarray]:

@@ -18,8 +18,10 @@ from cadenza.packager.live.grid import LIVE_RATE_HZ
 from cadenza.packager.live.ingest import LiveOptions, run_live
 from cadenza.packager.live.source import FormatChange
 from tests.packager.live_support import (
+    EPOCH_S,
     STALL,
     FakeClock,
+    Instant,
     ScriptedSource,
     blocks,
     decode,
@@ -137,3 +139,21 @@ def test_a_discontinuity_leaving_the_window_is_counted(tmp_path: Path) -> None:
         assert r.discontinuity_sequence == 1
         assert r.period_number > 1 and r.period_number <= r.segments[0].number
         assert not list((tmp_path / "t" / r.id).glob("seg-00001*"))
+
+
+def test_a_burst_on_connect_dates_the_stream_from_its_real_start(tmp_path: Path) -> None:
+    """A server hands over 2 s of audio at once on connect, then real time: tick 0 is
+    dated 2 s before the burst arrived, so the program date-times are the audio's
+    capture times, not 2 s ahead of them."""
+    clock = FakeClock()
+    burst = [Instant(b) for b in blocks(2.0)]
+    later = blocks(3.0)
+    final = run_live(ScriptedSource([*burst, *later], clock), tmp_path, "t", LIVE, clock=clock)
+    assert final.availability_start_ms == round((EPOCH_S - 2.0) * 1000)
+
+
+def test_a_real_time_input_is_dated_from_its_first_block(tmp_path: Path) -> None:
+    clock = FakeClock()
+    final = run_live(ScriptedSource(blocks(3.0), clock), tmp_path, "t", LIVE, clock=clock)
+    # The first block's samples were captured during the block before it arrived.
+    assert final.availability_start_ms == round(EPOCH_S * 1000)
