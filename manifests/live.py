@@ -42,7 +42,7 @@ class LivePart:
     duration_ticks: int
     size_bytes: int
     # The input stalled across it: the rungs encoded silence, so the file exists and
-    # the timeline stays continuous, but it is marked ``GAP=YES`` (RFC 8216bis 4.4.4.9).
+    # the timeline stays continuous; marked by an EXT-X-DATERANGE and a DASH Event.
     gap: bool = False
 
     def name(self, segment_number: int) -> str:
@@ -56,11 +56,9 @@ class LiveSegment:
     parts: tuple[LivePart, ...]
     complete: bool  # its last part is written, and so is the whole-segment file
     init: int  # which init segment it needs (LIVE_INIT_TEMPLATE)
-    # The input stalled across all of this segment's time: every part is a gap, and
-    # the segment is marked EXT-X-GAP (RFC 8216bis 4.4.4.7); in DASH the segment after
-    # it begins a new Period.  Its file holds the silence the rungs encoded, so a
-    # player that computes segment numbers from the clock (DASH ``@duration``) plays
-    # silence through the stall instead of failing on a missing segment.
+    # The input stalled across all of this segment's time: every part is a gap.  Its
+    # file holds the silence the rungs encoded, so a player plays through the stall
+    # (a DASH one numbering segments from the clock never meets a missing segment).
     gap: bool = False
     # A format change (rate, layout) or a restarted input precedes it:
     # EXT-X-DISCONTINUITY, and a new DASH Period.

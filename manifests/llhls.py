@@ -20,9 +20,14 @@ The media playlist, in the order the draft lists its tags:
   first segment listed and whenever the init segment changes,
   ``EXT-X-PROGRAM-DATE-TIME`` (4.4.4.6) on every segment, the ``EXT-X-PART`` tags
   (4.4.4.9) of the segments that end less than three target durations from the end
-  of the playlist (older ones SHOULD be removed; a gap's carry ``GAP=YES``), then
-  ``EXT-X-GAP`` (4.4.4.7) for a gap, ``EXTINF`` and the URI once the segment is
-  complete;
+  of the playlist (older ones SHOULD be removed), then ``EXTINF`` and the URI once the
+  segment is complete;
+- the stalled input's silence: an ``EXT-X-DATERANGE`` (4.4.5.1) per run of gap parts,
+  not ``EXT-X-GAP`` / ``GAP=YES``.  Those say a segment or part "does not contain media
+  data" and should not be loaded (4.4.4.7, 4.4.4.9), and these hold the silence the
+  rungs encoded: a player skipping them has nothing to play and stalls (hls.js 1.7.4
+  did, and on a loaded machine fell 5-20 s behind for good), while one loading them
+  plays on at its latency, as a DASH player does;
 - ``EXT-X-PRELOAD-HINT`` (4.4.5.3) for the next part, unless the stream ended, then
   ``EXT-X-RENDITION-REPORT`` (4.4.5.4) for every other rendition listed in the
   multivariant playlist, and ``EXT-X-ENDLIST`` (4.4.3.4) when the stream ended.
@@ -201,14 +206,11 @@ def _segment_lines(
     lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{program_date_time(segment_start_ms(p, r, s))}")
     if _keeps_parts(r, s, target_s):
         for part in s.parts:
-            gap = ",GAP=YES" if s.gap or part.gap else ""  # 4.4.4.9
             lines.append(
                 f"#EXT-X-PART:DURATION={decimal_seconds(part.duration_ticks, r.timescale)},"
-                f'URI="{part.name(s.number)}",INDEPENDENT=YES{gap}'
+                f'URI="{part.name(s.number)}",INDEPENDENT=YES'
             )
     if s.complete:
-        if s.gap:  # next to its EXTINF: a tag before the parts could be read as theirs
-            lines.append("#EXT-X-GAP")
         lines.append(f"#EXTINF:{decimal_seconds(s.duration_ticks, r.timescale)},")
         lines.append(s.name)
     return lines

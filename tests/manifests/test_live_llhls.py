@@ -131,26 +131,16 @@ def test_open_segment_without_parts_hints_its_first() -> None:
     assert playlist.rendition_reports[0].last_part == 3
 
 
-def test_gap_is_marked_on_segment_and_parts() -> None:
+def test_the_stalls_silence_is_listed_as_media_and_dated() -> None:
+    """A gap segment holds encoded silence: listed with its parts like any segment (no
+    EXT-X-GAP or GAP=YES, which would tell a player not to load it), and its run of
+    gap parts is an EXT-X-DATERANGE."""
     p = make_live(make_rendition(gaps={8}), make_rendition("aac-128k", gaps={8}))
     playlist = _playlist(p)
     gap = next(s for s in playlist.segments if s.uri == "seg-00008.m4s")
-    assert gap.gap_tag
-    assert all(part.gap == "YES" for part in gap.parts)
-    assert not any(s.gap_tag for s in playlist.segments if s.uri != "seg-00008.m4s")
-
-
-def test_a_stall_within_a_segment_marks_only_its_parts() -> None:
-    """The input stalled for two parts of segment 9: the segment keeps its place on the
-    grid (its file holds the silence), only those parts carry GAP=YES (4.4.4.9)."""
-    r = make_rendition()
-    nine = r.segments[8]
-    stalled = tuple(replace(part, gap=part.index in (1, 2)) for part in nine.parts)
-    r = replace(r, segments=(*r.segments[:8], replace(nine, parts=stalled), r.segments[9]))
-    playlist = _playlist(make_live(r, make_rendition("aac-128k")))
-    mixed = next(s for s in playlist.segments if s.uri == "seg-00009.m4s")
-    assert not mixed.gap_tag
-    assert [part.gap for part in mixed.parts] == [None, "YES", "YES", None]
+    assert not gap.gap_tag
+    assert [part.gap for part in gap.parts] == [None] * 4
+    assert [d.class_ for d in _dateranges(playlist)] == [GAP_DATERANGE_CLASS]
 
 
 def test_discontinuity_new_map_and_sequence() -> None:
@@ -256,7 +246,7 @@ def test_any_model_renders_a_playlist_the_library_reads(p: LivePresentation) -> 
                 expected = Fraction(segment.duration_ticks, rendition.timescale)
                 assert entry.duration == pytest.approx(float(expected), abs=1e-6)
                 assert round(entry.duration) <= playlist.target_duration
-                assert bool(entry.gap_tag) == segment.gap
+                assert not entry.gap_tag  # silence, not a missing segment
             assert playlist.is_endlist == p.ended
             assert (playlist.preload_hint is None) == p.ended
             parts = [part for s in playlist.segments for part in s.parts]
