@@ -4,10 +4,16 @@ and ``cadenza serve`` serves it, directly and through the nginx edge we ship.
 
 The tests assert behaviour only (the player plays, its playhead moves, no error, one
 buffered range around the playhead, sound).  They measure, and record into the e2e
-results file without asserting, the glass-to-glass latency (the wall clock at the
-player's ``currentTime`` as the player maps it, through EXT-X-PROGRAM-DATE-TIME or the
-MPD's availabilityStartTime, against the page's clock), the stalls, and the time back to
-steady playback after the input stops for 5 s (a FIFO the test stops writing to)."""
+results file without asserting, the latency as the player maps it (the wall clock at the
+player's ``currentTime``, through EXT-X-PROGRAM-DATE-TIME or the MPD's
+availabilityStartTime, against the page's clock), the stalls, and the time back to
+steady playback after the input stops for 5 s (a FIFO the test stops writing to).
+
+Glass to glass: a third track, ``pips``, is fed a WAV stream whose audio carries its
+capture wall clock as tone pips (tests/e2e/pip_feeder.py); the page hears each pip in
+what the player plays and records when it reached the audio output.  Asserted: the pips
+are heard, once a period (the audio played is continuous); recorded: that latency beside
+the mapped one.  The stalled track carries the same pips."""
 
 from __future__ import annotations
 
@@ -16,7 +22,6 @@ import itertools
 import os
 import signal
 import statistics
-import struct
 import subprocess
 import sys
 import threading
@@ -24,13 +29,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-import numpy as np
 import pytest
 
 from samples.make_sample import synthesize, write_audio
 from tests.e2e.conftest import ROOT, Drive, free_port, merge_results
+from tests.e2e.pip_feeder import PIP_CODES_HZ, PIP_PERIOD_S, FifoFeeder, pip_captured_at, pips
 from tests.nginx_edge import NginxEdge
 from tests.origin.originproc import cadenza_serve
 
@@ -41,9 +46,19 @@ RUN_S = float(os.environ.get("CADENZA_E2E_LIVE_RUN_S", "25"))
 STALL_S = 5.0
 STALL_AFTER_S = 12.0  # of the player's run
 STALL_RUN_S = 32.0
-RATE_HZ = 48000
 STEADY_SAMPLES = 4  # 2 s of 0.5 s samples with the playhead moving: steady playback
-HLS_SETTINGS: dict[str, Any] = {"lowLatencyMode": True, "backBufferLength": 10}
+PIP_RESUME_S = 0.3  # a pip heard this soon after playback (re)started: maybe its rest
+# hls.js catches up by playing faster only when maxLiveSyncPlaybackRate is above 1 (its
+# default): up to 4 % faster, as dash.js below, while more than about 0.07 s behind its
+# target with over 1 s buffered.  Its target grows by liveSyncOnStallIncrease (default 1 s)
+# at each stall of its own: after the input stalls it would then sit 1 s behind, at its
+# new target, with nothing to catch up.
+HLS_SETTINGS: dict[str, Any] = {
+    "lowLatencyMode": True,
+    "backBufferLength": 10,
+    "maxLiveSyncPlaybackRate": 1.04,
+    "liveSyncOnStallIncrease": 0.1,
+}
 # dash.js 5's low-latency settings: a 1 s target delay, catch-up by playback rate, the
 # L2A-LL rule (its own throughput estimate; the other rules are off) and the throughput
 # of chunked downloads measured by parsing their moof boxes as they arrive.
@@ -79,66 +94,6 @@ class LiveServed:
     edge: str
     root: Path
     feeder: FifoFeeder
-
-
-class FifoFeeder:
-    """Writes a WAV stream (a 440 Hz tone) into a FIFO at 1x wall clock, from a thread;
-    :meth:`stall` stops writing for a while, as a live input that stops delivering."""
-
-    def __init__(self, fifo: Path) -> None:
-        self.fifo = fifo
-        self._stop = threading.Event()
-        self._resume_at = 0.0  # monotonic: no writing before this
-        self._lock = threading.Lock()
-        self.resumed_wall: float | None = None
-        self._thread = threading.Thread(target=self._run, name="fifo feeder", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stall(self, seconds: float) -> tuple[float, float]:
-        """Stop writing for ``seconds``; the wall-clock instants it stops and resumes."""
-        with self._lock:
-            self._resume_at = time.monotonic() + seconds
-            stopped = time.time()
-            return stopped, stopped + seconds
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        with contextlib.suppress(BrokenPipeError), self.fifo.open("wb") as sink:
-            _write_wav_header(sink)
-            chunk_ticks = RATE_HZ // 20
-            written = 0
-            started = time.monotonic()
-            while not self._stop.is_set():
-                with self._lock:
-                    resume_at = self._resume_at
-                now = time.monotonic()
-                if now < resume_at:
-                    self._stop.wait(resume_at - now)
-                    started += time.monotonic() - now  # the clock restarts at resumption
-                    continue
-                ahead = started + written / RATE_HZ - now
-                if ahead > 0:
-                    self._stop.wait(ahead)
-                elif ahead < -0.1:  # a write blocked (the reader was busy): no burst after it
-                    started -= ahead
-                t = (np.arange(written, written + chunk_ticks) / RATE_HZ).astype(np.float64)
-                tone = (0.3 * np.sin(2 * np.pi * 440.0 * t) * 32767).astype("<i2")
-                sink.write(np.repeat(tone[:, None], 2, axis=1).tobytes())
-                sink.flush()
-                written += chunk_ticks
-
-
-def _write_wav_header(sink: BinaryIO) -> None:
-    """A 48 kHz stereo 16-bit WAV header whose sizes say "as long as it takes"."""
-    unknown = 0xFFFFFFFF
-    sink.write(b"RIFF" + struct.pack("<I", unknown) + b"WAVE")
-    sink.write(b"fmt " + struct.pack("<IHHIIHH", 16, 1, 2, RATE_HZ, RATE_HZ * 4, 4, 16))
-    sink.write(b"data" + struct.pack("<I", unknown))
 
 
 @contextlib.contextmanager
@@ -179,7 +134,7 @@ def live_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServed
     write_audio(source, synthesize(SOURCE_S, 44100, 2), 44100)
     fifo = folder / "stalled.wav"
     os.mkfifo(fifo)
-    feeder = FifoFeeder(fifo)
+    feeder = FifoFeeder(fifo, pips)  # the wall clock in the audio, across the stall too
     root = folder / "root"
     root.mkdir()
     with contextlib.ExitStack() as stack:
@@ -201,6 +156,28 @@ def live_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServed
     merge_results(RESULTS)
 
 
+@pytest.fixture(scope="module")
+def pips_track(
+    live_served: LiveServed, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FifoFeeder]:
+    """A third live track, ``pips``: ``cadenza live`` reading a WAV stream whose audio
+    carries its capture wall clock as pips (tests/e2e/pip_feeder.py), written at 1x into
+    a FIFO, in the root the origin serves.  Started only for the cases that play it;
+    its feeder is yielded (the track is ``pips``)."""
+    folder = tmp_path_factory.mktemp("e2e-live-pips")
+    fifo = folder / "pips.wav"
+    os.mkfifo(fifo)
+    feeder = FifoFeeder(fifo, pips)
+    with contextlib.ExitStack() as stack:
+        track = stack.enter_context(
+            cadenza_live(str(fifo), live_served.root, "pips", folder / "live-pips.log")
+        )
+        feeder.start()
+        stack.callback(feeder.close)
+        _wait_published(track, folder / "live-pips.log")
+        yield feeder
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -218,6 +195,47 @@ def _latency_figures(live: dict[str, Any]) -> dict[str, Any]:
         "latency_median_s": round(statistics.median(latencies), 3) if latencies else None,
         "latency_p95_s": round(_percentile(latencies, 0.95), 3) if latencies else None,
         "player_latency_median_s": round(statistics.median(reported), 3) if reported else None,
+    }
+
+
+def _g2g_figures(live: dict[str, Any]) -> dict[str, Any]:
+    """Glass-to-glass latency from the pips the page heard: each pip's played-out wall time
+    minus its capture instant; whether they came once a period (the audio continuous);
+    and, per pip, how far the player's own mapping (the nearest latency sample) was off."""
+    found = live.get("pips") or {}
+    heard = found.get("detections", [])
+    # A pip heard just after playback started or resumed may be the rest of one.
+    kept = [d for d in heard if not any(0 <= d["wall"] - w < PIP_RESUME_S for w in live["playing"])]
+    for pip in kept:  # the page's reading of each pip's pitch, checked
+        assert pip["captured"] == pip_captured_at(pip["wall"], pip["code"]), pip
+    latencies = [d["latency_s"] for d in kept]
+    steps = [
+        round((b["captured"] - a["captured"]) / PIP_PERIOD_S) for a, b in itertools.pairwise(kept)
+    ]
+    periods = [
+        b["wall"] - a["wall"]
+        for (a, b), step in zip(itertools.pairwise(kept), steps, strict=True)
+        if step == 1
+    ]
+    mapped = [s for s in live["samples"] if s["playing"] and s["latency_s"]]
+    off: list[float] = []
+    for pip in kept:
+        nearest = min(mapped, key=lambda s: abs(s["wall"] - pip["wall"]), default=None)
+        if nearest is not None and abs(nearest["wall"] - pip["wall"]) <= 0.5:
+            off.append(pip["latency_s"] - nearest["latency_s"])
+    return {
+        "g2g_pips": len(kept),
+        "g2g_pips_set_aside": len(heard) - len(kept),
+        "g2g_pips_unclear": len(found.get("unclear", [])),
+        "g2g_pips_missing": sum(step - 1 for step in steps if step > 1),
+        "g2g_pips_repeated": sum(1 for step in steps if step < 1),
+        "g2g_latency_median_s": round(statistics.median(latencies), 3) if latencies else None,
+        "g2g_latency_p95_s": round(_percentile(latencies, 0.95), 3) if latencies else None,
+        "g2g_latency_max_s": round(max(latencies), 3) if latencies else None,
+        "g2g_period_median_s": round(statistics.median(periods), 3) if periods else None,
+        "g2g_minus_mapped_median_s": round(statistics.median(off), 3) if off else None,
+        "g2g_mapping": sorted({d["mapping"] for d in kept}),
+        "g2g_error": found.get("error"),
     }
 
 
@@ -255,8 +273,14 @@ def _assert_plays_live(final: dict[str, Any]) -> None:
     assert final["rms_max"] > 0.01  # sound, not silence
 
 
-def _play(drive: Drive, player: str, src: str, run_s: float) -> dict[str, Any]:
-    settings = {"hls": HLS_SETTINGS} if player == "hls" else {"dash": DASH_SETTINGS}
+def _play(
+    drive: Drive, player: str, src: str, run_s: float, *, pips_in_audio: bool = False
+) -> dict[str, Any]:
+    """Play ``src`` live for ``run_s``; ``pips_in_audio``: the page listens for the wall
+    clock's pips (glass-to-glass latency, in ``final["live"]["pips"]``)."""
+    settings: dict[str, Any] = {"hls": HLS_SETTINGS} if player == "hls" else {"dash": DASH_SETTINGS}
+    if pips_in_audio:
+        settings["pips"] = {"period_s": PIP_PERIOD_S, "freqs_hz": list(PIP_CODES_HZ)}
     result = drive(player=player, src=src, live=True, run_s=run_s, timeout_s=run_s + 30, **settings)
     final: dict[str, Any] = result["final"]
     return final
@@ -301,7 +325,8 @@ def test_a_low_latency_player_recovers_after_the_input_stalls(
     timer = threading.Timer(STALL_AFTER_S, stall_later)
     timer.start()
     try:
-        final = _play(drive, player, f"{live_served.origin}/stalled/{PLAYERS[player]}", STALL_RUN_S)
+        src = f"{live_served.origin}/stalled/{PLAYERS[player]}"
+        final = _play(drive, player, src, STALL_RUN_S, pips_in_audio=True)
     finally:
         timer.cancel()
     assert stall, "the run ended before the input stalled"
@@ -312,9 +337,57 @@ def test_a_low_latency_player_recovers_after_the_input_stalls(
         **_stalls(live, stall["stopped"]),
         "input_stall_s": STALL_S,
         "recovery_s": round(max(0.0, steady - stall["resumed"]), 2) if steady else None,
+        **_g2g_figures(live),
+        # glass to glass of the pips heard once steady again: the latency it recovered to
+        "g2g_latency_after_s": [
+            round(d["latency_s"], 3)
+            for d in (live.get("pips") or {}).get("detections", [])
+            if steady and d["wall"] >= steady
+        ],
         "errors": final["errors"][:10],
     }
     RESULTS[f"{player} live input stall"] = figures
     print(f"{player} live input stall: {figures}")
     assert final["fatal"] is None, final["errors"]
     assert steady is not None, "playback never steady again after the input resumed"
+
+
+@pytest.mark.parametrize("via", ["direct", "edge"])
+@pytest.mark.parametrize("player", list(PLAYERS))
+def test_glass_to_glass_latency_from_the_wall_clock_in_the_audio(
+    drive: Drive, live_served: LiveServed, pips_track: FifoFeeder, player: str, via: str
+) -> None:
+    """The ``pips`` track carries its capture wall clock as a pip every
+    :data:`PIP_PERIOD_S`; the page hears them in what the player plays.  Asserted: pips
+    heard, once a period (none missing or repeated: the audio played is continuous);
+    recorded: the glass-to-glass latency beside the player's mapped one."""
+    base = live_served.origin if via == "direct" else live_served.edge
+    skipped_before = pips_track.chunks_skipped
+    final = _play(drive, player, f"{base}/pips/{PLAYERS[player]}", RUN_S, pips_in_audio=True)
+    live = final["live"]
+    playing = [s for s in live["samples"] if s["playing"]]
+    figures = {
+        **_g2g_figures(live),
+        **_latency_figures(live),
+        **_stalls(live, playing[0]["wall"] if playing else float("inf")),
+        "run_s": RUN_S,
+        "startup_s": final["startup_s"],
+        # 20 ms chunks of input the feeder could not write on time (the reader or this
+        # process held up): a dropout in the input, not downstream
+        "input_dropouts": pips_track.chunks_skipped - skipped_before,
+        "errors": final["errors"][:10],
+    }
+    RESULTS[f"{player} live pips {via}"] = figures
+    print(f"{player} live pips {via}: {figures}")
+    assert figures["g2g_error"] is None, figures["g2g_error"]
+    _assert_plays_live(final)
+    assert figures["g2g_pips"] >= 2, "fewer than two pips heard"
+    assert figures["g2g_pips_repeated"] == 0, "a pip played twice"
+    # A pip set aside (heard as playback resumed) may hide one: any other is a hole,
+    # unless the input itself lost audio (a loaded machine held the feeder up past
+    # its 0.1 s slack): that hole is upstream of everything under test.
+    if not figures["input_dropouts"]:
+        assert figures["g2g_pips_missing"] <= figures["g2g_pips_set_aside"], "pips missing"
+    period_s = figures["g2g_period_median_s"]
+    assert period_s is not None, "no two pips a period apart"
+    assert abs(period_s - PIP_PERIOD_S) <= 0.1 * PIP_PERIOD_S, period_s

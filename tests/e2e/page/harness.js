@@ -32,8 +32,12 @@
     }
   }
 
+  // The worklet that finds pips in the live tests' audio, next to this script.
+  const PIP_WORKLET_URL = new URL("pip_worklet.js", document.currentScript ? document.currentScript.src : location.href).href;
+
   function meter(audio) {
-    // Web Audio analyser on the unmuted element: proves sound, not silence.
+    // Web Audio analyser on the unmuted element: proves sound, not silence. Returns the
+    // context and the element's source node (an element has one), for other listeners.
     const ctx = new AudioContext();
     const source = ctx.createMediaElementSource(audio);
     const analyser = ctx.createAnalyser();
@@ -52,6 +56,7 @@
       state.rms_max = Math.max(state.rms_max, state.rms);
       if (levels.length < 6000) levels.push([audio.currentTime, state.rms, audio.paused]);
     }, 100);
+    return { ctx, source };
   }
 
   function startHls(audio, src, cfg) {
@@ -178,11 +183,13 @@
   // Live (cfg.live): every 0.5 s the playhead's wall-clock time as the player maps it
   // (hls.js: hls.playingDate, from EXT-X-PROGRAM-DATE-TIME; dash.js: timeAsUTC(), from the
   // MPD's availabilityStartTime) against this page's clock, plus each `waiting` event and
-  // each dash.js buffer-empty event after playback first started, by wall time.
+  // each dash.js buffer-empty event after playback first started, and each `playing`
+  // event (playback starting or resuming), by wall time.
   function probeLive(audio) {
-    const live = { samples: [], waiting: [], buffer_empty: [] };
+    const live = { samples: [], waiting: [], buffer_empty: [], playing: [] };
     state.live = live;
     audio.addEventListener("waiting", () => { if (state.playing) live.waiting.push(Date.now() / 1000); });
+    audio.addEventListener("playing", () => { if (live.playing.length < 200) live.playing.push(Date.now() / 1000); });
     const player = window.cadenzaPlayer;
     if (state.player === "dash" && player) {
       player.on(dashjs.MediaPlayer.events.BUFFER_EMPTY, () => { if (state.playing) live.buffer_empty.push(Date.now() / 1000); });
@@ -209,6 +216,59 @@
     }, 500);
   }
 
+  // Live pips (cfg.pips: {period_s, freqs_hz, threshold, holdoff_s, skip_s, window_s,
+  // min_ratio}): the input carries its capture wall clock as tone pips, one at every
+  // multiple of period_s whose pitch (its index in freqs_hz) is that multiple modulo the
+  // number of pitches (tests/e2e/pip_feeder.py). An audio worklet on the element's output
+  // finds each pip's onset in context frames; the context's output timestamp (a context
+  // time and the performance time its frame reached the output) maps the onset to
+  // performance.timeOrigin + performance.now(): the wall clock at which it was played.
+  // Glass-to-glass latency is that minus the pip's capture instant, the latest multiple of
+  // period_s at or before it with the pip's pitch. Kept in state.live.pips.
+  function detectPips(audio, graph, cfg) {
+    const pips = { detections: [], unclear: [], error: null };
+    state.live.pips = pips;
+    const { ctx, source } = graph;
+    const codes = cfg.freqs_hz.length;
+    const options = {
+      freqs_hz: cfg.freqs_hz, threshold: cfg.threshold || 0.1, holdoff_s: cfg.holdoff_s || 1.0,
+      skip_s: cfg.skip_s || 0.01, window_s: cfg.window_s || 0.04, min_ratio: cfg.min_ratio || 2,
+    };
+    const played = (frame) => {
+      const onsetS = frame / ctx.sampleRate;
+      const stamp = ctx.getOutputTimestamp();
+      if (stamp.performanceTime > 0) {
+        return { ms: stamp.performanceTime + (onsetS - stamp.contextTime) * 1000, mapping: "output-timestamp" };
+      }
+      // No output timestamp yet: the render clock plus the context's stated latencies.
+      const ahead = onsetS - ctx.currentTime + ctx.baseLatency + (ctx.outputLatency || 0);
+      return { ms: performance.now() + ahead * 1000, mapping: "current-time" };
+    };
+    ctx.audioWorklet.addModule(PIP_WORKLET_URL).then(() => {
+      const node = new AudioWorkletNode(ctx, "pip-detector", {
+        numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1], processorOptions: options,
+      });
+      node.port.onmessage = (e) => {
+        const d = e.data;
+        const { ms, mapping } = played(d.frame);
+        const wall = (performance.timeOrigin + ms) / 1000;
+        if (d.code === null) {
+          if (pips.unclear.length < 200) pips.unclear.push({ wall, level: d.level, ratio: d.ratio });
+          return;
+        }
+        let index = Math.floor(wall / cfg.period_s);
+        index -= (((index - d.code) % codes) + codes) % codes;
+        const captured = index * cfg.period_s;
+        if (pips.detections.length < 2000) {
+          pips.detections.push({ wall, captured, latency_s: wall - captured, code: d.code, level: d.level,
+            ratio: d.ratio, mapping, current_time: audio.currentTime, rate: audio.playbackRate });
+        }
+      };
+      source.connect(node);
+      node.connect(ctx.destination); // silent: it only listens, but must be pulled
+    }).catch((e) => { pips.error = String(e); });
+  }
+
   window.cadenzaStart = function (cfg) {
     if (cfg.sequence) { runSequence(cfg); return; }
     const audio = document.getElementById("audio");
@@ -225,12 +285,13 @@
       if (state.startup_s === null) state.startup_s = now() - state.started_at;
     });
     audio.addEventListener("error", () => { state.fatal = state.fatal || `media:${audio.error && audio.error.code}`; });
-    meter(audio);
+    const graph = meter(audio);
     if (cfg.player === "hls") startHls(audio, cfg.src, cfg);
     else if (cfg.player === "dash") startDash(audio, cfg.src, cfg);
     else if (cfg.player === "shaka") startShaka(audio, cfg.src, cfg);
     else throw new Error(`unknown player ${cfg.player}`);
     if (cfg.live) probeLive(audio);
+    if (cfg.live && cfg.pips) detectPips(audio, graph, cfg.pips);
     if (!playsItself) audio.play().catch((e) => note("play-rejected", String(e)));
   };
 
