@@ -58,6 +58,11 @@ HLS_SETTINGS: dict[str, Any] = {
     "backBufferLength": 10,
     "maxLiveSyncPlaybackRate": 1.04,
     "liveSyncOnStallIncrease": 0.1,
+    # Back to the live edge when more than 3 s behind (hls.js's default never does);
+    # it must come with liveSyncDuration, which then replaces PART-HOLD-BACK as the
+    # target: the same 0.96 s, three 0.32 s parts.
+    "liveSyncDuration": 0.96,
+    "liveMaxLatencyDuration": 3.0,
 }
 # dash.js 5's low-latency settings: a 1 s target delay, catch-up by playback rate, the
 # L2A-LL rule (its own throughput estimate; the other rules are off) and the throughput
