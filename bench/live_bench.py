@@ -59,7 +59,12 @@ from cadenza.manifests.errors import InvalidLiveStateError
 from cadenza.manifests.live import LIVE_STATE_NAME, LivePart
 from cadenza.manifests.live_json import live_from_json
 from tests.origin.live_load import Answer, ClientFleet, wait_held
-from tests.origin.originproc import OriginProcess, cadenza_serve, raise_open_files_limit
+from tests.origin.originproc import (
+    OriginProcess,
+    cadenza_serve,
+    raise_open_files_limit,
+    stop_process,
+)
 
 SOURCE_S: Final = 30.0
 INGEST_S: Final = 20.0  # --max-duration of the ingest-to-part run
@@ -190,13 +195,7 @@ def live_ingest(
     try:
         yield root / TRACK / LIVE_STATE_NAME, process
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=STOP_TIMEOUT_S)
+        stop_process(process, STOP_TIMEOUT_S)
 
 
 def _wait_ended(process: subprocess.Popen[bytes], max_s: float, log_file: Path) -> None:
