@@ -229,9 +229,14 @@ class _Ingest:
                 ahead_s,
             )
         # Settled once arrivals kept pace for a part (the burst is over), or after
-        # ANCHOR_SETTLE_MAX_S whatever the input does (a file read faster than real
-        # time runs ahead for good).
-        if now_s - self.lowered_s >= part_s or now_s - self.first_arrival_s >= ANCHOR_SETTLE_MAX_S:
+        # ANCHOR_SETTLE_MAX_S whatever the input does; at once for a file read as
+        # fast as it decodes (no --realtime), whose timeline runs ahead for good.
+        paced = self.options.detect_stalls
+        if (
+            not paced
+            or now_s - self.lowered_s >= part_s
+            or now_s - self.first_arrival_s >= ANCHOR_SETTLE_MAX_S
+        ):
             self.publisher.settle()
 
     def fill_stall(self) -> bool:

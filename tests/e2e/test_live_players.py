@@ -270,9 +270,16 @@ def _assert_plays_live(final: dict[str, Any]) -> None:
     assert samples, "no sample while playing"
     assert final["current_time"] > samples[0]["current_time"], "the playhead did not move"
     buffered = final["buffered"]
-    assert len(buffered) == 1, f"holes in the buffer: {buffered}"
-    start, end = buffered[0]
-    assert start <= final["current_time"] <= end, (final["current_time"], buffered)
+    now = final["current_time"]
+    around = [r for r in buffered if r[0] <= now <= r[1]]
+    assert around, (now, buffered)
+    # One buffered range; or, when the player itself jumped ahead to the live edge
+    # (hls.js's liveMaxLatencyDuration, after falling behind on a loaded machine), the
+    # hole it jumped over lies behind the playhead, never ahead of it.
+    jumped = bool(final["live"].get("seeks"))
+    assert len(buffered) == 1 or (jumped and around[0] == buffered[-1]), (
+        f"holes in the buffer: {buffered}, seeks {final['live'].get('seeks')}"
+    )
     tail = final["live"]["samples"][-STEADY_SAMPLES - 1 :]
     assert tail[-1]["current_time"] > tail[0]["current_time"], "not playing at the end"
     assert final["rms_max"] > 0.01  # sound, not silence
@@ -311,6 +318,7 @@ def test_a_low_latency_player_plays_a_live_stream(
         else 0.0,
         "errors": final["errors"][:10],
         "rms_max": final["rms_max"],
+        "seeks": live.get("seeks", [])[:10],
     }
     RESULTS[f"{player} live {via}"] = figures
     print(f"{player} live {via}: {figures}")

@@ -31,6 +31,7 @@ import pytest
 
 from cadenza.manifests.live import LIVE_STATE_NAME, LivePresentation, LiveRendition
 from cadenza.manifests.live_json import live_from_json
+from cadenza.manifests.llhls import GAP_DATERANGE_CLASS
 from cadenza.packager.live.grid import LIVE_RATE_HZ
 from tests.packager.live_support import decode, stream_bytes
 
@@ -293,9 +294,9 @@ def _longest_gap_ticks(r: LiveRendition) -> int:
 
 def _assert_contiguous_with_a_gap(run: Run, max_s: float) -> None:
     """Every rendition's timeline runs from 0 without a jump; the time the input could
-    not be read is parts marked gap (GAP=YES; a segment made only of them is a gap
-    segment, EXT-X-GAP), with media before and after them; the stream ended (ENDLIST)
-    after ``max_s`` of media."""
+    not be read is parts marked gap (each run of them an EXT-X-DATERANGE of the gap
+    class), with media before and after them; the stream ended (ENDLIST) after
+    ``max_s`` of media."""
     final = run.final
     assert final is not None and final.ended
     skeletons = set()
@@ -321,8 +322,8 @@ def _assert_contiguous_with_a_gap(run: Run, max_s: float) -> None:
         skeletons.add(tuple((start, gap) for start, _, gap in parts))
         playlist = (run.folder / r.id / "playlist.m3u8").read_text()
         assert "#EXT-X-ENDLIST" in playlist
-        if any(s.gap for s in r.segments):
-            assert "#EXT-X-GAP" in playlist
+        assert f'CLASS="{GAP_DATERANGE_CLASS}"' in playlist  # the gap, dated
+        assert "#EXT-X-GAP" not in playlist  # its parts hold silence: not "no media"
     assert len(skeletons) == 1, "every rendition has the same parts and gaps"
     assert 'type="static"' in (run.folder / "manifest.mpd").read_text()
 

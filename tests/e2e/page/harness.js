@@ -186,8 +186,15 @@
   // each dash.js buffer-empty event after playback first started, and each `playing`
   // event (playback starting or resuming), by wall time.
   function probeLive(audio) {
-    const live = { samples: [], waiting: [], buffer_empty: [], playing: [] };
+    const live = { samples: [], waiting: [], buffer_empty: [], playing: [], seeks: [] };
     state.live = live;
+    // A jump of the playhead once playing (a player's own catch-up seek to the live
+    // edge): [wall s, from, to].
+    let lastTime = null;
+    audio.addEventListener("timeupdate", () => { lastTime = audio.currentTime; });
+    audio.addEventListener("seeking", () => {
+      if (state.playing && live.seeks.length < 200) live.seeks.push([Date.now() / 1000, lastTime, audio.currentTime]);
+    });
     audio.addEventListener("waiting", () => { if (state.playing) live.waiting.push(Date.now() / 1000); });
     audio.addEventListener("playing", () => { if (live.playing.length < 200) live.playing.push(Date.now() / 1000); });
     const player = window.cadenzaPlayer;
