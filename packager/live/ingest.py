@@ -32,6 +32,7 @@ from cadenza.manifests.model import SegmentLayout
 from cadenza.packager.decode import Block, SourceProbe
 from cadenza.packager.downmix import StereoDownmix
 from cadenza.packager.errors import InputError, LadderError
+from cadenza.packager.live.anchor import StartAnchor
 from cadenza.packager.live.grid import (
     DEFAULT_PART_DURATION,
     DEFAULT_SEGMENT_DURATION,
@@ -51,10 +52,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_START_TIMEOUT_S: Final = 10.0
 START_POLL_S: Final = 0.5
-# Tick 0's instant (_Ingest.anchor) moves only for arrivals earlier than this, and is
-# settled at the latest this long after the first block.
-ANCHOR_JITTER_S: Final = 0.001
-ANCHOR_SETTLE_MAX_S: Final = 2.0
 RECONNECT_LOG_EVERY: Final = 10
 
 
@@ -163,10 +160,9 @@ class _Ingest:
             clock=clock,
             window_s=options.window_s,
         )
-        self.started_s = self.publisher.availability_start_ms / 1000  # see anchor()
-        self.first_arrival_s: float | None = None
-        self.lowered_s = self.started_s  # when started_s last moved earlier
-        self.warned_ahead = False
+        self.anchor = StartAnchor(
+            self.publisher, clock, self.grid.part_ticks, paced=options.detect_stalls
+        )
         self.position = 0  # ticks fed to the rungs
         self.fills: list[tuple[int, int]] = []  # silence fed for stalls, [start, end)
         self.change_at: list[tuple[int, str]] = []  # format changes: (part index, reason)
@@ -199,51 +195,15 @@ class _Ingest:
         arrived = self.clock() if arrived_s is None else arrived_s
         self.arrivals.append((self.position, arrived))
         if not silence:  # a stall's fill runs up to a part past the clock by design
-            self.anchor(arrived)
+            self.anchor.note_arrival(arrived, self.position)
         self.check_errors()
         return self.max_ticks is None or self.position < self.max_ticks
-
-    def anchor(self, arrived_s: float) -> None:
-        """Tick 0's wall-clock instant: the earliest (arrival - ticks fed so far),
-        while the first part is not published yet.  The block that arrives first
-        does not start the stream: FFmpeg's probe of a stream, or a server's burst
-        on connect (Icecast sends seconds of audio at once), hands over audio
-        captured earlier, and a program date-time from the first arrival would put
-        every later sample that far ahead of its real capture.  Once live.json is
-        out the instant is fixed; a later burst is reported, not followed."""
-        part_s = self.grid.part_ticks / LIVE_RATE_HZ
-        start_s = arrived_s - self.position / LIVE_RATE_HZ
-        ahead_s = self.started_s - start_s
-        now_s = self.clock()
-        if self.first_arrival_s is None:
-            self.first_arrival_s = arrived_s
-        if ahead_s > ANCHOR_JITTER_S and self.publisher.anchor(start_s):
-            self.started_s = start_s
-            self.lowered_s = now_s
-        elif ahead_s > part_s and not self.warned_ahead:
-            self.warned_ahead = True
-            log.warning(
-                "%s: the input ran %.2f s ahead of real time after the stream started "
-                "(a burst?): its timeline and program date-times are that far ahead",
-                self.publisher.track_id,
-                ahead_s,
-            )
-        # Settled once arrivals kept pace for a part (the burst is over), or after
-        # ANCHOR_SETTLE_MAX_S whatever the input does; at once for a file read as
-        # fast as it decodes (no --realtime), whose timeline runs ahead for good.
-        paced = self.options.detect_stalls
-        if (
-            not paced
-            or now_s - self.lowered_s >= part_s
-            or now_s - self.first_arrival_s >= ANCHOR_SETTLE_MAX_S
-        ):
-            self.publisher.settle()
 
     def fill_stall(self) -> bool:
         """Nothing came for a part: silence up to the part boundary past the wall clock
         (and no burst is running: tick 0's instant is settled)."""
-        self.publisher.settle()
-        wall = round((self.clock() - self.started_s) * LIVE_RATE_HZ)
+        self.anchor.settle()
+        wall = round((self.clock() - self.anchor.start_s) * LIVE_RATE_HZ)
         part = self.grid.part_ticks
         target = (max(self.position, wall) // part + 1) * part
         start = self.position
