@@ -33,7 +33,7 @@ from aiohttp import web
 
 from cadenza.manifests.live import LIVE_STATE_NAME, LivePresentation, LiveRendition
 from cadenza.manifests.lldash import render_live_mpd
-from cadenza.manifests.llhls import render_live_master
+from cadenza.manifests.llhls import render_live_master, render_live_media_playlist
 from cadenza.manifests.media_types import cache_control_for, is_manifest
 from cadenza.manifests.model import MASTER_NAME, MPD_NAME, PLAYLIST_NAME
 from cadenza.manifests.steering import SteeringConfig
@@ -149,14 +149,23 @@ async def answer_live(
     if is_manifest(name):  # a session's CMCD is folded in, as for a VOD manifest
         await observe_request(request, watch.track)
     if name in (MASTER_NAME, MPD_NAME):
-        filtered = select(model, filter_values(request.query))
+        selected = filter_values(request.query)
         if personal_pathways:
             control = control.replace("public", "private", 1)
         if name == MASTER_NAME:
-            return _text(render_live_master(filtered, steering), M3U8_TYPE, control)
+
+            def master() -> str:
+                return render_live_master(select(model, selected), steering)
+
+            body = watch.rendered(model, (name, selected, steering), master)
+            return _text(body, M3U8_TYPE, control)
         url = time_url(request)
-        mpd = render_live_mpd(filtered, now_ms=now_ms, time_url=url, steering=steering)
-        return _text(mpd, MPD_TYPE, control)
+
+        def mpd() -> str:
+            filtered = select(model, selected)
+            return render_live_mpd(filtered, now_ms=now_ms, time_url=url, steering=steering)
+
+        return _text(watch.rendered(model, (name, selected, steering, url), mpd), MPD_TYPE, control)
     rendition_id, slash, file = name.partition("/")
     if slash and "/" not in file and _has_rendition(model, rendition_id):
         if file == PLAYLIST_NAME:
@@ -215,7 +224,12 @@ async def _media_playlist(
             raise LiveNotReadyError(watch.track, _asked(rendition_id, directives), timeout_s)
         metrics.blocking_done(BlockingOutcome.ANSWERED)
         model = got
-    body = watch.media_playlist(model, rendition_id, directives.skip)
+    skip = directives.skip
+
+    def playlist() -> str:
+        return render_live_media_playlist(model, rendition_id, skip=skip, now_ms=model.updated_ms)
+
+    body = watch.rendered(model, (PLAYLIST_NAME, rendition_id, skip), playlist)
     if directives.blocking:
         control = blocking_control(model, settings.manifest_max_age_s)
     else:

@@ -20,13 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Final
 
 from cadenza.manifests.errors import InvalidLiveStateError
 from cadenza.manifests.live import LIVE_STATE_NAME, LivePresentation
 from cadenza.manifests.live_json import live_from_json
-from cadenza.manifests.llhls import render_live_media_playlist
 from cadenza.manifests.model import PRESENTATION_NAME
 from cadenza.origin.errors import ObjectNotFoundError, OriginError, StorageUnavailableError
 from cadenza.origin.metrics_live import LiveMetrics
@@ -71,10 +70,9 @@ class LiveWatch:
         self._asked_s = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self.stopped = False
-        # Media playlists rendered from one model, by (rendition, skip): a part's
-        # arrival releases every blocked reload at once, and they share one rendering.
+        # Manifests rendered from one model (rendered()).
         self._rendered_for: LivePresentation | None = None
-        self._rendered: dict[tuple[str, bool], bytes] = {}
+        self._rendered: dict[Hashable, bytes] = {}
 
     @property
     def key(self) -> str:
@@ -86,18 +84,19 @@ class LiveWatch:
         if self._task is None and not self.stopped:
             self._task = asyncio.get_running_loop().create_task(self._poll())
 
-    def media_playlist(self, model: LivePresentation, rendition_id: str, skip: bool) -> bytes:
-        """``model``'s media playlist of ``rendition_id`` (a delta update when
-        ``skip``), rendered once per model however many requests it answers."""
+    def rendered(
+        self, model: LivePresentation, shape: Hashable, render: Callable[[], str]
+    ) -> bytes:
+        """A manifest of ``model``, rendered once per model and ``shape`` (what else
+        its bytes depend on: the rendition and skip of a media playlist, the filters,
+        steering and clock URL of a master or MPD) however many requests it answers:
+        a part's arrival releases every blocked reload at once, and every player's
+        MPD refresh asks the same."""
         if self._rendered_for is not model:
             self._rendered_for, self._rendered = model, {}
-        key = (rendition_id, skip)
-        body = self._rendered.get(key)
+        body = self._rendered.get(shape)
         if body is None:
-            text = render_live_media_playlist(
-                model, rendition_id, skip=skip, now_ms=model.updated_ms
-            )
-            body = self._rendered[key] = text.encode("utf-8")
+            body = self._rendered[shape] = render().encode("utf-8")
         return body
 
     async def wait_change(self, timeout_s: float, *, request: bool = True) -> bool:
