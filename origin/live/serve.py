@@ -105,9 +105,9 @@ def blocking_control(presentation: LivePresentation, manifest_max_age_s: int) ->
     return f"public, max-age={max(1, presentation.segment_target_us // 1_000_000)}"
 
 
-def _text(body: str | bytes, content_type: str, control: str) -> web.Response:
+def _text(body: bytes, content_type: str, control: str) -> web.Response:
     return web.Response(
-        body=body if isinstance(body, bytes) else body.encode("utf-8"),
+        body=body,
         headers={
             "Content-Type": content_type,
             "Cache-Control": control,
@@ -151,7 +151,7 @@ async def answer_live(
     if name in (MASTER_NAME, MPD_NAME):
         selected = filter_values(request.query)
         if personal_pathways:
-            control = control.replace("public", "private", 1)
+            control = private_control(control)
         if name == MASTER_NAME:
 
             def master() -> str:
