@@ -11,10 +11,25 @@ the time (``now_s``, an argument like everything else).  It returns a
 Algorithm: robust MPC (Yin et al. 2015) on QoE_lin, the objective the report's
 % of offline-optimal measures (:class:`~cadenza.abr.controller_table.Objective`),
 looked up in a FastMPC-style table (:mod:`cadenza.abr.controller_table`), with
-the prediction of :class:`cadenza.abr.sim.baselines.RobustMpc`: the harmonic
-mean of the last five throughput samples divided by one plus the largest
-relative prediction error of the last five, each error capped at
-``max_error`` (0.75).  The samples come, best first, from the TCP delivery rate
+two changes to its plan and one to its forecast, each measured
+(``docs/abr.md``):
+
+* robust MPC's prediction (:class:`cadenza.abr.sim.baselines.RobustMpc`) is the
+  harmonic mean of the last five throughput samples divided by one plus the
+  largest relative prediction error of the last five; here each error is capped
+  at ``max_error`` (0.5), and until ``start_samples`` samples the discount
+  assumes at least ``start_error`` (0.5), since the first samples have no error
+  history;
+* the mean reverts: the session's level is an exponentially weighted mean of the
+  samples' logs, and the plan assumes the recent mean moving back toward it
+  over the horizon (:func:`~cadenza.abr.controller_memory.reverted_bps`), so
+  a burst after a slow minute, or a dip in a fast one, is not planned on as if
+  it would last;
+* the plan values the buffer it leaves at its horizon's end, up to 15 s
+  (``PlanConfig.terminal_weight``), instead of spending it on the top rung
+  whenever the estimate allows.
+
+The samples come, best first, from the TCP delivery rate
 of the previous response (when the origin served it), the player's CMCD
 ``mtp``, and, as a lower bound on either, the previous object's size over
 the time between the session's two requests (a request is never sent before
@@ -39,28 +54,28 @@ Measured in the simulator (``make abr-report``, ``docs/abr-results.md``; the
 table, the held-out checks and the levers measured and rejected are in
 ``docs/abr.md``): served or with adaptive delivery the origin scores at least
 every other online policy on every bundled set but the synthetic 3g, where
-BBA leads (90 against 83 % of offline-optimal); behind a redirect per segment
-it also trails on satellite (62 against the guided hls.js's 64) and FCC x0.2
-(71 against robust MPC's 74).  Without any CMCD (the
-origin's request timing only, ``OriginDecided(cmcd=False)``) the redirected
-player loses most on satellite (34 against 62 %: behind a 400 ms round trip
-per request, gaps say little); served, the delivery rate makes up for the
-missing CMCD (69 % on satellite, 78 % on FCC x0.2).
+BBA leads (90 against 83 % of offline-optimal; 86.3 against 82.7 over 120
+traces of the scenario); behind a redirect per segment it also trails on
+satellite (60 against the guided hls.js's 64) and FCC x0.2 (68 against robust
+MPC's 74).  Without any CMCD (the origin's request timing only,
+``OriginDecided(cmcd=False)``) the redirected player loses most on the slow
+sets (satellite 59 %, 3g 73 %: behind a 400 ms round trip per request, gaps
+say little); served, the delivery rate makes up for the missing CMCD (78 % on
+satellite, 80 % on FCC x0.2).
 
-Cost: ``bench/abr_decision.py`` measures about 9 us of CPU per decision
-(the online search it replaces: about 115 us); the tables are built once per
+Cost: ``bench/abr_decision.py`` measures about 10 us of CPU per decision
+(the online search it replaces: about 110 us); the tables are built once per
 ladder, segment duration and configuration, in about 0.2 s for four rungs
 (the end-of-track plans' included) and 1.8 s for six (build them ahead, off
-the event loop).  A session's state is five numbers and a packed window of
-five (sample, error) float32 pairs, about 230 bytes: 100,000 sessions hold
-about 23 MB.
+the event loop).  A session's state is seven numbers and a packed window of
+five (sample, error) float32 pairs, about 270 bytes: 100,000 sessions hold
+about 27 MB.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -71,6 +86,14 @@ from cadenza.abr.controller_inputs import (
     MTP_STEP_KBPS,
     Signals,
 )
+from cadenza.abr.controller_memory import (
+    MAX_LOG_SAMPLE,
+    MAX_SAMPLE_BPS,
+    MIN_SAMPLE_BPS,
+    PAIR,
+    reverted_bps,
+    unpack_window,
+)
 from cadenza.abr.controller_table import (
     DEFAULT_PLAN,
     NO_PREVIOUS,
@@ -80,7 +103,7 @@ from cadenza.abr.controller_table import (
 )
 from cadenza.abr.frozen import fast_init
 from cadenza.abr.policy import Population, highest_at_or_below
-from cadenza.abr.sim.baselines import relative_error, robust_throughput_bps
+from cadenza.abr.sim.baselines import harmonic_mean_bps, relative_error
 
 
 class Reason(enum.StrEnum):
@@ -109,22 +132,35 @@ class ControllerConfig:
     paced_gap_fraction: float = 0.9
     # The largest relative prediction error the robust discount counts: one deep
     # dip must not divide the prediction by four for the next five segments (the
-    # dip's sample already pulls the harmonic mean down).  0.7-0.8 measured alike.
-    max_error: float = 0.75
+    # dip's sample already pulls the harmonic mean down).  0.5 with the terminal
+    # value and the reversion below (0.75 before them).
+    max_error: float = 0.5
+    # Until this many samples, the discount assumes at least ``start_error``: the
+    # first samples have no error history, and a plan that climbs on one sample
+    # stalls where the link is only just above a rung (3g: 83.0 to 85.1).
+    start_samples: int = 4
+    start_error: float = 0.5
+    # Mean reversion: the forecast for the k-th segment ahead is the session's
+    # level (an EWMA of the log samples, this weight for each new one) plus
+    # ``reversion ** k`` times the recent estimate's distance from it, in logs.
+    # 0 weight: no reversion (the plan assumes the recent estimate throughout).
+    level_weight: float = 0.05
+    reversion: float = 0.6
+    # The level is used from this many samples on.
+    level_min_samples: int = 3
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.level_weight <= 1.0 or not 0.0 <= self.reversion <= 1.0:
+            raise ValueError("level_weight and reversion must be within [0, 1]")
 
 
 DEFAULT_CONTROLLER: Final = ControllerConfig()
-
-_PAIR: Final = struct.Struct("<ff")
-# Samples are clamped into this range (a hostile ``mtp`` must not overflow float32).
-MIN_SAMPLE_BPS: Final = 1.0
-MAX_SAMPLE_BPS: Final = 1e12
 
 
 @fast_init
 @dataclass(frozen=True, slots=True)
 class ControllerState:
-    """What a session keeps between decisions (about 230 bytes in CPython)."""
+    """What a session keeps between decisions (about 270 bytes in CPython)."""
 
     requests: int = 0
     last_request_s: float = 0.0
@@ -134,43 +170,13 @@ class ControllerState:
     last_prediction_bps: float = 0.0
     # (sample bit/s, relative error) float32 pairs, oldest first.
     window: bytes = b""
+    # The EWMA of the samples' natural logs, before its start-up correction (divide
+    # by ``1 − (1 − weight) ** level_samples``), and how many samples it holds.
+    level_log: float = 0.0
+    level_samples: int = 0
 
     def samples_and_errors(self) -> tuple[list[float], list[float]]:
-        return _unpack(self.window)
-
-
-def _unpack(window: bytes) -> tuple[list[float], list[float]]:
-    """The (samples, errors) of a packed window.  A window that did not come from
-    here (a stored state of another version, a corrupted one) loses what cannot be
-    a sample: a partial pair, a sample that is not a positive number."""
-    window = window[len(window) % _PAIR.size :]
-    pairs = len(window) // _PAIR.size
-    if not pairs:
-        return [], []
-    floats = _FLOATS.get(pairs) or _floats(pairs)
-    values = floats.unpack(window)
-    samples, errors = list(values[0::2]), list(values[1::2])
-    # All finite (a sum of finite float32s is finite; a NaN or infinity is not), samples
-    # positive and errors not negative: as the loop below would leave them.
-    if sum(samples) < math.inf and min(samples) > 0 and sum(errors) < math.inf and min(errors) >= 0:
-        return samples, errors
-    samples, errors = [], []
-    for sample, error in _PAIR.iter_unpack(window):
-        if math.isfinite(sample) and sample > 0:
-            samples.append(sample)
-            errors.append(error if math.isfinite(error) and error >= 0 else 0.0)
-    return samples, errors
-
-
-# ``struct`` formats of a window of n pairs, unpacked at once.
-_FLOATS: dict[int, struct.Struct] = {}
-
-
-def _floats(pairs: int) -> struct.Struct:
-    floats = struct.Struct(f"<{2 * pairs}f")
-    if len(_FLOATS) < 64:
-        _FLOATS[pairs] = floats
-    return floats
+        return unpack_window(self.window)
 
 
 INITIAL_STATE: Final = ControllerState()
@@ -305,19 +311,26 @@ def decide_rung(
     previous = previous_rung(ladder, state, signals)
     sample = _sample_bps(ladder, previous, signals, gap_s, segment_duration_s, config)
     window = state.window
-    window = window[len(window) % _PAIR.size :]
+    window = window[len(window) % PAIR.size :]
     prediction = state.last_prediction_bps
+    level_log, level_samples = state.level_log, state.level_samples
+    if not (0.0 <= level_log <= MAX_LOG_SAMPLE and level_samples >= 0):  # not a state of ours
+        level_log, level_samples = 0.0, 0
     if sample is not None:
         sample = min(max(sample, MIN_SAMPLE_BPS), MAX_SAMPLE_BPS)
         known = math.isfinite(prediction) and prediction > 0
         error = relative_error(prediction, sample) if known else 0.0
         error = min(error, config.max_error, MAX_SAMPLE_BPS)
-        window = (window + _PAIR.pack(sample, error))[-_PAIR.size * config.window :]
+        window = (window + PAIR.pack(sample, error))[-PAIR.size * config.window :]
+        weight = config.level_weight
+        if weight > 0:
+            level_log = (1.0 - weight) * level_log + weight * math.log(sample)
+            level_samples += 1
     buffer_s = believed_buffer_s(
         state, signals, gap_s, segment_duration_s, config.plan.buffer_cap_s
     )
     startup = signals.startup
-    samples, errors = _unpack(window)
+    samples, errors = unpack_window(window)
     if samples:
         # sim.baselines' robust_throughput_bps(samples, errors, config.window) and
         # harmonic_mean_bps(samples), the harmonic mean computed once when the window
@@ -326,9 +339,22 @@ def decide_rung(
         prediction = len(samples) / sum([1.0 / sample for sample in samples])
         recent = config.window
         if len(samples) > recent or recent < 1:
-            throughput = robust_throughput_bps(samples, errors, recent)
+            estimate, worst = harmonic_mean_bps(samples[-recent:]), max(errors[-recent:])
         else:
-            throughput = prediction / (1.0 + max(errors))
+            estimate, worst = prediction, max(errors)
+        if len(samples) <= config.start_samples:
+            worst = max(worst, config.start_error)
+        if config.level_weight > 0:
+            estimate = reverted_bps(
+                estimate,
+                level_log,
+                level_samples,
+                plan.horizon,
+                config.level_weight,
+                config.reversion,
+                config.level_min_samples,
+            )
+        throughput = estimate / (1.0 + worst)
         if signals.requested_max_kbps is not None:
             throughput = min(throughput, signals.requested_max_kbps * 1000.0)
         index, reason = table.lookup(buffer_s, throughput, previous), Reason.MPC
@@ -353,7 +379,9 @@ def decide_rung(
         if index > cap and cap_reason is not None:
             index, reason = cap, cap_reason
     decision = Decision(index, ladder[index], reason, throughput, buffer_s)
-    return decision, ControllerState(requests + 1, now_s, index, buffer_s, prediction, window)
+    return decision, ControllerState(
+        requests + 1, now_s, index, buffer_s, prediction, window, level_log, level_samples
+    )
 
 
 def _prior(

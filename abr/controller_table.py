@@ -3,8 +3,14 @@
 Robust MPC (Yin et al., "A Control-Theoretic Approach for Dynamic Adaptive Video
 Streaming over HTTP", SIGCOMM 2015): over the next ``horizon`` segments, every
 rung sequence is scored at a constant (robust) throughput by
-``Σ q(R_k) − μ·rebuffer − w·Σ |q(R_k) − q(R_{k−1})|`` and the first rung of the
-best sequence is taken.  The :class:`Objective` gives ``q`` and ``μ``: QoE_lin's
+``Σ q(R_k) − μ·rebuffer − w·Σ |q(R_k) − q(R_{k−1})| + τ·μ·min(B_end, B_τ)`` and
+the first rung of the best sequence is taken.  The last term is a terminal value
+(``terminal_weight`` τ, ``terminal_target_s`` B_τ): the buffer a plan leaves at
+its horizon's end is worth a share of a stall second each, up to a target, because
+the session goes on after the horizon and that buffer is what rides out the
+next dip.  Without it a five-segment plan spends the buffer on the top rung
+whenever the estimate allows and drops a rung when it runs out.  The
+:class:`Objective` gives ``q`` and ``μ``: QoE_lin's
 (:func:`cadenza.abr.sim.qoe.qoe_lin`: the bitrate in Mb/s, ``μ`` the top rung's,
 the default) or the perceptual QoE's
 (:func:`cadenza.abr.sim.qoe.qoe_perceptual`: a utility saturating near 1, ``μ``
@@ -23,7 +29,7 @@ about 9 %).  As in the simulator's :class:`~cadenza.abr.sim.baselines.RobustMpc`
 the horizon shortens at the end of the content: the controller looks the last
 segments up in the table of a plan whose horizon is the segments left
 (:func:`end_plan`), so it never plans past the track's end (the buffer left
-then is worth nothing).
+then is worth nothing: an end plan has no terminal value).
 """
 
 from __future__ import annotations
@@ -86,6 +92,13 @@ class PlanConfig:
     # On held-out traces (other seeds and scales) the two are within 2.5 points
     # either way, 1 ahead on four of seven sets redirected: a bundled-set choice.
     switch_penalty: float = 2.0
+    # The terminal value: each second of buffer the plan leaves at its horizon's end,
+    # up to ``terminal_target_s``, is worth this share of a stall second.  Chosen by a
+    # search on training traces disjoint from the report's sets (docs/abr.md, "The
+    # origin-decided controller"); it is what lifts the satellite sets (64.9 to 79.2 %
+    # of optimal over 120 satellite traces, with the controller's other defaults).
+    terminal_weight: float = 0.12
+    terminal_target_s: float = 15.0
     buffer_step_s: float = 0.5
     steps_per_octave: int = 8
     # The throughput grid spans the lowest rung / low_ratio .. the top rung × high_ratio.
@@ -97,7 +110,8 @@ class PlanConfig:
 
     def __post_init__(self) -> None:
         fields = (self.horizon, self.buffer_cap_s, self.objective, self.rebuffer_penalty)
-        more = (self.switch_penalty, self.buffer_step_s, self.steps_per_octave)
+        terminal = (self.terminal_weight, self.terminal_target_s)
+        more = (self.switch_penalty, *terminal, self.buffer_step_s, self.steps_per_octave)
         object.__setattr__(self, "_hash", hash((*fields, *more, self.low_ratio, self.high_ratio)))
 
     def __hash__(self) -> int:
@@ -132,9 +146,12 @@ def plan_values(
     buffer_cap_s: float,
     rebuffer_penalty: float,
     switch_penalty: float = 1.0,
+    terminal_weight: float = 0.0,
+    terminal_target_s: float = 0.0,
 ) -> FloatArray:
     """QoE of each sequence (columns) at each constant throughput (rows), before the
-    switch from the previous rung: ``Σ q − μ·rebuffer − Σ_{k≥1} |q_k − q_{k−1}|``.
+    switch from the previous rung: ``Σ q − μ·rebuffer − w·Σ_{k≥1} |q_k − q_{k−1}|``
+    plus the terminal value ``τ·μ·min(buffer at the end, target)``.
 
     The buffer model is the simulator's: a download of ``bits / throughput``
     drains the buffer (what it cannot cover is a stall), then adds one
@@ -150,6 +167,8 @@ def plan_values(
     q = quality[combos]
     gain = q.sum(axis=1) - switch_penalty * np.abs(np.diff(q, axis=1)).sum(axis=1)
     values: FloatArray = gain.reshape(1, -1) - rebuffer_penalty * rebuffer
+    if terminal_weight > 0:
+        values += terminal_weight * rebuffer_penalty * np.minimum(buffer, terminal_target_s)
     return values
 
 
@@ -199,6 +218,8 @@ def plan_first_rung(
         config.buffer_cap_s,
         stall_price,
         config.switch_penalty,
+        config.terminal_weight,
+        config.terminal_target_s,
     )[0]
     values = values - switch_costs(quality, combos, previous, config.switch_penalty)
     return int(combos[int(np.argmax(values)), 0])
@@ -209,14 +230,15 @@ _END_PLANS: dict[tuple[PlanConfig, int], PlanConfig] = {}
 
 
 def end_plan(plan: PlanConfig, remaining: int) -> PlanConfig:
-    """``plan`` with its horizon shortened to ``remaining`` segments (``plan`` itself
-    when at least its horizon is left, or ``remaining`` is not positive)."""
+    """``plan`` with its horizon shortened to ``remaining`` segments and no terminal
+    value (``plan`` itself when at least its horizon is left, or ``remaining`` is
+    not positive): the buffer left when the track ends is worth nothing."""
     if remaining >= plan.horizon or remaining < 1:
         return plan
     key = (plan, remaining)
     found = _END_PLANS.get(key)
     if found is None:
-        found = _END_PLANS[key] = replace(plan, horizon=remaining)
+        found = _END_PLANS[key] = replace(plan, horizon=remaining, terminal_weight=0.0)
     return found
 
 
@@ -299,6 +321,8 @@ def decision_table(
             config.buffer_cap_s,
             stall_price,
             config.switch_penalty,
+            config.terminal_weight,
+            config.terminal_target_s,
         )
         for p, cost in enumerate(costs):
             table[p, b, :] = combos[np.argmax(base - cost.reshape(1, -1), axis=1), 0]

@@ -143,7 +143,9 @@ def test_online_plan_is_the_exhaustive_best(
 def test_linear_objective_plans_as_robust_mpc_does() -> None:
     """At a switch weight of one the linear plan is the simulator's RobustMpc's
     (QoE_lin) choice, state for state; at two it keeps the previous rung more often."""
-    plan = replace(DEFAULT_PLAN, objective=Objective.LINEAR, switch_penalty=1.0)
+    plan = replace(
+        DEFAULT_PLAN, objective=Objective.LINEAR, switch_penalty=1.0, terminal_weight=0.0
+    )
     combos = sequences(len(LADDER), plan.horizon)
     kept_ours = kept_theirs = 0
     for rate in (70e3, 110e3, 180e3, 260e3, 400e3):
@@ -400,7 +402,7 @@ def test_end_plans_shorten_the_horizon_to_the_segments_left() -> None:
     assert end_plan(DEFAULT_PLAN, 40) is DEFAULT_PLAN
     assert end_plan(DEFAULT_PLAN, 0) is DEFAULT_PLAN  # nothing sensible to shorten to
     short = end_plan(DEFAULT_PLAN, 2)
-    assert short == replace(DEFAULT_PLAN, horizon=2)
+    assert short == replace(DEFAULT_PLAN, horizon=2, terminal_weight=0.0)  # nothing after the end
     assert end_plan(DEFAULT_PLAN, 2) is short  # kept: a decision does not build a plan
 
 
@@ -408,8 +410,8 @@ def test_the_last_segment_is_planned_to_the_track_end() -> None:
     """At 200 kb/s with 4 s of buffer after a 256 kb/s segment, the five-segment plan
     steps down (five more 256 kb/s segments would stall); with one segment left there is
     no later segment to protect, and the plan keeps 256 kb/s."""
-    window = struct.pack("<ff", 200_000.0, 0.0) * 3
-    state = ControllerState(3, 10.0, 2, 4.0, 200_000.0, window)
+    window = struct.pack("<ff", 200_000.0, 0.0) * 5  # past the start's pessimism
+    state = ControllerState(5, 10.0, 2, 4.0, 200_000.0, window)
     chosen = {}
     for remaining in (None, 10, 5, 2, 1):
         signals = Signals(buffer_ms=4000, delivery_rate_bps=200_000.0, remaining_segments=remaining)
