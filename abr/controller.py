@@ -188,9 +188,12 @@ class Decision:
     index: int
     bitrate_bps: int
     reason: Reason
-    # The throughput the choice assumed (the robust prediction or the prior), bit/s.
+    # The throughput the plan assumed (robust, reverted toward the session's level; or the prior).
     throughput_bps: float
     buffer_s: float
+    # The robust estimate of the link now, before the reversion: what this segment's
+    # fetch will see (the delivery rule's input), bit/s.  The prior before any sample.
+    link_bps: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -198,6 +201,7 @@ class Decision:
             "bitrate_bps": self.bitrate_bps,
             "reason": self.reason.value,
             "throughput_bps": round(self.throughput_bps),
+            "link_bps": round(self.link_bps),
             "buffer_s": round(self.buffer_s, 3),
         }
 
@@ -344,6 +348,7 @@ def decide_rung(
             estimate, worst = prediction, max(errors)
         if len(samples) <= config.start_samples:
             worst = max(worst, config.start_error)
+        link = estimate / (1.0 + worst)
         if config.level_weight > 0:
             estimate = reverted_bps(
                 estimate,
@@ -357,6 +362,7 @@ def decide_rung(
         throughput = estimate / (1.0 + worst)
         if signals.requested_max_kbps is not None:
             throughput = min(throughput, signals.requested_max_kbps * 1000.0)
+            link = min(link, signals.requested_max_kbps * 1000.0)
         index, reason = table.lookup(buffer_s, throughput, previous), Reason.MPC
         # A buffer that was built and is now short is draining: fall back.  One that was
         # never built is a start (dash.js sends su=true on its first request only, then
@@ -370,7 +376,7 @@ def decide_rung(
                 index, reason = 0, Reason.BUFFER_LOW
     else:
         prior, reason = _prior(population, signals, config)
-        throughput = prior or 0.0
+        throughput = link = prior or 0.0
         index = (
             0 if prior is None else table.lookup(buffer_s, prior * config.start_safety, previous)
         )
@@ -378,7 +384,7 @@ def decide_rung(
         cap, cap_reason = _cap(ladder, signals)
         if index > cap and cap_reason is not None:
             index, reason = cap, cap_reason
-    decision = Decision(index, ladder[index], reason, throughput, buffer_s)
+    decision = Decision(index, ladder[index], reason, throughput, buffer_s, link)
     return decision, ControllerState(
         requests + 1, now_s, index, buffer_s, prediction, window, level_log, level_samples
     )

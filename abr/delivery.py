@@ -9,7 +9,9 @@ directly saves the round trip and costs origin egress of the segment's size
 (the CDN offload lost).
 
 :func:`choose_delivery` is the per-request rule of ``abr_delivery = adaptive``:
-a pure function of the decision's throughput estimate, the chosen segment's
+a pure function of the decision's estimate of the link now (``Decision.link_bps``,
+robust and before the reversion toward the session's level that the plan assumes
+over its horizon: the round trip is paid on this fetch), the chosen segment's
 size, the buffer the origin believes the player has, whether playback has
 started, the top rung of the ladder and (when known) the round-trip time.  The
 origin serves directly when any of these holds:
@@ -107,10 +109,10 @@ def deliver_decision(
     rule: DeliveryRule = DEFAULT_DELIVERY_RULE,
 ) -> Delivery:
     """:func:`choose_delivery` for a :func:`cadenza.abr.controller.decide_rung` decision:
-    its throughput estimate and believed buffer; playback not started while the
+    its estimate of the link now and believed buffer; playback not started while the
     request says so (CMCD ``su``, CTA-5004) or the decision is a start decision
     (a player that sends no CMCD)."""
     playing = not signals.startup and decision.reason not in _STARTING
     return choose_delivery(
-        decision.throughput_bps, top_bps, segment_bytes, decision.buffer_s, playing, rtt_s, rule
+        decision.link_bps, top_bps, segment_bytes, decision.buffer_s, playing, rtt_s, rule
     )

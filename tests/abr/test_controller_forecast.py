@@ -15,31 +15,38 @@ from cadenza.abr.controller import (
     DEFAULT_CONTROLLER,
     ControllerConfig,
     ControllerState,
+    Decision,
     decide_rung,
 )
 from cadenza.abr.controller_inputs import Signals
 from cadenza.abr.controller_memory import reverted_bps
 from cadenza.abr.controller_table import DEFAULT_PLAN, end_plan, plan_first_rung, plan_values
+from cadenza.abr.delivery import Delivery, deliver_decision
 
 LADDER = (64_000, 128_000, 256_000, 320_000)
 SEGMENT_S = 4.0
 
 
-def feed(rates_bps: list[float], config: ControllerConfig = DEFAULT_CONTROLLER) -> float:
+def decide_after(rates_bps: list[float], config: ControllerConfig = DEFAULT_CONTROLLER) -> Decision:
     """Serve one segment per rate (each measured by its delivery rate, the next request
-    sent when it arrived); the throughput the last decision assumed."""
+    sent when it arrived); the decision after the last."""
     state = None
     now_s = 0.0
-    throughput = 0.0
+    decision = None
     for n in range(len(rates_bps) + 1):
         signals = Signals(buffer_ms=20_000, delivery_rate_bps=rates_bps[n - 1] if n else None)
         decision, state = decide_rung(
             LADDER, state, signals, now_s, segment_duration_s=SEGMENT_S, config=config
         )
-        throughput = decision.throughput_bps
         if n < len(rates_bps):
             now_s += LADDER[decision.index] * SEGMENT_S / rates_bps[n]
-    return throughput
+    assert decision is not None
+    return decision
+
+
+def feed(rates_bps: list[float], config: ControllerConfig = DEFAULT_CONTROLLER) -> float:
+    """The throughput the decision after ``rates_bps`` assumed."""
+    return decide_after(rates_bps, config).throughput_bps
 
 
 def test_the_first_samples_are_discounted_as_if_they_had_erred() -> None:
@@ -104,6 +111,23 @@ def test_a_burst_after_a_slow_session_is_not_taken_at_face_value() -> None:
     assert 150_000.0 / discount < reverted < 400_000.0 / discount
     # The same samples after a fast session are trusted as they are.
     assert feed([400_000.0] * 25) == pytest.approx(400_000.0)
+
+
+def test_the_delivery_sees_the_link_now_not_the_reverted_forecast() -> None:
+    """After a fast start, a 40 kb/s sample: the plan expects the link to come back
+    toward its level over five segments, but this segment's fetch runs at the link
+    now, so the origin serves it (``abr_delivery = adaptive``) rather than adding a
+    redirect's round trip."""
+    decision = decide_after([5e6] * 5 + [40_000.0])
+    samples = [5e6] * 4 + [40_000.0]
+    link = len(samples) / sum(1 / x for x in samples) / (1 + DEFAULT_CONTROLLER.max_error)
+    assert decision.link_bps == pytest.approx(link, rel=1e-5)
+    assert decision.throughput_bps > decision.link_bps
+    chosen_bytes = LADDER[decision.index] * int(SEGMENT_S) // 8
+    signals = Signals(buffer_ms=20_000)
+    assert deliver_decision(decision, signals, LADDER[-1], chosen_bytes) is Delivery.DIRECT
+    fast = decide_after([5e6] * 6)
+    assert deliver_decision(fast, signals, LADDER[-1], 160_000) is Delivery.REDIRECT
 
 
 @pytest.mark.parametrize("level_log", [math.nan, -1.0, 1e300, math.inf])

@@ -67,7 +67,7 @@ def test_a_round_trip_that_is_a_large_share_of_the_fetch_is_served() -> None:
 
 
 def _decision(reason: Reason, throughput_bps: float) -> Decision:
-    return Decision(3, TOP_BPS, reason, throughput_bps, 20.0)
+    return Decision(3, TOP_BPS, reason, throughput_bps, 20.0, throughput_bps)
 
 
 @pytest.mark.parametrize("reason", [Reason.START_DEFAULT, Reason.START_PRIOR, Reason.START_ECT])
