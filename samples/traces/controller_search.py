@@ -18,7 +18,7 @@ defaults were chosen; this reproduces it.  Two commands, both deterministic:
 The search that chose the defaults scored about 800 candidates this way, in
 stages: random ones, then the best ten with two fields redrawn, then the same with
 the redirected half of the score added.  The synthetic scenarios' parameters come
-from the bundled sets' ``scenario.toml``.  A candidate takes about 3 s.
+from the bundled sets' ``scenario.toml``.  A candidate takes about 4 s.
 """
 
 from __future__ import annotations

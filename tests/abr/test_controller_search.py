@@ -23,7 +23,9 @@ def test_a_candidate_sets_plan_and_controller_fields() -> None:
 def test_every_value_of_the_space_makes_a_configuration() -> None:
     for key, values in SPACE.items():
         for value in values:
-            configuration({key: value})
+            config = configuration({key: value})
+            field = key.removeprefix("plan_")
+            assert getattr(config.plan if key.startswith("plan_") else config, field) == value
 
 
 @pytest.mark.parametrize("scenario", ["3g", "satellite", "wifi"])
