@@ -106,7 +106,7 @@ class Metrics:
         """One segment the origin decided (``?abr=origin``)."""
         self._child(self.abr_decisions, (reason,)).inc()
         if switched:
-            self.abr_switches.inc()
+            self.batch.counted(self.abr_switches).inc()
 
     def delivered(self, delivery: str) -> None:
         """How a decided segment was answered: ``redirect`` or ``direct`` (counted once
@@ -115,11 +115,12 @@ class Metrics:
         self._child(self.abr_deliveries, (delivery,)).inc()
 
     def _child(self, metric: Counter, values: tuple[str, ...]) -> Any:
-        """``metric.labels(*values)``, once per value set (closed sets only)."""
+        """``metric.labels(*values)``, once per value set (closed sets only),
+        its increments batched per loop turn (:mod:`cadenza.origin.metrics_batch`)."""
         key = (id(metric), values)
         child = self._labelled.get(key)
         if child is None:
-            child = self._labelled[key] = metric.labels(*values)
+            child = self._labelled[key] = self.batch.counted(metric.labels(*values))
         return child
 
     def _request_children(self, route: str, status: str, cache: str) -> tuple[Any, Any, Any]:
@@ -127,8 +128,8 @@ class Metrics:
         children = self._children.get(key)
         if children is None:
             children = (
-                self.requests.labels(route, status, cache),
-                self.response_bytes.labels(route),
+                self.batch.counted(self.requests.labels(route, status, cache)),
+                self.batch.counted(self.response_bytes.labels(route)),
                 self.batch.of(self.latency.labels(route)),
             )
             self._children[key] = children

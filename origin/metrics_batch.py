@@ -1,4 +1,4 @@
-"""Histogram observations applied once per event-loop turn.
+"""Histogram observations and counter increments applied once per event-loop turn.
 
 ``Histogram.observe`` takes a lock twice and walks the buckets for every
 value, a few microseconds that a decided segment paid four times.  A
@@ -8,23 +8,35 @@ each bucket grows by the number of values it got, and the sum by each value
 in the order observed, so the series are what ``observe`` would have made of
 the same values, bit for bit.  ``/metrics`` flushes before it renders, so a
 scrape sees every observation made before it; outside an event loop a value
-is observed at once."""
+is observed at once.
+
+A :class:`BatchedCounter` does the same for a counter (or a labelled child):
+each ``Counter.inc`` takes a lock (and with ``--workers`` writes a
+memory-mapped file), and a decided segment counted five of them.  The
+increments of a turn are added up and applied as one; the counters count
+whole numbers (requests, bytes), whose sums are exact in a float up to 2**53,
+so the series is what the separate increments would have made of it."""
 
 from __future__ import annotations
 
 import asyncio
 from bisect import bisect_left
-from typing import Any
+from typing import Any, Protocol
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
+
+
+class _Queued(Protocol):
+    def apply(self) -> None: ...
 
 
 class ObservationBatch:
     """The histograms with values queued, and the one flush scheduled for them."""
 
     def __init__(self) -> None:
-        self._queued: list[BatchedHistogram] = []
+        self._queued: list[_Queued] = []
         self._batched: dict[int, BatchedHistogram] = {}
+        self._counted: dict[int, BatchedCounter] = {}
         # The loop the flush is scheduled on (another loop schedules its own: one
         # that closed before its flush ran leaves nothing behind).
         self._flushing_on: asyncio.AbstractEventLoop | None = None
@@ -37,9 +49,16 @@ class ObservationBatch:
             batched = self._batched[id(histogram)] = BatchedHistogram(histogram, self)
         return batched
 
-    def queue(self, histogram: BatchedHistogram) -> bool:
-        """Queue ``histogram``'s values for the end of this loop turn; False when no
-        event loop runs (the caller observes at once)."""
+    def counted(self, counter: Counter) -> BatchedCounter:
+        """``counter`` (unlabelled, or a labelled child) batched, one per counter."""
+        batched = self._counted.get(id(counter))
+        if batched is None:
+            batched = self._counted[id(counter)] = BatchedCounter(counter, self)
+        return batched
+
+    def queue(self, histogram: _Queued) -> bool:
+        """Queue ``histogram``'s values (or a counter's increments) for the end of
+        this loop turn; False when no event loop runs (the caller applies at once)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -106,3 +125,29 @@ class BatchedHistogram:
         for bucket, count in zip(self._buckets, counts, strict=True):
             if count:
                 bucket.inc(count)
+
+
+class BatchedCounter:
+    """One counter (or labelled child) whose increments go through ``batch``."""
+
+    __slots__ = ("_amount", "_batch", "counter")
+
+    def __init__(self, counter: Counter, batch: ObservationBatch) -> None:
+        self.counter = counter
+        self._batch = batch
+        self._amount = 0.0  # queued, not yet applied (0: not queued)
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:  # as Counter.inc refuses it, at once
+            raise ValueError(f"Counters can only be incremented by non-negative amounts: {amount}")
+        if self._amount:
+            self._amount += amount
+        elif amount and self._batch.queue(self):
+            self._amount = amount
+        else:
+            self.counter.inc(amount)
+
+    def apply(self) -> None:
+        amount, self._amount = self._amount, 0.0
+        if amount:
+            self.counter.inc(amount)

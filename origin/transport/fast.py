@@ -131,6 +131,9 @@ class FastPathProtocol(asyncio.Protocol):
         self._fd = -1
         self._buffer = b""
         self._last_s = 0.0
+        # The loop, kept: ``asyncio.get_running_loop()`` makes a getpid() system
+        # call on Python 3.11 (to tell a forked child), once per answer sent.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._write_paused = False
         self._eof = False
@@ -162,7 +165,7 @@ class FastPathProtocol(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as aiohttp does
         self._connections.add(self)
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._last_s = loop.time()
         self._timer = loop.call_at(self._last_s + self._keepalive_timeout_s, self._check_idle)
 
@@ -273,7 +276,8 @@ class FastPathProtocol(asyncio.Protocol):
 
     def _send_round(self, transport: asyncio.Transport, out: list[bytes | memoryview]) -> None:
         if out:
-            self._last_s = asyncio.get_running_loop().time()
+            loop = self._loop or asyncio.get_running_loop()
+            self._last_s = loop.time()
             self._send(transport, out)
 
     def _start_load(self, request: MediaRequest, head: bytes) -> bool:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 from cadenza.origin.metrics import LATENCY_BUCKETS_S, create_metrics
 
 FAMILIES = (
@@ -68,3 +70,69 @@ def test_without_an_event_loop_a_value_is_observed_at_once() -> None:
     metrics.batch.of(metrics.session_qoe).observe(0.5)
     assert metrics.registry.get_sample_value("cadenza_session_qoe_count") == 1
     assert metrics.registry.get_sample_value("cadenza_session_qoe_sum") == 0.5
+
+
+async def test_counter_increments_are_added_up_per_loop_turn() -> None:
+    metrics = create_metrics()
+    read = metrics.registry.get_sample_value
+    for _ in range(3):
+        metrics.delivered("redirect")
+    metrics.request_done("media", 302, "decided", 0, 0.001)
+    metrics.request_done("media", 200, "decided", 65_177, 0.001)
+    labels = {"delivery": "redirect"}
+    assert read("cadenza_abr_deliveries_total", labels) == 0  # queued, not applied
+    await asyncio.sleep(0)
+    assert read("cadenza_abr_deliveries_total", labels) == 3
+    assert (
+        read("cadenza_requests_total", {"route": "media", "status": "302", "cache": "decided"}) == 1
+    )
+    assert read("cadenza_response_bytes_total", {"route": "media"}) == 65_177
+    metrics.delivered("redirect")
+    # A scrape applies what this loop turn queued.
+    assert 'cadenza_abr_deliveries_total{delivery="redirect"} 4.0' in metrics.render().decode()
+
+
+async def test_batched_counters_render_as_direct_increments() -> None:
+    rng = random.Random(11)
+    direct, batched = create_metrics(), create_metrics()
+    for index in range(400):
+        reason, switched = rng.choice(["mpc", "buffer_low", "start_prior"]), rng.random() < 0.3
+        size = rng.choice([0, 1, 65_177, 2**40])
+        direct.abr_decisions.labels(reason).inc()
+        if switched:
+            direct.abr_switches.inc()
+        direct.requests.labels("media", "200", "hit").inc()
+        if size:
+            direct.response_bytes.labels("media").inc(size)
+        batched.decided(reason, switched)
+        batched.request_done("media", 200, "hit", size, 0.0)
+        if index % 37 == 0:
+            await asyncio.sleep(0)
+    families = (
+        "cadenza_abr_decisions_total",
+        "cadenza_abr_switches_total",
+        "cadenza_requests_total",
+        "cadenza_response_bytes_total",
+    )
+
+    def lines(metrics_text: bytes) -> list[str]:
+        return sorted(x for x in metrics_text.decode().splitlines() if x.startswith(families))
+
+    assert lines(batched.render()) == lines(direct.render())
+    assert any(line.endswith(" 400.0") for line in lines(direct.render()))
+
+
+def test_without_an_event_loop_an_increment_is_applied_at_once() -> None:
+    metrics = create_metrics()
+    metrics.delivered("direct")
+    assert (
+        metrics.registry.get_sample_value("cadenza_abr_deliveries_total", {"delivery": "direct"})
+        == 1
+    )
+
+
+def test_a_negative_increment_is_refused_at_once() -> None:
+    metrics = create_metrics()
+    counter = metrics.batch.counted(metrics.abr_switches)
+    with pytest.raises(ValueError, match="non-negative"):
+        counter.inc(-1)
