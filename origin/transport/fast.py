@@ -10,44 +10,11 @@ match, or ``206`` for a single satisfiable ``Range`` (``If-Range`` permitting),
 decided by the same functions.  A file not in the cache (or a manifest
 past its TTL) is loaded through the same cache, single-flight, as the aiohttp
 path loads it; the connection waits for it, then goes on.  A load that
-never waits (a decided segment, sessions in this process) is answered at once,
-with no task (``transport/eager.py``).
+never waits (a decided segment, sessions in this process) is answered in the
+same round as a hit, with no task (``transport/eager.py``).
 
-A request whose query names a session (``CMCD`` and ``sid`` arguments, as
-hls.js and dash.js send CMCD in query mode, CTA-5004) or filters renditions
-(``codec``, ``min_bitrate``, ``max_bitrate``) is answered here too, by the
-answer core the aiohttp path uses (``core.answer.choose_object``): its CMCD
-folded into the session, then a filtered and steered master playlist or MPD,
-or the file with CMSD, private.  Everything such an answer needs that can
-fail (loads, the filter) is done before the session is touched, so one
-handed over is never folded in twice.
-
-Origin-decided playback (``docs/players.md``) is answered here too, by the
-same core: a group's media playlist (``group-<id>/playlist.m3u8?sid=``) and
-each decided segment (``group-<id>/seg-NNNNN.m4s?sid=&CMCD=``), whose
-``302`` to the chosen rung (or its bytes: ``abr_delivery = direct`` or ``adaptive``)
-costs no handover, and the ``?abr=origin`` manifests; the connection's peer
-and socket go with the request, for the TCP delivery rate of the previous
-response.
-
-Every other request is handed, together with every byte not yet answered, to
-an aiohttp ``RequestHandler`` that takes the connection over for good.  The
-fast transport answers an allowlist, not a denylist: a head whose fields are
-all on the allowlist of :mod:`cadenza.origin.transport.parse`, each at most
-once, with exactly one ``Host``, HTTP/1.1, no body and no fragment in the
-target (see :mod:`cadenza.origin.transport.parse`); a path of a media file
-that no other route answers and ``safe_key`` accepts; no query but a
-session's or a filter's, and no ``Range`` with one; a satisfiable range; no
-manifest when content steering is configured (those are always rendered); no
-MPD of an encrypted track (rendered per viewer with a licence URL from its
-``Host``, which this path does not read: the answer core raises
-``ViewerManifestError``, a ``load_failed`` handover, and never loads the
-stored MPD, so no hot copy of it exists to answer from here); a
-load that succeeds (404, 503, too large: aiohttp answers or streams it, with
-its own error mapping).  An exception while answering hands over too.  So the
-fast path only ever answers what the full path would have answered
-identically, never answers an error, and leaves every framing decision
-(bodies, ``Content-Length`` with ``Transfer-Encoding``, upgrades) to aiohttp.
+What this path answers and what it hands over: the package's docstring
+(:mod:`cadenza.origin.transport`).
 
 Request heads are parsed by httptools (llhttp), one complete head at a time, so
 the framing and the handover point are always exact.  Why this path exists, with
@@ -99,6 +66,9 @@ QUEUED_HIGH_BYTES: Final = 16 * 1024
 # Bytes read ahead while a request waits for a load (pipelined requests).
 _READ_AHEAD_BYTES: Final = 64 * 1024
 
+# A load started: done on the caller's stack, or waiting (eager.start).
+Loading = eager.Done[Answer | None] | eager.Started[Answer | None]
+
 
 class FastPathProtocol(asyncio.Protocol):
     """One connection: answered here while every request is one this path
@@ -131,9 +101,8 @@ class FastPathProtocol(asyncio.Protocol):
         self._fd = -1
         self._buffer = b""
         self._last_s = 0.0
-        # The loop, kept: ``asyncio.get_running_loop()`` makes a getpid() system
-        # call on Python 3.11 (to tell a forked child), once per answer sent.
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # Kept: asyncio.get_running_loop() is a getpid() system call on Python 3.11.
+        self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._write_paused = False
         self._eof = False
@@ -165,7 +134,7 @@ class FastPathProtocol(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as aiohttp does
         self._connections.add(self)
-        loop = self._loop = asyncio.get_running_loop()
+        loop = self._loop
         self._last_s = loop.time()
         self._timer = loop.call_at(self._last_s + self._keepalive_timeout_s, self._check_idle)
 
@@ -243,9 +212,24 @@ class FastPathProtocol(asyncio.Protocol):
                 if isinstance(answer, MediaRequest):
                     if self._trusted_peer:
                         answer = replace(answer, remote=self._client(parser))
+                    head = buffer[start : end + 4]
+                    started = self._start_load(answer, head)
+                    loaded = started.value if isinstance(started, eager.Done) else None
+                    if loaded is not None and not self._close_when_idle:
+                        # Answered on this stack: in this round, as a hit is.
+                        self._loading_head = None
+                        out.append(loaded[0])
+                        size += len(loaded[0])
+                        if loaded[1] is not None:
+                            out.append(loaded[1])
+                            size += len(loaded[1])
+                        if self._access is not None:
+                            self._log_loaded(answer, head, loaded)
+                        start = end + 4
+                        continue
                     self._buffer = buffer[end + 4 :]
                     self._send_round(transport, out)
-                    if not self._start_load(answer, buffer[start : end + 4]):
+                    if not self._go_on_loading(answer, started):
                         return
                     resumed = True  # answered at once: on with the next request
                     break
@@ -276,27 +260,29 @@ class FastPathProtocol(asyncio.Protocol):
 
     def _send_round(self, transport: asyncio.Transport, out: list[bytes | memoryview]) -> None:
         if out:
-            loop = self._loop or asyncio.get_running_loop()
-            self._last_s = loop.time()
+            self._last_s = self._loop.time()
             self._send(transport, out)
 
-    def _start_load(self, request: MediaRequest, head: bytes) -> bool:
-        """Load and answer ``request``: at once when the load never waits (a
-        decided segment, with sessions in this process), True when the
-        connection may go on answering; else in a task (False)."""
+    def _start_load(self, request: MediaRequest, head: bytes) -> Loading:
+        """Run the load of ``request`` until it finishes (a decided segment, with
+        sessions in this process) or first waits; one that raised has no answer."""
         self._loading_head = head
-        self._update_reading()
         try:
-            started = eager.start(self._responder.load(request))
+            return eager.start(self._responder.load(request))
         except Exception:
             self._load_failed(request)
-            return self._loaded(request, None)
-        if isinstance(started, eager.Done):
+            return eager.Done(None)
+
+    def _go_on_loading(self, request: MediaRequest, started: Loading) -> bool:
+        """Answer a started load (or hand over when it has none): True when the
+        connection may go on answering; a load that waits goes on in a task."""
+        if isinstance(started, eager.Done):  # nothing was read meanwhile: no pause
             if not self._loaded(request, started.value):
                 return False
             self._update_reading()
             return True
-        self.loading = asyncio.get_running_loop().create_task(self._load(request, started))
+        self._update_reading()  # waiting: pause reading past the read-ahead
+        self.loading = self._loop.create_task(self._load(request, started))
         return False
 
     def _load_failed(self, request: MediaRequest) -> None:
@@ -331,13 +317,17 @@ class FastPathProtocol(asyncio.Protocol):
             return False
         self._send_round(transport, [answer[0]] if answer[1] is None else [answer[0], answer[1]])
         if self._access is not None:
-            body_bytes = 0 if answer[1] is None else len(answer[1])
-            duration_s = time.perf_counter() - request.started_s
-            self._access.fast(head, answer[0], body_bytes, request.remote, duration_s)
+            self._log_loaded(request, head, answer)
         if self._close_when_idle:
             transport.close()  # shutting down: this answer was in flight, the rest is not
             return False
         return True
+
+    def _log_loaded(self, request: MediaRequest, head: bytes, answer: Answer) -> None:
+        assert self._access is not None
+        body_bytes = 0 if answer[1] is None else len(answer[1])
+        duration_s = time.perf_counter() - request.started_s
+        self._access.fast(head, answer[0], body_bytes, request.remote, duration_s)
 
     def _send(self, transport: asyncio.Transport, pieces: Sequence[bytes | memoryview]) -> None:
         send_pieces(transport, self._fd, pieces)  # one writev, no copy (.writev)

@@ -234,6 +234,22 @@ def test_a_session_request_on_the_fast_transport_is_logged(json_origin: OriginPr
     assert (line["sid"], line["transport"], line["status"]) == ("viewer-2", "fast", 200)
 
 
+def test_decided_segments_answered_on_the_fast_transport_are_logged(
+    json_origin: OriginProcess,
+) -> None:
+    """A decided segment's redirect is answered on the caller's stack (its load
+    never waits, sessions in this process) in the round it was asked in, and is
+    logged like any other answer; so are the bytes served at the start."""
+    cmcd = "CMCD=bl%3D20000%2Cmtp%3D5000"
+    paths = [f"/{TRACK}/group-aac/seg-0000{n}.m4s?sid=viewer-3&{cmcd}" for n in (1, 2, 3)]
+    statuses = [keepalive_get(json_origin.port, path).status for path in paths]
+    assert 302 in statuses and set(statuses) <= {200, 302}, statuses
+    for path, status in zip(paths, statuses, strict=True):
+        (line,) = _wait_for_access(json_origin, path)
+        assert (line["status"], line["transport"], line["sid"]) == (status, "fast", "viewer-3")
+        assert line["cache"] in ("decided", "miss", "hit") and int(str(line["sent_bytes"])) > 0
+
+
 def test_malformed_requests_are_rate_limited_lines_without_traceback(
     json_origin: OriginProcess,
 ) -> None:
