@@ -29,12 +29,12 @@ two changes to its plan and one to its forecast, each measured
   (``PlanConfig.terminal_weight``), instead of spending it on the top rung
   whenever the estimate allows.
 
-The samples come, best first, from the TCP delivery rate
-of the previous response (when the origin served it), the player's CMCD
-``mtp``, and, as a lower bound on either, the previous object's size over
-the time between the session's two requests (a request is never sent before
-the previous object has arrived).  Without CMCD ``bl`` the buffer is
-estimated from the same request timing.
+The samples come, best first, from the TCP delivery rate of the previous
+response (when the origin served it, unless it is over ``delivery_over_mtp``
+times the top of the player's CMCD ``mtp``), the player's ``mtp``, and, as a lower
+bound on either, the previous object's size over the time between the session's
+two requests (a request is never sent before the previous object has arrived).
+Without CMCD ``bl`` the buffer is estimated from the same request timing.
 
 Before any sample the start rung is the plan's at an empty buffer for the
 population prior (its 25th percentile) or else the ``ECT`` hint's typical
@@ -50,18 +50,9 @@ horizon (``Signals.remaining_segments``, which the origin knows from the
 requested segment's number) the decision comes from the table of a plan of
 that many segments (:func:`~cadenza.abr.controller_table.end_plan`).
 
-Measured in the simulator (``make abr-report``, ``docs/abr-results.md``; the
-table, the held-out checks and the levers measured and rejected are in
-``docs/abr.md``): served or with adaptive delivery the origin scores at least
-every other online policy on every bundled set but the synthetic 3g, where
-BBA leads (90 against 83 % of offline-optimal; 86.3 against 82.7 over 120
-traces of the scenario); behind a redirect per segment it also trails on
-satellite (60 against the guided hls.js's 64) and FCC x0.2 (68 against robust
-MPC's 74).  Without any CMCD (the origin's request timing only,
-``OriginDecided(cmcd=False)``) the redirected player loses most on the slow
-sets (satellite 59 %, 3g 73 %: behind a 400 ms round trip per request, gaps
-say little); served, the delivery rate makes up for the missing CMCD (78 % on
-satellite, 80 % on FCC x0.2).
+How it scores against the players and the other policies, per trace set, with and
+without CMCD, served or redirected: ``docs/abr.md`` (``make abr-report`` writes
+``docs/abr-results.md``).
 
 Cost: ``bench/abr_decision.py`` measures about 10 us of CPU per decision
 (the online search it replaces: about 110 us); the tables are built once per
@@ -148,6 +139,9 @@ class ControllerConfig:
     reversion: float = 0.6
     # The level is used from this many samples on.
     level_min_samples: int = 3
+    # Past this multiple of the top of ``mtp``'s interval the TCP delivery rate gives way
+    # to mtp: a hop past the socket (a browser's throttling) slows the bytes.  0: never.
+    delivery_over_mtp: float = 1.5
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.level_weight <= 1.0 or not 0.0 <= self.reversion <= 1.0:
@@ -242,11 +236,16 @@ def _sample_bps(
     """:func:`throughput_sample_bps` given the previous rung."""
     measured: float | None = None
     delivery_bps = signals.delivery_rate_bps
+    mtp_kbps = signals.measured_kbps
+    # Over ``delivery_over_mtp`` times the top of mtp's interval: not the player's link.
+    over_bps = config.delivery_over_mtp * ((mtp_kbps or 0) + MTP_STEP_KBPS / 2) * 1000.0
+    if delivery_bps is not None and mtp_kbps is not None and 0 < over_bps < delivery_bps:
+        delivery_bps = None  # its mtp stands
     if delivery_bps is not None and delivery_bps > 0:
         measured = delivery_bps
-    elif signals.measured_kbps is not None:
+    elif mtp_kbps is not None:
         # The low end of the interval ``mtp`` was rounded from (25 kb/s for a 0).
-        low_kbps = signals.measured_kbps - MTP_STEP_KBPS / 2
+        low_kbps = mtp_kbps - MTP_STEP_KBPS / 2
         measured = max(low_kbps, MTP_STEP_KBPS / 4) * 1000.0
     bound: float | None = None
     encoded_kbps = signals.encoded_kbps

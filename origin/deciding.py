@@ -160,6 +160,8 @@ async def decide_segment(
     :class:`BadRequestError` for a ``max_bitrate`` that is not a number; a
     session store that fails decides without the session's past."""
     metrics = app[METRICS]
+    if connection is not None and not connection.measures(remote):
+        connection = None  # a forwarded request: the socket measures the proxy's hop
     cmcd = parse_request_cmcd(query.get("CMCD"), headers)
     if cmcd.malformed:
         metrics.cmcd_malformed.inc(len(cmcd.malformed))

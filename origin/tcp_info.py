@@ -41,6 +41,12 @@ class Connection:
     def delivery_rate_bps(self) -> float | None:
         return delivery_rate_bps(self.sock) if self.sock is not None else None
 
+    def measures(self, client: str | None) -> bool:
+        """Whether this connection's delivery rate is ``client``'s link: its peer is
+        the client itself, not a proxy or CDN edge that forwarded the request
+        (whose socket measures the hop to it, not the player's)."""
+        return client is not None and self.peer.rpartition(":")[0].strip("[]") == client
+
 
 def delivery_rate_bps(sock: SocketOptions) -> float | None:
     """The connection's latest delivery rate in bit/s; None where unknown (no

@@ -12,7 +12,9 @@ import pytest
 
 from cadenza.abr.cmcd import parse_cmcd
 from cadenza.abr.controller import (
+    DEFAULT_CONTROLLER,
     INITIAL_STATE,
+    ControllerConfig,
     ControllerState,
     Decision,
     Reason,
@@ -50,13 +52,20 @@ def run(
     gap_s: float = 2.0,
     population: Population | None = None,
     ladder: tuple[int, ...] = LADDER,
+    config: ControllerConfig = DEFAULT_CONTROLLER,
 ) -> tuple[list[Decision], ControllerState]:
     """Feed one request per signal, ``gap_s`` apart; the decisions and the final state."""
     state: ControllerState | None = None
     decisions: list[Decision] = []
     for n, signal in enumerate(signals):
         decision, state = decide_rung(
-            ladder, state, signal, n * gap_s, segment_duration_s=SEGMENT_S, population=population
+            ladder,
+            state,
+            signal,
+            n * gap_s,
+            segment_duration_s=SEGMENT_S,
+            population=population,
+            config=config,
         )
         decisions.append(decision)
     assert state is not None
@@ -318,11 +327,32 @@ def test_state_stays_small_however_long_the_session() -> None:
 
 
 def test_delivery_rate_outranks_the_rounded_mtp() -> None:
+    """The TCP delivery rate is the origin's exact measure of the same link: within
+    1.5 times the top of mtp's interval it is the sample (above what mtp says)."""
     signals = [Signals(startup=True)] + [
-        Signals(buffer_ms=10000, measured_kbps=100, delivery_rate_bps=2e6)
+        Signals(buffer_ms=10000, measured_kbps=1000, delivery_rate_bps=1.5e6)
     ] * 5
-    decisions, _ = run(signals)
-    assert decisions[-1].throughput_bps > 1e6
+    decisions, state = run(signals)
+    assert state.samples_and_errors()[0][-1] == pytest.approx(1.5e6)
+    assert decisions[-1].throughput_bps > 1.05e6  # above mtp's interval
+
+
+def test_a_delivery_rate_far_above_what_the_player_measured_gives_way_to_its_mtp() -> None:
+    """A socket that drains at 10 Mb/s while the player measures 150 kb/s: something
+    past the socket (a browser's throttling, a proxy) slows the bytes, and the socket
+    does not measure the player's link.  The sample is then mtp's, as without the
+    delivery rate (its interval's low end); without mtp, the delivery rate itself."""
+    fast = Signals(buffer_ms=10000, measured_kbps=150, delivery_rate_bps=10e6)
+    # Requests ten segments apart: the request timing's bound (the rung over the gap)
+    # stays far below.
+    paced = 10 * SEGMENT_S
+    _, state = run([Signals(startup=True)] + [fast] * 5, gap_s=paced)
+    assert state.samples_and_errors()[0][-1] == pytest.approx(100_000)
+    _, alone = run([Signals(startup=True)] + [replace(fast, measured_kbps=None)] * 5, gap_s=paced)
+    assert alone.samples_and_errors()[0][-1] == pytest.approx(10e6)
+    unlimited = ControllerConfig(delivery_over_mtp=0.0)
+    _, trusting = run([Signals(startup=True)] + [fast] * 5, gap_s=paced, config=unlimited)
+    assert trusting.samples_and_errors()[0][-1] == pytest.approx(10e6)
 
 
 def test_signals_from_cmcd_and_client_hints() -> None:

@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -106,8 +107,8 @@ RESULTS: dict[str, Any] = {}
 @dataclass(frozen=True, slots=True)
 class Served:
     origin: str
-    edge: NginxEdge
     presentation: Presentation
+    edge: NginxEdge | None = None  # the nginx edge in front, when one is
 
     def top(self) -> Rendition:
         return self.presentation.rendition(self.presentation.group(GROUP).rendition_ids[-1])
@@ -133,11 +134,8 @@ def _write_results() -> Iterator[None]:
     merge_results(RESULTS)
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """An 80 s track in 2 s segments, four AAC rungs (one switching group), served by
-    ``cadenza serve`` (redirect delivery) with the nginx edge in front."""
-    folder = tmp_path_factory.mktemp("origin-decided")
+def package_od_track(folder: Path) -> tuple[Path, Presentation]:
+    """The test track, packaged into ``folder/out``: the folder and its model."""
     source = folder / f"{TRACK}.flac"
     write_audio(source, synthesize(TRACK_S, 44100, 2), 44100)
     out = folder / "out"
@@ -148,11 +146,20 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     assert result.status == "packaged", result.error
     presentation = presentation_from_json((out / TRACK / "presentation.json").read_bytes())
     assert presentation.group(GROUP).rendition_ids == AAC_RUNGS
+    return out, presentation
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """An 80 s track in 2 s segments, four AAC rungs (one switching group), served by
+    ``cadenza serve`` (redirect delivery) with the nginx edge in front."""
+    folder = tmp_path_factory.mktemp("origin-decided")
+    out, presentation = package_od_track(folder)
     with cadenza_serve(str(out), folder, cwd=ROOT, abr_delivery="redirect") as origin:
         edge = NginxEdge(folder / "edge", f"127.0.0.1:{origin.port}", free_port())
         edge.start()
         try:
-            yield Served(origin.url, edge, presentation)
+            yield Served(origin.url, presentation, edge)
         finally:
             edge.stop()
 
@@ -309,6 +316,7 @@ def test_player_plays_origin_decided_through_the_edge(
     drive: Drive, served: Served, player: str
 ) -> None:
     sid = f"od-edge-{player}"
+    assert served.edge is not None
     edge = served.edge.url
     result = _play(drive, served, player, edge, sid)
     decisions = _decisions(served, sid)

@@ -545,6 +545,34 @@ def test_direct_delivery_measures_the_tcp_delivery_rate(
         origin.stop()
 
 
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "aiohttp"])
+def test_a_forwarded_request_reads_no_delivery_rate(packaged_root: Path, fast_path: bool) -> None:
+    """Behind a trusted proxy (a CDN edge) the socket's delivery rate measures the hop
+    to the proxy, not the player's link: the same two requests as above, forwarded
+    for a client, leave the origin's own throughput unmeasured."""
+    clock = Clock()
+    origin = _threaded(
+        packaged_root,
+        clock,
+        abr_delivery=AbrDelivery.DIRECT,
+        fast_path=fast_path,
+        trusted_proxies=("127.0.0.0/8",),
+    )
+    connection = KeepAlive(origin.port)
+    forwarded = "X-Forwarded-For: 203.0.113.7"
+    try:
+        assert connection.ask(segment(1, "edge1"), forwarded)[0] == 200
+        assert connection.ask(segment(2, "edge1"), forwarded)[0] == 200
+        assert _session(origin, "edge1")["origin_throughput_kbps"] is None
+        # The same connection without the proxy's word: the peer is the client.
+        assert connection.ask(segment(1, "peer1"))[0] == 200
+        assert connection.ask(segment(2, "peer1"))[0] == 200
+        assert _session(origin, "peer1")["origin_throughput_kbps"] > 0
+    finally:
+        connection.close()
+        origin.stop()
+
+
 # -- guidance in the channels players read (guided, per-session manifests) ---
 
 SLOW = "CMCD=br%3D128%2Cbl%3D2000%2Cd%3D4000%2Cmtp%3D90%2Cot%3Da%2Csid%3D%22{sid}%22"
