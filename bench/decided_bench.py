@@ -148,7 +148,7 @@ class _Core:
         await self.runner.setup()  # the storage opens with the app
         self.responder = HotResponder(app)
         self.parser = HeadParser(self.responder.max_fields)
-        self.connection = Connection(f"{REMOTE}:40000", None)
+        self.connection = Connection(f"{REMOTE}:40000", None, REMOTE)
         return self
 
     async def __aexit__(self, *_: object) -> None:

@@ -37,6 +37,7 @@ class Connection:
 
     peer: str
     sock: SocketOptions | None
+    address: str = ""  # the peer's address without its port ("" when unknown)
 
     def delivery_rate_bps(self) -> float | None:
         return delivery_rate_bps(self.sock) if self.sock is not None else None
@@ -45,7 +46,7 @@ class Connection:
         """Whether this connection's delivery rate is ``client``'s link: its peer is
         the client itself, not a proxy or CDN edge that forwarded the request
         (whose socket measures the hop to it, not the player's)."""
-        return client is not None and self.peer.rpartition(":")[0].strip("[]") == client
+        return client is not None and self.address == client
 
 
 def delivery_rate_bps(sock: SocketOptions) -> float | None:
@@ -66,4 +67,4 @@ def connection_of(peer: object, sock: object) -> Connection | None:
     if not isinstance(peer, (list, tuple)) or len(peer) < 2:
         return None
     readable = sock if isinstance(sock, SocketOptions) else None
-    return Connection(f"{peer[0]}:{peer[1]}", readable)
+    return Connection(f"{peer[0]}:{peer[1]}", readable, str(peer[0]))

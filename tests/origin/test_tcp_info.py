@@ -1,0 +1,42 @@
+"""The connection a request came on: which client its delivery rate measures, and
+the rate itself from a real loopback socket (Linux TCP_INFO)."""
+
+from __future__ import annotations
+
+import socket
+
+from cadenza.origin.tcp_info import connection_of
+
+
+def test_a_connection_measures_only_its_peer() -> None:
+    v4 = connection_of(("127.0.0.1", 40000), None)
+    v6 = connection_of(("::1", 40000, 0, 0), None)
+    assert v4 is not None and v6 is not None
+    assert (v4.peer, v4.address, v6.peer, v6.address) == (
+        "127.0.0.1:40000",
+        "127.0.0.1",
+        "::1:40000",
+        "::1",
+    )
+    assert v4.measures("127.0.0.1") and v6.measures("::1")
+    # A client a proxy forwarded for, or none known: the socket measures the proxy.
+    assert not v4.measures("203.0.113.7") and not v4.measures(None)
+    assert connection_of("/run/cadenza.sock", None) is None  # a Unix socket: no peer address
+
+
+def test_the_delivery_rate_of_a_loopback_connection_is_read() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    accepted, peer = server.accept()
+    try:
+        accepted.sendall(b"x" * 200_000)
+        received = 0
+        while received < 200_000:
+            received += len(client.recv(65536))
+        connection = connection_of(peer, accepted)
+        assert connection is not None and connection.sock is accepted
+        rate_bps = connection.delivery_rate_bps()
+        assert rate_bps is not None and rate_bps > 1e6  # loopback: far above any audio rung
+    finally:
+        for sock in (client, accepted, server):
+            sock.close()
