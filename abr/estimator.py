@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
+from cadenza.abr.frozen import fast_init
+
 # hls.js defaults for VOD (abrEwmaFastVoD, abrEwmaSlowVoD, abrEwmaDefaultEstimate).
 FAST_HALF_LIFE_S: Final = 3.0
 SLOW_HALF_LIFE_S: Final = 9.0
@@ -39,6 +41,7 @@ def _alpha(half_life_s: float) -> float:
     return alpha
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Ewma:
     """One EWMA whose weight is a duration: ``alpha ** weight`` decays per second."""
@@ -68,6 +71,7 @@ class Ewma:
         return self.estimate / (1.0 - float(_alpha(self.half_life_s) ** total_weight))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DualEwma:
     fast: Ewma

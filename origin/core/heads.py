@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from cadenza.abr.frozen import fast_init
 from cadenza.origin.cache import CachedObject
 from cadenza.origin.settings import Settings
 
@@ -64,6 +65,7 @@ class ObjectChoice:
     prefetched: bool = False  # the first use of an object prefetch warmed
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Redirect:
     """A segment the origin decided (``?abr=origin``), answered ``302 Found`` to
