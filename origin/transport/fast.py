@@ -215,24 +215,16 @@ class FastPathProtocol(asyncio.Protocol):
                     head = buffer[start : end + 4]
                     started = self._start_load(answer, head)
                     loaded = started.value if isinstance(started, eager.Done) else None
-                    if loaded is not None and not self._close_when_idle:
-                        # Answered on this stack: in this round, as a hit is.
-                        self._loading_head = None
-                        out.append(loaded[0])
-                        size += len(loaded[0])
-                        if loaded[1] is not None:
-                            out.append(loaded[1])
-                            size += len(loaded[1])
-                        if self._access is not None:
-                            self._log_loaded(answer, head, loaded)
-                        start = end + 4
-                        continue
-                    self._buffer = buffer[end + 4 :]
-                    self._send_round(transport, out)
-                    if not self._go_on_loading(answer, started):
-                        return
-                    resumed = True  # answered at once: on with the next request
-                    break
+                    if loaded is None or self._close_when_idle:
+                        self._buffer = buffer[end + 4 :]
+                        self._send_round(transport, out)
+                        if not self._go_on_loading(answer, started):
+                            return
+                        resumed = True  # answered at once: on with the next request
+                        break
+                    # Answered on this stack: in this round, as a hit is.
+                    self._loading_head = None
+                    answer = loaded
                 out.append(answer[0])
                 size += len(answer[0])
                 if answer[1] is not None:

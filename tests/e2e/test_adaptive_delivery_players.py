@@ -18,19 +18,14 @@ import pytest
 
 from tests.e2e.conftest import ROOT, Drive, merge_results
 from tests.e2e.test_origin_decided import (
-    BUFFER_S,
     GROUP_SEGMENT,
     LEVEL_MIN_RMS,
     RUNG_SEGMENT,
-    THROTTLE_STEPS,
-    THROTTLE_TIMEOUT_S,
-    TRACK,
     Served,
     _by_segment,
     _decisions,
-    _level_in,
-    _src,
-    _switches,
+    drive_throttled,
+    levels_after_switches,
     package_od_track,
 )
 from tests.origin.originproc import cadenza_serve
@@ -91,19 +86,7 @@ def test_adaptive_delivery_redirects_on_a_fast_link_and_serves_on_a_slow_one(
     drive: Drive, adaptive: Served, player: str
 ) -> None:
     sid = f"adaptive-{player}"
-    result = drive(
-        player=player,
-        src=_src(adaptive.origin, player, sid),
-        buffer_s=BUFFER_S,
-        cmcd=True,
-        session_id=sid,
-        content_id=TRACK,
-        throttle_steps=THROTTLE_STEPS,
-        decisions_url=f"{adaptive.origin}/v1/sessions/{sid}",
-        record_requests=True,
-        evaluate="window.cadenzaLevels",
-        timeout_s=THROTTLE_TIMEOUT_S,
-    )
+    result = drive_throttled(drive, adaptive, player, sid)
     final = result["final"]
     decisions = _by_segment(_decisions(adaptive, sid))
     answers = _answers(result)
@@ -146,12 +129,7 @@ def test_adaptive_delivery_redirects_on_a_fast_link_and_serves_on_a_slow_one(
     assert "direct" in on_slow, log
     assert "redirect" in before_slow, log
     # Sound in every segment switched to that the playhead passed.
-    levels: list[list[Any]] = result["evaluated"]
-    heard = {}
-    for switch in _switches(decisions):
-        span = adaptive.segment_span_s(switch["segment"])
-        if span[1] <= final["current_time"]:
-            heard[switch["segment"]] = _level_in(levels, span)
+    heard = levels_after_switches(adaptive, decisions, result)
     assert heard, log
     quiet = {n: level for n, level in heard.items() if level is None or level < LEVEL_MIN_RMS}
     assert not quiet, f"no sound after these switches: {quiet}"

@@ -376,17 +376,10 @@ def _throttle_summary(player: str, result: dict[str, Any], log: list[dict[str, A
     return "\n".join([f"{player} throttled: {steps}", _summary_line(player, log), *rows])
 
 
-@pytest.mark.parametrize("player", ["hls", "dash"])
-def test_the_served_rung_follows_throttling_steps(
-    drive: Drive, served: Served, player: str
-) -> None:
-    """2 Mb/s, then 150 kb/s once the origin serves a high rung, then 2 Mb/s again once it
-    serves low ones (40 ms latency throughout; CMCD on, as docs/players.md configures the
-    players): the origin's decisions go down within a few segments of the drop and up
-    again after the recovery; playback never stops, never leaves a hole, never goes
-    silent on a switch."""
-    sid = f"od-throttle-{player}"
-    result = drive(
+def drive_throttled(drive: Drive, served: Served, player: str, sid: str) -> dict[str, Any]:
+    """A run of ``player`` through :data:`THROTTLE_STEPS` on the origin's
+    ``?abr=origin`` manifest, CMCD on, every request and the Web Audio level recorded."""
+    return drive(
         player=player,
         src=_src(served.origin, player, sid),
         buffer_s=BUFFER_S,
@@ -399,15 +392,37 @@ def test_the_served_rung_follows_throttling_steps(
         evaluate="window.cadenzaLevels",
         timeout_s=THROTTLE_TIMEOUT_S,
     )
-    final = result["final"]
-    log = _switch_log(result, _decisions(served, sid))
-    decisions = _by_segment(log)
+
+
+def levels_after_switches(
+    served: Served, decisions: list[dict[str, Any]], result: dict[str, Any]
+) -> dict[int, float | None]:
+    """segment -> the loudest level heard in each segment switched to (in segment
+    order) that the playhead passed."""
     levels: list[list[Any]] = result["evaluated"]
     heard = {}
     for switch in _switches(decisions):
         span = served.segment_span_s(switch["segment"])
-        if span[1] <= final["current_time"]:
+        if span[1] <= result["final"]["current_time"]:
             heard[switch["segment"]] = _level_in(levels, span)
+    return heard
+
+
+@pytest.mark.parametrize("player", ["hls", "dash"])
+def test_the_served_rung_follows_throttling_steps(
+    drive: Drive, served: Served, player: str
+) -> None:
+    """2 Mb/s, then 150 kb/s once the origin serves a high rung, then 2 Mb/s again once it
+    serves low ones (40 ms latency throughout; CMCD on, as docs/players.md configures the
+    players): the origin's decisions go down within a few segments of the drop and up
+    again after the recovery; playback never stops, never leaves a hole, never goes
+    silent on a switch."""
+    sid = f"od-throttle-{player}"
+    result = drive_throttled(drive, served, player, sid)
+    final = result["final"]
+    log = _switch_log(result, _decisions(served, sid))
+    decisions = _by_segment(log)
+    heard = levels_after_switches(served, decisions, result)
     RESULTS[f"origin-decided {player} throttled"] = {
         "steps": result["steps"],
         "decisions": log,

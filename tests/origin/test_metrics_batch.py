@@ -18,10 +18,18 @@ FAMILIES = (
 )
 
 
-def _series(text: str) -> list[str]:
-    """The exposition lines of the histograms under test (a sum's text tells
-    every last bit of it; a NaN compares as text)."""
-    return sorted(line for line in text.splitlines() if line.startswith(FAMILIES))
+COUNTERS = (
+    "cadenza_abr_decisions_total",
+    "cadenza_abr_switches_total",
+    "cadenza_requests_total",
+    "cadenza_response_bytes_total",
+)
+
+
+def _series(text: str, families: tuple[str, ...] = FAMILIES) -> list[str]:
+    """The exposition lines of the families under test (a sum's text tells every
+    last bit of it; a NaN compares as text)."""
+    return sorted(line for line in text.splitlines() if line.startswith(families))
 
 
 def _values(rng: random.Random) -> list[float]:
@@ -108,18 +116,9 @@ async def test_batched_counters_render_as_direct_increments() -> None:
         batched.request_done("media", 200, "hit", size, 0.0)
         if index % 37 == 0:
             await asyncio.sleep(0)
-    families = (
-        "cadenza_abr_decisions_total",
-        "cadenza_abr_switches_total",
-        "cadenza_requests_total",
-        "cadenza_response_bytes_total",
-    )
-
-    def lines(metrics_text: bytes) -> list[str]:
-        return sorted(x for x in metrics_text.decode().splitlines() if x.startswith(families))
-
-    assert lines(batched.render()) == lines(direct.render())
-    assert any(line.endswith(" 400.0") for line in lines(direct.render()))
+    expected = _series(direct.render().decode(), COUNTERS)
+    assert _series(batched.render().decode(), COUNTERS) == expected
+    assert any(line.endswith(" 400.0") for line in expected)
 
 
 def test_without_an_event_loop_an_increment_is_applied_at_once() -> None:
