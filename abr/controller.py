@@ -29,12 +29,10 @@ two changes to its plan and one to its forecast, each measured
   (``PlanConfig.terminal_weight``), instead of spending it on the top rung
   whenever the estimate allows.
 
-The samples come, best first, from the TCP delivery rate of the previous
-response (when the origin served it, unless it is over ``delivery_over_mtp``
-times the top of the player's CMCD ``mtp``), the player's ``mtp``, and, as a lower
-bound on either, the previous object's size over the time between the session's
-two requests (a request is never sent before the previous object has arrived).
-Without CMCD ``bl`` the buffer is estimated from the same request timing.
+The samples (:mod:`cadenza.abr.controller_samples`) come from the TCP delivery rate of
+the previous response when the origin served it, the player's CMCD ``mtp`` and the
+request timing, each checked against the others.  Without ``bl`` the buffer is
+estimated from the same request timing.
 
 Before any sample the start rung is the plan's at an empty buffer for the
 population prior (its 25th percentile) or else the ``ECT`` hint's typical
@@ -50,17 +48,12 @@ horizon (``Signals.remaining_segments``, which the origin knows from the
 requested segment's number) the decision comes from the table of a plan of
 that many segments (:func:`~cadenza.abr.controller_table.end_plan`).
 
-How it scores against the players and the other policies, per trace set, with and
-without CMCD, served or redirected: ``docs/abr.md`` (``make abr-report`` writes
-``docs/abr-results.md``).
+How it scores against the players and other policies, per trace set, with and without
+CMCD, served or redirected: ``docs/abr.md`` (``make abr-report``: ``docs/abr-results.md``).
 
-Cost: ``bench/abr_decision.py`` measures about 10 us of CPU per decision
-(the online search it replaces: about 110 us); the tables are built once per
-ladder, segment duration and configuration, in about 0.2 s for four rungs
-(the end-of-track plans' included) and 1.8 s for six (build them ahead, off
-the event loop).  A session's state is seven numbers and a packed window of
-five (sample, error) float32 pairs, about 270 bytes: 100,000 sessions hold
-about 27 MB.
+Cost: ``bench/abr_decision.py`` measures about 10 us of CPU per decision; the tables
+are built once per ladder, segment duration and configuration (0.2 s for four rungs, 1.8
+s for six: build them off the event loop).  A session's state is about 270 bytes.
 """
 
 from __future__ import annotations
@@ -74,7 +67,6 @@ from typing import Final
 from cadenza.abr.controller_inputs import (
     ECT_MAX_DOWNLINK_BPS,
     ECT_PRIOR_BPS,
-    MTP_STEP_KBPS,
     Signals,
 )
 from cadenza.abr.controller_memory import (
@@ -85,6 +77,7 @@ from cadenza.abr.controller_memory import (
     reverted_bps,
     unpack_window,
 )
+from cadenza.abr.controller_samples import DEFAULT_SAMPLE_RULES, SampleRules, link_sample_bps
 from cadenza.abr.controller_table import (
     DEFAULT_PLAN,
     NO_PREVIOUS,
@@ -118,9 +111,6 @@ class ControllerConfig:
     # The start plan assumes this share of the prior.
     start_safety: float = 0.85
     panic_buffer_s: float = 2.0
-    # Without a measurement, a gap this share of a segment or longer is the
-    # player pacing a full buffer, not a download: it gives no sample.
-    paced_gap_fraction: float = 0.9
     # The largest relative prediction error the robust discount counts: one deep
     # dip must not divide the prediction by four for the next five segments (the
     # dip's sample already pulls the harmonic mean down).  0.5 with the terminal
@@ -139,9 +129,8 @@ class ControllerConfig:
     reversion: float = 0.6
     # The level is used from this many samples on.
     level_min_samples: int = 3
-    # Past this multiple of the top of ``mtp``'s interval the TCP delivery rate gives way
-    # to mtp: a hop past the socket (a browser's throttling) slows the bytes.  0: never.
-    delivery_over_mtp: float = 1.5
+    # What counts as a throughput sample (cadenza.abr.controller_samples).
+    samples: SampleRules = DEFAULT_SAMPLE_RULES
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.level_weight <= 1.0 or not 0.0 <= self.reversion <= 1.0:
@@ -222,41 +211,7 @@ def throughput_sample_bps(
 ) -> float | None:
     """The previous object's throughput, or None when nothing measured it."""
     previous = previous_rung(ladder_bps, state, signals)
-    return _sample_bps(ladder_bps, previous, signals, gap_s, segment_duration_s, config)
-
-
-def _sample_bps(
-    ladder_bps: Sequence[int],
-    previous: int,
-    signals: Signals,
-    gap_s: float | None,
-    segment_duration_s: float,
-    config: ControllerConfig,
-) -> float | None:
-    """:func:`throughput_sample_bps` given the previous rung."""
-    measured: float | None = None
-    delivery_bps = signals.delivery_rate_bps
-    mtp_kbps = signals.measured_kbps
-    # Over ``delivery_over_mtp`` times the top of mtp's interval: not the player's link.
-    over_bps = config.delivery_over_mtp * ((mtp_kbps or 0) + MTP_STEP_KBPS / 2) * 1000.0
-    if delivery_bps is not None and mtp_kbps is not None and 0 < over_bps < delivery_bps:
-        delivery_bps = None  # its mtp stands
-    if delivery_bps is not None and delivery_bps > 0:
-        measured = delivery_bps
-    elif mtp_kbps is not None:
-        # The low end of the interval ``mtp`` was rounded from (25 kb/s for a 0).
-        low_kbps = mtp_kbps - MTP_STEP_KBPS / 2
-        measured = max(low_kbps, MTP_STEP_KBPS / 4) * 1000.0
-    bound: float | None = None
-    encoded_kbps = signals.encoded_kbps
-    if gap_s is not None and gap_s > 0 and (previous != NO_PREVIOUS or encoded_kbps):
-        bitrate = encoded_kbps * 1000.0 if encoded_kbps else ladder_bps[previous]
-        duration_s = signals.object_ms / 1000.0 if signals.object_ms else segment_duration_s
-        bound = bitrate * duration_s / gap_s
-    if measured is not None:
-        return max(measured, bound or 0.0)
-    paced = gap_s is None or gap_s >= config.paced_gap_fraction * segment_duration_s
-    return None if paced else bound
+    return link_sample_bps(ladder_bps, previous, signals, gap_s, segment_duration_s, config.samples)
 
 
 def believed_buffer_s(
@@ -312,7 +267,7 @@ def decide_rung(
     requests = state.requests
     gap_s = now_s - state.last_request_s if requests else None
     previous = previous_rung(ladder, state, signals)
-    sample = _sample_bps(ladder, previous, signals, gap_s, segment_duration_s, config)
+    sample = link_sample_bps(ladder, previous, signals, gap_s, segment_duration_s, config.samples)
     window = state.window
     window = window[len(window) % PAIR.size :]
     prediction = state.last_prediction_bps

@@ -19,6 +19,7 @@ from cadenza.abr.controller import (
     Decision,
     Reason,
     decide_rung,
+    throughput_sample_bps,
 )
 from cadenza.abr.controller_inputs import (
     Ect,
@@ -27,6 +28,7 @@ from cadenza.abr.controller_inputs import (
     parse_save_data,
     signals_from_cmcd,
 )
+from cadenza.abr.controller_samples import SampleRules
 from cadenza.abr.controller_table import (
     DEFAULT_PLAN,
     NO_PREVIOUS,
@@ -330,27 +332,32 @@ def test_delivery_rate_outranks_the_rounded_mtp() -> None:
     """The TCP delivery rate is the origin's exact measure of the same link: within
     1.5 times the top of mtp's interval it is the sample (above what mtp says)."""
     signals = [Signals(startup=True)] + [
-        Signals(buffer_ms=10000, measured_kbps=1000, delivery_rate_bps=1.5e6)
+        Signals(buffer_ms=10000, measured_kbps=200, delivery_rate_bps=330_000)
     ] * 5
-    decisions, state = run(signals)
-    assert state.samples_and_errors()[0][-1] == pytest.approx(1.5e6)
-    assert decisions[-1].throughput_bps > 1.05e6  # above mtp's interval
+    decisions, state = run(signals, gap_s=2 * SEGMENT_S)  # the timing's bound: half a rung
+    assert state.samples_and_errors()[0][-1] == pytest.approx(330_000)
+    assert decisions[-1].throughput_bps > 250_000  # above mtp's interval
 
 
 def test_a_delivery_rate_far_above_what_the_player_measured_gives_way_to_its_mtp() -> None:
     """A socket that drains at 10 Mb/s while the player measures 150 kb/s: something
     past the socket (a browser's throttling, a proxy) slows the bytes, and the socket
     does not measure the player's link.  The sample is then mtp's, as without the
-    delivery rate (its interval's low end); without mtp, the delivery rate itself."""
+    delivery rate (its interval's low end); without mtp, the delivery rate itself, up
+    to four times the top rung (the ceiling of every sample)."""
     fast = Signals(buffer_ms=10000, measured_kbps=150, delivery_rate_bps=10e6)
     # Requests ten segments apart: the request timing's bound (the rung over the gap)
     # stays far below.
     paced = 10 * SEGMENT_S
     _, state = run([Signals(startup=True)] + [fast] * 5, gap_s=paced)
     assert state.samples_and_errors()[0][-1] == pytest.approx(100_000)
-    _, alone = run([Signals(startup=True)] + [replace(fast, measured_kbps=None)] * 5, gap_s=paced)
-    assert alone.samples_and_errors()[0][-1] == pytest.approx(10e6)
-    unlimited = ControllerConfig(delivery_over_mtp=0.0)
+    alone = [Signals(startup=True)] + [replace(fast, measured_kbps=None)] * 5
+    _, trusted = run(alone, gap_s=paced)
+    assert trusted.samples_and_errors()[0][-1] == pytest.approx(4 * LADDER[-1])
+    no_ceiling = ControllerConfig(samples=SampleRules(over_top=0.0))
+    _, uncapped = run(alone, gap_s=paced, config=no_ceiling)
+    assert uncapped.samples_and_errors()[0][-1] == pytest.approx(10e6)
+    unlimited = ControllerConfig(samples=SampleRules(delivery_over_seen=0.0, over_top=0.0))
     _, trusting = run([Signals(startup=True)] + [fast] * 5, gap_s=paced, config=unlimited)
     assert trusting.samples_and_errors()[0][-1] == pytest.approx(10e6)
 
@@ -456,3 +463,28 @@ def test_signals_carry_the_segments_left() -> None:
     signals = signals_from_cmcd(parse_cmcd("bl=1000"), remaining_segments=7)
     assert (signals.buffer_ms, signals.remaining_segments) == (1000, 7)
     assert signals_from_cmcd(parse_cmcd("bl=1000")).remaining_segments is None
+
+
+def test_a_player_that_waited_gives_its_request_gap_as_a_sample() -> None:
+    """No mtp (Shaka 5.2.12 sent none in the browser tests): a gap of more than a
+    segment is a player pacing a full buffer (no sample) unless its bl says it was
+    waiting for the object, whose arrival the gap then times; and a socket rate far
+    above that arrival is not the player's link."""
+    waiting = Signals(buffer_ms=2000, encoded_kbps=320, object_ms=4000)
+    paced = replace(waiting, buffer_ms=20_000)
+    gap_s = 6.0  # 320 kb/s for 4 s arrived in 6 s: at least 213 kb/s
+    arrival_bps = 320_000 * 4.0 / gap_s
+    sample = throughput_sample_bps(LADDER, INITIAL_STATE, waiting, gap_s, 4.0)
+    assert sample == pytest.approx(arrival_bps)
+    assert throughput_sample_bps(LADDER, INITIAL_STATE, paced, gap_s, 4.0) is None
+    socket_fast = replace(waiting, delivery_rate_bps=50e9)
+    sample = throughput_sample_bps(LADDER, INITIAL_STATE, socket_fast, gap_s, 4.0)
+    assert sample == pytest.approx(arrival_bps)
+    near = replace(waiting, delivery_rate_bps=1.2 * arrival_bps)  # within 1.5 times: believed
+    assert throughput_sample_bps(LADDER, INITIAL_STATE, near, gap_s, 4.0) == pytest.approx(
+        1.2 * arrival_bps
+    )
+    # Not waiting: nothing to check the socket by, and it counts up to the ceiling.
+    pacing_fast = replace(paced, delivery_rate_bps=50e9)
+    sample = throughput_sample_bps(LADDER, INITIAL_STATE, pacing_fast, gap_s, 4.0)
+    assert sample == 4 * LADDER[-1]

@@ -119,7 +119,8 @@ def test_the_delivery_sees_the_link_now_not_the_reverted_forecast() -> None:
     now, so the origin serves it (``abr_delivery = adaptive``) rather than adding a
     redirect's round trip."""
     decision = decide_after([5e6] * 5 + [40_000.0])
-    samples = [5e6] * 4 + [40_000.0]
+    ceiling = DEFAULT_CONTROLLER.samples.over_top * LADDER[-1]  # every sample's
+    samples = [min(5e6, ceiling)] * 4 + [40_000.0]
     link = len(samples) / sum(1 / x for x in samples) / (1 + DEFAULT_CONTROLLER.max_error)
     assert decision.link_bps == pytest.approx(link, rel=1e-5)
     assert decision.throughput_bps > decision.link_bps

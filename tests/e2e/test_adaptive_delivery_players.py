@@ -2,7 +2,7 @@
 players in headless Chromium: per decided segment the origin redirects to the chosen
 rung's own URL while the link carries the ladder, and serves the bytes itself (``200``,
 private) at the start and while the link is the limit.  Under the CDP throttling steps
-of ``test_origin_decided`` (2 Mb/s, 150 kb/s, 2 Mb/s) hls.js and dash.js get both kinds
+of ``test_origin_decided`` (2 Mb/s, 150 kb/s, 2 Mb/s) hls.js, dash.js and Shaka get both kinds
 of answer in one session, each the one the session report records, and play on: no
 error, one contiguous buffered range, sound after every switch.  The switch logs, with
 each decision's delivery, go to ``.e2e-results.json``."""
@@ -81,7 +81,7 @@ def _answers(result: dict[str, Any]) -> dict[int, Answered]:
     return found
 
 
-@pytest.mark.parametrize("player", ["hls", "dash"])
+@pytest.mark.parametrize("player", ["hls", "dash", "shaka"])
 def test_adaptive_delivery_redirects_on_a_fast_link_and_serves_on_a_slow_one(
     drive: Drive, adaptive: Served, player: str
 ) -> None:

@@ -408,7 +408,7 @@ def levels_after_switches(
     return heard
 
 
-@pytest.mark.parametrize("player", ["hls", "dash"])
+@pytest.mark.parametrize("player", ["hls", "dash", "shaka"])
 def test_the_served_rung_follows_throttling_steps(
     drive: Drive, served: Served, player: str
 ) -> None:

@@ -114,7 +114,14 @@
     shaka.polyfill.installAll();
     const player = new shaka.Player();
     await player.attach(audio);
-    player.configure(Object.assign({ streaming: { bufferingGoal: cfg.buffer_s || 30 } }, cfg.shaka || {}));
+    const settings = { streaming: { bufferingGoal: cfg.buffer_s || 30 } };
+    if (cfg.cmcd) {
+      // Query mode, as docs/players.md configures it; Shaka makes up a sid when none is given.
+      settings.cmcd = { enabled: true, useHeaders: false };
+      if (cfg.session_id) settings.cmcd.sessionId = cfg.session_id;
+      if (cfg.content_id) settings.cmcd.contentId = cfg.content_id;
+    }
+    player.configure(Object.assign(settings, cfg.shaka || {}));
     player.addEventListener("error", (e) => {
       const d = e.detail || {};
       state.errors.push(`shaka:${d.code}`);
