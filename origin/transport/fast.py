@@ -193,7 +193,6 @@ class FastPathProtocol(asyncio.Protocol):
             out: list[bytes | memoryview] = []
             size = 0
             start = 0
-            resumed = False
             while size < ROUND_BYTES:
                 end = buffer.find(b"\r\n\r\n", start)
                 if end < 0:
@@ -218,10 +217,8 @@ class FastPathProtocol(asyncio.Protocol):
                     if loaded is None or self._close_when_idle:
                         self._buffer = buffer[end + 4 :]
                         self._send_round(transport, out)
-                        if not self._go_on_loading(answer, started):
-                            return
-                        resumed = True  # answered at once: on with the next request
-                        break
+                        self._go_on_loading(answer, started)
+                        return
                     # Answered on this stack: in this round, as a hit is.
                     self._loading_head = None
                     answer = loaded
@@ -233,8 +230,6 @@ class FastPathProtocol(asyncio.Protocol):
                 if self._access is not None:
                     self._log(buffer[start : end + 4], answer, parser, began_s)
                 start = end + 4
-            if resumed:
-                continue
             rest = buffer[start:] if start else buffer
             if size < ROUND_BYTES and len(rest) > responder.max_head_bytes:
                 self._hand_over(out, rest, Handover.OVERSIZED)  # aiohttp's verdict: 431 or 400
@@ -265,17 +260,15 @@ class FastPathProtocol(asyncio.Protocol):
             self._load_failed(request)
             return eager.Done(None)
 
-    def _go_on_loading(self, request: MediaRequest, started: Loading) -> bool:
-        """Answer a started load (or hand over when it has none): True when the
-        connection may go on answering; a load that waits goes on in a task."""
-        if isinstance(started, eager.Done):  # nothing was read meanwhile: no pause
-            if not self._loaded(request, started.value):
-                return False
-            self._update_reading()
-            return True
+    def _go_on_loading(self, request: MediaRequest, started: Loading) -> None:
+        """A load this round does not answer: one that waits goes on in a task (the
+        connection answers again once it is sent); one done without an answer hands
+        the connection over, and one done while shutting down is sent, then closes."""
+        if isinstance(started, eager.Done):
+            self._loaded(request, started.value)
+            return
         self._update_reading()  # waiting: pause reading past the read-ahead
         self.loading = self._loop.create_task(self._load(request, started))
-        return False
 
     def _load_failed(self, request: MediaRequest) -> None:
         # A bug, or a session store failing past its fallback: aiohttp
