@@ -29,6 +29,11 @@ two changes to its plan and one to its forecast, each measured
   (``PlanConfig.terminal_weight``), instead of spending it on the top rung
   whenever the estimate allows.
 
+After the plan, one rule (:mod:`cadenza.abr.controller_hold`): while the buffer
+is deep, the rung just above the session's level is held (reason
+``level-hold``), so a link whose level sits between two rungs plays both, in long
+runs, as BBA does, where the discounted plan would stay on the rung below.
+
 The samples (:mod:`cadenza.abr.controller_samples`) come from the TCP delivery rate of
 the previous response when the origin served it, the player's CMCD ``mtp`` and the
 request timing, each checked against the others.  Without ``bl`` the buffer is
@@ -69,11 +74,13 @@ from cadenza.abr.controller_inputs import (
     ECT_PRIOR_BPS,
     Signals,
 )
+from cadenza.abr.controller_hold import DEFAULT_HOLD, HoldRules, held_rung
 from cadenza.abr.controller_memory import (
     MAX_LOG_SAMPLE,
     MAX_SAMPLE_BPS,
     MIN_SAMPLE_BPS,
     PAIR,
+    level_of,
     reverted_bps,
     unpack_window,
 )
@@ -95,6 +102,7 @@ class Reason(enum.StrEnum):
     START_PRIOR = "start-prior"
     START_ECT = "start-ect"
     MPC = "mpc"
+    LEVEL_HOLD = "level-hold"
     BUFFER_LOW = "buffer-low"
     SAVE_DATA = "save-data"
     MAX_BITRATE = "max-bitrate"
@@ -131,6 +139,8 @@ class ControllerConfig:
     level_min_samples: int = 3
     # What counts as a throughput sample (cadenza.abr.controller_samples).
     samples: SampleRules = DEFAULT_SAMPLE_RULES
+    # When the rung above the session's level is held (cadenza.abr.controller_hold).
+    hold: HoldRules = DEFAULT_HOLD
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.level_weight <= 1.0 or not 0.0 <= self.reversion <= 1.0:
@@ -302,7 +312,7 @@ def decide_rung(
             estimate, worst = prediction, max(errors)
         if len(samples) <= config.start_samples:
             worst = max(worst, config.start_error)
-        link = estimate / (1.0 + worst)
+        recent_bps, link = estimate, estimate / (1.0 + worst)
         estimate = reverted_bps(
             estimate,
             level_log,
@@ -313,10 +323,25 @@ def decide_rung(
             config.level_min_samples,
         )
         throughput = estimate / (1.0 + worst)
+        level = level_of(level_log, level_samples, config.level_weight, config.level_min_samples)
+        level_bps = 0.0 if level is None else math.exp(level)
         if signals.requested_max_kbps is not None:
             throughput = min(throughput, signals.requested_max_kbps * 1000.0)
             link = min(link, signals.requested_max_kbps * 1000.0)
+            level_bps = min(level_bps, signals.requested_max_kbps * 1000.0)
         index, reason = table.lookup(buffer_s, throughput, previous), Reason.MPC
+        held = held_rung(
+            ladder,
+            index,
+            previous,
+            buffer_s,
+            level_bps,
+            recent_bps,
+            plan=config.plan,
+            rules=config.hold,
+        )
+        if held != index:
+            index, reason = held, Reason.LEVEL_HOLD
         # A buffer that was built and is now short is draining: fall back.  One that was
         # never built is a start (dash.js sends su=true on its first request only, then
         # bl near 0 on the second), which the table already handles.

@@ -56,6 +56,17 @@ def _floats(pairs: int) -> struct.Struct:
     return floats
 
 
+def level_of(level_log: float, level_samples: int, weight: float, min_samples: int) -> float | None:
+    """The session's level, the log of a bit rate: ``level_log`` (an exponentially
+    weighted mean of the samples' natural logs, ``weight`` for each new one)
+    divided by its start-up correction ``1 − (1 − weight) ** level_samples``;
+    None while it holds fewer than ``min_samples`` samples (at least one), or
+    with ``weight`` 0."""
+    if weight <= 0 or level_samples < max(min_samples, 1):
+        return None
+    return level_log / (1.0 - (1.0 - weight) ** level_samples)
+
+
 def reverted_bps(
     estimate_bps: float,
     level_log: float,
@@ -78,9 +89,9 @@ def reverted_bps(
     gets the forecasts' harmonic mean.  The estimate itself while the level
     holds fewer than ``min_samples`` samples, or with ``weight`` 0.
     """
-    if weight <= 0 or level_samples < max(min_samples, 1) or horizon < 1:
+    level = level_of(level_log, level_samples, weight, min_samples)
+    if level is None or horizon < 1:
         return estimate_bps
-    level = level_log / (1.0 - (1.0 - weight) ** level_samples)
     gap = math.log(estimate_bps) - level
     inverse = 0.0
     factor = 1.0

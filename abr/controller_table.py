@@ -182,18 +182,22 @@ def switch_costs(
     return costs
 
 
+def ladder_utilities(ladder_bps: Sequence[int], config: PlanConfig) -> tuple[FloatArray, float]:
+    """Each rung's utility in the plan's objective, and the price of a stall second."""
+    if config.objective is Objective.LINEAR:
+        quality = np.array([quality_mbps(float(b)) for b in ladder_bps], dtype=np.float64)
+        return quality, config.rebuffer_penalty * quality_mbps(float(ladder_bps[-1]))
+    quality = np.array([perceptual_quality(float(b)) for b in ladder_bps], dtype=np.float64)
+    return quality, config.rebuffer_penalty
+
+
 def _ladder_arrays(
     ladder_bps: Sequence[int], segment_duration_s: float, config: PlanConfig
 ) -> tuple[FloatArray, FloatArray, float]:
     """Each rung's utility and size in bits, and the price of a stall second."""
-    ladder = np.asarray(ladder_bps, dtype=np.float64)
-    if config.objective is Objective.LINEAR:
-        quality = np.array([quality_mbps(float(b)) for b in ladder], dtype=np.float64)
-        stall_price = config.rebuffer_penalty * quality_mbps(float(ladder_bps[-1]))
-    else:
-        quality = np.array([perceptual_quality(float(b)) for b in ladder], dtype=np.float64)
-        stall_price = config.rebuffer_penalty
-    return quality, ladder * segment_duration_s, stall_price
+    quality, stall_price = ladder_utilities(ladder_bps, config)
+    sizes = np.asarray(ladder_bps, dtype=np.float64) * segment_duration_s
+    return quality, sizes, stall_price
 
 
 def plan_first_rung(
