@@ -69,12 +69,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from cadenza.abr.controller_hold import DEFAULT_HOLD, HoldRules, held_rung
 from cadenza.abr.controller_inputs import (
     ECT_MAX_DOWNLINK_BPS,
     ECT_PRIOR_BPS,
     Signals,
 )
-from cadenza.abr.controller_hold import DEFAULT_HOLD, HoldRules, held_rung
 from cadenza.abr.controller_memory import (
     MAX_LOG_SAMPLE,
     MAX_SAMPLE_BPS,

@@ -74,10 +74,8 @@ def worth_holding(
     """Per rung, whether the step up to it from the rung below is worth at least
     ``min_step_worth`` of a stall second per second of content (rung 0: never)."""
     quality, stall_price = ladder_utilities(ladder_bps, plan)
-    return (False,) + tuple(
-        bool(quality[i] - quality[i - 1] >= min_step_worth * stall_price)
-        for i in range(1, len(ladder_bps))
-    )
+    steps = [quality[i] - quality[i - 1] for i in range(1, len(ladder_bps))]
+    return (False, *(bool(step >= min_step_worth * stall_price) for step in steps))
 
 
 def held_rung(

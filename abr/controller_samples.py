@@ -51,6 +51,40 @@ class SampleRules:
 DEFAULT_SAMPLE_RULES: Final = SampleRules()
 
 
+def waiting(
+    buffer_ms: int | None, object_duration_s: float, rules: SampleRules = DEFAULT_SAMPLE_RULES
+) -> bool:
+    """Whether a player reporting ``buffer_ms`` (CMCD ``bl``) was waiting for the object it
+    just got rather than pacing a full buffer: under ``waiting_segments`` objects left."""
+    return buffer_ms is not None and buffer_ms < rules.waiting_segments * object_duration_s * 1e3
+
+
+def believed_delivery_bps(
+    delivery_bps: float | None,
+    measured_kbps: int | None,
+    awaited_bps: float | None,
+    rules: SampleRules = DEFAULT_SAMPLE_RULES,
+) -> float | None:
+    """The socket's delivery rate when it can be the player's link, else None.
+
+    What the player saw bounds it: the top of the interval its ``mtp`` was rounded
+    from, or without ``mtp`` the rate of an arrival it waited for (``awaited_bps``,
+    the previous object's size over the time between the requests; None when the
+    player was not waiting).  A rate over ``delivery_over_seen`` times that measured a
+    hop the player's bytes did not slow on (a browser's throttling, a proxy).  The
+    controller's samples and the ``etp`` the origin reports both take the rate from
+    here."""
+    if delivery_bps is None or not delivery_bps > 0:
+        return None
+    seen_bps = (measured_kbps + MTP_STEP_KBPS / 2) * 1e3 if measured_kbps is not None else None
+    if seen_bps is None:
+        seen_bps = awaited_bps
+    over = rules.delivery_over_seen
+    if seen_bps is not None and 0 < over * seen_bps < delivery_bps:
+        return None
+    return delivery_bps
+
+
 def link_sample_bps(
     ladder_bps: Sequence[int],
     previous: int,
@@ -68,15 +102,11 @@ def link_sample_bps(
     if gap_s is not None and gap_s > 0 and (previous != NO_PREVIOUS or encoded_kbps):
         bitrate = encoded_kbps * 1000.0 if encoded_kbps else ladder_bps[previous]
         bound = bitrate * duration_s / gap_s
-    buffer_ms = signals.buffer_ms
-    waited = buffer_ms is not None and buffer_ms < rules.waiting_segments * duration_s * 1e3
-    delivery_bps = signals.delivery_rate_bps
+    waited = waiting(signals.buffer_ms, duration_s, rules)
     mtp_kbps = signals.measured_kbps
-    seen_bps = (mtp_kbps + MTP_STEP_KBPS / 2) * 1e3 if mtp_kbps is not None else None
-    seen_bps = bound if seen_bps is None and waited else seen_bps
-    over = rules.delivery_over_seen
-    if delivery_bps is not None and seen_bps is not None and 0 < over * seen_bps < delivery_bps:
-        delivery_bps = None  # not the player's link
+    delivery_bps = believed_delivery_bps(
+        signals.delivery_rate_bps, mtp_kbps, bound if waited else None, rules
+    )
     measured: float | None = None
     if delivery_bps is not None and delivery_bps > 0:
         measured = delivery_bps

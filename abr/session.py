@@ -2,8 +2,8 @@
 
 :func:`apply_cmcd` is pure: it takes a session's state (or None), one parsed
 CMCD payload and the time, and returns the new state and what changed (for
-metrics); :func:`record_decision` and :func:`note_media_request` fold in the
-origin's own decisions and timing.  Population priors are
+metrics); :mod:`cadenza.abr.session_origin` folds in the origin's own decisions
+and timing.  Population priors are
 :mod:`cadenza.abr.population`'s.  Where states are kept (in process, in Redis) is
 the origin's business.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Final, cast
 
 from cadenza.abr.cmcd import Cmcd
-from cadenza.abr.controller import ControllerState, Decision, Reason
+from cadenza.abr.controller import ControllerState, Reason
 from cadenza.abr.delivery import Delivery as DeliveryMode
 from cadenza.abr.estimator import DualEwma
 from cadenza.abr.frozen import fast_init
@@ -29,11 +29,6 @@ MEDIA_OBJECT_TYPES: Final = frozenset({"a", "v", "av", ""})
 SID_MAX_CHARS: Final = 128
 # The origin's decisions a session keeps (the latest), for its report.
 DECISIONS_KEPT: Final = 64
-# The weight of a new sample in the origin's own throughput estimate.
-ORIGIN_SAMPLE_WEIGHT: Final = 0.5
-# Without a delivery rate, a gap this share of a segment or longer between two
-# requests is the player pacing a full buffer: it measures nothing.
-PACED_GAP_FRACTION: Final = 0.9
 
 
 @fast_init
@@ -160,7 +155,7 @@ class SessionState:
 _KEEP: Final = object()  # "this field unchanged"
 
 
-def _write_evolve() -> Callable[..., SessionState]:
+def _writeevolve() -> Callable[..., SessionState]:
     """``dataclasses.replace`` for :class:`SessionState`, at a sixth of its cost (it
     runs for every decided segment): written out for the class's fields, as
     ``dataclasses`` writes ``__init__``, each field a keyword that defaults to
@@ -182,7 +177,8 @@ def _write_evolve() -> Callable[..., SessionState]:
     return cast(Callable[..., SessionState], scope["evolve"])
 
 
-_evolve: Final = _write_evolve()
+# The session with the given fields changed (``dataclasses.replace``, faster).
+evolve: Final = _writeevolve()
 _NOTHING: Final[Mapping[str, object]] = {}
 
 
@@ -258,7 +254,7 @@ def apply_cmcd(
             bitrate_time_s += duration_ms / 1000.0
     stalled = values.get("bs") is True or str(values.get("sta", "")) == "r"
     bl = integer("bl")
-    updated = _evolve(
+    updated = evolve(
         state,
         last_seen_s=max(state.last_seen_s, now_s),
         requests=state.requests + (1 if is_request else 0),
@@ -287,111 +283,6 @@ def apply_cmcd(
         bitrate_kbps=br if br is not None and object_type in MEDIA_OBJECT_TYPES else None,
     )
     return updated, changes
-
-
-def _origin_rate_bps(
-    state: SessionState, now_s: float, segment_duration_s: float, delivery_rate_bps: float | None
-) -> float | None:
-    sample: float | None = None
-    if delivery_rate_bps is not None and delivery_rate_bps > 0:
-        sample = delivery_rate_bps
-    elif state.last_media_s is not None and state.last_media_bytes > 0:
-        gap_s = now_s - state.last_media_s
-        if 0 < gap_s < PACED_GAP_FRACTION * segment_duration_s:
-            sample = 8.0 * state.last_media_bytes / gap_s
-    rate = state.origin_rate_bps
-    if sample is None:
-        return rate
-    return sample if rate is None else rate + ORIGIN_SAMPLE_WEIGHT * (sample - rate)
-
-
-def note_media_request(
-    state: SessionState,
-    now_s: float,
-    *,
-    object_bytes: int,
-    segment_duration_s: float,
-    delivery_rate_bps: float | None = None,
-    direct_peer: str | None = None,
-) -> SessionState:
-    """Fold the origin's own timing of one media request into the session: the
-    TCP delivery rate of the previous response when it was measured, else the
-    previous object's size over the time since its request (a player asks for
-    the next object once the last one arrived: a lower bound on the
-    throughput), unless the gap is the pacing of a full buffer.  This is the
-    throughput the origin reports as CMSD ``etp`` (CTA-5006), never the
-    player's own ``mtp`` echoed back.  ``direct_peer``: the connection this
-    object's bytes go out on, when the origin serves them."""
-    return _evolve(
-        state,
-        origin_rate_bps=_origin_rate_bps(state, now_s, segment_duration_s, delivery_rate_bps),
-        last_media_s=now_s,
-        last_media_bytes=object_bytes,
-        direct_peer=direct_peer,
-    )
-
-
-def decision_fields(
-    state: SessionState,
-    decision: Decision,
-    controller: ControllerState,
-    *,
-    segment: int,
-    rung: str,
-    now_s: float,
-    object_bytes: int,
-    segment_duration_s: float,
-    delivery_rate_bps: float | None,
-    direct_peer: str | None,
-    delivery: DeliveryMode | None = None,
-) -> dict[str, object]:
-    """The fields :func:`record_decision` changes (for :func:`apply_cmcd`'s ``also``);
-    ``delivery``: how the segment is answered, kept in its record."""
-    record = DecisionRecord(segment, rung, decision.bitrate_bps, decision.reason, delivery)
-    decisions = state.decisions
-    return {
-        "controller": controller,
-        "decisions": (*decisions, record)[-DECISIONS_KEPT:]
-        if len(decisions) >= DECISIONS_KEPT
-        else (*decisions, record),
-        "origin_rate_bps": _origin_rate_bps(state, now_s, segment_duration_s, delivery_rate_bps),
-        "last_media_s": now_s,
-        "last_media_bytes": object_bytes,
-        "direct_peer": direct_peer,
-    }
-
-
-def record_decision(
-    state: SessionState,
-    decision: Decision,
-    controller: ControllerState,
-    *,
-    segment: int,
-    rung: str,
-    now_s: float,
-    object_bytes: int,
-    segment_duration_s: float,
-    delivery_rate_bps: float | None,
-    direct_peer: str | None,
-    delivery: DeliveryMode | None = None,
-) -> SessionState:
-    """The session after the origin decided ``segment`` (the latest
-    :data:`DECISIONS_KEPT` decisions are kept, each with its ``delivery``), with
-    the request's timing folded in as :func:`note_media_request` does."""
-    fields = decision_fields(
-        state,
-        decision,
-        controller,
-        segment=segment,
-        rung=rung,
-        now_s=now_s,
-        object_bytes=object_bytes,
-        segment_duration_s=segment_duration_s,
-        delivery_rate_bps=delivery_rate_bps,
-        direct_peer=direct_peer,
-        delivery=delivery,
-    )
-    return _evolve(state, **fields)
 
 
 def valid_sid(sid: str) -> bool:

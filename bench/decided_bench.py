@@ -392,7 +392,8 @@ async def _fill_store(sessions: int, decisions: int) -> int:
     from cadenza.abr.controller import decide_rung
     from cadenza.abr.controller_inputs import signals_from_cmcd
     from cadenza.abr.population import network_key_for
-    from cadenza.abr.session import SessionState, apply_cmcd, record_decision
+    from cadenza.abr.session import SessionState, apply_cmcd
+    from cadenza.abr.session_origin import record_decision
     from cadenza.origin.deciding import assign_sid
     from cadenza.origin.sessions import MemorySessionStore
 

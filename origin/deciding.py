@@ -36,7 +36,8 @@ from cadenza.abr.controller_table import decision_table, end_plan
 from cadenza.abr.delivery import Delivery, deliver_decision
 from cadenza.abr.frozen import fast_init
 from cadenza.abr.population import network_key_for
-from cadenza.abr.session import SessionState, apply_cmcd, decision_fields, valid_sid
+from cadenza.abr.session import SessionState, apply_cmcd, valid_sid
+from cadenza.abr.session_origin import decision_fields
 from cadenza.manifests.filters import InvalidFilterError, parse_filter_query
 from cadenza.manifests.groups import SwitchGroup, nominal_bitrate_bps
 from cadenza.manifests.model import Presentation, Rendition, Segment
@@ -225,6 +226,8 @@ async def decide_segment(
             delivery_rate_bps=delivery_bps,
             direct_peer=connection.peer if direct and connection is not None else None,
             delivery=delivery,
+            measured_kbps=signals.measured_kbps,
+            buffer_ms=signals.buffer_ms,
         )
 
     try:

@@ -239,7 +239,7 @@ async def origin_etp_bps(
     app: web.Application, state: SessionState | None, network_key: str | None
 ) -> float | None:
     """CMSD ``etp`` (CTA-5006: the throughput the server estimates): the origin's
-    own measurement of the session (:func:`cadenza.abr.session.note_media_request`:
+    own measurement of the session (:func:`cadenza.abr.session_origin.note_media_request`:
     delivery rates, request timing), else its network's population prior;
     never the player's own ``mtp`` echoed back, which tells it nothing.  None
     when the origin knows neither."""

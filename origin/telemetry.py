@@ -22,14 +22,8 @@ from cadenza.abr.cmcd import HEADER_NAMES, Cmcd, parse_request_cmcd
 from cadenza.abr.guidance import ladder_bps
 from cadenza.abr.policy import Guidance, decide
 from cadenza.abr.population import network_key_for
-from cadenza.abr.session import (
-    Changes,
-    Delivery,
-    SessionState,
-    apply_cmcd,
-    note_media_request,
-    valid_sid,
-)
+from cadenza.abr.session import Changes, Delivery, SessionState, apply_cmcd, valid_sid
+from cadenza.abr.session_origin import note_media_request
 from cadenza.manifests.model import Presentation
 from cadenza.origin.keys import CLOCK, METRICS, POPULATION, SESSION_LOCKS, SESSIONS
 from cadenza.origin.sessions import MemoryPopulationStore, MemorySessionStore
@@ -249,12 +243,21 @@ async def _touch(
 
 
 def media_timing(
-    now_s: float, object_bytes: int, segment_duration_s: float, connection: Connection | None
+    now_s: float,
+    object_bytes: int,
+    segment_duration_s: float,
+    connection: Connection | None,
+    remote: str | None,
 ) -> Callable[[SessionState], SessionState]:
     """The session change of a media object the origin serves itself: its own
-    timing (:func:`cadenza.abr.session.note_media_request`), with the delivery
-    rate of the previous response when it went out on this same connection,
-    and this connection remembered for the next request."""
+    timing (:func:`cadenza.abr.session_origin.note_media_request`), with the delivery
+    rate of the previous response when it went out on this same connection to the
+    client itself (``remote``, the request's client: not for a request a proxy
+    forwarded, :meth:`Connection.measures`), checked against the player's latest
+    ``mtp`` and ``bl`` as the controller checks it, and this connection remembered
+    for the next request."""
+    if connection is not None and not connection.measures(remote):
+        connection = None
 
     def note(state: SessionState) -> SessionState:
         rate_bps = None
@@ -267,6 +270,8 @@ def media_timing(
             segment_duration_s=segment_duration_s,
             delivery_rate_bps=rate_bps,
             direct_peer=None if connection is None else connection.peer,
+            measured_kbps=state.last_mtp_kbps,
+            buffer_ms=state.last_bl_ms,
         )
 
     return note

@@ -149,9 +149,9 @@ async def choose_object(
     then = None
     if guided and not manifest and loaded is not None and model is not None:
         # The origin serves this segment itself: its own timing of the session.
-        then = media_timing(
-            app[CLOCK](), len(loaded[0].body), nominal_segment_s(model[0]), asked.connection
-        )
+        duration_s = nominal_segment_s(model[0])
+        body_bytes = len(loaded[0].body)
+        then = media_timing(app[CLOCK](), body_bytes, duration_s, asked.connection, asked.remote)
     observed = await _observe(app, track, asked, then) if session else None
     if observed is not None and settings.guidance and manifest:
         rendered = await render_manifest(

@@ -24,13 +24,8 @@ from cadenza.abr.controller import ControllerState, Reason, decide_rung
 from cadenza.abr.controller_inputs import Signals
 from cadenza.abr.controller_table import decision_table
 from cadenza.abr.delivery import Delivery
-from cadenza.abr.session import (
-    DECISIONS_KEPT,
-    DecisionRecord,
-    SessionState,
-    note_media_request,
-    record_decision,
-)
+from cadenza.abr.session import DECISIONS_KEPT, DecisionRecord, SessionState
+from cadenza.abr.session_origin import record_decision
 from cadenza.manifests.hls import render_group_master
 from cadenza.manifests.jsonio import presentation_from_json
 from cadenza.origin.app import create_app
@@ -704,26 +699,7 @@ async def test_replicas_sharing_redis_continue_one_sessions_decisions(
     assert data["requests"] == 2
 
 
-# -- the session's pure parts (abr/session.py) --------------------------------
-
-
-def test_the_origins_timing_prefers_the_delivery_rate_and_ignores_pacing() -> None:
-    state = note_media_request(
-        SessionState("t", 0.0, 0.0), 10.0, object_bytes=64_000, segment_duration_s=4.0
-    )
-    assert state.origin_rate_bps is None  # nothing before it to measure
-    paced = note_media_request(state, 14.0, object_bytes=64_000, segment_duration_s=4.0)
-    assert paced.origin_rate_bps is None  # a segment's gap: the player waited, not the link
-    quick = note_media_request(state, 10.5, object_bytes=64_000, segment_duration_s=4.0)
-    assert quick.origin_rate_bps == 8 * 64_000 / 0.5
-    measured = note_media_request(
-        state, 10.5, object_bytes=64_000, segment_duration_s=4.0, delivery_rate_bps=3e6
-    )
-    assert measured.origin_rate_bps == 3e6
-    smoothed = note_media_request(
-        measured, 11.0, object_bytes=64_000, segment_duration_s=4.0, delivery_rate_bps=1e6
-    )
-    assert smoothed.origin_rate_bps == pytest.approx(2e6)
+# -- the session's pure parts (abr/session.py, abr/session_origin.py) ---------------
 
 
 def test_a_session_keeps_its_latest_decisions() -> None:

@@ -1,11 +1,15 @@
 """The connection a request came on: which client its delivery rate measures, and
-the rate itself from a real loopback socket (Linux TCP_INFO)."""
+the rate itself from a real loopback socket (Linux TCP_INFO); a forwarded request's
+socket is never read for the session's ``etp``."""
 
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 
-from cadenza.origin.tcp_info import connection_of
+from cadenza.abr.session import SessionState
+from cadenza.origin.tcp_info import Connection, connection_of
+from cadenza.origin.telemetry import media_timing
 
 
 def test_a_connection_measures_only_its_peer() -> None:
@@ -40,3 +44,22 @@ def test_the_delivery_rate_of_a_loopback_connection_is_read() -> None:
     finally:
         for sock in (client, accepted, server):
             sock.close()
+
+
+def test_a_forwarded_request_gives_etp_no_delivery_rate() -> None:
+    """Behind a proxy the socket measures the proxy's hop (tcp_info.Connection.measures)."""
+
+    class Fixed:
+        def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes:
+            raise AssertionError("a forwarded request's socket must not be read")
+
+    connection = Connection("10.0.0.9:4711", Fixed(), address="10.0.0.9")
+    state = replace(
+        SessionState("f", 0.0, 0.0),
+        last_media_s=10.0,
+        last_media_bytes=64_000,
+        direct_peer="10.0.0.9:4711",
+    )
+    forwarded = media_timing(10.5, 64_000, 4.0, connection, "192.0.2.1")(state)
+    assert forwarded.origin_rate_bps == 8 * 64_000 / 0.5  # the request timing alone
+    assert forwarded.direct_peer is None
