@@ -31,7 +31,8 @@ class _Queued(Protocol):
 
 
 class ObservationBatch:
-    """The histograms with values queued, and the one flush scheduled for them."""
+    """The metrics (histograms and counters) with values queued, and the one flush
+    scheduled for them."""
 
     def __init__(self) -> None:
         self._queued: list[_Queued] = []
@@ -56,9 +57,10 @@ class ObservationBatch:
             batched = self._counted[id(counter)] = BatchedCounter(counter, self)
         return batched
 
-    def queue(self, histogram: _Queued) -> bool:
-        """Queue ``histogram``'s values (or a counter's increments) for the end of
-        this loop turn; False when no event loop runs (the caller applies at once)."""
+    def queue(self, metric: _Queued) -> bool:
+        """Queue ``metric``'s pending values (a histogram's observations or a counter's
+        increments) for the end of this loop turn; False when no event loop runs (the
+        caller applies at once)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -66,15 +68,15 @@ class ObservationBatch:
         if self._flushing_on is not loop:
             loop.call_soon(self.flush)
             self._flushing_on = loop
-        self._queued.append(histogram)
+        self._queued.append(metric)
         return True
 
     def flush(self) -> None:
         """Apply every queued value."""
         self._flushing_on = None
         queued, self._queued = self._queued, []
-        for histogram in queued:
-            histogram.apply()
+        for metric in queued:
+            metric.apply()
 
 
 class BatchedHistogram:

@@ -301,18 +301,15 @@ class FastPathProtocol(asyncio.Protocol):
             self._hand_over([], head + self._buffer, responder.refusal)
             return False
         self._send_round(transport, [answer[0]] if answer[1] is None else [answer[0], answer[1]])
-        if self._access is not None:
-            self._log_loaded(request, head, answer)
+        access = self._access
+        if access is not None:
+            body_bytes = 0 if answer[1] is None else len(answer[1])
+            duration_s = time.perf_counter() - request.started_s
+            access.fast(head, answer[0], body_bytes, request.remote, duration_s)
         if self._close_when_idle:
             transport.close()  # shutting down: this answer was in flight, the rest is not
             return False
         return True
-
-    def _log_loaded(self, request: MediaRequest, head: bytes, answer: Answer) -> None:
-        assert self._access is not None
-        body_bytes = 0 if answer[1] is None else len(answer[1])
-        duration_s = time.perf_counter() - request.started_s
-        self._access.fast(head, answer[0], body_bytes, request.remote, duration_s)
 
     def _send(self, transport: asyncio.Transport, pieces: Sequence[bytes | memoryview]) -> None:
         send_pieces(transport, self._fd, pieces)  # one writev, no copy (.writev)
