@@ -13,7 +13,12 @@ defaults were chosen; this reproduces it.  Two commands, both deterministic:
   as JSON.
 * ``... controller_search.py check`` prints the default controller (adaptive and
   redirected) against the best other online policy on the training sets and on
-  120 more traces each of the 3g and satellite scenarios (seed 50,001 on).
+  120 more traces each of the 3g and satellite scenarios (seed 50,001 on);
+  ``check --no-hold`` the same without the level hold
+  (:mod:`cadenza.abr.controller_hold`).
+* ``... controller_search.py hold`` scores the level hold's grid (:data:`HOLD_GRID`,
+  81 points) the same way on the training sets, best first, with the 3g
+  figures beside the score: the defaults sit in the plateau at its top.
 
 The search that chose the defaults scored about 800 candidates this way, in
 stages: random ones, then the best ten with two fields redrawn, then the same with
@@ -24,6 +29,7 @@ from the bundled sets' ``scenario.toml``.  A candidate takes about 4 s.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import sys
@@ -31,7 +37,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from cadenza.abr.controller import DEFAULT_CONTROLLER, ControllerConfig
 from cadenza.abr.sim.evaluation import DEFAULT_AUDIO_LADDER_BPS, default_policies, run_evaluation
@@ -53,6 +59,17 @@ SPACE: dict[str, list[Any]] = {
     "plan_switch_penalty": [1.0, 2.0, 3.0],
     "max_error": [0.25, 0.5, 0.75, 1.0],
 }
+
+
+# The level hold's grid (``hold_`` fields are HoldRules'), searched after the rest:
+# buffer thresholds as fractions of the plan's 30 s cap (16/20/22 s up, 8/10/12 s down).
+HOLD_GRID: dict[str, list[Any]] = {
+    "hold_enter_buffer_fraction": [16 / 30, 20 / 30, 22 / 30],
+    "hold_keep_buffer_fraction": [8 / 30, 10 / 30, 12 / 30],
+    "hold_min_recent_over_level": [0.7, 0.8, 0.9],
+    "hold_max_over_level": [1.3, 1.4, 1.5],
+}
+NO_HOLD: Final = replace(DEFAULT_CONTROLLER, hold=replace(DEFAULT_CONTROLLER.hold, enabled=False))
 
 
 def scenario_traces(name: str, count: int, first_seed: int) -> list[Trace]:
@@ -125,9 +142,17 @@ def percent_of_optimal(
 
 
 def configuration(params: dict[str, Any]) -> ControllerConfig:
+    """The default controller with ``params`` set (``plan_``: PlanConfig's fields,
+    ``hold_``: HoldRules', the rest ControllerConfig's)."""
     plan = {k.removeprefix("plan_"): v for k, v in params.items() if k.startswith("plan_")}
-    rest = {k: v for k, v in params.items() if not k.startswith("plan_")}
-    return replace(DEFAULT_CONTROLLER, plan=replace(DEFAULT_CONTROLLER.plan, **plan), **rest)
+    hold = {k.removeprefix("hold_"): v for k, v in params.items() if k.startswith("hold_")}
+    rest = {k: v for k, v in params.items() if not k.startswith(("plan_", "hold_"))}
+    return replace(
+        DEFAULT_CONTROLLER,
+        plan=replace(DEFAULT_CONTROLLER.plan, **plan),
+        hold=replace(DEFAULT_CONTROLLER.hold, **hold),
+        **rest,
+    )
 
 
 def score(
@@ -168,7 +193,23 @@ def search(candidates: int, seed: int) -> int:
     return 0
 
 
-def check() -> int:
+def hold() -> int:
+    sets = training_sets()
+    refs = references(sets)
+    results = []
+    for values in itertools.product(*HOLD_GRID.values()):
+        params = dict(zip(HOLD_GRID, values, strict=True))
+        total, rows = score(sets, refs, configuration(params))
+        results.append((total, rows["3g"], params))
+        print(f"{total:7.2f} {json.dumps(params)}", file=sys.stderr, flush=True)
+    results.sort(key=lambda r: -r[0])
+    for total, (adaptive, redirected), params in results:
+        shown = {k.removeprefix("hold_"): round(v, 3) for k, v in params.items()}
+        print(f"{total:7.2f}  3g {adaptive:5.1f} / {redirected:5.1f}  {json.dumps(shown)}")
+    return 0
+
+
+def check(config: ControllerConfig = DEFAULT_CONTROLLER) -> int:
     for label, sets in (("training", training_sets()), ("120-trace", large_sets())):
         refs = references(sets)
         print(f"## {label} sets: % of optimal, adaptive / redirected (best other online)")
@@ -176,8 +217,8 @@ def check() -> int:
             ref = refs[name]
             if ref.optimum <= 0:
                 continue
-            adaptive = percent_of_optimal(traces, DEFAULT_CONTROLLER, False, ref.optimum)
-            redirected = percent_of_optimal(traces, DEFAULT_CONTROLLER, True, ref.optimum)
+            adaptive = percent_of_optimal(traces, config, False, ref.optimum)
+            redirected = percent_of_optimal(traces, config, True, ref.optimum)
             best = 100.0 * ref.best / ref.optimum
             print(f"{name:24s} {adaptive:5.1f} / {redirected:5.1f}  ({ref.best_name} {best:.1f})")
     return 0
@@ -189,11 +230,17 @@ def main(argv: list[str] | None = None) -> int:
     searching = commands.add_parser("search", help="score random configurations")
     searching.add_argument("--candidates", type=int, default=300)
     searching.add_argument("--seed", type=int, default=1)
-    commands.add_parser("check", help="the default controller on the training and large sets")
+    checking = commands.add_parser(
+        "check", help="the default controller on the training and large sets"
+    )
+    checking.add_argument("--no-hold", action="store_true", help="without the level hold")
+    commands.add_parser("hold", help="score the level hold's grid on the training sets")
     args = parser.parse_args(argv)
     if args.command == "search":
         return search(args.candidates, args.seed)
-    return check()
+    if args.command == "hold":
+        return hold()
+    return check(NO_HOLD if args.no_hold else DEFAULT_CONTROLLER)
 
 
 if __name__ == "__main__":

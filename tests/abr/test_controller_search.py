@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from cadenza.abr.controller import DEFAULT_CONTROLLER
-from samples.traces.controller_search import HERE, SPACE, configuration, scenario_traces
+from samples.traces.controller_search import (
+    HERE,
+    HOLD_GRID,
+    NO_HOLD,
+    SPACE,
+    configuration,
+    scenario_traces,
+)
 
 
 def test_a_candidate_sets_plan_and_controller_fields() -> None:
@@ -21,11 +28,20 @@ def test_a_candidate_sets_plan_and_controller_fields() -> None:
 
 
 def test_every_value_of_the_space_makes_a_configuration() -> None:
-    for key, values in SPACE.items():
+    for key, values in (SPACE | HOLD_GRID).items():
         for value in values:
             config = configuration({key: value})
-            field = key.removeprefix("plan_")
-            assert getattr(config.plan if key.startswith("plan_") else config, field) == value
+            owners: dict[str, object] = {"plan_": config.plan, "hold_": config.hold}
+            owner = next((o for prefix, o in owners.items() if key.startswith(prefix)), config)
+            assert getattr(owner, key.removeprefix("plan_").removeprefix("hold_")) == value
+
+
+def test_the_hold_grid_holds_the_defaults_and_check_can_turn_the_hold_off() -> None:
+    hold = DEFAULT_CONTROLLER.hold
+    for key, values in HOLD_GRID.items():
+        assert getattr(hold, key.removeprefix("hold_")) in values
+    assert hold.enabled and not NO_HOLD.hold.enabled
+    assert NO_HOLD.plan == DEFAULT_CONTROLLER.plan and NO_HOLD.samples == DEFAULT_CONTROLLER.samples
 
 
 @pytest.mark.parametrize("scenario", ["3g", "satellite", "wifi"])
