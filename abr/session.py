@@ -11,6 +11,7 @@ the origin's business.
 from __future__ import annotations
 
 import math
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, cast
@@ -74,6 +75,11 @@ class SessionState:
     switches: int = 0
     stalls: int = 0
     started: bool = False
+    # The file name the latest media request's CMCD ``nor`` named (its next object),
+    # and whether that request carried ``su`` (the player waiting): what tells a stall
+    # of a player that sends no ``bs`` (:func:`_stalled`).
+    next_object: str | None = None
+    waiting: bool = False
     malformed: int = 0
     # The origin's own measurements (never the player's ``mtp``): its media
     # requests' timing and, when it served the bytes itself, TCP delivery rates.
@@ -202,6 +208,29 @@ class Delivery:
     duration_s: float
 
 
+def _named_next(nor: str | None) -> str | None:
+    """The file name CMCD ``nor`` names: its last path segment, without a query
+    (CTA-5004 gives a path relative to the request; in v1, hls.js percent-encodes it)."""
+    if not nor:
+        return None
+    # Not urlsplit: a bracket it reads as a bad IPv6 host would raise on hostile input.
+    path = urllib.parse.unquote(nor).partition("?")[0].partition("#")[0]
+    return path.rpartition("/")[2] or None
+
+
+def _stalled(state: SessionState, values: Mapping[str, object], su: bool, expected: bool) -> bool:
+    """Whether a payload starts a stall: the player says so (``bs``, CTA-5004; v2
+    ``sta=r``), unless its previous request already waited in it; or it asks, while
+    waiting (``su``) in a session that has played, for the very object its previous
+    request named as the next (``nor``: ``expected``), after a request that did not
+    wait.  CTA-5004 sends ``su`` after a seek too, but a seek asks for another object
+    than the next.  hls.js 1.7.4 sets ``bs`` only on video, init and muxed objects:
+    for audio, this is the only word of its stalls."""
+    if values.get("bs") is True or str(values.get("sta", "")) == "r":
+        return not state.waiting
+    return su and expected and state.started and not state.waiting
+
+
 def apply_cmcd(
     state: SessionState | None,
     cmcd: Cmcd,
@@ -213,13 +242,16 @@ def apply_cmcd(
     network_key: str | None = None,
     delivery: Delivery | None = None,
     also: Callable[[SessionState], Mapping[str, object]] | None = None,
+    object_name: str | None = None,
 ) -> tuple[SessionState, Changes]:
     """Fold one CMCD payload into a session (CTA-5004 keys ``mtp``, ``bl``,
     ``br``, ``bs``, ``su``, ``cid``, ``d``, ``ot``; v2 ``sta`` play states).
 
     ``also``: more fields of the new state, computed from the state before this
     payload (a new session's, for none), such as :func:`decision_fields`, which
-    reads none of the fields a payload changes; the session is copied once."""
+    reads none of the fields a payload changes; the session is copied once.
+    ``object_name``: the requested file's name (its URL's last path segment), for a
+    request; a stall is what :func:`_stalled` says starts one."""
     new_session = state is None
     if state is None:
         state = SessionState(sid=sid, first_seen_s=now_s, last_seen_s=now_s)
@@ -252,7 +284,9 @@ def apply_cmcd(
         if duration_ms:
             bitrate_time_kbps_s += br * duration_ms / 1000.0
             bitrate_time_s += duration_ms / 1000.0
-    stalled = values.get("bs") is True or str(values.get("sta", "")) == "r"
+    media = object_type in MEDIA_OBJECT_TYPES and object_name is not None
+    su = values.get("su") is True
+    stalled = _stalled(state, values, su, media and object_name == state.next_object)
     bl = integer("bl")
     updated = evolve(
         state,
@@ -271,7 +305,9 @@ def apply_cmcd(
         bitrate_time_s=bitrate_time_s,
         switches=state.switches + (1 if switched else 0),
         stalls=state.stalls + (1 if stalled else 0),
-        started=state.started or values.get("su") is not True,
+        started=state.started or not su,
+        next_object=_named_next(cmcd.string("nor")) if media else state.next_object,
+        waiting=su if media else state.waiting,
         malformed=state.malformed + len(cmcd.malformed),
         **more,
     )

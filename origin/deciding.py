@@ -152,12 +152,14 @@ async def decide_segment(
     remote: str | None,
     connection: Connection | None,
     mode: AbrDelivery,
+    object_name: str | None = None,
 ) -> Decided:
     """Decide the rung of the group segment ``found`` for the request's session (a
     new one for a request that names none, or an unknown one), and how it is
     answered (per ``mode``), and store the decision.  A segment served directly
     is served on ``connection`` (its delivery rate is read at the session's next
-    request on it).  Raises
+    request on it).  ``object_name``: the requested file's name (a stall's
+    sign for players that send no ``bs``: cadenza.abr.session).  Raises
     :class:`BadRequestError` for a ``max_bitrate`` that is not a number; a
     session store that fails decides without the session's past."""
     metrics = app[METRICS]
@@ -240,6 +242,7 @@ async def decide_segment(
             track=track,
             network_key=network_key,
             also=decide,
+            object_name=object_name,
         )
     except Exception:  # a session store must never fail a media request
         log.exception("session update failed for %s; decided without its past", sid[:64])

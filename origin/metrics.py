@@ -237,7 +237,7 @@ def create_metrics(*, shared_sessions: bool = False) -> Metrics:
         ),
         buffer_starvations=Counter(
             "cadenza_buffer_starvations",
-            "Buffer starvations players reported (CMCD bs, or v2 play state rebuffering)",
+            "Buffer starvations players reported (CMCD bs, v2 sta=r, or su on the next object)",
             registry=registry,
         ),
         session_throughput_bps=Histogram(

@@ -54,11 +54,13 @@ async def ingest(
     delivery: Delivery | None = None,
     then: Callable[[SessionState], SessionState] | None = None,
     also: Callable[[SessionState], Mapping[str, object]] | None = None,
+    object_name: str | None = None,
 ) -> SessionState:
     """Fold one CMCD payload into the session ``sid`` and store it; ``then``
     changes the folded state further (pure) before it is stored, inside the
     same read-change-write; ``also`` gives more fields of the folded state
-    (:func:`cadenza.abr.session.apply_cmcd`'s, one copy of the session)."""
+    (:func:`cadenza.abr.session.apply_cmcd`'s, one copy of the session);
+    ``object_name``: the requested file's name (apply_cmcd's)."""
     store = app[SESSIONS]
     metrics = app[METRICS]
     # The memory store counts sessions it evicted for room; others (Redis) bound
@@ -77,6 +79,7 @@ async def ingest(
             delivery,
             then,
             also,
+            object_name,
         )
         store.put_now(state)
     else:
@@ -92,6 +95,7 @@ async def ingest(
                 delivery,
                 then,
                 also,
+                object_name,
             )
             await store.put(state)
     evicted = getattr(store, "evictions", 0) - evictions_before
@@ -131,6 +135,7 @@ def _change(
     delivery: Delivery | None,
     then: Callable[[SessionState], SessionState] | None,
     also: Callable[[SessionState], Mapping[str, object]] | None,
+    object_name: str | None,
 ) -> tuple[SessionState, Changes]:
     """:func:`ingest`'s change of the session (pure)."""
     state, changes = apply_cmcd(
@@ -143,6 +148,7 @@ def _change(
         network_key=network_key,
         delivery=delivery,
         also=also,
+        object_name=object_name,
     )
     if then is not None:
         state = then(state)
@@ -168,6 +174,7 @@ async def observe_request(request: web.Request, track: str) -> Observed | None:
         sid_query=query.get("sid"),
         headers=headers,
         remote=request.remote,
+        object_name=request.path.rpartition("/")[2],
     )
 
 
@@ -180,12 +187,14 @@ async def observe(
     headers: Mapping[str, str],
     remote: str | None,
     then: Callable[[SessionState], SessionState] | None = None,
+    object_name: str | None = None,
 ) -> Observed | None:
     """:func:`observe_request` without the request object (origin.fastpath
     calls it too): the ``CMCD`` and ``sid`` query arguments, the request's
     headers (``CMCD-*``, ``ECT``) and the peer address.  ``then``: a further
     (pure) change of the session, stored with the fold; with only a ``sid``,
-    applied to a session that exists."""
+    applied to a session that exists.  ``object_name``: the requested file's
+    name (the last segment of its path)."""
     metrics = app[METRICS]
     has_headers = any(name in headers for name in HEADER_NAMES)
     network_key = network_key_for(remote, headers)
@@ -217,6 +226,7 @@ async def observe(
             track=track,
             network_key=network_key,
             then=then,
+            object_name=object_name,
         )
     except Exception:  # a session store must never fail a media request
         log.exception("session update failed for %s", sid)

@@ -234,4 +234,5 @@ async def _observe(
         headers=asked.headers,
         remote=asked.remote,
         then=then,
+        object_name=asked.key.rpartition("/")[2],
     )

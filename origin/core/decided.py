@@ -227,6 +227,7 @@ async def choose_group_object(
         remote=asked.remote,
         connection=asked.connection,
         mode=settings.abr_delivery,
+        object_name=target.name,
     )
     rung_id = decided.rung
     name = found.names[rung_id]

@@ -4,6 +4,7 @@ all pure."""
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -55,6 +56,87 @@ def test_buffer_starvation_counts_a_stall() -> None:
 
 def test_v2_rebuffering_play_state_counts_a_stall() -> None:
     assert _apply(None, "e=ps,sta=r").stalls == 1
+
+
+def _stalls(*requests: tuple[str, str]) -> list[int]:
+    """The session's stall count after each (file name, CMCD) request, in order."""
+    state: SessionState | None = None
+    counts = []
+    for n, (name, text) in enumerate(requests):
+        state, _ = apply_cmcd(
+            state, parse_cmcd(text), 10.0 + n, sid="s", is_request=True, object_name=name
+        )
+        counts.append(state.stalls)
+    return counts
+
+
+def _hls(number: int, extra: str = "") -> tuple[str, str]:
+    """An hls.js 1.7.4 audio request (CMCD v1): ``nor`` the next segment, percent-encoded."""
+    nor = quote(f"seg-{number + 1:05d}.m4s?sid=s", safe="")
+    return f"seg-{number:05d}.m4s", f'ot=a,bl=4000,nor="{nor}"' + (f",{extra}" if extra else "")
+
+
+def test_a_player_waiting_for_the_next_object_is_stalled() -> None:
+    """hls.js sends no ``bs`` for audio; its requests while it waits carry ``su``.  The
+    start's ``su`` is no stall; one waited for, however many requests long, is one."""
+    requests = [_hls(1, "su"), _hls(2, "su"), _hls(3), _hls(4), _hls(5, "su"), _hls(6, "su")]
+    requests += [_hls(7), _hls(8, "su")]
+    assert _stalls(*requests) == [0, 0, 0, 0, 1, 1, 1, 2]
+
+
+def test_a_seek_is_not_a_stall() -> None:
+    """CTA-5004 sends ``su`` after a seek too: the object asked for is not the next."""
+    assert _stalls(_hls(1, "su"), _hls(2), _hls(3), _hls(20, "su"), _hls(21, "su")) == [0] * 5
+
+
+def test_a_switch_of_rung_while_waiting_is_still_the_next_object() -> None:
+    name, text = _hls(4, "su")
+    assert _stalls(_hls(1, "su"), _hls(2), _hls(3), (name, text.replace("ot=a", "ot=a,br=64"))) == [
+        0,
+        0,
+        0,
+        1,
+    ]
+
+
+def test_bs_counts_once_per_stall() -> None:
+    # bs after the waiting request that was counted: the same stall.
+    assert _stalls(_hls(1, "su"), _hls(2), _hls(3, "su"), _hls(4, "bs,su"), _hls(5)) == [
+        0,
+        0,
+        1,
+        1,
+        1,
+    ]
+    # bs alone, as dash.js and Shaka send it: counted each time.
+    assert _stalls(_hls(1, "su"), _hls(2), _hls(3, "bs"), _hls(4), _hls(5, "bs")) == [0, 0, 1, 1, 2]
+
+
+@given(st.text(max_size=80))
+def test_any_nor_is_folded_without_raising(nor: str) -> None:
+    """``nor`` is the player's text: a bracket, an escape, a scheme, none may raise."""
+    cmcd = parse_cmcd(f'ot=a,nor="{quote(nor, safe="")}"')
+    state, _ = apply_cmcd(None, cmcd, 1.0, sid="s", is_request=True, object_name="x.m4s")
+    assert state.next_object is None or "/" not in state.next_object
+
+
+def test_nor_names_its_file() -> None:
+    for nor, name in [
+        ("..%2Faac-64k%2Fseg-00006.m4s", "seg-00006.m4s"),
+        ("seg-00006.m4s%3Fsid%3Ds%26CMCD%3Dx", "seg-00006.m4s"),
+        ("http%3A%2F%2F%5Bbad%2Fseg-7.m4s%23f", "seg-7.m4s"),
+    ]:
+        state, _ = apply_cmcd(
+            None, parse_cmcd(f'ot=a,nor="{nor}"'), 1.0, sid="s", is_request=True, object_name="a"
+        )
+        assert state.next_object == name
+
+
+def test_without_the_objects_name_only_bs_counts() -> None:
+    state: SessionState | None = None
+    for text in ("su,ot=a", "ot=a,nor=x", "su,ot=a"):
+        state = _apply(state, text)
+    assert state is not None and state.stalls == 0
 
 
 def test_delivery_time_is_a_throughput_sample() -> None:

@@ -190,6 +190,41 @@ def test_cmcd_sessions_show_up_at_the_origin(drive: Drive, origin_url: str, play
     assert handovers is None or float(handovers.group(1)) == 0.0, handovers.group(0)
 
 
+@pytest.mark.parametrize("player", ["hls", "dash"])
+def test_a_players_stall_is_counted_in_its_session(
+    drive: Drive, origin_url: str, player: str
+) -> None:
+    """Throttled to 30 kb/s after 3 s, with at most 6 s buffered: even the 64 kb/s rung
+    takes 8.5 s a segment, so the player must wait (the media element's ``waiting``
+    once playing, the ground truth here).  The origin counts it: dash.js says so with
+    CMCD ``bs``; hls.js 1.7.4 sends ``bs`` only for video, and its audio request while it
+    waits carries ``su`` for the segment its previous request named as the next
+    (``nor``), which is what the origin reads (cadenza.abr.session)."""
+    sid = f"e2e-{player}-stall"
+    manifest = "master.m3u8?codec=aac" if player == "hls" else "manifest.mpd?codec=aac"
+    result = drive(
+        player=player,
+        src=f"{origin_url}/{TRACK}/{manifest}",
+        play_s=12,
+        buffer_s=6,
+        cmcd=True,
+        session_id=sid,
+        content_id=TRACK,
+        throttle={"after_s": 3, "kbps": 30, "latency_ms": 40},
+        timeout_s=90,
+    )
+    final = _summary(f"{player} stall", result)
+    assert final["fatal"] is None, final["errors"]
+    assert final["current_time"] > result["throttled_at_s"]
+    waits = [e for e in final["events"] if e["kind"] == "waiting"]
+    assert waits, "the player never waited: the throttle did not make the stall it needs"
+    report = _session(origin_url, sid)
+    assert report["stalls"] >= 1, (report["stalls"], final["errors"])
+    metrics = urllib.request.urlopen(f"{origin_url}/metrics", timeout=10).read().decode()
+    starved = re.search(r"^cadenza_buffer_starvations_total (\S+)$", metrics, re.MULTILINE)
+    assert starved is not None and float(starved.group(1)) >= report["stalls"]
+
+
 def test_demo_page_dashjs_sends_cmcd_from_the_manifest_on(drive: Drive, origin_url: str) -> None:
     """The demo page (``/``) with dash.js: CMCD on every request, the manifest's too, and a
     session with a throughput estimate at the origin.

@@ -299,6 +299,8 @@
       if (state.startup_s === null) state.startup_s = now() - state.started_at;
     });
     audio.addEventListener("error", () => { state.fatal = state.fatal || `media:${audio.error && audio.error.code}`; });
+    // A wait once playing: a stall (or a seek's), by the media element's own word.
+    audio.addEventListener("waiting", () => { if (state.playing) note("waiting", audio.currentTime); });
     const graph = meter(audio);
     if (cfg.player === "hls") startHls(audio, cfg.src, cfg);
     else if (cfg.player === "dash") startDash(audio, cfg.src, cfg);
