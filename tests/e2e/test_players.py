@@ -125,6 +125,16 @@ def _session(origin_url: str, sid: str) -> dict[str, Any]:
         return data
 
 
+def _drive_with_cmcd(
+    drive: Drive, origin_url: str, player: str, sid: str, **options: Any
+) -> dict[str, Any]:
+    """The AAC ladder (hls.js: master.m3u8, dash.js: the MPD) with CMCD on, as session
+    ``sid`` of content ``TRACK``."""
+    manifest = "master.m3u8?codec=aac" if player == "hls" else "manifest.mpd?codec=aac"
+    src = f"{origin_url}/{TRACK}/{manifest}"
+    return drive(player=player, src=src, cmcd=True, session_id=sid, content_id=TRACK, **options)
+
+
 def _cmcd_warnings(result: dict[str, Any]) -> list[str]:
     """What dash.js's CmcdController warned about: it logs a CMCD it could not build or
     record (and sends that request without CMCD) instead of failing."""
@@ -155,14 +165,12 @@ def test_cmcd_sessions_show_up_at_the_origin(drive: Drive, origin_url: str, play
     The run ends only once a request carrying ``mtp`` has been answered
     (``await_cmcd_key``, bounded by the timeout): a condition, not a time."""
     sid = f"e2e-{player}-cmcd"
-    manifest = "master.m3u8?codec=aac" if player == "hls" else "manifest.mpd?codec=aac"
-    result = drive(
-        player=player,
-        src=f"{origin_url}/{TRACK}/{manifest}",
+    result = _drive_with_cmcd(
+        drive,
+        origin_url,
+        player,
+        sid,
         play_s=8,
-        cmcd=True,
-        session_id=sid,
-        content_id=TRACK,
         throttle_steps=[{"name": "network", "kbps": 4000, "latency_ms": 20}],
         await_cmcd_key="mtp",
         timeout_s=40,
@@ -201,15 +209,13 @@ def test_a_players_stall_is_counted_in_its_session(
     waits carries ``su`` for the segment its previous request named as the next
     (``nor``), which is what the origin reads (cadenza.abr.session)."""
     sid = f"e2e-{player}-stall"
-    manifest = "master.m3u8?codec=aac" if player == "hls" else "manifest.mpd?codec=aac"
-    result = drive(
-        player=player,
-        src=f"{origin_url}/{TRACK}/{manifest}",
+    result = _drive_with_cmcd(
+        drive,
+        origin_url,
+        player,
+        sid,
         play_s=12,
         buffer_s=6,
-        cmcd=True,
-        session_id=sid,
-        content_id=TRACK,
         throttle={"after_s": 3, "kbps": 30, "latency_ms": 40},
         timeout_s=90,
     )

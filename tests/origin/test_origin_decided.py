@@ -24,8 +24,8 @@ from cadenza.abr.controller import ControllerState, Reason, decide_rung
 from cadenza.abr.controller_inputs import Signals
 from cadenza.abr.controller_table import decision_table
 from cadenza.abr.delivery import Delivery
-from cadenza.abr.session import DECISIONS_KEPT, DecisionRecord, SessionState
-from cadenza.abr.session_origin import record_decision
+from cadenza.abr.session import DECISIONS_KEPT, DecisionRecord, SessionState, evolve
+from cadenza.abr.session_origin import decision_fields
 from cadenza.manifests.hls import render_group_master
 from cadenza.manifests.jsonio import presentation_from_json
 from cadenza.origin.app import create_app
@@ -709,7 +709,7 @@ def test_a_session_keeps_its_latest_decisions() -> None:
         decision, controller = decide_rung(
             ladder, state.controller, Signals(), float(number), segment_duration_s=4.0
         )
-        state = record_decision(
+        fields = decision_fields(
             state,
             decision,
             controller,
@@ -722,6 +722,7 @@ def test_a_session_keeps_its_latest_decisions() -> None:
             direct_peer=None,
             delivery=Delivery.DIRECT if number % 2 else Delivery.REDIRECT,
         )
+        state = evolve(state, **fields)
     assert len(state.decisions) == DECISIONS_KEPT
     assert state.decisions[0].segment == 11
     assert [d.delivery for d in state.decisions[:2]] == [Delivery.DIRECT, Delivery.REDIRECT]
