@@ -161,7 +161,7 @@ class SessionState:
 _KEEP: Final = object()  # "this field unchanged"
 
 
-def _writeevolve() -> Callable[..., SessionState]:
+def _write_evolve() -> Callable[..., SessionState]:
     """``dataclasses.replace`` for :class:`SessionState`, at a sixth of its cost (it
     runs for every decided segment): written out for the class's fields, as
     ``dataclasses`` writes ``__init__``, each field a keyword that defaults to
@@ -184,7 +184,7 @@ def _writeevolve() -> Callable[..., SessionState]:
 
 
 # The session with the given fields changed (``dataclasses.replace``, faster).
-evolve: Final = _writeevolve()
+evolve: Final = _write_evolve()
 _NOTHING: Final[Mapping[str, object]] = {}
 
 
@@ -248,7 +248,8 @@ def apply_cmcd(
     ``br``, ``bs``, ``su``, ``cid``, ``d``, ``ot``; v2 ``sta`` play states).
 
     ``also``: more fields of the new state, computed from the state before this
-    payload (a new session's, for none), such as :func:`decision_fields`, which
+    payload (a new session's, for none), such as
+    :func:`cadenza.abr.session_origin.decision_fields`, which
     reads none of the fields a payload changes; the session is copied once.
     ``object_name``: the requested file's name (its URL's last path segment), for a
     request; a stall is what :func:`_stalled` says starts one."""
