@@ -22,8 +22,8 @@ the level (the lowest at or above it) is taken instead when all of these hold:
   (0.3) of a stall second per second of content, in the plan's own objective
   (QoE_lin prices a stall second at the top rung's quality).  The same fading
   scaled down (satellite: a 100 kb/s level between 64 and 128) gains half as
-  much per held segment for the same stall risk, and holding there lost 5–37
-  points;
+  much per held segment for the same stall risk, and holding there lost 6–38
+  points (78 to 40–72);
 * the recent samples' harmonic mean is at least ``min_recent_over_level`` (0.8)
   of the level: the link is not in a dip;
 * the buffer is at least ``enter_buffer_fraction`` (2/3) of the plan's buffer

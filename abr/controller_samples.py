@@ -108,7 +108,7 @@ def link_sample_bps(
         signals.delivery_rate_bps, mtp_kbps, bound if waited else None, rules
     )
     measured: float | None = None
-    if delivery_bps is not None and delivery_bps > 0:
+    if delivery_bps is not None:  # believed: positive
         measured = delivery_bps
     elif mtp_kbps is not None:
         # The low end of the interval ``mtp`` was rounded from (25 kb/s for a 0).
