@@ -31,6 +31,10 @@ from cadenza.origin.tcp_info import Connection
 
 log = logging.getLogger("cadenza.origin.telemetry")
 
+# A further (pure) change of a session, given the request's CMCD (None for a request
+# that carries none), stored in the same read-change-write as the fold.
+Then = Callable[[SessionState, Cmcd | None], SessionState]
+
 
 @dataclass(frozen=True, slots=True)
 class Observed:
@@ -52,13 +56,13 @@ async def ingest(
     track: str | None,
     network_key: str | None,
     delivery: Delivery | None = None,
-    then: Callable[[SessionState], SessionState] | None = None,
+    then: Then | None = None,
     also: Callable[[SessionState], Mapping[str, object]] | None = None,
     object_name: str | None = None,
 ) -> SessionState:
     """Fold one CMCD payload into the session ``sid`` and store it; ``then``
-    changes the folded state further (pure) before it is stored, inside the
-    same read-change-write; ``also`` gives more fields of the folded state
+    changes the folded state further (pure, given ``cmcd``) before it is stored,
+    inside the same read-change-write; ``also`` gives more fields of the folded state
     (:func:`cadenza.abr.session.apply_cmcd`'s, one copy of the session);
     ``object_name``: the requested file's name (apply_cmcd's)."""
     store = app[SESSIONS]
@@ -133,7 +137,7 @@ def _change(
     track: str | None,
     network_key: str | None,
     delivery: Delivery | None,
-    then: Callable[[SessionState], SessionState] | None,
+    then: Then | None,
     also: Callable[[SessionState], Mapping[str, object]] | None,
     object_name: str | None,
 ) -> tuple[SessionState, Changes]:
@@ -151,7 +155,7 @@ def _change(
         object_name=object_name,
     )
     if then is not None:
-        state = then(state)
+        state = then(state, cmcd)
     return state, changes
 
 
@@ -186,7 +190,7 @@ async def observe(
     sid_query: str | None,
     headers: Mapping[str, str],
     remote: str | None,
-    then: Callable[[SessionState], SessionState] | None = None,
+    then: Then | None = None,
     object_name: str | None = None,
 ) -> Observed | None:
     """:func:`observe_request` without the request object (origin.fastpath
@@ -237,9 +241,7 @@ async def observe(
     return Observed(sid, state, network_key, from_header)
 
 
-async def _touch(
-    app: web.Application, sid: str, then: Callable[[SessionState], SessionState]
-) -> SessionState | None:
+async def _touch(app: web.Application, sid: str, then: Then) -> SessionState | None:
     """``then`` applied to the session ``sid`` if it exists, and stored."""
     store = app[SESSIONS]
     locks = app.get(SESSION_LOCKS)
@@ -247,7 +249,7 @@ async def _touch(
         state = await store.get(sid)
         if state is None:
             return None
-        state = then(state)
+        state = then(state, None)
         await store.put(state)
     return state
 
@@ -258,18 +260,20 @@ def media_timing(
     segment_duration_s: float,
     connection: Connection | None,
     remote: str | None,
-) -> Callable[[SessionState], SessionState]:
+) -> Then:
     """The session change of a media object the origin serves itself: its own
     timing (:func:`cadenza.abr.session_origin.note_media_request`), with the delivery
     rate of the previous response when it went out on this same connection to the
     client itself (``remote``, the request's client: not for a request a proxy
-    forwarded, :meth:`Connection.measures`), checked against the player's latest
-    ``mtp`` and ``bl`` as the controller checks it, and this connection remembered
-    for the next request."""
+    forwarded, :meth:`Connection.measures`), checked against this request's CMCD
+    ``mtp`` and ``bl`` as the controller checks it (none when the request carries
+    none: the values a session kept from an earlier request describe another
+    object and another buffer), and this connection remembered for the next
+    request."""
     if connection is not None and not connection.measures(remote):
         connection = None
 
-    def note(state: SessionState) -> SessionState:
+    def note(state: SessionState, cmcd: Cmcd | None) -> SessionState:
         rate_bps = None
         if connection is not None and state.direct_peer == connection.peer:
             rate_bps = connection.delivery_rate_bps()
@@ -280,8 +284,8 @@ def media_timing(
             segment_duration_s=segment_duration_s,
             delivery_rate_bps=rate_bps,
             direct_peer=None if connection is None else connection.peer,
-            measured_kbps=state.last_mtp_kbps,
-            buffer_ms=state.last_bl_ms,
+            measured_kbps=None if cmcd is None else cmcd.integer("mtp"),
+            buffer_ms=None if cmcd is None else cmcd.integer("bl"),
         )
 
     return note

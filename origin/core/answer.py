@@ -12,7 +12,6 @@ from collections.abc import Callable
 from aiohttp import web
 
 from cadenza.abr.cmcd import HEADER_NAMES as CMCD_HEADER_NAMES
-from cadenza.abr.session import SessionState
 from cadenza.manifests.encryption import clearkey_licence_url, has_cbcs
 from cadenza.manifests.model import MPD_NAME, Presentation
 from cadenza.manifests.steering import SteeringConfig
@@ -42,7 +41,7 @@ from cadenza.origin.rendering import (
     private_control,
     render_manifest,
 )
-from cadenza.origin.telemetry import Observed, media_timing, observe
+from cadenza.origin.telemetry import Observed, Then, media_timing, observe
 
 
 def has_cmcd_headers(asked: MediaRequest) -> bool:
@@ -223,7 +222,7 @@ async def _observe(
     app: web.Application,
     track: str,
     asked: MediaRequest,
-    then: Callable[[SessionState], SessionState] | None = None,
+    then: Then | None = None,
 ) -> Observed | None:
     query = asked.query or {}
     return await observe(

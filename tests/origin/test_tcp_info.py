@@ -5,8 +5,10 @@ socket is never read for the session's ``etp``."""
 from __future__ import annotations
 
 import socket
+import struct
 from dataclasses import replace
 
+from cadenza.abr.cmcd import parse_cmcd
 from cadenza.abr.session import SessionState
 from cadenza.origin.tcp_info import Connection, connection_of
 from cadenza.origin.telemetry import media_timing
@@ -60,6 +62,31 @@ def test_a_forwarded_request_gives_etp_no_delivery_rate() -> None:
         last_media_bytes=64_000,
         direct_peer="10.0.0.9:4711",
     )
-    forwarded = media_timing(10.5, 64_000, 4.0, connection, "192.0.2.1")(state)
+    forwarded = media_timing(10.5, 64_000, 4.0, connection, "192.0.2.1")(state, None)
     assert forwarded.origin_rate_bps == 8 * 64_000 / 0.5  # the request timing alone
     assert forwarded.direct_peer is None
+
+
+def test_etp_checks_the_delivery_rate_against_this_requests_cmcd_only() -> None:
+    """The rate is vetoed by the ``mtp`` the request carries (as the controller's
+    samples are), never by one a session kept from an earlier request, which
+    described another object."""
+
+    class Rate:
+        def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes:
+            return bytes(160) + struct.pack("=Q", 5_000_000_000) + bytes(88)  # 40 Gb/s
+
+    connection = Connection("127.0.0.1:4711", Rate(), address="127.0.0.1")
+    state = replace(
+        SessionState("e", 0.0, 0.0),
+        last_media_s=10.0,
+        last_media_bytes=64_000,
+        direct_peer="127.0.0.1:4711",
+        last_mtp_kbps=200,  # from an earlier request
+    )
+    timing = media_timing(10.5, 64_000, 4.0, connection, "127.0.0.1")
+    vetoed = timing(state, parse_cmcd("mtp=200"))
+    assert vetoed.origin_rate_bps == 8 * 64_000 / 0.5  # the request timing instead
+    believed = timing(state, parse_cmcd("ot=a"))
+    assert believed.origin_rate_bps == 40e9
+    assert timing(state, None).origin_rate_bps == 40e9
