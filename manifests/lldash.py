@@ -359,14 +359,13 @@ def _period(mpd: etree._Element, p: LivePresentation, runs: list[PeriodRun], ind
 
 
 def render_live_mpd(
-    p: LivePresentation, *, now_ms: int, time_url: str, steering: SteeringConfig | None = None
+    p: LivePresentation, *, time_url: str, steering: SteeringConfig | None = None
 ) -> str:
     """The MPD as the model stands (see the module docstring); ``time_url``: the
     absolute or MPD-relative URL of the origin's ISO 8601 clock; ``steering``: the
-    pathways and the steering server, as in VOD's MPD.  ``now_ms`` is taken
-    for symmetry with the playlists: the MPD depends on the model alone, so every
-    request between two writes gets the same document."""
-    del now_ms
+    pathways and the steering server, as in VOD's MPD.  It takes no clock: the MPD
+    depends on the model alone, so every request between two writes gets the same
+    document (the origin caches it by model)."""
     mpd = _head(p, steering)
     runs = split_periods(p.renditions[0])
     for index in range(len(runs)):

@@ -144,7 +144,6 @@ async def answer_live(
         return None
     settings = request.app[SETTINGS]
     model = watch.model
-    now_ms = int(request.app[CLOCK]() * 1000)
     control = reload_control(model, settings.manifest_max_age_s)
     if is_manifest(name):  # a session's CMCD is folded in, as for a VOD manifest
         await observe_request(request, watch.track)
@@ -163,7 +162,7 @@ async def answer_live(
 
         def mpd() -> str:
             filtered = select(model, selected)
-            return render_live_mpd(filtered, now_ms=now_ms, time_url=url, steering=steering)
+            return render_live_mpd(filtered, time_url=url, steering=steering)
 
         return _text(watch.rendered(model, (name, selected, steering, url), mpd), MPD_TYPE, control)
     rendition_id, slash, file = name.partition("/")

@@ -285,7 +285,7 @@ class Publisher:
         presentation = self.presentation
         assert presentation is not None
         self.sink.publish(MASTER_NAME, render_live_master(presentation).encode())
-        mpd = render_live_mpd(presentation, now_ms=presentation.updated_ms, time_url=TIME_URL)
+        mpd = render_live_mpd(presentation, time_url=TIME_URL)
         self.sink.publish(MPD_NAME, mpd.encode())
         self.sink.barrier()
         self._manifests_due = False

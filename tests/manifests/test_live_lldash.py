@@ -41,7 +41,7 @@ def _attr(element: etree._Element, name: str) -> str:
 
 
 def _mpd(p: LivePresentation) -> etree._Element:
-    text = render_live_mpd(p, now_ms=p.updated_ms + 500, time_url=TIME_URL)
+    text = render_live_mpd(p, time_url=TIME_URL)
     root = etree.fromstring(text.encode())
     SCHEMA.assertValid(root)
     return root
@@ -300,7 +300,7 @@ def test_steered_live_mpd_is_valid_with_a_base_url_per_pathway() -> None:
     )
     for ended in (False, True):
         p = make_live(ended=ended)
-        text = render_live_mpd(p, now_ms=p.updated_ms, time_url=TIME_URL, steering=steering)
+        text = render_live_mpd(p, time_url=TIME_URL, steering=steering)
         mpd = etree.fromstring(text.encode())
         SCHEMA.assertValid(mpd)
         bases = [(b.get("serviceLocation"), b.text) for b in mpd.findall("d:BaseURL", N)]
