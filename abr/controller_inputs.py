@@ -12,8 +12,10 @@ from typing import Final
 from cadenza.abr.cmcd_keys import Cmcd
 from cadenza.abr.frozen import fast_init
 
-# CTA-5004 rounds ``mtp`` to the nearest 100 kb/s; a report of 0 means below 50.
+# CTA-5004 rounds ``mtp`` to the nearest 100 kb/s; a report of 0 means below 50, and is
+# read as 25 (the session's estimate and the controller's samples alike).
 MTP_STEP_KBPS: Final = 100
+MTP_ZERO_KBPS: Final = MTP_STEP_KBPS / 4
 
 
 class Ect(enum.StrEnum):

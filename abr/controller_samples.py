@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from cadenza.abr.controller_inputs import MTP_STEP_KBPS, Signals
+from cadenza.abr.controller_inputs import MTP_STEP_KBPS, MTP_ZERO_KBPS, Signals
 from cadenza.abr.controller_table import NO_PREVIOUS
 
 
@@ -112,7 +112,7 @@ def link_sample_bps(
         measured = delivery_bps
     elif mtp_kbps is not None:
         # The low end of the interval ``mtp`` was rounded from (25 kb/s for a 0).
-        measured = max(mtp_kbps - MTP_STEP_KBPS / 2, MTP_STEP_KBPS / 4) * 1000.0
+        measured = max(mtp_kbps - MTP_STEP_KBPS / 2, MTP_ZERO_KBPS) * 1000.0
     if measured is not None:
         sample: float | None = max(measured, bound or 0.0)
     else:

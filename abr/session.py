@@ -18,6 +18,7 @@ from typing import Final, cast
 
 from cadenza.abr.cmcd import Cmcd
 from cadenza.abr.controller import ControllerState, Reason
+from cadenza.abr.controller_inputs import MTP_ZERO_KBPS
 from cadenza.abr.delivery import Delivery as DeliveryMode
 from cadenza.abr.estimator import DualEwma
 from cadenza.abr.frozen import fast_init
@@ -265,9 +266,10 @@ def apply_cmcd(
     duration_ms = integer("d")
     weight_s = duration_ms / 1000.0 if duration_ms else DEFAULT_SAMPLE_WEIGHT_S
     mtp = integer("mtp")
-    if mtp is not None and mtp > 0:
-        estimator = estimator.sample_rate(mtp * 1000.0, weight_s)
-        throughput_kbps = float(mtp)
+    if mtp is not None and mtp >= 0:
+        # A 0 is a measurement too: a link under 50 kb/s (CTA-5004 rounds mtp to 100 kb/s).
+        throughput_kbps = float(mtp) if mtp > 0 else MTP_ZERO_KBPS
+        estimator = estimator.sample_rate(throughput_kbps * 1000.0, weight_s)
         samples += 1
     if delivery is not None and delivery.size_bytes > 0 and delivery.duration_s > 0:
         estimator = estimator.sample_download(delivery.duration_s, delivery.size_bytes)

@@ -39,6 +39,17 @@ def test_mtp_feeds_the_estimator() -> None:
     assert state.last_mtp_kbps == 800
 
 
+def test_an_mtp_of_zero_is_a_slow_link_not_a_missing_one() -> None:
+    """dash.js 5 sent ``mtp=0`` under a 30 kb/s throttle (CTA-5004 rounds to 100 kb/s):
+    the session's estimate must fall, not stay at the fast sample before it."""
+    fast = _apply(None, "mtp=800,d=4000")
+    state, changes = apply_cmcd(fast, parse_cmcd("mtp=0,d=4000"), 14.0, sid="s", is_request=True)
+    assert changes.throughput_kbps == pytest.approx(25.0)
+    assert state.throughput_samples == 2
+    assert state.estimate_kbps is not None and state.estimate_kbps < 800.0
+    assert _apply(None, "mtp=0").estimate_kbps == pytest.approx(25.0)
+
+
 def test_bitrate_change_on_audio_counts_a_switch() -> None:
     state = _apply(_apply(None, "br=128,ot=a"), "br=64,ot=a")
     assert (state.switches, state.last_br_kbps) == (1, 64)
