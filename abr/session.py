@@ -107,12 +107,13 @@ class SessionState:
         return self.bitrate_time_kbps_s / self.bitrate_time_s
 
     def view(self) -> SessionView:
+        mtp = self.last_mtp_kbps
         return SessionView(
             self.estimator,
             self.last_seen_s,
             self.stalls,
             self.last_bl_ms,
-            self.last_mtp_kbps * 1000.0 if self.last_mtp_kbps else None,
+            None if mtp is None or mtp < 0 else (mtp or MTP_ZERO_KBPS) * 1000.0,
         )
 
     def qoe(self) -> float:

@@ -48,6 +48,7 @@ def test_an_mtp_of_zero_is_a_slow_link_not_a_missing_one() -> None:
     assert state.throughput_samples == 2
     assert state.estimate_kbps is not None and state.estimate_kbps < 800.0
     assert _apply(None, "mtp=0").estimate_kbps == pytest.approx(25.0)
+    assert state.view().last_throughput_bps == pytest.approx(25_000.0)
 
 
 def test_bitrate_change_on_audio_counts_a_switch() -> None:
