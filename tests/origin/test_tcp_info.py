@@ -48,6 +48,16 @@ def test_the_delivery_rate_of_a_loopback_connection_is_read() -> None:
             sock.close()
 
 
+def _served_on(peer: str) -> SessionState:
+    """A session whose previous 64 KB object went out on ``peer``'s connection at 10 s."""
+    return replace(
+        SessionState("s", 0.0, 0.0),
+        last_media_s=10.0,
+        last_media_bytes=64_000,
+        direct_peer=peer,
+    )
+
+
 def test_a_forwarded_request_gives_etp_no_delivery_rate() -> None:
     """Behind a proxy the socket measures the proxy's hop (tcp_info.Connection.measures)."""
 
@@ -56,12 +66,7 @@ def test_a_forwarded_request_gives_etp_no_delivery_rate() -> None:
             raise AssertionError("a forwarded request's socket must not be read")
 
     connection = Connection("10.0.0.9:4711", Fixed(), address="10.0.0.9")
-    state = replace(
-        SessionState("f", 0.0, 0.0),
-        last_media_s=10.0,
-        last_media_bytes=64_000,
-        direct_peer="10.0.0.9:4711",
-    )
+    state = _served_on("10.0.0.9:4711")
     forwarded = media_timing(10.5, 64_000, 4.0, connection, "192.0.2.1")(state, None)
     assert forwarded.origin_rate_bps == 8 * 64_000 / 0.5  # the request timing alone
     assert forwarded.direct_peer is None
@@ -77,13 +82,7 @@ def test_etp_checks_the_delivery_rate_against_this_requests_cmcd_only() -> None:
             return bytes(160) + struct.pack("=Q", 5_000_000_000) + bytes(88)  # 40 Gb/s
 
     connection = Connection("127.0.0.1:4711", Rate(), address="127.0.0.1")
-    state = replace(
-        SessionState("e", 0.0, 0.0),
-        last_media_s=10.0,
-        last_media_bytes=64_000,
-        direct_peer="127.0.0.1:4711",
-        last_mtp_kbps=200,  # from an earlier request
-    )
+    state = replace(_served_on("127.0.0.1:4711"), last_mtp_kbps=200)  # an earlier request's
     timing = media_timing(10.5, 64_000, 4.0, connection, "127.0.0.1")
     vetoed = timing(state, parse_cmcd("mtp=200"))
     assert vetoed.origin_rate_bps == 8 * 64_000 / 0.5  # the request timing instead
