@@ -215,7 +215,8 @@ _TYPES_OF: Final[Mapping[Kind, tuple[type, ...]]] = {
 
 def _check_item(key: str, kind: Kind, item: BareItem) -> BareItem:
     if type(item) not in _TYPES_OF[kind]:
-        raise InvalidValueError(f"{key} must be a {kind.value}")
+        article = "an" if kind is Kind.INTEGER else "a"
+        raise InvalidValueError(f"{key} must be {article} {kind.value}")
     if kind is Kind.INTEGER and item < 0:  # type: ignore[operator]
         raise InvalidValueError(f"{key} must not be negative")
     return item

@@ -113,7 +113,7 @@ class SessionState:
             self.last_seen_s,
             self.stalls,
             self.last_bl_ms,
-            None if mtp is None or mtp < 0 else (mtp or MTP_ZERO_KBPS) * 1000.0,
+            None if mtp is None else (mtp or MTP_ZERO_KBPS) * 1000.0,
         )
 
     def qoe(self) -> float:
