@@ -45,7 +45,7 @@ def test_the_installed_command_prints_the_version() -> None:
 
 
 def test_licence_file_is_the_apache_2_text_pyproject_names() -> None:
-    assert _pyproject()["license"] == {"text": "Apache-2.0"}
+    assert _pyproject()["license"] == "Apache-2.0"
     text = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert text.lstrip().startswith("Apache License\n                           Version 2.0")
     # The whole text, not a stub: its nine sections and the appendix.
@@ -68,8 +68,9 @@ def test_licence_file_is_the_apache_2_text_pyproject_names() -> None:
 
 
 def test_installed_metadata_names_the_licence_file() -> None:
-    """setuptools puts LICENSE into every wheel and editable install (its default
-    ``license-files`` patterns); the installed metadata says so."""
+    """pyproject names the licence as an SPDX expression (PEP 639; the table form
+    is deprecated in setuptools, unsupported after 2027-02-18) and LICENSE as its
+    file; the installed metadata says both."""
     meta = metadata("cadenza")
     assert "LICENSE" in (meta.get_all("License-File") or [])
-    assert meta["License"] == "Apache-2.0"
+    assert meta["License-Expression"] == "Apache-2.0"
